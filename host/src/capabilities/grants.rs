@@ -1,0 +1,316 @@
+//! What the policy allows a plugin to touch: file-system roots, service
+//! names and WSUS operations. Checked once at load time against what the
+//! plugin asks for, and again on every host call against its arguments.
+
+use crate::contract::{Capability, capability_name, parse_capability};
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+/// The grants of one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Roots under which `fs-read` calls are allowed.
+    pub fs_read: Vec<PathBuf>,
+    /// Roots under which `fs-write` calls (and reads) are allowed.
+    pub fs_write: Vec<PathBuf>,
+    /// Services whose status may be read.
+    pub services_read: BTreeSet<String>,
+    /// Services that may be controlled (and read).
+    pub services_control: BTreeSet<String>,
+    /// Granted `wsus-*` capabilities.
+    pub wsus: BTreeSet<WsusGrant>,
+}
+
+/// The WSUS capabilities, orderable so they can live in a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WsusGrant {
+    Read,
+    Updates,
+    Approvals,
+    Configure,
+    Sync,
+}
+
+impl WsusGrant {
+    fn of(capability: Capability) -> Option<Self> {
+        Some(match capability {
+            Capability::WsusRead => Self::Read,
+            Capability::WsusUpdates => Self::Updates,
+            Capability::WsusApprovals => Self::Approvals,
+            Capability::WsusConfigure => Self::Configure,
+            Capability::WsusSync => Self::Sync,
+            _ => return None,
+        })
+    }
+}
+
+/// A grant written as text could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GrantError {
+    #[error(
+        "unknown capability `{0}`; expected one of fs-read, fs-write, services-read, services-control, wsus-read, wsus-updates, wsus-approvals, wsus-configure, wsus-sync"
+    )]
+    UnknownCapability(String),
+    #[error("`{0}` needs a scope: write `{0}=<{1}>`")]
+    MissingScope(String, &'static str),
+    #[error("`{0}` takes no scope; write just `{0}`")]
+    UnexpectedScope(String),
+    #[error("file-system root `{0}` must be an absolute path without `..`")]
+    BadRoot(String),
+}
+
+impl Grants {
+    /// No grants at all: the plugin may only log, read its settings and use
+    /// its own state.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Add one grant written as `capability[=scope]`, the form used by
+    /// `medic trigger --grant`: `fs-read=/srv/share`, `services-control=BITS`,
+    /// `wsus-read`.
+    pub fn add_spec(&mut self, spec: &str) -> Result<(), GrantError> {
+        let (name, scope) = match spec.split_once('=') {
+            Some((name, scope)) => (name.trim(), Some(scope.trim())),
+            None => (spec.trim(), None),
+        };
+        let capability =
+            parse_capability(name).ok_or_else(|| GrantError::UnknownCapability(name.to_string()))?;
+        self.add(capability, scope)
+    }
+
+    /// Add one grant with its scope (a path for `fs-*`, a service name for
+    /// `services-*`, none for `wsus-*`).
+    pub fn add(&mut self, capability: Capability, scope: Option<&str>) -> Result<(), GrantError> {
+        let name = capability_name(capability).to_string();
+        if let Some(grant) = WsusGrant::of(capability) {
+            if scope.is_some() {
+                return Err(GrantError::UnexpectedScope(name));
+            }
+            self.wsus.insert(grant);
+            return Ok(());
+        }
+        let scope = scope.filter(|s| !s.is_empty());
+        match capability {
+            Capability::FsRead | Capability::FsWrite => {
+                let root = scope.ok_or(GrantError::MissingScope(name, "absolute path"))?;
+                let root = normalize_root(root)?;
+                if capability == Capability::FsRead {
+                    self.fs_read.push(root);
+                } else {
+                    self.fs_write.push(root);
+                }
+            }
+            _ => {
+                let service = scope.ok_or(GrantError::MissingScope(name, "service name"))?;
+                if capability == Capability::ServicesRead {
+                    self.services_read.insert(service.to_string());
+                } else {
+                    self.services_control.insert(service.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the capability is granted with at least one scope.
+    pub fn has(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::FsRead => !self.fs_read.is_empty() || !self.fs_write.is_empty(),
+            Capability::FsWrite => !self.fs_write.is_empty(),
+            Capability::ServicesRead => {
+                !self.services_read.is_empty() || !self.services_control.is_empty()
+            }
+            Capability::ServicesControl => !self.services_control.is_empty(),
+            other => WsusGrant::of(other).is_some_and(|g| self.wsus.contains(&g)),
+        }
+    }
+
+    /// The capabilities asked for that are not granted, in the order asked.
+    pub fn missing(&self, asked: &[Capability]) -> Vec<Capability> {
+        let mut missing: Vec<Capability> = Vec::new();
+        for capability in asked {
+            if !self.has(*capability) && !missing.contains(capability) {
+                missing.push(*capability);
+            }
+        }
+        missing
+    }
+
+    /// Whether `path` (already checked by [`checked_path`]) may be read.
+    pub fn may_read(&self, path: &Path) -> bool {
+        self.fs_read
+            .iter()
+            .chain(&self.fs_write)
+            .any(|root| path.starts_with(root))
+    }
+
+    /// Whether access on `path` may be changed.
+    pub fn may_write(&self, path: &Path) -> bool {
+        self.fs_write.iter().any(|root| path.starts_with(root))
+    }
+
+    pub fn may_query_service(&self, name: &str) -> bool {
+        self.services_read.contains(name) || self.services_control.contains(name)
+    }
+
+    pub fn may_control_service(&self, name: &str) -> bool {
+        self.services_control.contains(name)
+    }
+
+    pub fn may_wsus(&self, grant: WsusGrant) -> bool {
+        self.wsus.contains(&grant)
+    }
+
+    /// The grants as `capability=scope` strings, for display and audit.
+    pub fn describe(&self) -> Vec<String> {
+        let paths = |name: &str, roots: &[PathBuf]| {
+            roots
+                .iter()
+                .map(|r| format!("{name}={}", r.display()))
+                .collect::<Vec<_>>()
+        };
+        let names = |name: &str, set: &BTreeSet<String>| {
+            set.iter().map(|s| format!("{name}={s}")).collect::<Vec<_>>()
+        };
+        let mut out = paths("fs-read", &self.fs_read);
+        out.extend(paths("fs-write", &self.fs_write));
+        out.extend(names("services-read", &self.services_read));
+        out.extend(names("services-control", &self.services_control));
+        out.extend(self.wsus.iter().map(|g| {
+            match g {
+                WsusGrant::Read => "wsus-read",
+                WsusGrant::Updates => "wsus-updates",
+                WsusGrant::Approvals => "wsus-approvals",
+                WsusGrant::Configure => "wsus-configure",
+                WsusGrant::Sync => "wsus-sync",
+            }
+            .to_string()
+        }));
+        out
+    }
+}
+
+/// A granted root: absolute, without `..`, and resolved through symlinks
+/// when it exists, so that checks compare like with like.
+fn normalize_root(root: &str) -> Result<PathBuf, GrantError> {
+    let path = Path::new(root);
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(GrantError::BadRoot(root.to_string()));
+    }
+    Ok(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+/// Why a path a plugin passed cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("`{0}` is not an absolute path")]
+    NotAbsolute(String),
+    #[error("`{0}` contains `..`")]
+    ParentComponent(String),
+}
+
+/// Turn a path a plugin passed into the path the checks and the backend use:
+/// absolute, no `..`, and with its parent resolved through symlinks so that
+/// a link inside a granted root cannot lead outside it. The last component
+/// is kept as is: a call on a symlink acts on the link itself.
+pub fn checked_path(raw: &str) -> Result<PathBuf, PathError> {
+    let path = Path::new(raw);
+    if !path.is_absolute() {
+        return Err(PathError::NotAbsolute(raw.to_string()));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(PathError::ParentComponent(raw.to_string()));
+    }
+    let resolved = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
+            Ok(parent) => parent.join(name),
+            Err(_) => path.to_path_buf(),
+        },
+        _ => path.to_path_buf(),
+    };
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_and_without_scope() {
+        let mut grants = Grants::none();
+        grants.add_spec("fs-read=/srv/share").unwrap();
+        grants.add_spec("services-control=BITS").unwrap();
+        grants.add_spec("wsus-read").unwrap();
+        assert!(grants.has(Capability::FsRead));
+        assert!(!grants.has(Capability::FsWrite));
+        assert!(grants.may_query_service("BITS"));
+        assert!(grants.may_control_service("BITS"));
+        assert!(!grants.may_control_service("W3SVC"));
+        assert!(grants.may_wsus(WsusGrant::Read));
+        assert!(!grants.may_wsus(WsusGrant::Updates));
+        assert_eq!(
+            grants.describe(),
+            vec!["fs-read=/srv/share", "services-control=BITS", "wsus-read"]
+        );
+    }
+
+    #[test]
+    fn bad_specs_say_how_to_fix_them() {
+        let mut grants = Grants::none();
+        assert_eq!(
+            grants.add_spec("fs-delete=/x"),
+            Err(GrantError::UnknownCapability("fs-delete".into()))
+        );
+        assert_eq!(
+            grants.add_spec("fs-read").unwrap_err().to_string(),
+            "`fs-read` needs a scope: write `fs-read=<absolute path>`"
+        );
+        assert!(matches!(grants.add_spec("wsus-sync=x"), Err(GrantError::UnexpectedScope(_))));
+        assert!(matches!(grants.add_spec("fs-write=relative"), Err(GrantError::BadRoot(_))));
+        assert!(matches!(grants.add_spec("fs-write=/a/../b"), Err(GrantError::BadRoot(_))));
+    }
+
+    #[test]
+    fn missing_lists_each_ungranted_capability_once() {
+        let mut grants = Grants::none();
+        grants.add_spec("fs-write=/srv").unwrap();
+        let asked = [
+            Capability::FsRead,
+            Capability::FsWrite,
+            Capability::WsusSync,
+            Capability::WsusSync,
+            Capability::ServicesRead,
+        ];
+        assert_eq!(
+            grants.missing(&asked),
+            vec![Capability::WsusSync, Capability::ServicesRead]
+        );
+    }
+
+    #[test]
+    fn paths_are_confined_to_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("inside")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
+        let mut grants = Grants::none();
+        grants.add_spec(&format!("fs-read={}", root.display())).unwrap();
+
+        let inside = checked_path(&format!("{}/inside/file", root.display())).unwrap();
+        assert!(grants.may_read(&inside));
+        assert!(!grants.may_write(&inside));
+        assert!(!grants.may_read(&checked_path("/etc/passwd").unwrap()));
+        #[cfg(unix)]
+        {
+            let through_link = checked_path(&format!("{}/escape/passwd", root.display())).unwrap();
+            assert!(!grants.may_read(&through_link), "{through_link:?}");
+        }
+        assert!(matches!(checked_path("relative"), Err(PathError::NotAbsolute(_))));
+        assert!(matches!(
+            checked_path(&format!("{}/inside/../../x", root.display())),
+            Err(PathError::ParentComponent(_))
+        ));
+    }
+}

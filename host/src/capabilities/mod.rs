@@ -1,0 +1,241 @@
+//! The host side of the contract: one file per WIT interface, each checking
+//! the run's grants on every call, honouring its mode (mutating calls are
+//! only planned in dry-run and approve modes), and recording the call in
+//! the run's journal.
+
+pub mod config;
+pub mod fs;
+pub mod grants;
+pub mod log;
+pub mod services;
+pub mod state;
+pub mod wsus;
+
+use crate::audit::state::StateStore;
+use crate::backends::Backends;
+use crate::contract::v0_1_0::medic::plugin::types;
+use crate::contract::{Capability, ErrorKind, PluginError, capability_name};
+use crate::runtime::limits::MemoryLimiter;
+use grants::Grants;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use grants::{GrantError, WsusGrant};
+
+/// How a run may affect the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Mutating calls are executed.
+    #[default]
+    Enforce,
+    /// Mutating calls are recorded as planned and not executed.
+    DryRun,
+    /// As dry-run; the plan waits for an operator's approval.
+    Approve,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "enforce" => Some(Self::Enforce),
+            "dry-run" => Some(Self::DryRun),
+            "approve" => Some(Self::Approve),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::DryRun => "dry-run",
+            Self::Approve => "approve",
+        }
+    }
+}
+
+/// One call a plugin made to the host, as recorded in the run's journal.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostCall {
+    /// `interface.function`, e.g. `fs.ensure-access`.
+    pub function: String,
+    /// The arguments (long lists are summarised).
+    pub args: serde_json::Value,
+    /// Whether the call changes the system.
+    pub mutating: bool,
+    /// Whether a mutating call was executed (false: only planned).
+    pub applied: bool,
+    /// A short summary of what came back.
+    pub result: String,
+    /// Set when the call returned an error to the plugin.
+    pub error: Option<String>,
+    /// Set when the call was refused because of the grants.
+    pub denied: bool,
+    pub micros: u64,
+}
+
+/// One log record a plugin wrote.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PluginLog {
+    pub level: String,
+    pub message: String,
+}
+
+/// Logs kept per run; more are counted and dropped.
+const MAX_LOGS_PER_RUN: usize = 1_000;
+
+/// Everything a run's host calls can see: the store data of one run.
+pub struct RunState {
+    pub plugin: String,
+    pub run_id: String,
+    pub mode: Mode,
+    pub grants: Arc<Grants>,
+    pub settings: Arc<BTreeMap<String, String>>,
+    pub backends: Backends,
+    pub state: Option<StateStore>,
+    pub calls: Vec<HostCall>,
+    pub logs: Vec<PluginLog>,
+    pub dropped_logs: usize,
+    pub max_calls: usize,
+    pub limiter: MemoryLimiter,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl RunState {
+    /// State for one run. WASI is linked for components written in other
+    /// languages, locked down: no files, no network, no environment, no
+    /// arguments, no standard input; output goes nowhere.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        plugin: String,
+        run_id: String,
+        mode: Mode,
+        grants: Arc<Grants>,
+        settings: Arc<BTreeMap<String, String>>,
+        backends: Backends,
+        state: Option<StateStore>,
+        limiter: MemoryLimiter,
+        max_calls: usize,
+    ) -> Self {
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            plugin,
+            run_id,
+            mode,
+            grants,
+            settings,
+            backends,
+            state,
+            calls: Vec::new(),
+            logs: Vec::new(),
+            dropped_logs: 0,
+            max_calls,
+            limiter,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// The last error-level log line, which for a Rust plugin that panicked
+    /// is the panic message.
+    pub fn last_error_log(&self) -> Option<&str> {
+        self.logs
+            .iter()
+            .rev()
+            .find(|l| l.level == "error")
+            .map(|l| l.message.as_str())
+    }
+
+    /// Perform one host call: enforce the per-run call quota (a trap when
+    /// exceeded), decide whether a mutating call is applied, time it, and
+    /// record it. `op` receives `apply`.
+    pub(crate) fn host_call<T>(
+        &mut self,
+        function: &'static str,
+        args: serde_json::Value,
+        mutating: bool,
+        op: impl FnOnce(&mut Self, bool) -> Result<T, PluginError>,
+        summary: impl FnOnce(&T) -> String,
+    ) -> wasmtime::Result<Result<T, PluginError>> {
+        if self.calls.len() >= self.max_calls {
+            return Err(wasmtime::format_err!(
+                "plugin made more than {} host calls in one run",
+                self.max_calls
+            ));
+        }
+        let apply = mutating && self.mode == Mode::Enforce;
+        let started = Instant::now();
+        let result = op(self, apply);
+        let micros = started.elapsed().as_micros() as u64;
+        let (text, error, denied) = match &result {
+            Ok(value) => (summary(value), None, false),
+            Err(e) => (String::new(), Some(format!("{:?}: {}", e.kind, e.message)), e.kind == ErrorKind::Denied),
+        };
+        if denied {
+            tracing::warn!(
+                plugin = %self.plugin, run = %self.run_id, function,
+                "call outside the plugin's grants refused: {}", error.as_deref().unwrap_or("")
+            );
+        } else {
+            tracing::debug!(plugin = %self.plugin, run = %self.run_id, function, micros, "host call");
+        }
+        self.calls.push(HostCall {
+            function: function.to_string(),
+            args,
+            mutating,
+            applied: apply && result.is_ok(),
+            result: text,
+            error,
+            denied,
+            micros,
+        });
+        Ok(result)
+    }
+
+    /// Refuse a call whose capability is not granted at all.
+    pub(crate) fn require(&self, capability: Capability) -> Result<(), PluginError> {
+        if self.grants.has(capability) {
+            Ok(())
+        } else {
+            Err(denied(format!(
+                "capability `{}` is not granted to plugin `{}`",
+                capability_name(capability),
+                self.plugin
+            )))
+        }
+    }
+}
+
+/// An error value for a refused call.
+pub(crate) fn denied(message: impl Into<String>) -> PluginError {
+    PluginError::new(ErrorKind::Denied, message)
+}
+
+impl types::Host for RunState {}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Link every contract interface (and the locked-down WASI) into `linker`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<RunState>) -> wasmtime::Result<()> {
+    use crate::contract::v0_1_0::Remediation;
+    use wasmtime::component::HasSelf;
+    Remediation::add_to_linker::<RunState, HasSelf<RunState>>(linker, |state| state)?;
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    Ok(())
+}

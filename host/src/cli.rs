@@ -1,0 +1,416 @@
+//! The command line: argument parsing, logging set-up, and the verbs.
+//! This is the edge of the program, where errors become messages and exit
+//! codes.
+
+use crate::audit::Store;
+use crate::audit::state::StateStore;
+use crate::backends::{Backends, PrincipalMap};
+use crate::capabilities::Mode;
+use crate::capabilities::grants::Grants;
+use crate::event::{EventRecord, new_id};
+use crate::runtime::{LoadedPlugin, Limits, RunReport, RunRequest, RunResult, Runtime, RuntimeConfig};
+use crate::units::{parse_duration, parse_size};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "medic", version, about = "Auto-remediation agent: policy-driven, sandboxed WebAssembly plugins that diagnose and repair a system")]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing syntax), e.g. `info` or `medic=debug`.
+    #[arg(long, global = true, env = "MEDIC_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Run a plugin once on one event and print the outcome and every host
+    /// call it made.
+    Trigger(TriggerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Show a component's name, version, contract version, the capabilities
+    /// it asks for, its suggested triggers, imports and exports.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/medic
+    /// or ~/.cache/medic].
+    #[arg(long, env = "MEDIC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile without reading or writing the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The component file (`.wasm`).
+    pub component: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The component file (`.wasm`).
+    pub component: PathBuf,
+
+    /// The event as JSON, e.g. '{"kind": "system-event", "subject": "BITS",
+    /// "fields": {"event-id": "364"}}' [default: a manual event].
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// A plugin setting, `key=value` (repeatable).
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+
+    /// A grant, `capability[=scope]` (repeatable): `fs-read=/srv/share`,
+    /// `fs-write=/srv/share`, `services-read=BITS`, `services-control=BITS`,
+    /// `wsus-read`, `wsus-updates`, `wsus-approvals`, `wsus-configure`,
+    /// `wsus-sync`.
+    #[arg(long = "grant", value_name = "CAPABILITY[=SCOPE]")]
+    pub grants: Vec<String>,
+
+    /// Map a principal name plugins use to a local user or group, e.g.
+    /// `"NETWORK SERVICE=user:www-data"` (repeatable).
+    #[arg(long = "principal", value_name = "NAME=user:NAME|group:NAME")]
+    pub principals: Vec<String>,
+
+    /// Record mutating calls as planned without executing them.
+    #[arg(long, conflicts_with = "mode")]
+    pub dry_run: bool,
+
+    /// enforce, dry-run or approve.
+    #[arg(long, default_value = "enforce")]
+    pub mode: String,
+
+    /// Kill the run after this long (e.g. 500ms, 30s).
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+
+    /// Memory cap (e.g. 64MiB).
+    #[arg(long, default_value = "64MiB")]
+    pub memory: String,
+
+    /// Fuel for the run (instructions, roughly); unlimited if unset.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+
+    /// Where the plugin's state is kept [default: $XDG_STATE_HOME/medic or
+    /// ~/.local/state/medic].
+    #[arg(long, env = "MEDIC_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print the run report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Parse the command line, run the verb, and map the result to an exit
+/// code: 0 success, 1 error, 2 a run that failed.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
+        Command::Trigger(args) => trigger(&args),
+    }
+}
+
+fn default_dir(env: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(fallback)))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("medic")
+}
+
+fn runtime(cache: &CacheArgs) -> Result<Runtime> {
+    let cache_dir = if cache.no_cache {
+        None
+    } else {
+        Some(
+            cache
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| default_dir("XDG_CACHE_HOME", ".cache")),
+        )
+    };
+    Ok(Runtime::new(&RuntimeConfig {
+        cache_dir,
+        ..RuntimeConfig::default()
+    })?)
+}
+
+fn inspect(args: &InspectArgs) -> Result<ExitCode> {
+    let runtime = runtime(&args.cache)?;
+    let plugin = runtime.load_file(&args.component)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inspect_json(&plugin))?);
+    } else {
+        print!("{}", inspect_text(&plugin));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trigger_hint_text(hint: &crate::contract::TriggerHint) -> String {
+    use crate::contract::TriggerHint;
+    match hint {
+        TriggerHint::File(path) => format!("file {path}"),
+        TriggerHint::LogLine(regex) => format!("log-line /{regex}/"),
+        TriggerHint::SystemEvent(m) => format!("system-event {} {}", m.source, m.id),
+        TriggerHint::Every(secs) => format!("every {secs}s"),
+        TriggerHint::Startup => "startup".into(),
+        TriggerHint::Manual => "manual".into(),
+    }
+}
+
+fn inspect_json(plugin: &LoadedPlugin) -> serde_json::Value {
+    serde_json::json!({
+        "name": plugin.info.name,
+        "version": plugin.info.version,
+        "description": plugin.info.description,
+        "contract": format!("{}@{}", crate::contract::PACKAGE, plugin.contract.version),
+        "hash": plugin.hash,
+        "size": plugin.size,
+        "capabilities": plugin.info.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "triggers": plugin.info.triggers.iter().map(trigger_hint_text).collect::<Vec<_>>(),
+        "imports": plugin.contract.imports,
+        "exports": plugin.contract.exports,
+    })
+}
+
+fn inspect_text(plugin: &LoadedPlugin) -> String {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    format!(
+        "name          {}\nversion       {}\ndescription   {}\ncontract      {}@{}\nsha256        {}\nsize          {} bytes\ncapabilities  {}\ntriggers      {}\nimports       {}\nexports       {}\n",
+        plugin.info.name,
+        plugin.info.version,
+        plugin.info.description,
+        crate::contract::PACKAGE,
+        plugin.contract.version,
+        plugin.hash,
+        plugin.size,
+        list(plugin.info.capabilities.iter().map(|c| c.to_string()).collect()),
+        list(plugin.info.triggers.iter().map(trigger_hint_text).collect()),
+        list(plugin.contract.imports.clone()),
+        list(plugin.contract.exports.clone()),
+    )
+}
+
+fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::parse(&args.mode)
+            .with_context(|| format!("--mode {}: expected enforce, dry-run or approve", args.mode))?
+    };
+    let mut grants = Grants::none();
+    for spec in &args.grants {
+        grants.add_spec(spec).with_context(|| format!("--grant {spec}"))?;
+    }
+    let mut principals = PrincipalMap::default();
+    for mapping in &args.principals {
+        principals
+            .insert_spec(mapping)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--principal {mapping}"))?;
+    }
+    let settings = parse_settings(&args.settings)?;
+    let event = match &args.event {
+        Some(json) => EventRecord::from_json(json)?,
+        None => EventRecord::manual(""),
+    }
+    .to_contract()?;
+    let limits = Limits {
+        timeout: parse_duration(&args.timeout).map_err(anyhow::Error::msg).context("--timeout")?,
+        memory_bytes: parse_size(&args.memory).map_err(anyhow::Error::msg).context("--memory")?,
+        fuel: args.fuel,
+        ..Limits::default()
+    };
+    if limits.memory_bytes > crate::runtime::limits::MAX_MEMORY_BYTES {
+        bail!("--memory {}: at most 1GiB", args.memory);
+    }
+    if limits.timeout < Duration::from_millis(10) {
+        bail!("--timeout {}: at least 10ms", args.timeout);
+    }
+
+    let runtime = runtime(&args.cache)?;
+    let plugin = runtime.load_file(&args.component)?;
+    plugin.check_grants(&grants)?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_dir("XDG_STATE_HOME", ".local/state"));
+    let store = Store::open(&state_dir)?;
+    let report = runtime.run(
+        &plugin,
+        RunRequest {
+            run_id: new_id("run"),
+            event,
+            mode,
+            grants: Arc::new(grants),
+            limits,
+            settings: Arc::new(settings),
+            backends: Backends::local(principals),
+            state: Some(StateStore::new(store)),
+        },
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report_text(&report));
+    }
+    Ok(if report.status() == "failed" {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `key=value` pairs into a settings map; a key given twice is an error.
+pub fn parse_settings(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut settings = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--setting {pair}: expected KEY=VALUE"))?;
+        if settings.insert(key.trim().to_string(), value.to_string()).is_some() {
+            bail!("--setting {key} is given twice");
+        }
+    }
+    Ok(settings)
+}
+
+/// A run report for a terminal.
+pub fn report_text(report: &RunReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plugin   {} {} (sha256 {}) in {} mode",
+        report.plugin,
+        report.version,
+        &report.hash[..12.min(report.hash.len())],
+        report.mode.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "event    {} {} from {:?}, subject {:?}",
+        report.event.id, report.event.kind, report.event.source, report.event.subject
+    );
+    let _ = writeln!(out, "calls    {}", report.calls.len());
+    for (n, call) in report.calls.iter().enumerate() {
+        let status = match (&call.error, call.denied, call.mutating, call.applied) {
+            (Some(_), true, _, _) => "DENIED",
+            (Some(_), false, _, _) => "error",
+            (None, _, true, true) => "applied",
+            (None, _, true, false) => "planned",
+            (None, _, false, _) => "ok",
+        };
+        let result = call.error.as_deref().unwrap_or(&call.result);
+        let _ = writeln!(
+            out,
+            "  {:>3}. {} {} -> [{status}] {result}",
+            n + 1,
+            call.function,
+            call.args
+        );
+    }
+    for log in &report.logs {
+        let _ = writeln!(out, "log      {:<5} {}", log.level, log.message);
+    }
+    if report.dropped_logs > 0 {
+        let _ = writeln!(out, "log      ({} more lines dropped)", report.dropped_logs);
+    }
+    match &report.result {
+        RunResult::Completed(outcome) => {
+            let _ = writeln!(out, "outcome  {}: {}", outcome.status, outcome.summary);
+            for action in &outcome.actions {
+                let _ = writeln!(
+                    out,
+                    "  - {} {} {} ({})",
+                    action.verb,
+                    action.target,
+                    action.detail,
+                    if action.applied { "applied" } else { "planned" }
+                );
+            }
+        }
+        RunResult::Failed(failure) => {
+            let _ = writeln!(out, "outcome  failed: {failure}");
+        }
+    }
+    let _ = writeln!(out, "took     {:.3} ms", report.duration_us as f64 / 1000.0);
+    out
+}
+
+/// Used by tests and tools: load and run a component in one call with
+/// default limits, local backends and no state.
+pub fn run_once(runtime: &Runtime, component: &Path, request: RunRequest) -> Result<RunReport> {
+    let plugin = runtime.load_file(component)?;
+    plugin.check_grants(&request.grants)?;
+    Ok(runtime.run(&plugin, request))
+}

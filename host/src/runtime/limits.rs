@@ -1,0 +1,82 @@
+//! Per-plugin limits: wall-clock timeout (enforced by epoch interruption),
+//! memory cap (enforced by a resource limiter), optional fuel, and a cap on
+//! host calls per run.
+
+use std::time::Duration;
+
+/// Limits of one plugin's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The run is killed when it has not finished after this long.
+    pub timeout: Duration,
+    /// Linear memory a run may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Instructions' worth of fuel a run may burn; unlimited when `None`.
+    pub fuel: Option<u64>,
+    /// Host calls a run may make before it is killed.
+    pub max_host_calls: usize,
+}
+
+/// The largest memory cap a policy may set.
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            fuel: None,
+            max_host_calls: 100_000,
+        }
+    }
+}
+
+/// Enforces the memory cap and remembers whether it was hit, so a run that
+/// ends because of it is reported as such rather than as a bare trap.
+#[derive(Debug, Clone)]
+pub struct MemoryLimiter {
+    pub cap: usize,
+    pub exceeded: Option<usize>,
+}
+
+impl MemoryLimiter {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            exceeded: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.exceeded = Some(desired);
+            return Err(wasmtime::format_err!(
+                "memory cap of {} MiB exceeded: the plugin asked for {} MiB",
+                self.cap >> 20,
+                desired >> 20
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Format bytes as MiB for messages.
+pub fn mib(bytes: usize) -> String {
+    format!("{} MiB", bytes >> 20)
+}

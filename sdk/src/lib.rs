@@ -1,0 +1,212 @@
+//! Write [medic](https://example.invalid/medic) remediation plugins in Rust.
+//!
+//! A plugin is a WebAssembly component that the medic agent runs in a
+//! sandbox when its policy says so. It gets one event, looks at the system
+//! through the host's capabilities ([`fs`], [`services`], [`wsus`]), repairs
+//! what is wrong, and reports an [`Outcome`] listing every [`Action`].
+//! Everything a plugin does goes through these functions: the agent checks
+//! each call against the grants in its policy, records it in the audit
+//! journal, and in dry-run or approve mode records mutating calls as planned
+//! instead of executing them. Plugins need no code of their own for dry runs.
+//!
+//! Implement [`Plugin`] and register the type with [`register_plugin!`]:
+//!
+//! ```no_run
+//! use medic_sdk::{fs, info, settings, AccessRight, Capability, Event, Plugin, PluginInfo, Report, TriggerHint};
+//!
+//! struct KeepReadable;
+//!
+//! impl Plugin for KeepReadable {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo {
+//!             name: "keep-readable".into(),
+//!             version: env!("CARGO_PKG_VERSION").into(),
+//!             description: "Keeps a folder readable by a principal.".into(),
+//!             capabilities: vec![Capability::FsRead, Capability::FsWrite],
+//!             triggers: vec![TriggerHint::File("path".into())],
+//!         }
+//!     }
+//!
+//!     fn handle(_event: Event) -> Result<medic_sdk::Outcome, String> {
+//!         let path: String = settings::required("path")?;
+//!         let principal = settings::get("principal").unwrap_or_else(|| "Users".into());
+//!         let mut report = Report::new();
+//!         let access = fs::ensure_access(&path, &principal, AccessRight::Read, true)
+//!             .map_err(|e| e.describe())?;
+//!         info!("checked {} paths under {path}", access.checked);
+//!         report.record_access(&principal, &access);
+//!         Ok(report.finish(&format!("{principal} can read {path}")))
+//!     }
+//! }
+//!
+//! medic_sdk::register_plugin!(KeepReadable);
+//! ```
+//!
+//! Build it as a `cdylib` for `wasm32-unknown-unknown` and turn the module
+//! into a component (`cargo xtask plugins` in the medic repository does
+//! both). The contract is the WIT package `medic:plugin@0.1.0` in this
+//! crate's `wit/` folder; its doc comments are the reference for every
+//! function re-exported here.
+
+extern crate self as medic_sdk;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "remediation",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_remediation",
+        default_bindings_module: "medic_sdk::bindings",
+        runtime_path: "medic_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+mod report;
+pub mod settings;
+
+pub use bindings::medic::plugin::types::{
+    Action, Capability, Error, ErrorKind, Event, EventKind, Outcome, PluginInfo, Status,
+    SystemEventMatch, TriggerHint,
+};
+pub use report::Report;
+
+/// The contract version this SDK builds plugins for.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// The file system under the roots the policy grants.
+pub mod fs {
+    pub use crate::bindings::medic::plugin::fs::*;
+}
+pub use fs::AccessRight;
+
+/// System services the policy grants.
+pub mod services {
+    pub use crate::bindings::medic::plugin::services::*;
+}
+
+/// The local WSUS server and its upstream.
+pub mod wsus {
+    pub use crate::bindings::medic::plugin::wsus::*;
+}
+
+/// The plugin's private key/value store, kept across runs and restarts.
+pub mod state {
+    pub use crate::bindings::medic::plugin::state::*;
+
+    /// The value under `key` parsed as `T`; `None` when absent or unparsable.
+    pub fn get_parsed<T: std::str::FromStr>(key: &str) -> Option<T> {
+        get(key).and_then(|value| value.parse().ok())
+    }
+}
+
+/// Logging into the agent's structured log (see also [`info!`] and friends).
+pub mod log {
+    pub use crate::bindings::medic::plugin::log::{Level, log};
+}
+
+/// What a plugin implements. Each run gets a fresh instance of the plugin,
+/// so there is no `self`: keep what must outlive a run in [`state`].
+pub trait Plugin {
+    /// Name, version, the capabilities the plugin needs and the triggers it
+    /// suggests. Must not call host functions.
+    fn describe() -> PluginInfo;
+
+    /// Handle one event: diagnose, repair where needed, report.
+    /// Return `Err` only when the run could not complete.
+    fn handle(event: Event) -> Result<Outcome, String>;
+}
+
+impl Event {
+    /// The value of one of the event's fields.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Error {
+    /// `kind: message`, for summaries and logs.
+    pub fn describe(&self) -> String {
+        format!("{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl From<Error> for String {
+    fn from(error: Error) -> String {
+        error.describe()
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    use crate::bindings::exports::medic::plugin::plugin::Guest;
+    use crate::{Event, Outcome, Plugin, PluginInfo};
+    use std::marker::PhantomData;
+
+    /// Connects a [`Plugin`] to the generated export glue.
+    pub struct Adapter<P>(PhantomData<P>);
+
+    impl<P: Plugin> Guest for Adapter<P> {
+        fn describe() -> PluginInfo {
+            P::describe()
+        }
+
+        fn handle(event: Event) -> Result<Outcome, String> {
+            // A panic aborts the instance (wasm has no unwinding here); log
+            // its message first so the run's record says what happened.
+            std::panic::set_hook(Box::new(|info| {
+                crate::log::log(crate::log::Level::Error, &format!("plugin panicked: {info}"));
+            }));
+            P::handle(event)
+        }
+    }
+}
+
+/// Export a type implementing [`Plugin`] as the component's `plugin`
+/// interface. Call it once, at the top level of the plugin crate.
+#[macro_export]
+macro_rules! register_plugin {
+    ($plugin:ty) => {
+        type __MedicRegisteredPlugin = $crate::__private::Adapter<$plugin>;
+        $crate::bindings::__export_remediation!(
+            __MedicRegisteredPlugin with_types_in $crate::bindings
+        );
+    };
+}
+
+/// Log at a level with `format!` syntax.
+#[macro_export]
+macro_rules! log_at {
+    ($level:expr, $($arg:tt)+) => {
+        $crate::log::log($level, &::std::format!($($arg)+))
+    };
+}
+
+/// Log at debug level with `format!` syntax.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)+) => { $crate::log_at!($crate::log::Level::Debug, $($arg)+) };
+}
+
+/// Log at info level with `format!` syntax.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)+) => { $crate::log_at!($crate::log::Level::Info, $($arg)+) };
+}
+
+/// Log at warn level with `format!` syntax.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)+) => { $crate::log_at!($crate::log::Level::Warn, $($arg)+) };
+}
+
+/// Log at error level with `format!` syntax.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)+) => { $crate::log_at!($crate::log::Level::Error, $($arg)+) };
+}
