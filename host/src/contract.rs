@@ -192,6 +192,20 @@ pub fn parse_event_kind(name: &str) -> Option<EventKind> {
     .find(|k| event_kind_name(*k) == name)
 }
 
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Denied => "denied",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Failed => "failed",
+        })
+    }
+}
+
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {

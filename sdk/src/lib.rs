@@ -127,10 +127,37 @@ impl Event {
     }
 }
 
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventKind::FileChanged => "file-changed",
+            EventKind::LogLine => "log-line",
+            EventKind::SystemEvent => "system-event",
+            EventKind::Schedule => "schedule",
+            EventKind::Startup => "startup",
+            EventKind::Manual => "manual",
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Denied => "denied",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Failed => "failed",
+        })
+    }
+}
+
 impl Error {
     /// `kind: message`, for summaries and logs.
     pub fn describe(&self) -> String {
-        format!("{:?}: {}", self.kind, self.message)
+        format!("{}: {}", self.kind, self.message)
     }
 }
 

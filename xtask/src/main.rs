@@ -1,1 +1,170 @@
-fn main(){}
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `plugins`: build every plugin crate (built-ins, examples, test
+//!   fixtures) into components under `target/plugins/`.
+//! - `test`: build the plugins, then run the whole test suite.
+//! - `lint`: `cargo fmt --check`, clippy with warnings as errors, and a type
+//!   check of the agent for Windows.
+//! - `demo`: build everything and run the example plugin on a scratch
+//!   folder, once in dry-run and once for real.
+//!
+//! On a machine without a rustup `wasm32-unknown-unknown` target, plugins
+//! are built with Debian's `rustc-web` compiler and `-Zbuild-std`; when run
+//! as root, the missing packages are installed.
+
+mod plugins;
+mod toolchain;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo>
+
+  plugins   build every plugin crate into a component under target/plugins/
+  test      build the plugins, then run the whole test suite
+  lint      cargo fmt --check, clippy -D warnings, Windows type check
+  demo      build, then run the example plugin on a scratch folder";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("plugins") => plugins::build_all(&root).map(|_| ()),
+        Some("test") => test(&root, &args[1..]),
+        Some("lint") => lint(&root),
+        Some("demo") => demo(&root),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Run a command in `dir`, failing with its command line if it fails.
+pub fn run_command(command: &mut Command) -> Result<()> {
+    let line = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !status.success() {
+        bail!("{line} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    plugins::build_all(root)?;
+    println!("xtask: running the test suite");
+    run_command(
+        cargo(root)
+            .args(["test", "--workspace", "--all-targets"])
+            .args(extra),
+    )?;
+    run_command(cargo(root).args(["test", "--workspace", "--doc"]))
+}
+
+fn lint(root: &Path) -> Result<()> {
+    println!("xtask: cargo fmt --check");
+    run_command(cargo(root).args(["fmt", "--all", "--check"]))?;
+    println!("xtask: cargo clippy -D warnings");
+    run_command(cargo(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    println!("xtask: type-checking the agent for x86_64-pc-windows-gnu");
+    toolchain::check_windows(root)
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let components = plugins::build_all(root)?;
+    let example = components
+        .iter()
+        .find(|c| c.ends_with("share-guard.wasm"))
+        .context("the example plugin share-guard was not built")?;
+    println!("xtask: building the agent");
+    run_command(cargo(root).args(["build", "--release", "-p", "medic"]))?;
+    let medic = root.join("target/release/medic");
+    let scratch = root.join("target/demo");
+    let share = scratch.join("share");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    std::fs::create_dir_all(share.join("reports"))?;
+    std::fs::write(share.join("reports/q3.txt"), "quarterly figures\n")?;
+    std::fs::write(share.join("readme.txt"), "shared folder\n")?;
+    let locked = |p: &Path, mode: u32| -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+        }
+        let _ = (p, mode);
+        Ok(())
+    };
+    locked(&share, 0o700)?;
+    locked(&share.join("reports"), 0o700)?;
+    locked(&share.join("readme.txt"), 0o600)?;
+    locked(&share.join("reports/q3.txt"), 0o600)?;
+
+    let share_arg = share.display().to_string();
+    let state_dir = scratch.join("state").display().to_string();
+    let cache_dir = root.join("target/medic-cache").display().to_string();
+    let grant = format!("fs-write={share_arg}");
+    let path_setting = format!("path={share_arg}");
+    let base = [
+        "trigger",
+        example.to_str().context("non-UTF-8 path")?,
+        "--grant",
+        &grant,
+        "--principal",
+        "Users=user:nobody",
+        "--setting",
+        &path_setting,
+        "--state-dir",
+        &state_dir,
+        "--cache-dir",
+        &cache_dir,
+    ];
+    println!("\n== medic plugins inspect share-guard.wasm");
+    run_command(
+        Command::new(&medic)
+            .args(["plugins", "inspect"])
+            .arg(example)
+            .args(["--cache-dir", &cache_dir]),
+    )?;
+    println!("\n== a folder only its owner can read; first a dry run (nothing changes)");
+    run_command(Command::new(&medic).args(base).arg("--dry-run"))?;
+    println!("\n== now for real");
+    run_command(Command::new(&medic).args(base))?;
+    println!("\n== and again: nothing left to repair");
+    run_command(Command::new(&medic).args(base))?;
+    println!("\ndemo folder: {}", share.display());
+    Ok(())
+}

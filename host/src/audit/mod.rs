@@ -12,15 +12,15 @@ pub const DATABASE_FILE: &str = "medic.redb";
 /// Errors of the embedded store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create state directory {path}: {source}")]
+    #[error("cannot create state directory {path}: {cause}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot open the store {path}: {source} (is another medic process using this state directory?)")]
+    #[error("cannot open the store {path}: {cause} (is another medic process using this state directory?)")]
     Open {
         path: PathBuf,
-        source: redb::DatabaseError,
+        cause: redb::DatabaseError,
     },
     #[error("store operation failed: {0}")]
     Database(#[from] redb::Error),
@@ -63,14 +63,14 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Open (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        std::fs::create_dir_all(state_dir).map_err(|cause| StoreError::CreateDir {
             path: state_dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let path = state_dir.join(DATABASE_FILE);
-        let db = redb::Database::create(&path).map_err(|source| StoreError::Open {
+        let db = redb::Database::create(&path).map_err(|cause| StoreError::Open {
             path: path.clone(),
-            source,
+            cause,
         })?;
         Ok(Self {
             db: Arc::new(db),

@@ -178,7 +178,7 @@ impl RunState {
         let micros = started.elapsed().as_micros() as u64;
         let (text, error, denied) = match &result {
             Ok(value) => (summary(value), None, false),
-            Err(e) => (String::new(), Some(format!("{:?}: {}", e.kind, e.message)), e.kind == ErrorKind::Denied),
+            Err(e) => (String::new(), Some(format!("{}: {}", e.kind, e.message)), e.kind == ErrorKind::Denied),
         };
         if denied {
             tracing::warn!(

@@ -60,13 +60,16 @@ impl CompileCache {
         hash: &str,
     ) -> wasmtime::Result<(Component, CacheUse)> {
         let entry = self.entry(hash);
+        // Read into memory rather than map the file: a cache file truncated
+        // or rewritten under a running agent must not bring it down.
         if let Some(entry) = &entry
-            && entry.exists()
+            && let Ok(compiled) = std::fs::read(entry)
         {
             // SAFETY: the cache directory holds only artifacts this agent
             // wrote with `precompile_component` for an engine with the same
-            // compatibility hash (part of the file name).
-            match unsafe { Component::deserialize_file(engine, entry) } {
+            // compatibility hash (part of the file name); wasmtime checks the
+            // header and rejects anything else.
+            match unsafe { Component::deserialize(engine, &compiled) } {
                 Ok(component) => return Ok((component, CacheUse::Hit)),
                 Err(e) => tracing::warn!(path = %entry.display(), "discarding unreadable compiled component: {e}"),
             }

@@ -46,17 +46,17 @@ impl std::fmt::Debug for LoadedPlugin {
 /// says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read plugin {path}: {source}")]
+    #[error("cannot read plugin {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{origin} is not a valid WebAssembly component: {reason}; build it with `cargo xtask plugins` (or wasm-tools component new)")]
     Compile { origin: String, reason: String },
-    #[error("{origin} cannot be loaded: {source}")]
+    #[error("{origin} cannot be loaded: {cause}")]
     Contract {
         origin: String,
-        source: ContractError,
+        cause: ContractError,
     },
     #[error("{origin} cannot be linked: {reason}; a plugin may import only the medic:plugin interfaces and WASI 0.2")]
     Link { origin: String, reason: String },
@@ -103,9 +103,9 @@ const DESCRIBE_LIMITS: Limits = Limits {
 impl Runtime {
     /// Load a plugin from a component file.
     pub fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| LoadError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         self.load_bytes(&bytes, &path.display().to_string())
     }
@@ -121,12 +121,11 @@ impl Runtime {
                 origin: origin.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let contract = contract::contract_use(&self.engine, &component).map_err(|source| {
-            LoadError::Contract {
+        let contract =
+            contract::contract_use(&self.engine, &component).map_err(|cause| LoadError::Contract {
                 origin: origin.clone(),
-                source,
-            }
-        })?;
+                cause,
+            })?;
         let pre = self
             .linker
             .instantiate_pre(&component)

@@ -50,9 +50,10 @@ impl Plugin for ShareGuard {
         if principals.is_empty() {
             principals.push("Users".into());
         }
-        let right = parse_right(&settings::get("right").unwrap_or_else(|| "read".into()))?;
+        let right_name = settings::get("right").unwrap_or_else(|| "read".into());
+        let right = parse_right(&right_name)?;
         let recursive = settings::parse_or("recursive", true)?;
-        info!("checking {path} for {principals:?} ({right:?}) after {:?} event", event.kind);
+        info!("checking {path} for {principals:?} ({right_name}) after a {} event", event.kind);
 
         let mut report = Report::new();
         let mut checked = 0;
@@ -77,7 +78,7 @@ impl Plugin for ShareGuard {
         let summary = if changed == 0 {
             format!("{checked} paths checked under {path}: access is as it should be")
         } else {
-            format!("{changed} of {checked} paths under {path} lacked {right:?} access")
+            format!("{changed} of {checked} paths under {path} lacked {right_name} access")
         };
         Ok(report.finish(&summary))
     }

@@ -1,0 +1,8 @@
+//! End-to-end tests: real components built from the crates in `plugins/`,
+//! `examples/plugins/` and `tests/fixtures/plugins/`, run by the real
+//! runtime and the real `medic` binary against real temporary folders.
+
+mod cli;
+mod example;
+mod sandbox;
+mod support;

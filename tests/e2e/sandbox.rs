@@ -1,0 +1,171 @@
+//! Hostile and broken plugins: each run ends with a clear record and the
+//! runtime goes on serving.
+
+use crate::support::{Run, component, load, runtime, workspace};
+use medic::capabilities::grants::Grants;
+use medic::runtime::{CacheUse, Limits, LoadError, RunFailure, RunResult, Runtime, RuntimeConfig};
+use std::time::{Duration, Instant};
+
+fn failure(result: &RunResult) -> &RunFailure {
+    match result {
+        RunResult::Failed(failure) => failure,
+        RunResult::Completed(outcome) => panic!("expected a failed run, got {outcome:?}"),
+    }
+}
+
+/// After any hostile run, a well-behaved plugin still runs.
+fn assert_runtime_still_serves() {
+    let noop = load("fixture-noop");
+    let report = Run::default().grant("fs-read=/tmp").on(&noop);
+    assert_eq!(report.status(), "healthy", "{:?}", report.result);
+}
+
+#[test]
+fn an_infinite_loop_is_killed_at_its_timeout() {
+    let spin = load("fixture-spin");
+    let limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let started = Instant::now();
+    let report = Run::default().limits(limits).on(&spin);
+    let elapsed = started.elapsed();
+    assert_eq!(failure(&report.result), &RunFailure::Timeout { limit_ms: 200 });
+    // Generous bound: the point is that the run is killed, not how fast.
+    assert!(elapsed < Duration::from_secs(10), "run took {elapsed:?}");
+    assert_runtime_still_serves();
+}
+
+#[test]
+fn fuel_stops_a_loop_deterministically() {
+    let spin = load("fixture-spin");
+    let limits = Limits { fuel: Some(5_000_000), ..Limits::default() };
+    let report = Run::default().limits(limits).on(&spin);
+    assert_eq!(failure(&report.result), &RunFailure::FuelExhausted { fuel: 5_000_000 });
+    assert_eq!(report.fuel_used, Some(5_000_000));
+}
+
+#[test]
+fn unbounded_allocation_stops_at_the_memory_cap() {
+    let hog = load("fixture-hog");
+    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let report = Run::default().limits(limits).on(&hog);
+    match failure(&report.result) {
+        RunFailure::MemoryCap { limit_bytes, asked_bytes } => {
+            assert_eq!(*limit_bytes, 16 << 20);
+            assert!(*asked_bytes > 16 << 20);
+        }
+        other => panic!("expected the memory cap, got {other}"),
+    }
+    assert!(failure(&report.result).to_string().contains("memory cap of 16 MiB"));
+    assert_runtime_still_serves();
+}
+
+#[test]
+fn a_panic_ends_the_run_with_its_message() {
+    let panicker = load("fixture-panicker");
+    let report = Run::default().on(&panicker);
+    let RunFailure::Trap { message } = failure(&report.result) else {
+        panic!("expected a trap, got {:?}", report.result);
+    };
+    assert!(message.contains("fixture panicked on purpose"), "{message}");
+    assert!(report.logs.iter().any(|l| l.level == "error"));
+    assert_runtime_still_serves();
+}
+
+#[test]
+fn calls_outside_the_grants_are_denied_as_values_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let overreach = load("fixture-overreach");
+    let report = Run::default()
+        .grant(&format!("fs-read={}", dir.path().display()))
+        .setting("path", "/etc/hostname")
+        .on(&overreach);
+    let outcome = report.outcome().expect("the plugin handles the errors itself");
+    assert_eq!(outcome.summary, "stat denied; status denied");
+    assert_eq!(report.calls.len(), 2);
+    assert!(report.calls.iter().all(|c| c.denied), "{:?}", report.calls);
+    let stat = &report.calls[0];
+    assert_eq!(stat.function, "fs.stat");
+    assert!(stat.error.as_deref().unwrap().contains("outside the roots granted to fs-read"));
+    let query = &report.calls[1];
+    assert_eq!(query.function, "services.query");
+    assert!(query.error.as_deref().unwrap().contains("`services-read` is not granted"));
+
+    // Inside its root the same call is allowed.
+    std::fs::write(dir.path().join("ok.txt"), "12345").unwrap();
+    let report = Run::default()
+        .grant(&format!("fs-read={}", dir.path().display()))
+        .setting("path", &dir.path().join("ok.txt").display().to_string())
+        .on(&overreach);
+    assert!(report.outcome().unwrap().summary.starts_with("stat ok: 5 bytes"));
+}
+
+#[test]
+fn a_plugin_asking_for_more_than_granted_is_refused_at_load() {
+    let plugin = load("share-guard");
+    let mut grants = Grants::none();
+    grants.add_spec("fs-read=/srv").unwrap();
+    let error = plugin.check_grants(&grants).unwrap_err();
+    assert!(matches!(error, LoadError::MissingGrants { .. }));
+    let message = error.to_string();
+    assert!(message.contains("plugin `share-guard`"), "{message}");
+    assert!(message.contains("needs a capability that is not granted: fs-write (with a root path)"), "{message}");
+}
+
+#[test]
+fn an_unknown_contract_version_is_refused_with_both_versions_named() {
+    let error = runtime().load_file(&component("fixture-future-contract")).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("built for contract medic:plugin@9.0.0"), "{message}");
+    assert!(message.contains("supported: 0.1.0"), "{message}");
+    assert!(message.contains("rebuild it against a medic-sdk"), "{message}");
+}
+
+#[test]
+fn malformed_components_are_refused_with_the_file_named() {
+    let error = runtime().load_bytes(b"\0asm not really", "broken.wasm").unwrap_err();
+    let message = error.to_string();
+    assert!(message.starts_with("broken.wasm is not a valid WebAssembly component"), "{message}");
+
+    // A core module is not a component either.
+    let core = workspace().join("target/wasm/wasm32-unknown-unknown/release/fixture_noop.wasm");
+    let error = runtime().load_file(&core).unwrap_err();
+    assert!(matches!(error, LoadError::Compile { .. }), "{error}");
+
+    let error = runtime().load_file(&workspace().join("no/such/plugin.wasm")).unwrap_err();
+    assert!(error.to_string().starts_with("cannot read plugin"), "{error}");
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), ..RuntimeConfig::default() };
+    let first = Runtime::new(&config).unwrap().load_file(&component("fixture-noop")).unwrap();
+    assert_eq!(first.cache, CacheUse::Compiled);
+    let second = Runtime::new(&config).unwrap().load_file(&component("fixture-noop")).unwrap();
+    assert_eq!(second.cache, CacheUse::Hit);
+    assert_eq!(first.hash, second.hash);
+
+    // A corrupt cache entry is recompiled, not trusted.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = Runtime::new(&config).unwrap().load_file(&component("fixture-noop")).unwrap();
+    assert_eq!(third.cache, CacheUse::Compiled);
+}
+
+#[test]
+fn too_many_host_calls_end_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let noop = load("fixture-noop");
+    let limits = Limits { max_host_calls: 10, ..Limits::default() };
+    let report = Run::default()
+        .grant(&format!("fs-read={}", dir.path().display()))
+        .setting("stat-path", &dir.path().display().to_string())
+        .setting("stat-count", "50")
+        .limits(limits)
+        .on(&noop);
+    let RunFailure::Trap { message } = failure(&report.result) else {
+        panic!("expected a trap, got {:?}", report.result);
+    };
+    assert!(message.contains("more than 10 host calls"), "{message}");
+    assert_eq!(report.calls.len(), 10);
+}

@@ -1,0 +1,112 @@
+//! Shared helpers: where the built components are, one runtime for the
+//! suite, and run requests with sensible defaults.
+
+use medic::backends::{Backends, PrincipalMap};
+use medic::capabilities::Mode;
+use medic::capabilities::grants::Grants;
+use medic::event::EventRecord;
+use medic::runtime::{Limits, LoadedPlugin, RunReport, RunRequest, Runtime, RuntimeConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A component built by `cargo xtask plugins`.
+pub fn component(name: &str) -> PathBuf {
+    let path = workspace().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first with `cargo xtask plugins` (or run the suite with `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// One runtime for the whole suite, with a compile cache under target/.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(&RuntimeConfig {
+            cache_dir: Some(workspace().join("target/test-cache")),
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    })
+}
+
+pub fn load(name: &str) -> LoadedPlugin {
+    runtime().load_file(&component(name)).unwrap()
+}
+
+/// A run request builder.
+pub struct Run {
+    pub grants: Grants,
+    pub settings: BTreeMap<String, String>,
+    pub mode: Mode,
+    pub limits: Limits,
+    pub principals: PrincipalMap,
+    pub state: Option<medic::audit::state::StateStore>,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Self {
+            grants: Grants::none(),
+            settings: BTreeMap::new(),
+            mode: Mode::Enforce,
+            limits: Limits::default(),
+            principals: PrincipalMap::default(),
+            state: None,
+        }
+    }
+}
+
+impl Run {
+    pub fn grant(mut self, spec: &str) -> Self {
+        self.grants.add_spec(spec).unwrap();
+        self
+    }
+
+    pub fn setting(mut self, key: &str, value: &str) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn principal(mut self, mapping: &str) -> Self {
+        self.principals.insert_spec(mapping).unwrap();
+        self
+    }
+
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn request(self) -> RunRequest {
+        RunRequest {
+            run_id: medic::event::new_id("test"),
+            event: EventRecord::manual("test").to_contract().unwrap(),
+            mode: self.mode,
+            grants: Arc::new(self.grants),
+            limits: self.limits,
+            settings: Arc::new(self.settings),
+            backends: Backends::local(self.principals),
+            state: self.state,
+        }
+    }
+
+    /// Load `plugin`, check grants, run it once.
+    pub fn on(self, plugin: &LoadedPlugin) -> RunReport {
+        let request = self.request();
+        plugin.check_grants(&request.grants).unwrap();
+        runtime().run(plugin, request)
+    }
+}
