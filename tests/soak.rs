@@ -20,15 +20,20 @@ fn resident_bytes() -> usize {
 fn a_thousand_hostile_runs_do_not_grow_host_memory() {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
-    let hostile: Vec<_> = ["fixture-panicker", "fixture-hog", "fixture-overreach", "fixture-spin"]
-        .iter()
-        .map(|name| {
-            let path = plugins.join(format!("{name}.wasm"));
-            runtime
-                .load_file(&path)
-                .unwrap_or_else(|e| panic!("{e}: build the plugins with `cargo xtask plugins`"))
-        })
-        .collect();
+    let hostile: Vec<_> = [
+        "fixture-panicker",
+        "fixture-hog",
+        "fixture-overreach",
+        "fixture-spin",
+    ]
+    .iter()
+    .map(|name| {
+        let path = plugins.join(format!("{name}.wasm"));
+        runtime
+            .load_file(&path)
+            .unwrap_or_else(|e| panic!("{e}: build the plugins with `cargo xtask plugins`"))
+    })
+    .collect();
     let mut grants = Grants::none();
     grants.add_spec("fs-read=/tmp").unwrap();
     let grants = Arc::new(grants);
@@ -55,8 +60,18 @@ fn a_thousand_hostile_runs_do_not_grow_host_memory() {
                 state: None,
             },
         );
-        let expected = if plugin.info.name == "fixture-overreach" { "healthy" } else { "failed" };
-        assert_eq!(report.status(), expected, "run {n} of {}: {:?}", plugin.info.name, report.result);
+        let expected = if plugin.info.name == "fixture-overreach" {
+            "healthy"
+        } else {
+            "failed"
+        };
+        assert_eq!(
+            report.status(),
+            expected,
+            "run {n} of {}: {:?}",
+            plugin.info.name,
+            report.result
+        );
     };
     for n in 0..200 {
         run(n);
@@ -67,6 +82,14 @@ fn a_thousand_hostile_runs_do_not_grow_host_memory() {
     }
     let after = resident_bytes();
     let growth = after.saturating_sub(before);
-    println!("resident memory: {} KiB before, {} KiB after 1000 hostile runs", before >> 10, after >> 10);
-    assert!(growth < 16 << 20, "host memory grew by {} KiB over 1000 hostile runs", growth >> 10);
+    println!(
+        "resident memory: {} KiB before, {} KiB after 1000 hostile runs",
+        before >> 10,
+        after >> 10
+    );
+    assert!(
+        growth < 16 << 20,
+        "host memory grew by {} KiB over 1000 hostile runs",
+        growth >> 10
+    );
 }

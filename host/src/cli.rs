@@ -8,7 +8,9 @@ use crate::backends::{Backends, PrincipalMap};
 use crate::capabilities::Mode;
 use crate::capabilities::grants::Grants;
 use crate::event::{EventRecord, new_id};
-use crate::runtime::{LoadedPlugin, Limits, RunReport, RunRequest, RunResult, Runtime, RuntimeConfig};
+use crate::runtime::{
+    Limits, LoadedPlugin, RunReport, RunRequest, RunResult, Runtime, RuntimeConfig,
+};
 use crate::units::{parse_duration, parse_size};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -19,7 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "medic", version, about = "Auto-remediation agent: policy-driven, sandboxed WebAssembly plugins that diagnose and repair a system")]
+#[command(
+    name = "medic",
+    version,
+    about = "Auto-remediation agent: policy-driven, sandboxed WebAssembly plugins that diagnose and repair a system"
+)]
 pub struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -46,7 +52,7 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Run a plugin once on one event and print the outcome and every host
     /// call it made.
-    Trigger(TriggerArgs),
+    Trigger(Box<TriggerArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,7 +259,14 @@ fn inspect_text(plugin: &LoadedPlugin) -> String {
         plugin.contract.version,
         plugin.hash,
         plugin.size,
-        list(plugin.info.capabilities.iter().map(|c| c.to_string()).collect()),
+        list(
+            plugin
+                .info
+                .capabilities
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        ),
         list(plugin.info.triggers.iter().map(trigger_hint_text).collect()),
         list(plugin.contract.imports.clone()),
         list(plugin.contract.exports.clone()),
@@ -264,12 +277,15 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
-        Mode::parse(&args.mode)
-            .with_context(|| format!("--mode {}: expected enforce, dry-run or approve", args.mode))?
+        Mode::parse(&args.mode).with_context(|| {
+            format!("--mode {}: expected enforce, dry-run or approve", args.mode)
+        })?
     };
     let mut grants = Grants::none();
     for spec in &args.grants {
-        grants.add_spec(spec).with_context(|| format!("--grant {spec}"))?;
+        grants
+            .add_spec(spec)
+            .with_context(|| format!("--grant {spec}"))?;
     }
     let mut principals = PrincipalMap::default();
     for mapping in &args.principals {
@@ -285,8 +301,12 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
     }
     .to_contract()?;
     let limits = Limits {
-        timeout: parse_duration(&args.timeout).map_err(anyhow::Error::msg).context("--timeout")?,
-        memory_bytes: parse_size(&args.memory).map_err(anyhow::Error::msg).context("--memory")?,
+        timeout: parse_duration(&args.timeout)
+            .map_err(anyhow::Error::msg)
+            .context("--timeout")?,
+        memory_bytes: parse_size(&args.memory)
+            .map_err(anyhow::Error::msg)
+            .context("--memory")?,
         fuel: args.fuel,
         ..Limits::default()
     };
@@ -337,7 +357,10 @@ pub fn parse_settings(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--setting {pair}: expected KEY=VALUE"))?;
-        if settings.insert(key.trim().to_string(), value.to_string()).is_some() {
+        if settings
+            .insert(key.trim().to_string(), value.to_string())
+            .is_some()
+        {
             bail!("--setting {key} is given twice");
         }
     }

@@ -60,8 +60,14 @@ pub enum ContractError {
 /// Read the contract version from a component's import and export names.
 pub fn contract_use(engine: &Engine, component: &Component) -> Result<ContractUse, ContractError> {
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
-    let export_names: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let export_names: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let plugin_export = export_names
         .iter()
         .find(|name| name.starts_with(&format!("{PACKAGE}/plugin")))
@@ -222,7 +228,10 @@ mod tests {
     #[test]
     fn capability_names_round_trip() {
         for capability in ALL_CAPABILITIES {
-            assert_eq!(parse_capability(capability_name(capability)), Some(capability));
+            assert_eq!(
+                parse_capability(capability_name(capability)),
+                Some(capability)
+            );
         }
         assert_eq!(parse_capability("fs-delete"), None);
     }

@@ -30,9 +30,13 @@ pub struct EventRecord {
 /// An event could not be understood.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("event is not valid JSON: {0}; expected e.g. {{\"kind\": \"manual\", \"subject\": \"BITS\"}}")]
+    #[error(
+        "event is not valid JSON: {0}; expected e.g. {{\"kind\": \"manual\", \"subject\": \"BITS\"}}"
+    )]
     Json(#[from] serde_json::Error),
-    #[error("unknown event kind `{0}`; expected file-changed, log-line, system-event, schedule, startup or manual")]
+    #[error(
+        "unknown event kind `{0}`; expected file-changed, log-line, system-event, schedule, startup or manual"
+    )]
     Kind(String),
 }
 
@@ -70,15 +74,27 @@ impl EventRecord {
     /// The contract's event, filling in a fresh id and the current time
     /// where they are missing.
     pub fn to_contract(&self) -> Result<Event, EventError> {
-        let kind: EventKind =
-            contract::parse_event_kind(&self.kind).ok_or_else(|| EventError::Kind(self.kind.clone()))?;
+        let kind: EventKind = contract::parse_event_kind(&self.kind)
+            .ok_or_else(|| EventError::Kind(self.kind.clone()))?;
         Ok(Event {
-            id: if self.id.is_empty() { new_id("ev") } else { self.id.clone() },
+            id: if self.id.is_empty() {
+                new_id("ev")
+            } else {
+                self.id.clone()
+            },
             kind,
             source: self.source.clone(),
-            time_ms: if self.time_ms == 0 { now_ms() } else { self.time_ms },
+            time_ms: if self.time_ms == 0 {
+                now_ms()
+            } else {
+                self.time_ms
+            },
             subject: self.subject.clone(),
-            fields: self.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            fields: self
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -138,20 +154,30 @@ mod tests {
 
     #[test]
     fn json_events_fill_in_id_and_time() {
-        let record = EventRecord::from_json(r#"{"kind": "system-event", "subject": "BITS", "fields": {"event-id": "364"}}"#).unwrap();
+        let record = EventRecord::from_json(
+            r#"{"kind": "system-event", "subject": "BITS", "fields": {"event-id": "364"}}"#,
+        )
+        .unwrap();
         let event = record.to_contract().unwrap();
         assert_eq!(event.kind, EventKind::SystemEvent);
         assert!(event.id.starts_with("ev-"));
         assert!(event.time_ms > 0);
-        assert_eq!(event.fields, vec![("event-id".to_string(), "364".to_string())]);
+        assert_eq!(
+            event.fields,
+            vec![("event-id".to_string(), "364".to_string())]
+        );
         assert_eq!(EventRecord::from_contract(&event).subject, "BITS");
     }
 
     #[test]
     fn bad_events_get_clear_errors() {
-        let unknown_key = EventRecord::from_json(r#"{"kind": "manual", "subjekt": "x"}"#).unwrap_err();
+        let unknown_key =
+            EventRecord::from_json(r#"{"kind": "manual", "subjekt": "x"}"#).unwrap_err();
         assert!(unknown_key.to_string().contains("subjekt"), "{unknown_key}");
-        let kind = EventRecord::from_json(r#"{"kind": "reboot"}"#).unwrap().to_contract().unwrap_err();
+        let kind = EventRecord::from_json(r#"{"kind": "reboot"}"#)
+            .unwrap()
+            .to_contract()
+            .unwrap_err();
         assert!(kind.to_string().contains("unknown event kind `reboot`"));
         assert!(EventRecord::from_json("not json").is_err());
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Parse `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: u64 = number
         .parse()
@@ -16,7 +18,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => Duration::from_secs(value),
         "m" | "min" => Duration::from_secs(value * 60),
         "h" => Duration::from_secs(value * 3600),
-        other => return Err(format!("`{text}`: unknown unit `{other}`; use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}`; use ms, s, m or h"
+            ));
+        }
     };
     Ok(duration)
 }
@@ -24,7 +30,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parse `64MiB`, `1GiB`, `512KiB`, `64MB` (taken as MiB) or a byte count.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: usize = number
         .parse()
@@ -34,7 +42,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "K" | "KB" | "KiB" => 10,
         "M" | "MB" | "MiB" => 20,
         "G" | "GB" | "GiB" => 30,
-        other => return Err(format!("`{text}`: unknown unit `{other}`; use KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}`; use KiB, MiB or GiB"
+            ));
+        }
     };
     value
         .checked_mul(1 << shift)

@@ -187,7 +187,10 @@ pub mod __private {
             // A panic aborts the instance (wasm has no unwinding here); log
             // its message first so the run's record says what happened.
             std::panic::set_hook(Box::new(|info| {
-                crate::log::log(crate::log::Level::Error, &format!("plugin panicked: {info}"));
+                crate::log::log(
+                    crate::log::Level::Error,
+                    &format!("plugin panicked: {info}"),
+                );
             }));
             P::handle(event)
         }

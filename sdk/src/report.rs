@@ -42,7 +42,12 @@ impl Report {
 
     /// Add a service action (`start-service`, `restart-service`, ...) if the
     /// call changed (or would change) anything or `always` is set.
-    pub fn record_service(&mut self, verb: &str, change: &ServiceChange, always: bool) -> &mut Self {
+    pub fn record_service(
+        &mut self,
+        verb: &str,
+        change: &ServiceChange,
+        always: bool,
+    ) -> &mut Self {
         let (before, after) = (&change.before, &change.after);
         if always || before.state != after.state || before.startup != after.startup {
             let detail = format!(

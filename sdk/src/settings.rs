@@ -44,7 +44,8 @@ pub fn required<T: FromStr>(key: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
-    parse(key)?.ok_or_else(|| format!("setting `{key}` is required; add it to the plugin's settings"))
+    parse(key)?
+        .ok_or_else(|| format!("setting `{key}` is required; add it to the plugin's settings"))
 }
 
 /// A list setting: a JSON array of strings (how the host passes a TOML

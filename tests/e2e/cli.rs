@@ -19,10 +19,19 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn every_verb_has_help() {
-    for verb in [&["--help"][..], &["plugins", "--help"], &["plugins", "inspect", "--help"], &["trigger", "--help"]] {
+    for verb in [
+        &["--help"][..],
+        &["plugins", "--help"],
+        &["plugins", "inspect", "--help"],
+        &["trigger", "--help"],
+    ] {
         let out = medic(verb);
         assert!(out.status.success(), "{verb:?}");
-        assert!(text(&out.stdout).contains("Usage: medic"), "{verb:?}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("Usage: medic"),
+            "{verb:?}: {}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -39,13 +48,19 @@ fn inspect_shows_what_a_plugin_is_and_asks_for() {
         "exports       medic:plugin/plugin@0.1.0",
         "medic:plugin/fs@0.1.0",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
     }
 
     let out = medic(&["plugins", "inspect", "--json", path.to_str().unwrap()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["name"], "share-guard");
-    assert_eq!(json["capabilities"], serde_json::json!(["fs-read", "fs-write"]));
+    assert_eq!(
+        json["capabilities"],
+        serde_json::json!(["fs-read", "fs-write"])
+    );
 }
 
 #[test]
@@ -55,7 +70,11 @@ fn inspect_refuses_a_future_contract() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("medic:plugin@9.0.0"), "{stderr}");
-    assert_eq!(stderr.matches("medic:plugin@9.0.0").count(), 1, "said once: {stderr}");
+    assert_eq!(
+        stderr.matches("medic:plugin@9.0.0").count(),
+        1,
+        "said once: {stderr}"
+    );
 }
 
 #[test]
@@ -68,12 +87,18 @@ fn trigger_runs_once_and_prints_every_host_call() {
     let grant = format!("fs-write={}", share.display());
     let setting = format!("path={}", share.display());
     let args = [
-        "trigger", path.to_str().unwrap(),
-        "--grant", &grant,
-        "--setting", &setting,
-        "--principal", "Users=user:nobody",
-        "--state-dir", state.to_str().unwrap(),
-        "--event", r#"{"kind": "file-changed", "subject": "share"}"#,
+        "trigger",
+        path.to_str().unwrap(),
+        "--grant",
+        &grant,
+        "--setting",
+        &setting,
+        "--principal",
+        "Users=user:nobody",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--event",
+        r#"{"kind": "file-changed", "subject": "share"}"#,
     ];
     let out = medic(&[&args[..], &["--dry-run"]].concat());
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -98,17 +123,32 @@ fn trigger_rejects_bad_input_clearly() {
     let path = component("share-guard");
     let path = path.to_str().unwrap();
     let cases: [(&[&str], &str); 5] = [
-        (&["trigger", path], "needs capabilities that are not granted"),
-        (&["trigger", path, "--grant", "fs-delete=/x"], "unknown capability `fs-delete`"),
-        (&["trigger", path, "--event", "{"], "event is not valid JSON"),
-        (&["trigger", path, "--setting", "novalue"], "expected KEY=VALUE"),
+        (
+            &["trigger", path],
+            "needs capabilities that are not granted",
+        ),
+        (
+            &["trigger", path, "--grant", "fs-delete=/x"],
+            "unknown capability `fs-delete`",
+        ),
+        (
+            &["trigger", path, "--event", "{"],
+            "event is not valid JSON",
+        ),
+        (
+            &["trigger", path, "--setting", "novalue"],
+            "expected KEY=VALUE",
+        ),
         (&["trigger", path, "--timeout", "soon"], "is not a duration"),
     ];
     for (args, expected) in cases {
         let out = medic(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = text(&out.stderr);
-        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
     }
 }
 
@@ -116,7 +156,12 @@ fn trigger_rejects_bad_input_clearly() {
 fn a_failed_run_exits_2() {
     let path = component("fixture-panicker");
     let dir = tempfile::tempdir().unwrap();
-    let out = medic(&["trigger", path.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()]);
+    let out = medic(&[
+        "trigger",
+        path.to_str().unwrap(),
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains("fixture panicked on purpose"));
 }

@@ -17,7 +17,12 @@ fn locked_share(root: &Path) {
     std::fs::create_dir_all(root.join("reports")).unwrap();
     std::fs::write(root.join("reports/q3.txt"), "figures").unwrap();
     std::fs::write(root.join("readme.txt"), "hello").unwrap();
-    for (path, mode) in [("", 0o700), ("reports", 0o700), ("reports/q3.txt", 0o600), ("readme.txt", 0o600)] {
+    for (path, mode) in [
+        ("", 0o700),
+        ("reports", 0o700),
+        ("reports/q3.txt", 0o600),
+        ("readme.txt", 0o600),
+    ] {
         std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
     }
 }
@@ -52,7 +57,11 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     assert!(outcome.actions.iter().all(|a| !a.applied));
     assert_eq!(plan.calls.len(), 1);
     assert!(plan.calls[0].mutating && !plan.calls[0].applied);
-    assert_eq!(mode_of(&share.join("readme.txt")), 0o600, "dry run changed a file");
+    assert_eq!(
+        mode_of(&share.join("readme.txt")),
+        0o600,
+        "dry run changed a file"
+    );
 
     // Enforce: the same four paths are repaired, as the file system shows.
     let mut run = guard(&share);
@@ -68,15 +77,26 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
             .find(|a| a.target.ends_with(suffix))
             .unwrap_or_else(|| panic!("no action on {suffix}: {outcome:?}"))
     };
-    assert_eq!(by_target("reports").detail, "Users: user:nobody:--- -> user:nobody:r-x");
-    assert_eq!(by_target("q3.txt").detail, "Users: user:nobody:--- -> user:nobody:r--");
+    assert_eq!(
+        by_target("reports").detail,
+        "Users: user:nobody:--- -> user:nobody:r-x"
+    );
+    assert_eq!(
+        by_target("q3.txt").detail,
+        "Users: user:nobody:--- -> user:nobody:r--"
+    );
     // The mask (shown in the group bits) now lets the named entry through.
     assert_eq!(mode_of(&share.join("reports")), 0o750);
     assert_eq!(mode_of(&share.join("readme.txt")), 0o640);
     let mut names = medic::backends::PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
-    let acl = LocalFileSystem::new(names).read_access(&share.join("reports/q3.txt")).unwrap();
-    let users = acl.iter().find(|e| e.principal == "Users").expect("a Users entry");
+    let acl = LocalFileSystem::new(names)
+        .read_access(&share.join("reports/q3.txt"))
+        .unwrap();
+    let users = acl
+        .iter()
+        .find(|e| e.principal == "Users")
+        .expect("a Users entry");
     assert_eq!(users.raw, "user:nobody:r--");
 
     // Again: healthy, nothing changed, nothing planned.
@@ -86,11 +106,18 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     let outcome = again.outcome().unwrap();
     assert_eq!(outcome.status, "healthy");
     assert!(outcome.actions.is_empty());
-    assert!(outcome.summary.contains("4 paths checked"), "{}", outcome.summary);
+    assert!(
+        outcome.summary.contains("4 paths checked"),
+        "{}",
+        outcome.summary
+    );
 
     // The plugin counted one repairing run in its state.
     let state = StateStore::new(store);
-    assert_eq!(state.get("share-guard", "repairs").unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        state.get("share-guard", "repairs").unwrap().as_deref(),
+        Some("1")
+    );
 }
 
 #[test]
@@ -100,7 +127,12 @@ fn share_guard_reports_a_bad_setting_as_a_failed_run() {
     let report = guard(dir.path()).setting("right", "everything").on(&plugin);
     match &report.result {
         RunResult::Failed(failure) => {
-            assert!(failure.to_string().contains("expected read, modify or full-control"), "{failure}")
+            assert!(
+                failure
+                    .to_string()
+                    .contains("expected read, modify or full-control"),
+                "{failure}"
+            )
         }
         other => panic!("expected a failure, got {other:?}"),
     }
@@ -112,9 +144,17 @@ fn share_guard_fails_cleanly_on_an_unmapped_principal() {
     let share = dir.path().join("share");
     locked_share(&share);
     let plugin = load("share-guard");
-    let report = guard(&share).setting("principals", r#"["NETWORK SERVICE"]"#).on(&plugin);
+    let report = guard(&share)
+        .setting("principals", r#"["NETWORK SERVICE"]"#)
+        .on(&plugin);
     let outcome = report.outcome().unwrap();
     assert_eq!(outcome.status, "failed");
-    assert!(outcome.summary.contains("unknown principal `NETWORK SERVICE`"), "{}", outcome.summary);
+    assert!(
+        outcome
+            .summary
+            .contains("unknown principal `NETWORK SERVICE`"),
+        "{}",
+        outcome.summary
+    );
     assert_eq!(mode_of(&share.join("readme.txt")), 0o600);
 }

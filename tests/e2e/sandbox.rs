@@ -23,11 +23,17 @@ fn assert_runtime_still_serves() {
 #[test]
 fn an_infinite_loop_is_killed_at_its_timeout() {
     let spin = load("fixture-spin");
-    let limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
     let started = Instant::now();
     let report = Run::default().limits(limits).on(&spin);
     let elapsed = started.elapsed();
-    assert_eq!(failure(&report.result), &RunFailure::Timeout { limit_ms: 200 });
+    assert_eq!(
+        failure(&report.result),
+        &RunFailure::Timeout { limit_ms: 200 }
+    );
     // Generous bound: the point is that the run is killed, not how fast.
     assert!(elapsed < Duration::from_secs(10), "run took {elapsed:?}");
     assert_runtime_still_serves();
@@ -36,25 +42,41 @@ fn an_infinite_loop_is_killed_at_its_timeout() {
 #[test]
 fn fuel_stops_a_loop_deterministically() {
     let spin = load("fixture-spin");
-    let limits = Limits { fuel: Some(5_000_000), ..Limits::default() };
+    let limits = Limits {
+        fuel: Some(5_000_000),
+        ..Limits::default()
+    };
     let report = Run::default().limits(limits).on(&spin);
-    assert_eq!(failure(&report.result), &RunFailure::FuelExhausted { fuel: 5_000_000 });
+    assert_eq!(
+        failure(&report.result),
+        &RunFailure::FuelExhausted { fuel: 5_000_000 }
+    );
     assert_eq!(report.fuel_used, Some(5_000_000));
 }
 
 #[test]
 fn unbounded_allocation_stops_at_the_memory_cap() {
     let hog = load("fixture-hog");
-    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
     let report = Run::default().limits(limits).on(&hog);
     match failure(&report.result) {
-        RunFailure::MemoryCap { limit_bytes, asked_bytes } => {
+        RunFailure::MemoryCap {
+            limit_bytes,
+            asked_bytes,
+        } => {
             assert_eq!(*limit_bytes, 16 << 20);
             assert!(*asked_bytes > 16 << 20);
         }
         other => panic!("expected the memory cap, got {other}"),
     }
-    assert!(failure(&report.result).to_string().contains("memory cap of 16 MiB"));
+    assert!(
+        failure(&report.result)
+            .to_string()
+            .contains("memory cap of 16 MiB")
+    );
     assert_runtime_still_serves();
 }
 
@@ -78,16 +100,29 @@ fn calls_outside_the_grants_are_denied_as_values_and_recorded() {
         .grant(&format!("fs-read={}", dir.path().display()))
         .setting("path", "/etc/hostname")
         .on(&overreach);
-    let outcome = report.outcome().expect("the plugin handles the errors itself");
+    let outcome = report
+        .outcome()
+        .expect("the plugin handles the errors itself");
     assert_eq!(outcome.summary, "stat denied; status denied");
     assert_eq!(report.calls.len(), 2);
     assert!(report.calls.iter().all(|c| c.denied), "{:?}", report.calls);
     let stat = &report.calls[0];
     assert_eq!(stat.function, "fs.stat");
-    assert!(stat.error.as_deref().unwrap().contains("outside the roots granted to fs-read"));
+    assert!(
+        stat.error
+            .as_deref()
+            .unwrap()
+            .contains("outside the roots granted to fs-read")
+    );
     let query = &report.calls[1];
     assert_eq!(query.function, "services.query");
-    assert!(query.error.as_deref().unwrap().contains("`services-read` is not granted"));
+    assert!(
+        query
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("`services-read` is not granted")
+    );
 
     // Inside its root the same call is allowed.
     std::fs::write(dir.path().join("ok.txt"), "12345").unwrap();
@@ -95,7 +130,13 @@ fn calls_outside_the_grants_are_denied_as_values_and_recorded() {
         .grant(&format!("fs-read={}", dir.path().display()))
         .setting("path", &dir.path().join("ok.txt").display().to_string())
         .on(&overreach);
-    assert!(report.outcome().unwrap().summary.starts_with("stat ok: 5 bytes"));
+    assert!(
+        report
+            .outcome()
+            .unwrap()
+            .summary
+            .starts_with("stat ok: 5 bytes")
+    );
 }
 
 #[test]
@@ -107,40 +148,70 @@ fn a_plugin_asking_for_more_than_granted_is_refused_at_load() {
     assert!(matches!(error, LoadError::MissingGrants { .. }));
     let message = error.to_string();
     assert!(message.contains("plugin `share-guard`"), "{message}");
-    assert!(message.contains("needs a capability that is not granted: fs-write (with a root path)"), "{message}");
+    assert!(
+        message.contains("needs a capability that is not granted: fs-write (with a root path)"),
+        "{message}"
+    );
 }
 
 #[test]
 fn an_unknown_contract_version_is_refused_with_both_versions_named() {
-    let error = runtime().load_file(&component("fixture-future-contract")).unwrap_err();
+    let error = runtime()
+        .load_file(&component("fixture-future-contract"))
+        .unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("built for contract medic:plugin@9.0.0"), "{message}");
+    assert!(
+        message.contains("built for contract medic:plugin@9.0.0"),
+        "{message}"
+    );
     assert!(message.contains("supported: 0.1.0"), "{message}");
-    assert!(message.contains("rebuild it against a medic-sdk"), "{message}");
+    assert!(
+        message.contains("rebuild it against a medic-sdk"),
+        "{message}"
+    );
 }
 
 #[test]
 fn malformed_components_are_refused_with_the_file_named() {
-    let error = runtime().load_bytes(b"\0asm not really", "broken.wasm").unwrap_err();
+    let error = runtime()
+        .load_bytes(b"\0asm not really", "broken.wasm")
+        .unwrap_err();
     let message = error.to_string();
-    assert!(message.starts_with("broken.wasm is not a valid WebAssembly component"), "{message}");
+    assert!(
+        message.starts_with("broken.wasm is not a valid WebAssembly component"),
+        "{message}"
+    );
 
     // A core module is not a component either.
     let core = workspace().join("target/wasm/wasm32-unknown-unknown/release/fixture_noop.wasm");
     let error = runtime().load_file(&core).unwrap_err();
     assert!(matches!(error, LoadError::Compile { .. }), "{error}");
 
-    let error = runtime().load_file(&workspace().join("no/such/plugin.wasm")).unwrap_err();
-    assert!(error.to_string().starts_with("cannot read plugin"), "{error}");
+    let error = runtime()
+        .load_file(&workspace().join("no/such/plugin.wasm"))
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with("cannot read plugin"),
+        "{error}"
+    );
 }
 
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let config = RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), ..RuntimeConfig::default() };
-    let first = Runtime::new(&config).unwrap().load_file(&component("fixture-noop")).unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    let first = Runtime::new(&config)
+        .unwrap()
+        .load_file(&component("fixture-noop"))
+        .unwrap();
     assert_eq!(first.cache, CacheUse::Compiled);
-    let second = Runtime::new(&config).unwrap().load_file(&component("fixture-noop")).unwrap();
+    let second = Runtime::new(&config)
+        .unwrap()
+        .load_file(&component("fixture-noop"))
+        .unwrap();
     assert_eq!(second.cache, CacheUse::Hit);
     assert_eq!(first.hash, second.hash);
 
@@ -148,7 +219,10 @@ fn compiled_components_are_cached_on_disk() {
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = Runtime::new(&config).unwrap().load_file(&component("fixture-noop")).unwrap();
+    let third = Runtime::new(&config)
+        .unwrap()
+        .load_file(&component("fixture-noop"))
+        .unwrap();
     assert_eq!(third.cache, CacheUse::Compiled);
 }
 
@@ -156,7 +230,10 @@ fn compiled_components_are_cached_on_disk() {
 fn too_many_host_calls_end_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let noop = load("fixture-noop");
-    let limits = Limits { max_host_calls: 10, ..Limits::default() };
+    let limits = Limits {
+        max_host_calls: 10,
+        ..Limits::default()
+    };
     let report = Run::default()
         .grant(&format!("fs-read={}", dir.path().display()))
         .setting("stat-path", &dir.path().display().to_string())
@@ -168,4 +245,26 @@ fn too_many_host_calls_end_the_run() {
     };
     assert!(message.contains("more than 10 host calls"), "{message}");
     assert_eq!(report.calls.len(), 10);
+}
+
+#[test]
+fn wasi_is_linked_for_other_languages_and_shows_nothing_of_the_host() {
+    // The agent's own environment is not empty; the plugin's must be.
+    assert!(std::env::vars().count() > 0);
+    let plugin = load("fixture-wasi-env");
+    assert!(
+        plugin
+            .contract
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:cli/environment@0.2")),
+        "{:?}",
+        plugin.contract.imports
+    );
+    let report = Run::default().on(&plugin);
+    let outcome = report.outcome().expect("the run completes");
+    assert_eq!(
+        outcome.summary,
+        "0 environment variables, 0 arguments, cwd false"
+    );
 }

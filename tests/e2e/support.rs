@@ -11,12 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A component built by `cargo xtask plugins`.
 pub fn component(name: &str) -> PathBuf {
-    let path = workspace().join("target/plugins").join(format!("{name}.wasm"));
+    let path = workspace()
+        .join("target/plugins")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the plugins first with `cargo xtask plugins` (or run the suite with `cargo xtask test`)",

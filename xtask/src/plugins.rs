@@ -15,11 +15,10 @@ const TARGET: &str = "wasm32-unknown-unknown";
 /// Folders whose subfolders are plugin crates.
 const PLUGIN_DIRS: &[&str] = &["plugins", "examples/plugins", "tests/fixtures/plugins"];
 
-/// A plugin crate: its package name and folder.
+/// A plugin crate, by package name.
 #[derive(Debug, Clone)]
 pub struct PluginCrate {
     pub name: String,
-    pub dir: PathBuf,
 }
 
 /// The `name` of a crate's `[package]`.
@@ -43,7 +42,9 @@ fn package_name(manifest: &str) -> Option<String> {
 pub fn discover(root: &Path) -> Result<Vec<PluginCrate>> {
     let mut crates = Vec::new();
     for dir in PLUGIN_DIRS {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         for entry in entries {
             let dir = entry?.path();
             let manifest = dir.join("Cargo.toml");
@@ -53,7 +54,7 @@ pub fn discover(root: &Path) -> Result<Vec<PluginCrate>> {
             let text = std::fs::read_to_string(&manifest)?;
             let name = package_name(&text)
                 .with_context(|| format!("{} has no [package] name", manifest.display()))?;
-            crates.push(PluginCrate { name, dir });
+            crates.push(PluginCrate { name });
         }
     }
     crates.sort_by(|a, b| a.name.cmp(&b.name));
@@ -67,7 +68,11 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
         bail!("no plugin crates found under {}", PLUGIN_DIRS.join(", "));
     }
     let toolchain = toolchain::for_target(TARGET)?;
-    println!("xtask: building {} plugins with {}", crates.len(), toolchain.describe());
+    println!(
+        "xtask: building {} plugins with {}",
+        crates.len(),
+        toolchain.describe()
+    );
     let started = Instant::now();
     let target_dir = root.join("target/wasm");
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -78,7 +83,10 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
     for plugin in &crates {
         command.args(["-p", &plugin.name]);
     }
-    toolchain.configure(&mut command, Some("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER"));
+    toolchain.configure(
+        &mut command,
+        Some("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER"),
+    );
     run_command(&mut command)?;
 
     let out_dir = root.join("target/plugins");
@@ -103,7 +111,11 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
         let tmp = component.with_extension("wasm.tmp");
         std::fs::write(&tmp, &encoded)?;
         std::fs::rename(&tmp, &component)?;
-        println!("xtask:   {} ({} KiB)", component.display(), encoded.len() / 1024);
+        println!(
+            "xtask:   {} ({} KiB)",
+            component.display(),
+            encoded.len() / 1024
+        );
         built.push(component);
     }
     println!(
@@ -117,7 +129,9 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether `output` exists and is at least as new as `input`.
 fn is_newer(output: &Path, input: &Path) -> Result<bool> {
-    let Ok(out_meta) = std::fs::metadata(output) else { return Ok(false) };
+    let Ok(out_meta) = std::fs::metadata(output) else {
+        return Ok(false);
+    };
     let in_meta = std::fs::metadata(input)
         .with_context(|| format!("the build did not produce {}", input.display()))?;
     Ok(out_meta.modified()? >= in_meta.modified()?)

@@ -50,7 +50,11 @@ fn rustup_has_target(target: &str) -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == target))
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == target)
+        })
         .unwrap_or(false)
 }
 
@@ -91,7 +95,10 @@ fn rustup_lld() -> Result<PathBuf> {
     let sysroot = String::from_utf8(out.stdout).context("sysroot is not UTF-8")?;
     let lld = Path::new(sysroot.trim()).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld");
     if !lld.exists() {
-        bail!("{} does not exist; the rustup toolchain has no rust-lld", lld.display());
+        bail!(
+            "{} does not exist; the rustup toolchain has no rust-lld",
+            lld.display()
+        );
     }
     Ok(lld)
 }
@@ -102,7 +109,10 @@ pub fn for_target(target: &str) -> Result<Toolchain> {
         return Ok(Toolchain::Rustup);
     }
     if !Path::new(DEBIAN_RUSTC).exists() || !Path::new(DEBIAN_LIBRARY).exists() {
-        ensure_packages(&["rustc-web", "rust-web-src"], &format!("building for {target}"))?;
+        ensure_packages(
+            &["rustc-web", "rust-web-src"],
+            &format!("building for {target}"),
+        )?;
     }
     Ok(Toolchain::BuildStd { lld: rustup_lld()? })
 }
@@ -112,16 +122,32 @@ pub fn check_windows(root: &Path) -> Result<()> {
     const TARGET: &str = "x86_64-pc-windows-gnu";
     let toolchain = for_target(TARGET)?;
     if matches!(toolchain, Toolchain::BuildStd { .. })
-        && Command::new("x86_64-w64-mingw32-dlltool").arg("--version").output().is_err()
+        && Command::new("x86_64-w64-mingw32-dlltool")
+            .arg("--version")
+            .output()
+            .is_err()
     {
         ensure_packages(&["binutils-mingw-w64-x86-64"], "type-checking for Windows")?;
     }
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
         .current_dir(root)
-        .args(["check", "-p", "medic", "--all-targets", "--target", TARGET, "--target-dir"])
+        .args([
+            "check",
+            "-p",
+            "medic",
+            "--all-targets",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(root.join("target/windows"));
     toolchain.configure(&mut command, None);
-    println!("xtask: using {}", toolchain.describe().replace("wasm32-unknown-unknown", TARGET));
+    println!(
+        "xtask: using {}",
+        toolchain
+            .describe()
+            .replace("wasm32-unknown-unknown", TARGET)
+    );
     run_command(&mut command)
 }

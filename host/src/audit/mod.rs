@@ -17,7 +17,9 @@ pub enum StoreError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("cannot open the store {path}: {cause} (is another medic process using this state directory?)")]
+    #[error(
+        "cannot open the store {path}: {cause} (is another medic process using this state directory?)"
+    )]
     Open {
         path: PathBuf,
         cause: redb::DatabaseError,

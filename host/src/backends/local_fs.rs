@@ -225,7 +225,10 @@ mod acl {
         }
         report.changed.sort_by(|a, b| a.path.cmp(&b.path));
         if !report.changed.is_empty() && !apply {
-            tracing::debug!(paths = report.changed.len(), "access changes planned, not applied");
+            tracing::debug!(
+                paths = report.changed.len(),
+                "access changes planned, not applied"
+            );
         }
         Ok(report)
     }
@@ -243,35 +246,58 @@ mod acl {
             std::fs::write(root.join("sub/a.txt"), b"a").unwrap();
             std::fs::write(root.join("b.txt"), b"b").unwrap();
             for p in ["", "sub"] {
-                std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o700)).unwrap();
+                std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o700))
+                    .unwrap();
             }
             for p in ["sub/a.txt", "b.txt"] {
-                std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o600)).unwrap();
+                std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
             }
             let names = PrincipalMap::default();
             let nobody = Principal::User(65534);
 
-            let plan = ensure_access(&names, &root, nobody, AccessRight::Read, true, false).unwrap();
+            let plan =
+                ensure_access(&names, &root, nobody, AccessRight::Read, true, false).unwrap();
             assert_eq!(plan.checked, 4);
             assert_eq!(plan.changed.len(), 4);
             assert!(!plan.applied);
-            let mode = std::fs::metadata(root.join("b.txt")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(root.join("b.txt"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "dry run changed nothing");
 
             let done = ensure_access(&names, &root, nobody, AccessRight::Read, true, true).unwrap();
             assert_eq!(done.changed.len(), 4);
-            let dir_change = done.changed.iter().find(|c| c.path.ends_with("sub")).unwrap();
+            let dir_change = done
+                .changed
+                .iter()
+                .find(|c| c.path.ends_with("sub"))
+                .unwrap();
             assert!(dir_change.before.ends_with(":---"), "{dir_change:?}");
             assert!(dir_change.after.ends_with(":r-x"), "{dir_change:?}");
-            let file_change = done.changed.iter().find(|c| c.path.ends_with("b.txt")).unwrap();
+            let file_change = done
+                .changed
+                .iter()
+                .find(|c| c.path.ends_with("b.txt"))
+                .unwrap();
             assert!(file_change.after.ends_with(":r--"), "{file_change:?}");
 
             let entries = read_access(&names, &root.join("b.txt")).unwrap();
-            assert!(entries.iter().any(|e| e.raw.ends_with(":r--") && e.raw.starts_with("user:") && e.raw != "user::r--"), "{entries:?}");
+            assert!(
+                entries.iter().any(|e| e.raw.ends_with(":r--")
+                    && e.raw.starts_with("user:")
+                    && e.raw != "user::r--"),
+                "{entries:?}"
+            );
 
-            let again = ensure_access(&names, &root, nobody, AccessRight::Read, true, true).unwrap();
+            let again =
+                ensure_access(&names, &root, nobody, AccessRight::Read, true, true).unwrap();
             assert_eq!(again.checked, 4);
-            assert!(again.changed.is_empty(), "second pass is a no-op: {again:?}");
+            assert!(
+                again.changed.is_empty(),
+                "second pass is a no-op: {again:?}"
+            );
         }
     }
 }

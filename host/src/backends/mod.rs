@@ -42,10 +42,20 @@ pub trait FileSystem: Send + Sync {
 /// A service manager (the Service Control Manager, systemd, the lab's).
 pub trait ServiceManager: Send + Sync {
     fn query(&self, name: &str) -> OpResult<services::ServiceStatus>;
-    fn start(&self, name: &str, timeout: Duration, apply: bool) -> OpResult<services::ServiceChange>;
-    fn stop(&self, name: &str, timeout: Duration, apply: bool) -> OpResult<services::ServiceChange>;
-    fn restart(&self, name: &str, timeout: Duration, apply: bool)
+    fn start(
+        &self,
+        name: &str,
+        timeout: Duration,
+        apply: bool,
+    ) -> OpResult<services::ServiceChange>;
+    fn stop(&self, name: &str, timeout: Duration, apply: bool)
     -> OpResult<services::ServiceChange>;
+    fn restart(
+        &self,
+        name: &str,
+        timeout: Duration,
+        apply: bool,
+    ) -> OpResult<services::ServiceChange>;
     fn set_startup(
         &self,
         name: &str,

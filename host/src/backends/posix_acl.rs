@@ -45,9 +45,21 @@ impl Acl {
         let bits = |shift: u32| ((mode >> shift) & 7) as u16;
         Self {
             entries: vec![
-                Entry { tag: TAG_USER_OBJ, perm: bits(6), id: UNDEFINED_ID },
-                Entry { tag: TAG_GROUP_OBJ, perm: bits(3), id: UNDEFINED_ID },
-                Entry { tag: TAG_OTHER, perm: bits(0), id: UNDEFINED_ID },
+                Entry {
+                    tag: TAG_USER_OBJ,
+                    perm: bits(6),
+                    id: UNDEFINED_ID,
+                },
+                Entry {
+                    tag: TAG_GROUP_OBJ,
+                    perm: bits(3),
+                    id: UNDEFINED_ID,
+                },
+                Entry {
+                    tag: TAG_OTHER,
+                    perm: bits(0),
+                    id: UNDEFINED_ID,
+                },
             ],
         }
     }
@@ -103,14 +115,27 @@ impl Acl {
             Principal::User(uid) => (TAG_USER_OBJ, TAG_USER, uid, uid == owner),
             Principal::Group(gid) => (TAG_GROUP_OBJ, TAG_GROUP, gid, gid == group),
         };
-        let masked = |e: &Entry| if e.tag == TAG_USER_OBJ { e.perm } else { e.perm & self.mask() };
+        let masked = |e: &Entry| {
+            if e.tag == TAG_USER_OBJ {
+                e.perm
+            } else {
+                e.perm & self.mask()
+            }
+        };
         if is_obj && let Some(e) = self.find(obj_tag, UNDEFINED_ID) {
             return (*e, masked(e));
         }
         if let Some(e) = self.find(named_tag, id) {
             return (*e, masked(e));
         }
-        (Entry { tag: named_tag, perm: 0, id }, 0)
+        (
+            Entry {
+                tag: named_tag,
+                perm: 0,
+                id,
+            },
+            0,
+        )
     }
 
     /// Give `principal` at least `perm`, adding a named entry where needed
@@ -122,11 +147,22 @@ impl Acl {
             TAG_USER_OBJ | TAG_GROUP_OBJ => UNDEFINED_ID,
             _ => decider.id,
         };
-        match self.entries.iter_mut().find(|e| e.tag == decider.tag && e.id == id) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.tag == decider.tag && e.id == id)
+        {
             Some(entry) => entry.perm |= perm,
-            None => self.entries.push(Entry { tag: decider.tag, perm, id }),
+            None => self.entries.push(Entry {
+                tag: decider.tag,
+                perm,
+                id,
+            }),
         }
-        let has_named = self.entries.iter().any(|e| e.tag == TAG_USER || e.tag == TAG_GROUP);
+        let has_named = self
+            .entries
+            .iter()
+            .any(|e| e.tag == TAG_USER || e.tag == TAG_GROUP);
         if has_named {
             let union = self
                 .entries
@@ -135,7 +171,11 @@ impl Acl {
                 .fold(0, |acc, e| acc | e.perm);
             match self.entries.iter_mut().find(|e| e.tag == TAG_MASK) {
                 Some(mask) => mask.perm |= union,
-                None => self.entries.push(Entry { tag: TAG_MASK, perm: union, id: UNDEFINED_ID }),
+                None => self.entries.push(Entry {
+                    tag: TAG_MASK,
+                    perm: union,
+                    id: UNDEFINED_ID,
+                }),
             }
         }
     }
@@ -144,7 +184,9 @@ impl Acl {
 /// `rwx`-style text of permission bits.
 pub fn perm_text(perm: u16) -> String {
     let bit = |b: u16, c: char| if perm & b != 0 { c } else { '-' };
-    [bit(READ, 'r'), bit(WRITE, 'w'), bit(EXECUTE, 'x')].iter().collect()
+    [bit(READ, 'r'), bit(WRITE, 'w'), bit(EXECUTE, 'x')]
+        .iter()
+        .collect()
 }
 
 /// An entry as `getfacl` prints it, e.g. `user:www-data:r-x`, `group::r--`.
@@ -201,7 +243,12 @@ pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
 fn read_large(path: &CString, mode: u32) -> io::Result<Acl> {
     // SAFETY: a NULL buffer of size 0 asks for the attribute's size.
     let size = unsafe {
-        libc::lgetxattr(path.as_ptr(), ACL_XATTR.as_ptr().cast(), std::ptr::null_mut(), 0)
+        libc::lgetxattr(
+            path.as_ptr(),
+            ACL_XATTR.as_ptr().cast(),
+            std::ptr::null_mut(),
+            0,
+        )
     };
     if size < 0 {
         return Err(io::Error::last_os_error());
@@ -218,7 +265,9 @@ fn read_large(path: &CString, mode: u32) -> io::Result<Acl> {
     };
     match n {
         n if n >= 0 => Acl::decode(&buf[..n as usize]),
-        _ if io::Error::last_os_error().raw_os_error() == Some(libc::ENODATA) => Ok(Acl::from_mode(mode)),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::ENODATA) => {
+            Ok(Acl::from_mode(mode))
+        }
         _ => Err(io::Error::last_os_error()),
     }
 }
@@ -237,7 +286,11 @@ pub fn write(path: &Path, acl: &Acl) -> io::Result<()> {
             0,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The permission bits that `right` needs on a path with this metadata:
@@ -264,16 +317,39 @@ mod tests {
     fn encode_decode_round_trip_in_kernel_order() {
         let acl = Acl {
             entries: vec![
-                Entry { tag: TAG_OTHER, perm: 0, id: UNDEFINED_ID },
-                Entry { tag: TAG_USER, perm: 5, id: 33 },
-                Entry { tag: TAG_USER_OBJ, perm: 7, id: UNDEFINED_ID },
-                Entry { tag: TAG_GROUP_OBJ, perm: 5, id: UNDEFINED_ID },
-                Entry { tag: TAG_MASK, perm: 5, id: UNDEFINED_ID },
+                Entry {
+                    tag: TAG_OTHER,
+                    perm: 0,
+                    id: UNDEFINED_ID,
+                },
+                Entry {
+                    tag: TAG_USER,
+                    perm: 5,
+                    id: 33,
+                },
+                Entry {
+                    tag: TAG_USER_OBJ,
+                    perm: 7,
+                    id: UNDEFINED_ID,
+                },
+                Entry {
+                    tag: TAG_GROUP_OBJ,
+                    perm: 5,
+                    id: UNDEFINED_ID,
+                },
+                Entry {
+                    tag: TAG_MASK,
+                    perm: 5,
+                    id: UNDEFINED_ID,
+                },
             ],
         };
         let decoded = Acl::decode(&acl.encode()).unwrap();
         let tags: Vec<u16> = decoded.entries.iter().map(|e| e.tag).collect();
-        assert_eq!(tags, vec![TAG_USER_OBJ, TAG_USER, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER]);
+        assert_eq!(
+            tags,
+            vec![TAG_USER_OBJ, TAG_USER, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER]
+        );
         assert!(Acl::decode(&[1, 0, 0, 0]).is_err());
         assert!(Acl::decode(&[2, 0, 0, 0, 1]).is_err());
     }
@@ -291,7 +367,11 @@ mod tests {
         assert_eq!(mask.perm, 5, "mask covers the group class");
 
         // A narrow mask limits a named entry until the grant widens it.
-        acl.entries.iter_mut().find(|e| e.tag == TAG_MASK).unwrap().perm = READ;
+        acl.entries
+            .iter_mut()
+            .find(|e| e.tag == TAG_MASK)
+            .unwrap()
+            .perm = READ;
         assert_eq!(acl.effective(Principal::User(33), 0, 0).1, READ);
         acl.grant(Principal::User(33), 0, 0, READ | EXECUTE);
         assert_eq!(acl.effective(Principal::User(33), 0, 0).1, READ | EXECUTE);
@@ -303,7 +383,27 @@ mod tests {
             Principal::User(_) => "user:www-data".to_string(),
             Principal::Group(_) => "group:users".to_string(),
         };
-        assert_eq!(entry_text(&Entry { tag: TAG_USER, perm: 5, id: 33 }, name), "user:www-data:r-x");
-        assert_eq!(entry_text(&Entry { tag: TAG_GROUP_OBJ, perm: 4, id: UNDEFINED_ID }, name), "group::r--");
+        assert_eq!(
+            entry_text(
+                &Entry {
+                    tag: TAG_USER,
+                    perm: 5,
+                    id: 33
+                },
+                name
+            ),
+            "user:www-data:r-x"
+        );
+        assert_eq!(
+            entry_text(
+                &Entry {
+                    tag: TAG_GROUP_OBJ,
+                    perm: 4,
+                    id: UNDEFINED_ID
+                },
+                name
+            ),
+            "group::r--"
+        );
     }
 }

@@ -91,9 +91,9 @@ impl PrincipalMap {
 
     /// Parse `NAME=SPEC`, the form of `medic trigger --principal`.
     pub fn insert_spec(&mut self, mapping: &str) -> Result<(), String> {
-        let (name, spec) = mapping
-            .split_once('=')
-            .ok_or_else(|| format!("`{mapping}`: expected NAME=user:NAME (or group:, uid:, gid:)"))?;
+        let (name, spec) = mapping.split_once('=').ok_or_else(|| {
+            format!("`{mapping}`: expected NAME=user:NAME (or group:, uid:, gid:)")
+        })?;
         self.insert(name.trim(), spec.trim())
     }
 

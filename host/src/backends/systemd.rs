@@ -90,7 +90,12 @@ impl Systemd {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    fn wait_for(&self, name: &str, want: ServiceState, timeout: Duration) -> OpResult<ServiceStatus> {
+    fn wait_for(
+        &self,
+        name: &str,
+        want: ServiceState,
+        timeout: Duration,
+    ) -> OpResult<ServiceStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.query(name)?;
@@ -100,7 +105,10 @@ impl Systemd {
             if Instant::now() >= deadline {
                 return Err(PluginError::new(
                     ErrorKind::Timeout,
-                    format!("`{name}` is {:?} after {timeout:?}, expected {want:?}", status.state),
+                    format!(
+                        "`{name}` is {:?} after {timeout:?}, expected {want:?}",
+                        status.state
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -117,12 +125,23 @@ impl Systemd {
     ) -> OpResult<ServiceChange> {
         let before = self.query(name)?;
         if !apply {
-            let after = ServiceStatus { state: want, ..before.clone() };
-            return Ok(ServiceChange { before, after, applied: false });
+            let after = ServiceStatus {
+                state: want,
+                ..before.clone()
+            };
+            return Ok(ServiceChange {
+                before,
+                after,
+                applied: false,
+            });
         }
         self.run(&[verb, "--no-block", &unit_name(name)])?;
         let after = self.wait_for(name, want, timeout)?;
-        Ok(ServiceChange { before, after, applied: true })
+        Ok(ServiceChange {
+            before,
+            after,
+            applied: true,
+        })
     }
 }
 
@@ -149,9 +168,17 @@ impl ServiceManager for Systemd {
         self.control(name, "restart", ServiceState::Running, timeout, apply)
     }
 
-    fn set_startup(&self, name: &str, startup: StartupType, apply: bool) -> OpResult<ServiceChange> {
+    fn set_startup(
+        &self,
+        name: &str,
+        startup: StartupType,
+        apply: bool,
+    ) -> OpResult<ServiceChange> {
         let before = self.query(name)?;
-        let after = ServiceStatus { startup, ..before.clone() };
+        let after = ServiceStatus {
+            startup,
+            ..before.clone()
+        };
         if apply && before.startup != startup {
             let unit = unit_name(name);
             match startup {
@@ -168,9 +195,17 @@ impl ServiceManager for Systemd {
                 }
             }
             let after = self.query(name)?;
-            return Ok(ServiceChange { before, after, applied: true });
+            return Ok(ServiceChange {
+                before,
+                after,
+                applied: true,
+            });
         }
-        Ok(ServiceChange { before, after, applied: apply })
+        Ok(ServiceChange {
+            before,
+            after,
+            applied: apply,
+        })
     }
 }
 
@@ -184,12 +219,23 @@ mod tests {
         let status = parse_show("cron", out).unwrap();
         assert_eq!(status.state, ServiceState::Running);
         assert_eq!(status.startup, StartupType::Automatic);
-        assert_eq!(status.display_name, "Regular background program processing daemon");
+        assert_eq!(
+            status.display_name,
+            "Regular background program processing daemon"
+        );
 
-        let masked = parse_show("x", "LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n").unwrap();
-        assert_eq!((masked.state, masked.startup), (ServiceState::Stopped, StartupType::Disabled));
+        let masked = parse_show(
+            "x",
+            "LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (masked.state, masked.startup),
+            (ServiceState::Stopped, StartupType::Disabled)
+        );
 
-        let missing = parse_show("nope", "LoadState=not-found\nActiveState=inactive\n").unwrap_err();
+        let missing =
+            parse_show("nope", "LoadState=not-found\nActiveState=inactive\n").unwrap_err();
         assert_eq!(missing.kind, ErrorKind::NotFound);
     }
 

@@ -16,7 +16,11 @@ const MAX_READ_BYTES: u32 = 16 * 1024 * 1024;
 impl RunState {
     /// Check that `raw` may be read (or, with `write`, changed).
     fn granted_path(&self, raw: &str, write: bool) -> Result<PathBuf, PluginError> {
-        let capability = if write { Capability::FsWrite } else { Capability::FsRead };
+        let capability = if write {
+            Capability::FsWrite
+        } else {
+            Capability::FsRead
+        };
         self.require(capability)?;
         let path = checked_path(raw)
             .map_err(|e| PluginError::new(ErrorKind::InvalidArgument, e.to_string()))?;
@@ -29,7 +33,11 @@ impl RunState {
             return Ok(path);
         }
         let roots: Vec<String> = if write {
-            self.grants.fs_write.iter().map(|r| r.display().to_string()).collect()
+            self.grants
+                .fs_write
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect()
         } else {
             self.grants
                 .fs_read
@@ -152,7 +160,11 @@ impl Host for RunState {
                     "{} checked, {} {}",
                     report.checked,
                     report.changed.len(),
-                    if report.applied { "changed" } else { "to change" }
+                    if report.applied {
+                        "changed"
+                    } else {
+                        "to change"
+                    }
                 )
             },
         )

@@ -74,8 +74,8 @@ impl Grants {
             Some((name, scope)) => (name.trim(), Some(scope.trim())),
             None => (spec.trim(), None),
         };
-        let capability =
-            parse_capability(name).ok_or_else(|| GrantError::UnknownCapability(name.to_string()))?;
+        let capability = parse_capability(name)
+            .ok_or_else(|| GrantError::UnknownCapability(name.to_string()))?;
         self.add(capability, scope)
     }
 
@@ -171,7 +171,9 @@ impl Grants {
                 .collect::<Vec<_>>()
         };
         let names = |name: &str, set: &BTreeSet<String>| {
-            set.iter().map(|s| format!("{name}={s}")).collect::<Vec<_>>()
+            set.iter()
+                .map(|s| format!("{name}={s}"))
+                .collect::<Vec<_>>()
         };
         let mut out = paths("fs-read", &self.fs_read);
         out.extend(paths("fs-write", &self.fs_write));
@@ -266,9 +268,18 @@ mod tests {
             grants.add_spec("fs-read").unwrap_err().to_string(),
             "`fs-read` needs a scope: write `fs-read=<absolute path>`"
         );
-        assert!(matches!(grants.add_spec("wsus-sync=x"), Err(GrantError::UnexpectedScope(_))));
-        assert!(matches!(grants.add_spec("fs-write=relative"), Err(GrantError::BadRoot(_))));
-        assert!(matches!(grants.add_spec("fs-write=/a/../b"), Err(GrantError::BadRoot(_))));
+        assert!(matches!(
+            grants.add_spec("wsus-sync=x"),
+            Err(GrantError::UnexpectedScope(_))
+        ));
+        assert!(matches!(
+            grants.add_spec("fs-write=relative"),
+            Err(GrantError::BadRoot(_))
+        ));
+        assert!(matches!(
+            grants.add_spec("fs-write=/a/../b"),
+            Err(GrantError::BadRoot(_))
+        ));
     }
 
     #[test]
@@ -296,7 +307,9 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
         let mut grants = Grants::none();
-        grants.add_spec(&format!("fs-read={}", root.display())).unwrap();
+        grants
+            .add_spec(&format!("fs-read={}", root.display()))
+            .unwrap();
 
         let inside = checked_path(&format!("{}/inside/file", root.display())).unwrap();
         assert!(grants.may_read(&inside));
@@ -307,7 +320,10 @@ mod tests {
             let through_link = checked_path(&format!("{}/escape/passwd", root.display())).unwrap();
             assert!(!grants.may_read(&through_link), "{through_link:?}");
         }
-        assert!(matches!(checked_path("relative"), Err(PathError::NotAbsolute(_))));
+        assert!(matches!(
+            checked_path("relative"),
+            Err(PathError::NotAbsolute(_))
+        ));
         assert!(matches!(
             checked_path(&format!("{}/inside/../../x", root.display())),
             Err(PathError::ParentComponent(_))

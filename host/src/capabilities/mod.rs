@@ -102,7 +102,9 @@ pub struct RunState {
     pub dropped_logs: usize,
     pub max_calls: usize,
     pub limiter: MemoryLimiter,
-    wasi: WasiCtx,
+    /// Built on first use: Rust plugins import no WASI, so most runs never
+    /// pay for it.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
 }
 
@@ -122,11 +124,6 @@ impl RunState {
         limiter: MemoryLimiter,
         max_calls: usize,
     ) -> Self {
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         Self {
             plugin,
             run_id,
@@ -140,7 +137,7 @@ impl RunState {
             dropped_logs: 0,
             max_calls,
             limiter,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
         }
     }
@@ -178,7 +175,11 @@ impl RunState {
         let micros = started.elapsed().as_micros() as u64;
         let (text, error, denied) = match &result {
             Ok(value) => (summary(value), None, false),
-            Err(e) => (String::new(), Some(format!("{}: {}", e.kind, e.message)), e.kind == ErrorKind::Denied),
+            Err(e) => (
+                String::new(),
+                Some(format!("{}: {}", e.kind, e.message)),
+                e.kind == ErrorKind::Denied,
+            ),
         };
         if denied {
             tracing::warn!(
@@ -224,8 +225,15 @@ impl types::Host for RunState {}
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let ctx = self.wasi.get_or_insert_with(|| {
+            wasmtime_wasi::WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

@@ -37,7 +37,11 @@ impl RunState {
             Ok(())
         } else {
             let granted = if control {
-                self.grants.services_control.iter().cloned().collect::<Vec<_>>()
+                self.grants
+                    .services_control
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
             } else {
                 self.grants
                     .services_read
@@ -48,7 +52,11 @@ impl RunState {
             };
             Err(denied(format!(
                 "service `{name}` is not granted to {} (granted: {})",
-                if control { "services-control" } else { "services-read" },
+                if control {
+                    "services-control"
+                } else {
+                    "services-read"
+                },
                 granted.join(", ")
             )))
         }

@@ -7,8 +7,8 @@ use super::{RunState, denied};
 use crate::backends::WsusServer;
 use crate::contract::PluginError;
 use crate::contract::v0_1_0::medic::plugin::wsus::{
-    Approval, ApprovalTally, BatchResult, Host, ServerFacts, SyncRecord, SyncState,
-    UpdateFilter, UpdateSummary,
+    Approval, ApprovalTally, BatchResult, Host, ServerFacts, SyncRecord, SyncState, UpdateFilter,
+    UpdateSummary,
 };
 use serde_json::{Value, json};
 
@@ -136,7 +136,12 @@ impl Host for RunState {
             json!({}),
             WsusGrant::Read,
             |w, _| w.approval_counts(),
-            |t| format!("{} active, {} inactive, upstream {:?}", t.active, t.inactive, t.upstream_approved),
+            |t| {
+                format!(
+                    "{} active, {} inactive, upstream {:?}",
+                    t.active, t.inactive, t.upstream_approved
+                )
+            },
         )
     }
 
@@ -160,7 +165,10 @@ impl Host for RunState {
         )
     }
 
-    fn get_config(&mut self, name: String) -> wasmtime::Result<Result<Option<String>, PluginError>> {
+    fn get_config(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Option<String>, PluginError>> {
         self.wsus_call(
             "wsus.get-config",
             json!({ "name": name }),
@@ -200,11 +208,20 @@ impl Host for RunState {
             json!({}),
             WsusGrant::Read,
             |w, _| w.sync_status(),
-            |s| format!("running {}, last {:?}", s.running, s.last.as_ref().map(|l| l.result_kind)),
+            |s| {
+                format!(
+                    "running {}, last {:?}",
+                    s.running,
+                    s.last.as_ref().map(|l| l.result_kind)
+                )
+            },
         )
     }
 
-    fn sync_history(&mut self, limit: u32) -> wasmtime::Result<Result<Vec<SyncRecord>, PluginError>> {
+    fn sync_history(
+        &mut self,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<SyncRecord>, PluginError>> {
         self.wsus_call(
             "wsus.sync-history",
             json!({ "limit": limit }),

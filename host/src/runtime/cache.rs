@@ -71,7 +71,9 @@ impl CompileCache {
             // header and rejects anything else.
             match unsafe { Component::deserialize(engine, &compiled) } {
                 Ok(component) => return Ok((component, CacheUse::Hit)),
-                Err(e) => tracing::warn!(path = %entry.display(), "discarding unreadable compiled component: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %entry.display(), "discarding unreadable compiled component: {e}")
+                }
             }
         }
         let compiled = engine.precompile_component(bytes)?;
@@ -84,7 +86,14 @@ impl CompileCache {
                 false
             }
         });
-        Ok((component, if stored { CacheUse::Compiled } else { CacheUse::Uncached }))
+        Ok((
+            component,
+            if stored {
+                CacheUse::Compiled
+            } else {
+                CacheUse::Uncached
+            },
+        ))
     }
 }
 

@@ -2,9 +2,9 @@
 //! from the cache), check the contract version it was built for, link it,
 //! ask it to describe itself, and check what it asks for against grants.
 
+use super::Runtime;
 use super::cache::{CacheUse, content_hash};
 use super::limits::{Limits, MemoryLimiter};
-use super::Runtime;
 use crate::backends::{Backends, PrincipalMap};
 use crate::capabilities::grants::Grants;
 use crate::capabilities::{Mode, RunState};
@@ -51,18 +51,24 @@ pub enum LoadError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("{origin} is not a valid WebAssembly component: {reason}; build it with `cargo xtask plugins` (or wasm-tools component new)")]
+    #[error(
+        "{origin} is not a valid WebAssembly component: {reason}; build it with `cargo xtask plugins` (or wasm-tools component new)"
+    )]
     Compile { origin: String, reason: String },
     #[error("{origin} cannot be loaded: {cause}")]
     Contract {
         origin: String,
         cause: ContractError,
     },
-    #[error("{origin} cannot be linked: {reason}; a plugin may import only the medic:plugin interfaces and WASI 0.2")]
+    #[error(
+        "{origin} cannot be linked: {reason}; a plugin may import only the medic:plugin interfaces and WASI 0.2"
+    )]
     Link { origin: String, reason: String },
     #[error("{origin} failed in describe(): {reason}")]
     Describe { origin: String, reason: String },
-    #[error("{origin} describes itself as `{name}`, which is not a valid plugin name (lowercase letters, digits and dashes)")]
+    #[error(
+        "{origin} describes itself as `{name}`, which is not a valid plugin name (lowercase letters, digits and dashes)"
+    )]
     BadName { origin: String, name: String },
     #[error(
         "plugin `{plugin}` ({origin}) needs {} that {} not granted: {}; grant {} in the policy (or with `--grant` on `medic trigger`)",
@@ -121,11 +127,12 @@ impl Runtime {
                 origin: origin.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let contract =
-            contract::contract_use(&self.engine, &component).map_err(|cause| LoadError::Contract {
+        let contract = contract::contract_use(&self.engine, &component).map_err(|cause| {
+            LoadError::Contract {
                 origin: origin.clone(),
                 cause,
-            })?;
+            }
+        })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -158,7 +165,11 @@ impl Runtime {
     }
 
     /// Call `describe()` in a store with no grants at all.
-    fn describe(&self, pre: &RemediationPre<RunState>, origin: &str) -> Result<PluginInfo, LoadError> {
+    fn describe(
+        &self,
+        pre: &RemediationPre<RunState>,
+        origin: &str,
+    ) -> Result<PluginInfo, LoadError> {
         let state = RunState::new(
             "(loading)".into(),
             "describe".into(),

@@ -39,7 +39,10 @@ pub enum RunFailure {
     /// Killed at its wall-clock timeout.
     Timeout { limit_ms: u64 },
     /// Stopped at its memory cap.
-    MemoryCap { limit_bytes: usize, asked_bytes: usize },
+    MemoryCap {
+        limit_bytes: usize,
+        asked_bytes: usize,
+    },
     /// Ran out of fuel.
     FuelExhausted { fuel: u64 },
     /// Trapped: a panic, an invalid operation, or a host limit.
@@ -53,7 +56,10 @@ impl std::fmt::Display for RunFailure {
         match self {
             Self::PluginError { message } => write!(f, "the plugin reported an error: {message}"),
             Self::Timeout { limit_ms } => write!(f, "killed after its timeout of {limit_ms} ms"),
-            Self::MemoryCap { limit_bytes, asked_bytes } => write!(
+            Self::MemoryCap {
+                limit_bytes,
+                asked_bytes,
+            } => write!(
                 f,
                 "stopped at its memory cap of {} (it asked for {})",
                 mib(*limit_bytes),

@@ -11,8 +11,8 @@
 //! It keeps a count of the runs that repaired something in its state.
 
 use medic_sdk::{
-    fs, info, settings, state, warn, AccessRight, Capability, Event, Outcome, Plugin, PluginInfo,
-    Report, TriggerHint,
+    AccessRight, Capability, Event, Outcome, Plugin, PluginInfo, Report, TriggerHint, fs, info,
+    settings, state, warn,
 };
 
 struct ShareGuard;
@@ -53,7 +53,10 @@ impl Plugin for ShareGuard {
         let right_name = settings::get("right").unwrap_or_else(|| "read".into());
         let right = parse_right(&right_name)?;
         let recursive = settings::parse_or("recursive", true)?;
-        info!("checking {path} for {principals:?} ({right_name}) after a {} event", event.kind);
+        info!(
+            "checking {path} for {principals:?} ({right_name}) after a {} event",
+            event.kind
+        );
 
         let mut report = Report::new();
         let mut checked = 0;
@@ -64,7 +67,10 @@ impl Plugin for ShareGuard {
                     report.record_access(principal, &access);
                 }
                 Err(e) => {
-                    warn!("cannot ensure access for {principal} on {path}: {}", e.describe());
+                    warn!(
+                        "cannot ensure access for {principal} on {path}: {}",
+                        e.describe()
+                    );
                     return Ok(report.fail(&format!("{principal} on {path}: {}", e.describe())));
                 }
             }
