@@ -3,7 +3,7 @@
 
 use super::{FileSystem, OpResult, PrincipalMap, io_error};
 use crate::contract::v0_1_0::medic::plugin::fs::{
-    AccessChange, AccessEntry, AccessReport, AccessRight, EntryKind, FileInfo,
+    AccessEntry, AccessReport, AccessRight, EntryKind, FileInfo,
 };
 #[cfg(not(target_os = "linux"))]
 use crate::contract::{ErrorKind, PluginError};
@@ -14,6 +14,7 @@ use std::time::UNIX_EPOCH;
 /// Files on the machine the agent runs on.
 #[derive(Debug, Clone, Default)]
 pub struct LocalFileSystem {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     principals: PrincipalMap,
 }
 
@@ -103,7 +104,7 @@ impl FileSystem for LocalFileSystem {
         apply: bool,
     ) -> OpResult<AccessReport> {
         let principal = self.principals.resolve(principal)?;
-        acl::ensure_access(&self.principals, path, principal, right, recursive, apply)
+        acl::ensure_access(path, principal, right, recursive, apply)
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -137,6 +138,7 @@ mod acl {
     use super::*;
     use crate::backends::Principal;
     use crate::backends::posix_acl::{self, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER, TAG_USER_OBJ};
+    use crate::contract::v0_1_0::medic::plugin::fs::AccessChange;
     use std::os::unix::fs::MetadataExt;
     use std::path::PathBuf;
 
@@ -175,7 +177,6 @@ mod acl {
     }
 
     pub fn ensure_access(
-        _names: &PrincipalMap,
         root: &Path,
         principal: Principal,
         right: AccessRight,
@@ -256,8 +257,7 @@ mod acl {
             let names = PrincipalMap::default();
             let nobody = Principal::User(65534);
 
-            let plan =
-                ensure_access(&names, &root, nobody, AccessRight::Read, true, false).unwrap();
+            let plan = ensure_access(&root, nobody, AccessRight::Read, true, false).unwrap();
             assert_eq!(plan.checked, 4);
             assert_eq!(plan.changed.len(), 4);
             assert!(!plan.applied);
@@ -267,7 +267,7 @@ mod acl {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "dry run changed nothing");
 
-            let done = ensure_access(&names, &root, nobody, AccessRight::Read, true, true).unwrap();
+            let done = ensure_access(&root, nobody, AccessRight::Read, true, true).unwrap();
             assert_eq!(done.changed.len(), 4);
             let dir_change = done
                 .changed
@@ -291,8 +291,7 @@ mod acl {
                 "{entries:?}"
             );
 
-            let again =
-                ensure_access(&names, &root, nobody, AccessRight::Read, true, true).unwrap();
+            let again = ensure_access(&root, nobody, AccessRight::Read, true, true).unwrap();
             assert_eq!(again.checked, 4);
             assert!(
                 again.changed.is_empty(),

@@ -214,61 +214,43 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
+/// `lgetxattr` of the ACL attribute into `buf`; an empty `buf` asks for the
+/// attribute's size.
+fn get_acl_xattr(path: &CString, buf: &mut [u8]) -> io::Result<usize> {
+    let ptr = if buf.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        buf.as_mut_ptr().cast()
+    };
+    // SAFETY: both strings are NUL-terminated; `ptr` is NULL with size 0 or
+    // valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), ACL_XATTR.as_ptr().cast(), ptr, buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// Read the ACL of `path` (not following symlinks); the minimal ACL from
 /// `mode` when the path has none of its own.
 pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
     let path = c_path(path)?;
     let mut buf = [0u8; 512];
-    // SAFETY: both strings are NUL-terminated and `buf` is valid for writes
-    // of `buf.len()` bytes.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            ACL_XATTR.as_ptr().cast(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
+    let result = match get_acl_xattr(&path, &mut buf) {
+        Ok(n) => Acl::decode(&buf[..n]),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+            let mut large = vec![0u8; get_acl_xattr(&path, &mut [])?];
+            get_acl_xattr(&path, &mut large).and_then(|n| Acl::decode(&large[..n]))
+        }
+        Err(e) => Err(e),
     };
-    if n >= 0 {
-        return Acl::decode(&buf[..n as usize]);
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(Acl::from_mode(mode)),
-        Some(libc::ERANGE) => read_large(&path, mode),
-        _ => Err(err),
-    }
-}
-
-fn read_large(path: &CString, mode: u32) -> io::Result<Acl> {
-    // SAFETY: a NULL buffer of size 0 asks for the attribute's size.
-    let size = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            ACL_XATTR.as_ptr().cast(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if size < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; size as usize];
-    // SAFETY: as in `read`, with a buffer of the reported size.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            ACL_XATTR.as_ptr().cast(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    match n {
-        n if n >= 0 => Acl::decode(&buf[..n as usize]),
-        _ if io::Error::last_os_error().raw_os_error() == Some(libc::ENODATA) => {
+    match result {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
             Ok(Acl::from_mode(mode))
         }
-        _ => Err(io::Error::last_os_error()),
+        other => other,
     }
 }
 
@@ -375,6 +357,32 @@ mod tests {
         assert_eq!(acl.effective(Principal::User(33), 0, 0).1, READ);
         acl.grant(Principal::User(33), 0, 0, READ | EXECUTE);
         assert_eq!(acl.effective(Principal::User(33), 0, 0).1, READ | EXECUTE);
+    }
+
+    #[test]
+    fn large_acls_round_trip_through_the_file_system() {
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let meta = file.as_file().metadata().unwrap();
+        let mut acl = read(file.path(), meta.mode()).unwrap();
+        for uid in 10_000..10_080 {
+            acl.grant(Principal::User(uid), meta.uid(), meta.gid(), READ);
+        }
+        assert!(
+            acl.encode().len() > 512,
+            "larger than the first read buffer"
+        );
+        write(file.path(), &acl).unwrap();
+        let back = read(file.path(), meta.mode()).unwrap();
+        assert_eq!(
+            Acl::decode(&back.encode()).unwrap(),
+            Acl::decode(&acl.encode()).unwrap()
+        );
+        assert_eq!(
+            back.effective(Principal::User(10_079), meta.uid(), meta.gid())
+                .1,
+            READ
+        );
     }
 
     #[test]
