@@ -15,7 +15,7 @@ use crate::units::{parse_duration, parse_size};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +47,94 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: watch, dispatch and remediate as the policy says.
+    Run(PolicyArgs),
+    /// Validate a policy and every plugin it names; report every problem
+    /// with file, line and fix; exit 1 if there is any.
+    Check(PolicyArgs),
+    /// List and filter the audit journal, or verify its hash chain.
+    Audit(AuditArgs),
+    /// Hand a manual event to the running agent, which applies its policy
+    /// to it as to any other event.
+    Send(SendArgs),
+    /// Show what the running agent has loaded and is doing.
+    Status(StateArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugins(PluginsCommand),
     /// Run a plugin once on one event and print the outcome and every host
     /// call it made.
     Trigger(Box<TriggerArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The policy file.
+    #[arg(long, short, env = "MEDIC_POLICY")]
+    pub policy: PathBuf,
+}
+
+/// Where to find the agent's state: its policy, or the folder itself.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// The agent's policy (its `state_dir` is used).
+    #[arg(long, short, env = "MEDIC_POLICY", conflicts_with = "state_dir")]
+    pub policy: Option<PathBuf>,
+
+    /// The agent's state directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Only runs of this plugin.
+    #[arg(long)]
+    pub plugin: Option<String>,
+
+    /// Only this status: healthy, remediated, failed, needs-approval.
+    #[arg(long)]
+    pub status: Option<String>,
+
+    /// Only this kind of record: run, plugin-loaded, flap-guard.
+    #[arg(long)]
+    pub kind: Option<String>,
+
+    /// Only records from the last so long (e.g. 10m, 24h).
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// Only the last N matching records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Verify the hash chain instead of listing; exit 1 if it is broken.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The plugin the event is for.
+    pub plugin: String,
+
+    /// The event as JSON [default: a manual event].
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// The subject of the default manual event.
+    #[arg(long, default_value = "")]
+    pub subject: String,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +256,11 @@ fn init_logging(format: LogFormat, filter: &str) {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => agent_run(&args),
+        Command::Check(args) => check(&args),
+        Command::Audit(args) => audit(&args),
+        Command::Send(args) => send(&args),
+        Command::Status(args) => status(&args),
         Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
         Command::Trigger(args) => trigger(&args),
     }
@@ -202,6 +289,192 @@ fn runtime(cache: &CacheArgs) -> Result<Runtime> {
         cache_dir,
         ..RuntimeConfig::default()
     })?)
+}
+
+fn agent_run(args: &PolicyArgs) -> Result<ExitCode> {
+    let agent = crate::agent::Agent::load(&args.policy)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    tokio.block_on(agent.serve(stop_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C, or on SIGTERM where there is one.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(args: &PolicyArgs) -> Result<ExitCode> {
+    match crate::agent::check(&args.policy) {
+        Ok((policy, plugins)) => {
+            println!("{}: ok", policy.file.display());
+            for plugin in plugins {
+                println!(
+                    "  {} {} ({}), {} mode, {} trigger(s), grants: {}",
+                    plugin.policy.name,
+                    plugin.loaded.info.version,
+                    &plugin.loaded.hash[..12],
+                    plugin.policy.mode.as_str(),
+                    plugin.policy.triggers.len(),
+                    plugin.policy.grants.describe().join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The state directory named by `--state-dir`, or by the policy's
+/// `state_dir`.
+fn state_dir(args: &StateArgs) -> Result<PathBuf> {
+    match (&args.state_dir, &args.policy) {
+        (Some(dir), _) => Ok(dir.clone()),
+        (None, Some(policy)) => Ok(crate::config::Policy::load(policy)?.agent.state_dir),
+        (None, None) => bail!("give --policy or --state-dir"),
+    }
+}
+
+fn audit(args: &AuditArgs) -> Result<ExitCode> {
+    let store = Store::open(&state_dir(&args.state)?)?;
+    let journal = crate::audit::journal::Journal::new(store);
+    if args.verify {
+        return Ok(match journal.verify()? {
+            Ok(count) => {
+                println!("audit chain intact: {count} records");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("audit chain BROKEN: {e}");
+                ExitCode::from(1)
+            }
+        });
+    }
+    let since_ms = match &args.since {
+        Some(text) => {
+            let age = parse_duration(text)
+                .map_err(anyhow::Error::msg)
+                .context("--since")?;
+            Some(crate::event::now_ms().saturating_sub(age.as_millis() as u64))
+        }
+        None => None,
+    };
+    let records = journal.list(&crate::audit::journal::Filter {
+        plugin: args.plugin.clone(),
+        status: args.status.clone(),
+        kind: args.kind.clone(),
+        since_ms,
+        until_ms: None,
+        limit: args.limit,
+    })?;
+    if args.state.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        for r in &records {
+            let actions = r.detail["result"]["completed"]["actions"]
+                .as_array()
+                .map_or(0, Vec::len);
+            println!(
+                "{:>5}  {}  {:<14} {:<18} {:<15} {}{}",
+                r.seq,
+                r.time_ms,
+                r.kind,
+                r.plugin,
+                r.status,
+                r.summary,
+                if actions > 0 {
+                    format!(" ({actions} actions)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if records.is_empty() {
+            println!("no matching records");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn send(args: &SendArgs) -> Result<ExitCode> {
+    let event = match &args.event {
+        Some(json) => EventRecord::from_json(json)?,
+        None => EventRecord::manual(&args.subject),
+    };
+    event.to_contract()?;
+    let dir = state_dir(&args.state)?;
+    let path = crate::triggers::inbox::send(
+        &dir,
+        &crate::triggers::inbox::InboxRequest {
+            plugin: args.plugin.clone(),
+            event,
+        },
+    )
+    .with_context(|| format!("cannot write to the inbox in {}", dir.display()))?;
+    println!("queued for `{}`: {}", args.plugin, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: &StateArgs) -> Result<ExitCode> {
+    let store = Store::open(&state_dir(args)?)?;
+    let Some(status) = crate::dispatch::read_status(&store) else {
+        println!("no agent has run with this state directory");
+        return Ok(ExitCode::from(1));
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let age = crate::event::now_ms().saturating_sub(status.updated_ms);
+    println!(
+        "agent pid {} — snapshot {:.1}s old, {} run(s) in flight",
+        status.pid,
+        age as f64 / 1000.0,
+        status.running
+    );
+    for p in &status.plugins {
+        println!(
+            "  {:<20} {:<8} {}  {:<8} queued {:<4} running {:<2} coalesced {:<6} last {} {}{}",
+            p.name,
+            p.version,
+            &p.hash[..12.min(p.hash.len())],
+            p.mode,
+            p.queued,
+            p.running,
+            p.coalesced,
+            p.last_status.as_deref().unwrap_or("-"),
+            p.last_run.as_deref().unwrap_or(""),
+            if p.flap_guard_tripped {
+                "  FLAP GUARD TRIPPED"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(args: &InspectArgs) -> Result<ExitCode> {
@@ -428,12 +701,4 @@ pub fn report_text(report: &RunReport) -> String {
     }
     let _ = writeln!(out, "took     {:.3} ms", report.duration_us as f64 / 1000.0);
     out
-}
-
-/// Used by tests and tools: load and run a component in one call with
-/// default limits, local backends and no state.
-pub fn run_once(runtime: &Runtime, component: &Path, request: RunRequest) -> Result<RunReport> {
-    let plugin = runtime.load_file(component)?;
-    plugin.check_grants(&request.grants)?;
-    Ok(runtime.run(&plugin, request))
 }

@@ -165,3 +165,163 @@ fn a_failed_run_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains("fixture panicked on purpose"));
 }
+
+#[test]
+fn every_example_policy_checks_clean() {
+    let examples = crate::support::workspace().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = medic(&["check", "--policy", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}:\n{}",
+                path.display(),
+                text(&out.stderr)
+            );
+            assert!(text(&out.stdout).contains(": ok"), "{}", text(&out.stdout));
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example policies found");
+}
+
+#[test]
+fn check_reports_every_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bad.toml");
+    let plugins = crate::support::workspace().join("target/plugins");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nplugin_dir = \"{}\"\n\n[plugins.share-guard]\ncomponent = \"share-guard.wasm\"\nmode = \"yolo\"\n\n[[plugins.share-guard.triggers]]\nkind = \"manual\"\n\n[plugins.fixture-noop]\ncomponent = \"fixture-spin.wasm\"\n[[plugins.fixture-noop.triggers]]\nkind = \"manual\"\n",
+            plugins.display()
+        ),
+    )
+    .unwrap();
+    let out = medic(&["check", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:6:8: unknown mode `yolo`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: use enforce, dry-run or approve"),
+        "{stderr}"
+    );
+
+    // With the mode fixed, the plugin checks find the next problems.
+    let fixed = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("yolo", "enforce");
+    std::fs::write(&policy, fixed).unwrap();
+    let out = medic(&["check", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:4:1: plugin `share-guard`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("needs capabilities that are not granted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml:11:1: [plugins.fixture-noop] names a component that describes itself as `fixture-spin`"), "{stderr}");
+    assert!(stderr.contains("2 problems found"), "{stderr}");
+
+    // `medic run` refuses the same policy the same way.
+    let out = medic(&["run", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("2 problems found"));
+}
+
+#[test]
+fn the_audit_survives_kill_9_mid_run_and_its_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = crate::support::workspace().join("target/plugins");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nplugin_dir = \"{}\"\n\n[plugins.fixture-spin]\ncomponent = \"fixture-spin.wasm\"\nlimits = {{ timeout = \"300ms\" }}\n[[plugins.fixture-spin.triggers]]\nkind = \"manual\"\n",
+            plugins.display()
+        ),
+    )
+    .unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["run", "--policy", policy_arg])
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("state");
+    let audit_count = || -> usize {
+        let out = medic(&[
+            "audit",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--kind",
+            "run",
+            "--json",
+        ]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).map_or(0, |v| v.len())
+    };
+    for n in 1..=3 {
+        let out = medic(&[
+            "send",
+            "fixture-spin",
+            "--subject",
+            &format!("s{n}"),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while audit_count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {n} was not recorded"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    // One more run, killed in the middle of it.
+    medic(&[
+        "send",
+        "fixture-spin",
+        "--subject",
+        "s4",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    agent.kill().unwrap(); // SIGKILL
+    agent.wait().unwrap();
+
+    let out = medic(&["audit", "--state-dir", state.to_str().unwrap(), "--verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("audit chain intact"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(audit_count() >= 3);
+    let out = medic(&[
+        "audit",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--plugin",
+        "fixture-spin",
+    ]);
+    assert!(
+        text(&out.stdout).contains("killed after its timeout of 300 ms"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -2,6 +2,7 @@
 //! `examples/plugins/` and `tests/fixtures/plugins/`, run by the real
 //! runtime and the real `medic` binary against real temporary folders.
 
+mod agent;
 mod cli;
 mod example;
 mod sandbox;

@@ -1,6 +1,8 @@
 //! Durable records: the embedded store (one redb file in the state
-//! directory) and, on top of it, the plugins' key/value state.
+//! directory) and, on top of it, the hash-chained audit journal and the
+//! plugins' key/value state.
 
+pub mod journal;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,8 @@ pub enum StoreError {
     },
     #[error("store operation failed: {0}")]
     Database(#[from] redb::Error),
+    #[error("the store holds a record it cannot read: {0}")]
+    Corrupt(String),
 }
 
 impl From<redb::TransactionError> for StoreError {
@@ -70,10 +74,15 @@ impl Store {
             cause,
         })?;
         let path = state_dir.join(DATABASE_FILE);
-        let db = redb::Database::create(&path).map_err(|cause| StoreError::Open {
-            path: path.clone(),
-            cause,
-        })?;
+        // Multi-writer: the running agent, `medic audit` and one-shot runs
+        // may have the store open at the same time.
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .map_err(|cause| StoreError::Open {
+                path: path.clone(),
+                cause,
+            })?;
         Ok(Self {
             db: Arc::new(db),
             path,

@@ -50,27 +50,63 @@ impl Principal {
     }
 }
 
-/// The `name:x:id:...` database files (`/etc/passwd`, `/etc/group`).
-fn entries(file: &str) -> impl Iterator<Item = (String, u32)> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?.to_string();
-            let id = fields.nth(1)?.parse().ok()?;
-            Some((name, id))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
+/// A parsed `name:x:id:...` database file (`/etc/passwd`, `/etc/group`),
+/// kept until the file's modification time changes, so that naming the
+/// owners of a large tree does not read the file once per path.
+struct IdDatabase {
+    file: &'static str,
+    modified: Option<std::time::SystemTime>,
+    entries: Vec<(String, u32)>,
 }
 
-fn lookup_id(file: &str, name: &str) -> Option<u32> {
-    entries(file).find(|(n, _)| n == name).map(|(_, id)| id)
+static DATABASES: std::sync::Mutex<Vec<IdDatabase>> = std::sync::Mutex::new(Vec::new());
+
+fn with_entries<T>(file: &'static str, f: impl FnOnce(&[(String, u32)]) -> T) -> T {
+    let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let mut databases = DATABASES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let index = match databases.iter().position(|db| db.file == file) {
+        Some(index) => index,
+        None => {
+            databases.push(IdDatabase {
+                file,
+                modified: None,
+                entries: Vec::new(),
+            });
+            databases.len() - 1
+        }
+    };
+    let db = &mut databases[index];
+    if db.modified != modified || modified.is_none() {
+        db.modified = modified;
+        db.entries = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?.to_string();
+                let id = fields.nth(1)?.parse().ok()?;
+                Some((name, id))
+            })
+            .collect();
+    }
+    f(&db.entries)
 }
 
-fn lookup_name(file: &str, id: u32) -> Option<String> {
-    entries(file).find(|(_, i)| *i == id).map(|(n, _)| n)
+fn lookup_id(file: &'static str, name: &str) -> Option<u32> {
+    with_entries(file, |entries| {
+        entries.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
+    })
+}
+
+fn lookup_name(file: &'static str, id: u32) -> Option<String> {
+    with_entries(file, |entries| {
+        entries
+            .iter()
+            .find(|(_, i)| *i == id)
+            .map(|(n, _)| n.clone())
+    })
 }
 
 /// Policy names of principals mapped to local ones. Lookups ignore case,

@@ -1,0 +1,401 @@
+//! The agent serving a real policy: each trigger kind fires the right
+//! plugin, events are coalesced, the flap guard trips and stays tripped
+//! across a restart, and the journal's chain verifies.
+
+use crate::support::workspace;
+use medic::agent::{Agent, AgentContext};
+use medic::audit::journal::{AuditRecord, Filter};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A temporary folder with a policy, a share, a log and an event journal.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let lab = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(lab.share()).unwrap();
+        std::fs::write(lab.share().join("readme.txt"), "hello").unwrap();
+        std::fs::write(lab.path("access.log"), "").unwrap();
+        std::fs::write(lab.path("events.jsonl"), "").unwrap();
+        lab.lock("readme.txt");
+        lab
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn share(&self) -> PathBuf {
+        self.path("share")
+    }
+
+    /// Owner-only: on a file with an ACL, chmod also narrows the mask, so
+    /// named entries stop counting.
+    pub fn lock(&self, file: &str) {
+        std::fs::set_permissions(
+            self.share().join(file),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+
+    /// The policy: share-guard on the share, with every trigger kind.
+    pub fn policy(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[agent]
+state_dir = "state"
+plugin_dir = "{plugins}"
+max_concurrent_runs = 4
+
+[backend]
+kind = "local"
+principals = {{ "Users" = "user:nobody" }}
+
+[plugins.share-guard]
+component = "share-guard.wasm"
+grants = {{ fs-write = ["{share}"] }}
+settings = {{ path = "{share}", principals = ["Users"] }}
+{extra}
+
+[[plugins.share-guard.triggers]]
+kind = "file"
+path = "{share}"
+changes = ["attribute", "create"]
+debounce = "50ms"
+
+[[plugins.share-guard.triggers]]
+kind = "log"
+path = "{log}"
+pattern = "access denied on (?P<subject>\\S+)"
+
+[[plugins.share-guard.triggers]]
+kind = "event_log"
+path = "{events}"
+source = "Windows Server Update Services"
+ids = [364]
+
+[[plugins.share-guard.triggers]]
+kind = "manual"
+"#,
+            plugins = workspace().join("target/plugins").display(),
+            share = self.share().display(),
+            log = self.path("access.log").display(),
+            events = self.path("events.jsonl").display(),
+        );
+        let file = self.path("policy.toml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    pub fn append(&self, name: &str, line: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path(name))
+            .unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+/// An agent serving on a background runtime until dropped.
+pub struct Running {
+    pub ctx: Arc<AgentContext>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(policy: &Path) -> Self {
+        let agent = Agent::load(policy).unwrap_or_else(|e| panic!("{e}"));
+        let ctx = agent.context().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(agent.serve(async {
+                let _ = stopped.await;
+            }))
+            .unwrap();
+        });
+        // Let the watchers start before the test changes anything.
+        std::thread::sleep(Duration::from_millis(300));
+        Self {
+            ctx,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Wait (up to 20 s) for a run record matching `pred`.
+    pub fn wait_for_run(&self, what: &str, pred: impl Fn(&AuditRecord) -> bool) -> AuditRecord {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let runs = self.runs();
+            if let Some(found) = runs.iter().find(|r| pred(r)) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no run {what} within 20 s; runs: {runs:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn runs(&self) -> Vec<AuditRecord> {
+        self.ctx
+            .journal
+            .list(&Filter {
+                kind: Some("run".into()),
+                ..Filter::default()
+            })
+            .unwrap()
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn event_kind(record: &AuditRecord) -> String {
+    record.detail["event"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether `nobody` can read `path`, mask included: a dry-run
+/// `ensure-access` that would change nothing.
+fn readable_by_nobody(path: &Path) -> bool {
+    use medic::backends::FileSystem;
+    use medic::contract::v0_1_0::medic::plugin::fs::AccessRight;
+    let mut names = medic::backends::PrincipalMap::default();
+    names.insert_spec("Users=user:nobody").unwrap();
+    let fs = medic::backends::local_fs::LocalFileSystem::new(names);
+    fs.ensure_access(path, "Users", AccessRight::Read, false, false)
+        .unwrap()
+        .changed
+        .is_empty()
+}
+
+#[test]
+fn each_trigger_kind_fires_the_plugin() {
+    let lab = Lab::new();
+    let agent = Running::start(&lab.policy(""));
+
+    // file: an attribute change on the share is repaired.
+    std::fs::set_permissions(
+        lab.share().join("readme.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let run = agent.wait_for_run("after a file change", |r| {
+        event_kind(r) == "file-changed" && r.status == "remediated"
+    });
+    assert!(readable_by_nobody(&lab.share().join("readme.txt")));
+    assert!(
+        run.summary.contains("lacked read access"),
+        "{}",
+        run.summary
+    );
+
+    // log: a matching line, with the named capture as subject.
+    lab.lock("readme.txt");
+    lab.append("access.log", "ignored line");
+    lab.append("access.log", "2026-11-24 access denied on readme.txt");
+    let run = agent.wait_for_run("after a log line", |r| event_kind(r) == "log-line");
+    assert_eq!(run.detail["event"]["subject"], "readme.txt");
+
+    // event_log: a WSUS 364 entry.
+    lab.append("events.jsonl", r#"{"id": 364, "source": "Windows Server Update Services", "level": "Error", "message": "Content file download failed. Reason: Access is denied."}"#);
+    let run = agent.wait_for_run("after an event-log entry", |r| {
+        event_kind(r) == "system-event"
+    });
+    assert_eq!(run.detail["event"]["fields"]["event-id"], "364");
+
+    // manual: `medic send` drops a request into the inbox.
+    medic::triggers::inbox::send(
+        &lab.path("state"),
+        &medic::triggers::inbox::InboxRequest {
+            plugin: "share-guard".into(),
+            event: medic::event::EventRecord::manual("by hand"),
+        },
+    )
+    .unwrap();
+    let run = agent.wait_for_run("after a manual request", |r| event_kind(r) == "manual");
+    assert_eq!(run.detail["event"]["subject"], "by hand");
+
+    // The plugin's own ACL changes did not set off further file-triggered runs.
+    std::thread::sleep(Duration::from_millis(500));
+    let file_runs = agent
+        .runs()
+        .iter()
+        .filter(|r| event_kind(r) == "file-changed")
+        .count();
+    assert!(
+        file_runs <= 2,
+        "the plugin re-triggered itself: {file_runs} file runs"
+    );
+
+    assert!(matches!(agent.ctx.journal.verify().unwrap(), Ok(n) if n >= 5));
+    agent.stop();
+}
+
+#[test]
+fn the_flap_guard_trips_and_holds_across_a_restart() {
+    let lab = Lab::new();
+    let policy = lab.policy("flap_guard = { max_mutating_runs = 2, within = \"1h\" }");
+    let send = || {
+        medic::triggers::inbox::send(
+            &lab.path("state"),
+            &medic::triggers::inbox::InboxRequest {
+                plugin: "share-guard".into(),
+                event: medic::event::EventRecord::manual(&format!("{:?}", Instant::now())),
+            },
+        )
+        .unwrap();
+    };
+    {
+        let agent = Running::start(&policy);
+        for n in 1..=2 {
+            lab.lock("readme.txt");
+            send();
+            agent.wait_for_run("that repairs", |r| {
+                r.status == "remediated"
+                    && agent
+                        .runs()
+                        .iter()
+                        .filter(|x| x.status == "remediated")
+                        .count()
+                        >= n
+            });
+        }
+        lab.lock("readme.txt");
+        send();
+        let held = agent.wait_for_run("held by the flap guard", |r| {
+            r.summary.starts_with("[flap guard: dry run]")
+        });
+        assert_eq!(held.status, "needs-approval");
+        assert!(
+            !readable_by_nobody(&lab.share().join("readme.txt")),
+            "the held run changed nothing"
+        );
+        let trips = agent
+            .ctx
+            .journal
+            .list(&Filter {
+                kind: Some("flap-guard".into()),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(trips.len(), 1);
+        assert_eq!(trips[0].status, "tripped");
+        agent.stop();
+    }
+    // After a restart the guard still holds.
+    let agent = Running::start(&policy);
+    send();
+    let before = agent.runs().len();
+    let held = agent.wait_for_run("held after the restart", |r| {
+        r.seq > 0
+            && agent.runs().len() > before
+            && r.summary.starts_with("[flap guard: dry run]")
+            && r.seq == agent.runs().last().unwrap().seq
+    });
+    assert_eq!(held.status, "needs-approval");
+    assert!(!readable_by_nobody(&lab.share().join("readme.txt")));
+    agent.stop();
+}
+
+/// A policy running only the endless-loop fixture on manual events.
+fn spin_policy(dir: &Path, timeout: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[agent]
+state_dir = "state"
+plugin_dir = "{plugins}"
+
+[plugins.fixture-spin]
+component = "fixture-spin.wasm"
+limits = {{ timeout = "{timeout}" }}
+concurrency = 1
+
+[[plugins.fixture-spin.triggers]]
+kind = "manual"
+"#,
+        plugins = workspace().join("target/plugins").display(),
+    );
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn send_manual(state: &Path, plugin: &str, subject: &str) {
+    medic::triggers::inbox::send(
+        state,
+        &medic::triggers::inbox::InboxRequest {
+            plugin: plugin.into(),
+            event: medic::event::EventRecord::manual(subject),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn events_for_a_subject_already_queued_are_coalesced() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Running::start(&spin_policy(dir.path(), "400ms"));
+    let state = dir.path().join("state");
+    send_manual(&state, "fixture-spin", "BITS");
+    // Wait until the first run is in flight, then pile up events.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while medic::dispatch::read_status(&agent.ctx.store).is_none_or(|s| s.running == 0) {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..20 {
+        send_manual(&state, "fixture-spin", "BITS");
+    }
+    agent.wait_for_run("for the coalesced events", |_| agent.runs().len() >= 2);
+    std::thread::sleep(Duration::from_millis(900));
+    let runs = agent.runs();
+    assert_eq!(
+        runs.len(),
+        2,
+        "20 events for one subject made one more run: {runs:#?}"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.summary.contains("killed after its timeout of 400 ms"))
+    );
+    let status = medic::dispatch::read_status(&agent.ctx.store).unwrap();
+    assert_eq!(status.plugins[0].coalesced, 19);
+    agent.stop();
+}
