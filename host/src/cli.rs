@@ -59,6 +59,11 @@ pub enum Command {
     Send(SendArgs),
     /// Show what the running agent has loaded and is doing.
     Status(StateArgs),
+    /// Apply a plan waiting for approval: re-run the plugin in enforce mode
+    /// on the same event.
+    Approve(DecisionArgs),
+    /// Drop a plan waiting for approval.
+    Reject(DecisionArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -118,6 +123,20 @@ pub struct AuditArgs {
     /// Verify the hash chain instead of listing; exit 1 if it is broken.
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// The run id, as `medic audit --status needs-approval` shows it.
+    pub run: String,
+
+    /// The agent's policy file.
+    #[arg(long, short, env = "MEDIC_POLICY")]
+    pub policy: PathBuf,
+
+    /// Why (recorded with a rejection).
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +280,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(args) => audit(&args),
         Command::Send(args) => send(&args),
         Command::Status(args) => status(&args),
+        Command::Approve(args) => {
+            let report = crate::agent::approve(&args.policy, &args.run)?;
+            print!("{}", report_text(&report));
+            Ok(if report.status() == "failed" {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Reject(args) => {
+            crate::agent::reject(&args.policy, &args.run, &args.reason)?;
+            println!("run {} rejected", args.run);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
         Command::Trigger(args) => trigger(&args),
     }
@@ -398,12 +431,13 @@ fn audit(args: &AuditArgs) -> Result<ExitCode> {
                 .as_array()
                 .map_or(0, Vec::len);
             println!(
-                "{:>5}  {}  {:<14} {:<18} {:<15} {}{}",
+                "{:>5}  {}  {:<14} {:<18} {:<15} {:<28} {}{}",
                 r.seq,
                 r.time_ms,
                 r.kind,
                 r.plugin,
                 r.status,
+                r.run_id,
                 r.summary,
                 if actions > 0 {
                     format!(" ({actions} actions)")

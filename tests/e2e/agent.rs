@@ -399,3 +399,69 @@ fn events_for_a_subject_already_queued_are_coalesced() {
     assert_eq!(status.plugins[0].coalesced, 19);
     agent.stop();
 }
+
+#[test]
+fn approve_mode_records_a_plan_that_an_operator_applies_or_rejects() {
+    let lab = Lab::new();
+    let policy = lab.policy("mode = \"approve\"");
+    let agent = Running::start(&policy);
+    send_manual(&lab.path("state"), "share-guard", "first");
+    let pending = agent.wait_for_run("waiting for approval", |r| r.status == "needs-approval");
+    assert!(
+        !readable_by_nobody(&lab.share().join("readme.txt")),
+        "approve mode changed the file"
+    );
+
+    let medic = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let policy_arg = policy.to_str().unwrap();
+    let out = medic(&["approve", &pending.run_id, "--policy", policy_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("outcome  remediated"));
+    assert!(readable_by_nobody(&lab.share().join("readme.txt")));
+
+    let again = medic(&["approve", &pending.run_id, "--policy", policy_arg]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("was already approved"));
+
+    lab.lock("readme.txt");
+    send_manual(&lab.path("state"), "share-guard", "second");
+    let second = agent.wait_for_run("a second plan", |r| {
+        r.status == "needs-approval" && r.run_id != pending.run_id
+    });
+    let out = medic(&[
+        "reject",
+        &second.run_id,
+        "--policy",
+        policy_arg,
+        "--reason",
+        "change freeze",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!readable_by_nobody(&lab.share().join("readme.txt")));
+    let decisions = agent
+        .ctx
+        .journal
+        .list(&Filter {
+            kind: Some("rejected".into()),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!(decisions[0].summary, "rejected: change freeze");
+    let out = medic(&["approve", &second.run_id, "--policy", policy_arg]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was already rejected"));
+    assert!(agent.ctx.journal.verify().unwrap().is_ok());
+    agent.stop();
+}
