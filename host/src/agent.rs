@@ -9,7 +9,7 @@ use crate::audit::{Store, StoreError};
 use crate::backends::Backends;
 use crate::capabilities::grants::Grants;
 use crate::config::{PluginPolicy, Policy, PolicyError, PolicyErrors};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Control, Dispatcher};
 use crate::runtime::{LoadedPlugin, Runtime, RuntimeConfig, RuntimeError};
 use crate::triggers::{self, TriggerSet};
 use std::collections::BTreeMap;
@@ -51,6 +51,8 @@ pub enum AgentError {
     Trigger(#[from] triggers::TriggerError),
     #[error("cannot watch the inbox for manual events: {0}")]
     Inbox(String),
+    #[error("cannot watch the policy and plugin directory for changes: {0}")]
+    Watch(String),
 }
 
 fn plugin_error(policy: &Policy, plugin: &PluginPolicy, message: String, fix: &str) -> PolicyError {
@@ -200,28 +202,225 @@ impl Agent {
     }
 
     /// Serve until `shutdown` completes; then stop the triggers and let the
-    /// runs in flight finish.
+    /// runs in flight finish. Watches the plugin directory and the policy
+    /// file meanwhile and takes their changes without a restart.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-        let (sink, events) = mpsc::channel(self.ctx.policy.agent.queue_capacity.max(1024));
-        let triggers = TriggerSet::start(&self.ctx.policy.plugins, &sink, &self.ctx.store)?;
-        let inbox = triggers::inbox::spawn(&self.ctx.policy.agent.state_dir, sink.clone())
+        let ctx = self.ctx.clone();
+        let agent_settings = &ctx.policy.agent;
+        let (sink, events) = mpsc::channel(agent_settings.queue_capacity.max(1024));
+        let policies = |plugins: &[Arc<ActivePlugin>]| -> Vec<PluginPolicy> {
+            plugins.iter().map(|p| p.policy.clone()).collect()
+        };
+        let mut triggers = TriggerSet::start(&policies(&self.plugins), &sink, &ctx.store)?;
+        let inbox = triggers::inbox::spawn(&agent_settings.state_dir, sink.clone())
             .map_err(AgentError::Inbox)?;
-        drop(sink);
+        let (mut changes, _watcher) =
+            watch_for_changes(&ctx.policy.file, &agent_settings.plugin_dir)?;
+        let (control, control_rx) = mpsc::channel(4);
         let names: Vec<&str> = self
             .plugins
             .iter()
             .map(|p| p.policy.name.as_str())
             .collect();
-        tracing::info!(plugins = ?names, state_dir = %self.ctx.policy.agent.state_dir.display(), "agent ready");
-        let dispatcher = Dispatcher::new(self.ctx.clone(), self.plugins.clone());
-        let serving = tokio::spawn(dispatcher.serve(events));
-        shutdown.await;
+        tracing::info!(plugins = ?names, state_dir = %agent_settings.state_dir.display(), "agent ready");
+        let dispatcher = Dispatcher::new(ctx.clone(), self.plugins.clone());
+        let serving = tokio::spawn(dispatcher.serve(events, control_rx));
+        let mut current = self.plugins;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = changes.recv() => {
+                    // Let a burst of writes settle before reading anything.
+                    tokio::time::sleep(RELOAD_SETTLE).await;
+                    while changes.try_recv().is_ok() {}
+                    let (context, previous) = (ctx.clone(), current.clone());
+                    let Ok(Some(next)) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
+                        continue;
+                    };
+                    if policies(&next).iter().map(|p| format!("{:?}", p.triggers)).ne(policies(&current).iter().map(|p| format!("{:?}", p.triggers)))
+                        || next.len() != current.len()
+                    {
+                        // Start the new triggers before stopping the old ones,
+                        // so nothing happens unwatched.
+                        match TriggerSet::start(&policies(&next), &sink, &ctx.store) {
+                            Ok(started) => triggers = started,
+                            Err(e) => {
+                                tracing::error!("new triggers could not start, keeping the old ones: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    let _ = control.send(Control::Swap(next.clone())).await;
+                    current = next;
+                }
+            }
+        }
         tracing::info!("stopping: no new events; waiting for runs in flight");
         drop(triggers);
+        drop(sink);
         inbox.abort();
+        drop(control);
         let _ = serving.await;
         Ok(())
     }
+}
+
+/// How long changes must be quiet before a reload reads them.
+const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A notification for every change to the policy file or in the plugin
+/// directory. The watcher must be kept alive.
+fn watch_for_changes(
+    policy_file: &Path,
+    plugin_dir: &Path,
+) -> Result<(mpsc::Receiver<()>, notify::RecommendedWatcher), AgentError> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, rx) = mpsc::channel(1);
+    let policy_name = policy_file.file_name().map(|n| n.to_os_string());
+    let plugin_dir_owned = plugin_dir.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+        let Ok(event) = result else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            p.parent() == Some(plugin_dir_owned.as_path())
+                || p.file_name().map(|n| n.to_os_string()) == policy_name
+        });
+        if relevant {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| AgentError::Watch(e.to_string()))?;
+    let policy_dir = policy_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for dir in [policy_dir, plugin_dir] {
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| AgentError::Watch(format!("{}: {e}", dir.display())))?;
+    }
+    Ok((rx, watcher))
+}
+
+/// Read the policy and the plugin directory again. Returns the plugin set
+/// to serve, or `None` when nothing should change (a broken policy keeps
+/// the old one entirely; a broken component keeps its last good version).
+/// Every rejection is logged and recorded.
+fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<ActivePlugin>>> {
+    let record = |kind: &str, plugin: &str, summary: String| {
+        if let Err(e) = ctx.journal.append(NewRecord {
+            kind: kind.into(),
+            plugin: plugin.into(),
+            run_id: String::new(),
+            status: kind.rsplit('-').next().unwrap_or(kind).into(),
+            summary,
+            detail: serde_json::Value::Null,
+        }) {
+            tracing::error!("cannot record a reload in the audit journal: {e}");
+        }
+    };
+    let policy = match Policy::load(&ctx.policy.file) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            tracing::error!(
+                "the changed policy is rejected; the last good one keeps serving:\n{errors}"
+            );
+            record("policy-rejected", "", errors.to_string());
+            return None;
+        }
+    };
+    if policy.agent != ctx.policy.agent || policy.backend != ctx.policy.backend {
+        tracing::warn!("[agent] and [backend] changes take effect at the next restart");
+    }
+    let mut next = Vec::new();
+    let mut changed = false;
+    for plugin in &policy.plugins {
+        let old = current.iter().find(|p| p.policy.name == plugin.name);
+        let bytes = std::fs::read(&plugin.component).ok();
+        let same_component = match (old, &bytes) {
+            (Some(old), Some(bytes)) => old.loaded.hash == crate::runtime::content_hash(bytes),
+            _ => false,
+        };
+        let loaded = if let (true, Some(old)) = (same_component, old) {
+            Ok(old.loaded.clone())
+        } else {
+            match &bytes {
+                Some(bytes) => ctx
+                    .runtime
+                    .load_bytes(bytes, &plugin.component.display().to_string())
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("cannot read {}", plugin.component.display())),
+            }
+            .and_then(|loaded| {
+                if loaded.info.name != plugin.name {
+                    Err(format!(
+                        "{} describes itself as `{}`, not `{}`",
+                        plugin.component.display(),
+                        loaded.info.name,
+                        plugin.name
+                    ))
+                } else {
+                    Ok(loaded)
+                }
+            })
+        };
+        let checked = loaded.and_then(|loaded| {
+            loaded
+                .check_grants(&plugin.grants)
+                .map(|()| loaded)
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(loaded) => {
+                let is_new = old.is_none_or(|o| {
+                    o.loaded.hash != loaded.hash
+                        || format!("{:?}", o.policy) != format!("{plugin:?}")
+                });
+                if is_new {
+                    changed = true;
+                    tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], "plugin (re)loaded");
+                    record(
+                        "plugin-loaded",
+                        &plugin.name,
+                        format!(
+                            "{} {} ({}) loaded",
+                            loaded.info.name,
+                            loaded.info.version,
+                            &loaded.hash[..12]
+                        ),
+                    );
+                }
+                next.push(Arc::new(ActivePlugin {
+                    grants: Arc::new(plugin.grants.clone()),
+                    settings: Arc::new(plugin.settings.clone()),
+                    policy: plugin.clone(),
+                    loaded,
+                }));
+            }
+            Err(reason) => {
+                tracing::error!(plugin = %plugin.name, "new version rejected; the last good one keeps serving: {reason}");
+                record("plugin-rejected", &plugin.name, reason);
+                if let Some(old) = old {
+                    next.push(old.clone());
+                }
+            }
+        }
+    }
+    let removed = current
+        .iter()
+        .filter(|p| !next.iter().any(|n| n.policy.name == p.policy.name));
+    for plugin in removed {
+        changed = true;
+        record(
+            "plugin-removed",
+            &plugin.policy.name,
+            "removed from the policy".into(),
+        );
+    }
+    changed.then_some(next)
 }
 
 /// Why an approval or rejection could not be done.

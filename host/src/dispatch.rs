@@ -121,6 +121,15 @@ fn write_status(ctx: &AgentContext, status: &AgentStatus) {
     }
 }
 
+/// Orders for the dispatcher from the agent.
+#[derive(Debug)]
+pub enum Control {
+    /// Serve this set of plugins from now on: runs in flight finish on the
+    /// version they started with; queued events stay queued and run on the
+    /// new version; plugins no longer in the set lose their queue.
+    Swap(Vec<Arc<ActivePlugin>>),
+}
+
 /// A finished run, back from its blocking thread.
 struct Finished {
     plugin: String,
@@ -198,7 +207,11 @@ impl Dispatcher {
     }
 
     /// Serve until `events` closes and every run in flight has finished.
-    pub async fn serve(mut self, mut events: mpsc::Receiver<Routed>) {
+    pub async fn serve(
+        mut self,
+        mut events: mpsc::Receiver<Routed>,
+        mut control: mpsc::Receiver<Control>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut open = true;
         loop {
@@ -206,6 +219,9 @@ impl Dispatcher {
                 routed = events.recv(), if open => match routed {
                     Some(routed) => self.accept(routed),
                     None => open = false,
+                },
+                Some(order) = control.recv() => match order {
+                    Control::Swap(plugins) => self.swap(plugins),
                 },
                 Some(finished) = self.done_rx.recv() => self.finish(finished),
                 _ = tick.tick() => self.publish_status(),
@@ -218,6 +234,30 @@ impl Dispatcher {
                 break;
             }
         }
+    }
+
+    fn swap(&mut self, plugins: Vec<Arc<ActivePlugin>>) {
+        let names: HashSet<String> = plugins.iter().map(|p| p.policy.name.clone()).collect();
+        let removed: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(slot) = self.slots.remove(&name) {
+                tracing::info!(plugin = %name, dropped = slot.queue.len(), "plugin removed from the policy");
+                // Runs in flight still report back; `finish` ignores them.
+                self.running = self.running.saturating_sub(slot.running);
+            }
+        }
+        for plugin in plugins {
+            match self.slots.get_mut(&plugin.policy.name) {
+                Some(slot) => slot.active = plugin,
+                None => self.add(plugin),
+            }
+        }
+        self.dirty = true;
     }
 
     fn accept(&mut self, routed: Routed) {

@@ -465,3 +465,179 @@ fn approve_mode_records_a_plan_that_an_operator_applies_or_rejects() {
     assert!(agent.ctx.journal.verify().unwrap().is_ok());
     agent.stop();
 }
+
+/// The same component with a custom section appended: identical behaviour,
+/// a different file and hash, as a rebuilt plugin would be.
+fn new_build_of(component: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"medic-test-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(payload.len() as u8); // LEB128, < 128
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn install(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn noop_policy(dir: &Path) -> PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let text = r#"
+[agent]
+state_dir = "state"
+plugin_dir = "plugins"
+max_concurrent_runs = 4
+
+[plugins.fixture-noop]
+component = "fixture-noop.wasm"
+grants = { fs-read = ["/tmp"] }
+concurrency = 2
+
+[[plugins.fixture-noop.triggers]]
+kind = "manual"
+"#;
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn hot_reload_under_a_stream_of_events_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = noop_policy(dir.path());
+    let plugins = dir.path().join("plugins");
+    let v1 = std::fs::read(workspace().join("target/plugins/fixture-noop.wasm")).unwrap();
+    let v2 = new_build_of(&v1, "v2");
+    install(&plugins, "fixture-noop.wasm", &v1);
+    let (hash1, hash2) = (
+        medic::runtime::content_hash(&v1),
+        medic::runtime::content_hash(&v2),
+    );
+    let agent = Running::start(&policy);
+    let state = dir.path().join("state");
+
+    const EVENTS: usize = 200;
+    for n in 0..EVENTS {
+        if n == 60 {
+            install(&plugins, "fixture-noop.wasm", &v2);
+        }
+        if n == 120 {
+            // A broken build: rejected, and the last good one keeps serving.
+            install(
+                &plugins,
+                "fixture-noop.wasm",
+                b"\0asm this is not a component",
+            );
+        }
+        send_manual(&state, "fixture-noop", &format!("event-{n}"));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    agent.wait_for_run("for every event", |_| agent.runs().len() >= EVENTS);
+    let runs = agent.runs();
+    assert_eq!(runs.len(), EVENTS, "one run per event");
+    let subjects: std::collections::HashSet<String> = runs
+        .iter()
+        .map(|r| r.detail["event"]["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(subjects.len(), EVENTS, "no event lost or run twice");
+    assert!(
+        runs.iter().all(|r| r.status == "healthy"),
+        "a run failed: {runs:#?}"
+    );
+    let on = |hash: &str| runs.iter().filter(|r| r.detail["hash"] == hash).count();
+    assert!(
+        on(&hash1) > 0 && on(&hash2) > 0,
+        "runs on v1: {}, on v2: {}",
+        on(&hash1),
+        on(&hash2)
+    );
+    assert_eq!(
+        on(&hash1) + on(&hash2),
+        EVENTS,
+        "every run was on a whole, loaded version"
+    );
+    // Once v2 served, v1 never came back (no half-swapped state).
+    let first_v2 = runs.iter().position(|r| r.detail["hash"] == hash2).unwrap();
+    let last_v1 = runs
+        .iter()
+        .rposition(|r| r.detail["hash"] == hash1)
+        .unwrap();
+    assert!(last_v1 < first_v2 + 4, "v1 ran long after v2 was serving");
+
+    let rejected = agent
+        .ctx
+        .journal
+        .list(&Filter {
+            kind: Some("plugin-rejected".into()),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert!(
+        !rejected.is_empty(),
+        "the broken build was not recorded as rejected"
+    );
+    assert!(
+        rejected[0]
+            .summary
+            .contains("not a valid WebAssembly component"),
+        "{}",
+        rejected[0].summary
+    );
+    assert!(agent.ctx.journal.verify().unwrap().is_ok());
+    agent.stop();
+}
+
+#[test]
+fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = noop_policy(dir.path());
+    install(
+        &dir.path().join("plugins"),
+        "fixture-noop.wasm",
+        &std::fs::read(workspace().join("target/plugins/fixture-noop.wasm")).unwrap(),
+    );
+    let agent = Running::start(&policy);
+    let good = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        good.replace("concurrency = 2", "concurrency = \"many\""),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rejected = loop {
+        let found = agent
+            .ctx
+            .journal
+            .list(&Filter {
+                kind: Some("policy-rejected".into()),
+                ..Filter::default()
+            })
+            .unwrap();
+        if let Some(first) = found.into_iter().next() {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken policy was not rejected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        rejected.summary.contains("policy.toml:10"),
+        "{}",
+        rejected.summary
+    );
+    send_manual(&dir.path().join("state"), "fixture-noop", "still serving");
+    let run = agent.wait_for_run("on the old policy", |r| {
+        r.detail["event"]["subject"] == "still serving"
+    });
+    assert_eq!(run.status, "healthy");
+    agent.stop();
+}
