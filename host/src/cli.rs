@@ -27,9 +27,10 @@ use std::time::Duration;
     about = "Auto-remediation agent: policy-driven, sandboxed WebAssembly plugins that diagnose and repair a system"
 )]
 pub struct Cli {
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    /// Log format on standard error [default: the policy's
+    /// `agent.log_format` for `run`, else human].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// Log filter (tracing syntax), e.g. `info` or `medic=debug`.
     #[arg(long, global = true, env = "MEDIC_LOG", default_value = "warn")]
@@ -251,7 +252,22 @@ pub struct TriggerArgs {
 /// code: 0 success, 1 error, 2 a run that failed.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let format = cli.log_format.unwrap_or_else(|| match &cli.command {
+        // A policy with errors is reported by `run` itself.
+        Command::Run(args) => match crate::config::Policy::load(&args.policy) {
+            Ok(policy) if policy.agent.log_format == crate::config::LogFormat::Json => {
+                LogFormat::Json
+            }
+            _ => LogFormat::Human,
+        },
+        _ => LogFormat::Human,
+    });
+    let filter = match (&cli.command, std::env::var_os("MEDIC_LOG")) {
+        // The agent logs what it does by default; one-shot verbs stay quiet.
+        (Command::Run(_), None) if cli.log == "warn" => "info".to_string(),
+        _ => cli.log.clone(),
+    };
+    init_logging(format, &filter);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

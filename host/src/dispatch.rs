@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_counters");
 const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_status");
 
-/// How long file events under a path a plugin just changed are taken as
-/// its own doing.
+/// How long after a run the first file event on a path it changed is
+/// taken as the echo of that change.
 const OWN_EFFECT_WINDOW: Duration = Duration::from_secs(2);
 
 /// Rate-limit and flap-guard history of one plugin, kept in the store so
@@ -134,8 +134,8 @@ pub enum Control {
 struct Finished {
     plugin: String,
     report: RunReport,
-    /// Roots of access changes the run applied.
-    changed_roots: Vec<PathBuf>,
+    /// Paths the run changed.
+    changed_paths: Vec<PathBuf>,
     mutated: bool,
 }
 
@@ -144,7 +144,8 @@ struct Slot {
     queue: VecDeque<Event>,
     subjects: HashSet<String>,
     running: usize,
-    own_effects: Vec<(PathBuf, u64)>,
+    /// Paths the plugin changed, until when their echo is expected.
+    own_effects: std::collections::HashMap<PathBuf, u64>,
     counters: Counters,
     coalesced: u64,
     dropped: u64,
@@ -196,7 +197,7 @@ impl Dispatcher {
                 queue: VecDeque::new(),
                 subjects: HashSet::new(),
                 running: 0,
-                own_effects: Vec::new(),
+                own_effects: std::collections::HashMap::new(),
                 counters,
                 coalesced: 0,
                 dropped: 0,
@@ -266,14 +267,15 @@ impl Dispatcher {
             return;
         };
         let event = routed.event;
-        if event.kind == EventKind::FileChanged {
+        if event.kind == EventKind::FileChanged && !slot.own_effects.is_empty() {
+            // The first event on a path the plugin itself just changed is
+            // the echo of that change: swallow it, once.
             let now = now_ms();
-            slot.own_effects.retain(|(_, until)| *until > now);
-            let path = PathBuf::from(&event.subject);
+            slot.own_effects.retain(|_, until| *until > now);
             if slot
                 .own_effects
-                .iter()
-                .any(|(root, _)| path.starts_with(root))
+                .remove(&PathBuf::from(&event.subject))
+                .is_some()
             {
                 slot.own_effects_ignored += 1;
                 return;
@@ -399,16 +401,10 @@ impl Dispatcher {
                     state: Some(ctx.state.clone()),
                 },
             );
-            let changed_roots: Vec<PathBuf> = report
+            let changed_paths: Vec<PathBuf> = report
                 .calls
                 .iter()
-                .filter(|c| c.function == "fs.ensure-access" && c.applied)
-                .filter_map(|c| {
-                    c.args
-                        .get("path")
-                        .and_then(|p| p.as_str())
-                        .map(PathBuf::from)
-                })
+                .flat_map(|c| c.effects.iter().map(PathBuf::from))
                 .collect();
             let mutated = report.calls.iter().any(|c| c.mutating && c.applied);
             let summary = match (report.outcome(), forced_dry_run) {
@@ -432,7 +428,7 @@ impl Dispatcher {
             let _ = done.send(Finished {
                 plugin: report.plugin.clone(),
                 report,
-                changed_roots,
+                changed_paths,
                 mutated,
             });
         });
@@ -448,7 +444,7 @@ impl Dispatcher {
         let now = now_ms();
         let until = now + OWN_EFFECT_WINDOW.as_millis() as u64;
         slot.own_effects
-            .extend(finished.changed_roots.into_iter().map(|root| (root, until)));
+            .extend(finished.changed_paths.into_iter().map(|path| (path, until)));
         if finished.mutated {
             slot.counters.mutating.push(now);
         }

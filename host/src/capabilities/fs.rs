@@ -145,7 +145,7 @@ impl Host for RunState {
             "right": right_name(right),
             "recursive": recursive,
         });
-        self.host_call(
+        self.host_call_with_effects(
             "fs.ensure-access",
             args,
             true,
@@ -156,15 +156,19 @@ impl Host for RunState {
                     .ensure_access(&checked, &principal, right, recursive, apply)
             },
             |report| {
-                format!(
-                    "{} checked, {} {}",
+                let verb = if report.applied {
+                    "changed"
+                } else {
+                    "to change"
+                };
+                let summary = format!(
+                    "{} checked, {} {verb}",
                     report.checked,
-                    report.changed.len(),
-                    if report.applied {
-                        "changed"
-                    } else {
-                        "to change"
-                    }
+                    report.changed.len()
+                );
+                (
+                    summary,
+                    report.changed.iter().map(|c| c.path.clone()).collect(),
                 )
             },
         )

@@ -75,6 +75,11 @@ pub struct HostCall {
     pub error: Option<String>,
     /// Set when the call was refused because of the grants.
     pub denied: bool,
+    /// What an applied call changed, where the host knows it exactly
+    /// (the paths `fs.ensure-access` changed): the dispatcher uses it to
+    /// tell the plugin's own effects from new events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<String>,
     pub micros: u64,
 }
 
@@ -163,6 +168,20 @@ impl RunState {
         op: impl FnOnce(&mut Self, bool) -> Result<T, PluginError>,
         summary: impl FnOnce(&T) -> String,
     ) -> wasmtime::Result<Result<T, PluginError>> {
+        self.host_call_with_effects(function, args, mutating, op, |value| {
+            (summary(value), Vec::new())
+        })
+    }
+
+    /// [`RunState::host_call`] for calls that report what they changed.
+    pub(crate) fn host_call_with_effects<T>(
+        &mut self,
+        function: &'static str,
+        args: serde_json::Value,
+        mutating: bool,
+        op: impl FnOnce(&mut Self, bool) -> Result<T, PluginError>,
+        summary: impl FnOnce(&T) -> (String, Vec<String>),
+    ) -> wasmtime::Result<Result<T, PluginError>> {
         if self.calls.len() >= self.max_calls {
             return Err(wasmtime::format_err!(
                 "plugin made more than {} host calls in one run",
@@ -173,10 +192,14 @@ impl RunState {
         let started = Instant::now();
         let result = op(self, apply);
         let micros = started.elapsed().as_micros() as u64;
-        let (text, error, denied) = match &result {
-            Ok(value) => (summary(value), None, false),
+        let (text, effects, error, denied) = match &result {
+            Ok(value) => {
+                let (text, effects) = summary(value);
+                (text, if apply { effects } else { Vec::new() }, None, false)
+            }
             Err(e) => (
                 String::new(),
+                Vec::new(),
                 Some(format!("{}: {}", e.kind, e.message)),
                 e.kind == ErrorKind::Denied,
             ),
@@ -197,6 +220,7 @@ impl RunState {
             result: text,
             error,
             denied,
+            effects,
             micros,
         });
         Ok(result)

@@ -58,6 +58,16 @@ pub fn spawn(
             tokio::select! {
                 raw = raw_rx.recv() => {
                     let Some(raw) = raw else { break };
+                    if raw.need_rescan() {
+                        // The kernel dropped events (queue overflow): report
+                        // the watched root itself, so the plugin looks again.
+                        tracing::warn!(plugin, path = %source, "file events were lost; asking for a rescan of the root");
+                        let due = Instant::now() + debounce;
+                        let entry = pending.entry(PathBuf::from(&source)).or_insert_with(|| (due, BTreeSet::new()));
+                        entry.0 = due;
+                        entry.1.insert(FileChange::Modify);
+                        continue;
+                    }
                     let Some(change) = classify(&raw.kind) else { continue };
                     if !wanted.contains(&change) {
                         continue;
