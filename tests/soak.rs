@@ -58,6 +58,7 @@ fn a_thousand_hostile_runs_do_not_grow_host_memory() {
                 settings: settings.clone(),
                 backends: Backends::local(PrincipalMap::default()),
                 state: None,
+                own_effects: None,
             },
         );
         let expected = if plugin.info.name == "fixture-overreach" {

@@ -74,6 +74,7 @@ fn main() {
         settings,
         backends: backends.clone(),
         state: None,
+        own_effects: None,
     };
 
     let no_settings = Arc::new(BTreeMap::new());

@@ -530,6 +530,7 @@ pub fn approve(
             settings: Arc::new(plugin.settings.clone()),
             backends: Backends::local(policy.backend.principals.clone()),
             state: Some(StateStore::new(store)),
+            own_effects: None,
         },
     );
     let summary = report

@@ -659,6 +659,7 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
             settings: Arc::new(settings),
             backends: Backends::local(principals),
             state: Some(StateStore::new(store)),
+            own_effects: None,
         },
     );
     if args.json {

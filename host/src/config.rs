@@ -237,7 +237,7 @@ struct RawAgent {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackend {
-    kind: Spanned<String>,
+    kind: Option<Spanned<String>>,
     #[serde(default)]
     principals: BTreeMap<String, Spanned<String>>,
 }
@@ -589,10 +589,12 @@ impl Policy {
                 principals,
             };
         };
-        if raw.kind.get_ref() != "local" {
+        if let Some(kind) = &raw.kind
+            && kind.get_ref() != "local"
+        {
             c.error(
-                Some(raw.kind.span()),
-                format!("unknown backend `{}`", raw.kind.get_ref()),
+                Some(kind.span()),
+                format!("unknown backend `{}`", kind.get_ref()),
                 "use kind = \"local\"",
             );
         }
@@ -606,7 +608,7 @@ impl Policy {
             }
         }
         BackendSettings {
-            kind: raw.kind.into_inner(),
+            kind: "local".into(),
             principals,
         }
     }

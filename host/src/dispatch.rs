@@ -10,7 +10,7 @@
 
 use crate::agent::{ActivePlugin, AgentContext};
 use crate::audit::journal::NewRecord;
-use crate::capabilities::Mode;
+use crate::capabilities::{Mode, OwnEffects};
 use crate::contract::{Event, EventKind};
 use crate::event::{new_id, now_ms};
 use crate::runtime::{RunReport, RunRequest};
@@ -18,17 +18,12 @@ use crate::triggers::Routed;
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_counters");
 const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_status");
-
-/// How long after a run the first file event on a path it changed is
-/// taken as the echo of that change.
-const OWN_EFFECT_WINDOW: Duration = Duration::from_secs(2);
 
 /// Rate-limit and flap-guard history of one plugin, kept in the store so
 /// that a restart does not reset it.
@@ -134,8 +129,6 @@ pub enum Control {
 struct Finished {
     plugin: String,
     report: RunReport,
-    /// Paths the run changed.
-    changed_paths: Vec<PathBuf>,
     mutated: bool,
 }
 
@@ -144,8 +137,8 @@ struct Slot {
     queue: VecDeque<Event>,
     subjects: HashSet<String>,
     running: usize,
-    /// Paths the plugin changed, until when their echo is expected.
-    own_effects: std::collections::HashMap<PathBuf, u64>,
+    /// Paths the plugin's runs changed, whose echo is expected.
+    own_effects: Arc<OwnEffects>,
     counters: Counters,
     coalesced: u64,
     dropped: u64,
@@ -197,7 +190,7 @@ impl Dispatcher {
                 queue: VecDeque::new(),
                 subjects: HashSet::new(),
                 running: 0,
-                own_effects: std::collections::HashMap::new(),
+                own_effects: Arc::default(),
                 counters,
                 coalesced: 0,
                 dropped: 0,
@@ -267,19 +260,13 @@ impl Dispatcher {
             return;
         };
         let event = routed.event;
-        if event.kind == EventKind::FileChanged && !slot.own_effects.is_empty() {
-            // The first event on a path the plugin itself just changed is
-            // the echo of that change: swallow it, once.
-            let now = now_ms();
-            slot.own_effects.retain(|_, until| *until > now);
-            if slot
+        if event.kind == EventKind::FileChanged
+            && slot
                 .own_effects
-                .remove(&PathBuf::from(&event.subject))
-                .is_some()
-            {
-                slot.own_effects_ignored += 1;
-                return;
-            }
+                .take_echo(std::path::Path::new(&event.subject))
+        {
+            slot.own_effects_ignored += 1;
+            return;
         }
         if slot.subjects.contains(&event.subject) {
             slot.coalesced += 1;
@@ -324,10 +311,10 @@ impl Dispatcher {
                 slot.counters.runs.push(now);
                 let forced_dry_run = Self::flap_guard_holds(&self.ctx, &name, slot, now);
                 slot.running += 1;
-                let active = slot.active.clone();
+                let (active, own_effects) = (slot.active.clone(), slot.own_effects.clone());
                 self.running += 1;
                 self.dirty = true;
-                self.start_run(active, event, forced_dry_run);
+                self.start_run(active, own_effects, event, forced_dry_run);
             }
         }
     }
@@ -378,7 +365,13 @@ impl Dispatcher {
         holds
     }
 
-    fn start_run(&self, active: Arc<ActivePlugin>, event: Event, forced_dry_run: bool) {
+    fn start_run(
+        &self,
+        active: Arc<ActivePlugin>,
+        own_effects: Arc<OwnEffects>,
+        event: Event,
+        forced_dry_run: bool,
+    ) {
         let ctx = self.ctx.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
@@ -399,13 +392,9 @@ impl Dispatcher {
                     settings: active.settings.clone(),
                     backends: ctx.backends.clone(),
                     state: Some(ctx.state.clone()),
+                    own_effects: Some(own_effects),
                 },
             );
-            let changed_paths: Vec<PathBuf> = report
-                .calls
-                .iter()
-                .flat_map(|c| c.effects.iter().map(PathBuf::from))
-                .collect();
             let mutated = report.calls.iter().any(|c| c.mutating && c.applied);
             let summary = match (report.outcome(), forced_dry_run) {
                 (Some(o), false) => o.summary.clone(),
@@ -428,7 +417,6 @@ impl Dispatcher {
             let _ = done.send(Finished {
                 plugin: report.plugin.clone(),
                 report,
-                changed_paths,
                 mutated,
             });
         });
@@ -442,9 +430,6 @@ impl Dispatcher {
         };
         slot.running = slot.running.saturating_sub(1);
         let now = now_ms();
-        let until = now + OWN_EFFECT_WINDOW.as_millis() as u64;
-        slot.own_effects
-            .extend(finished.changed_paths.into_iter().map(|path| (path, until)));
         if finished.mutated {
             slot.counters.mutating.push(now);
         }

@@ -105,6 +105,7 @@ impl Run {
             settings: Arc::new(self.settings),
             backends: Backends::local(self.principals),
             state: self.state,
+            own_effects: None,
         }
     }
 

@@ -83,7 +83,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--all-targets"])
             .args(extra),
     )?;
-    run_command(cargo(root).args(["test", "--workspace", "--doc"]))
+    run_command(cargo(root).args(["test", "--doc", "-p", "medic", "-p", "medic-sdk"]))
 }
 
 fn lint(root: &Path) -> Result<()> {

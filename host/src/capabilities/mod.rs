@@ -83,6 +83,39 @@ pub struct HostCall {
     pub micros: u64,
 }
 
+/// The paths a plugin's runs changed recently, registered at the moment of
+/// the change, so that the file events they cause (their echo) can be told
+/// from new ones however the two race. Each entry answers for one echo.
+#[derive(Debug, Default)]
+pub struct OwnEffects {
+    paths: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, u64>>,
+}
+
+impl OwnEffects {
+    /// How long after a change its echo is expected.
+    pub const WINDOW_MS: u64 = 2_000;
+
+    pub fn record(&self, paths: &[String]) {
+        let until = crate::event::now_ms() + Self::WINDOW_MS;
+        let mut map = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        for path in paths {
+            map.insert(std::path::PathBuf::from(path), until);
+        }
+    }
+
+    /// Whether an event on `path` is the echo of a recorded change; if so
+    /// the change is forgotten, so the next event on it counts again.
+    pub fn take_echo(&self, path: &std::path::Path) -> bool {
+        let now = crate::event::now_ms();
+        let mut map = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return false;
+        }
+        map.retain(|_, until| *until > now);
+        map.remove(path).is_some()
+    }
+}
+
 /// One log record a plugin wrote.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PluginLog {
@@ -107,6 +140,9 @@ pub struct RunState {
     pub dropped_logs: usize,
     pub max_calls: usize,
     pub limiter: MemoryLimiter,
+    /// Where applied changes are registered as they happen, if anyone
+    /// listens for their echo.
+    pub own_effects: Option<Arc<OwnEffects>>,
     /// Built on first use: Rust plugins import no WASI, so most runs never
     /// pay for it.
     wasi: Option<WasiCtx>,
@@ -142,6 +178,7 @@ impl RunState {
             dropped_logs: 0,
             max_calls,
             limiter,
+            own_effects: None,
             wasi: None,
             table: ResourceTable::new(),
         }
@@ -195,7 +232,11 @@ impl RunState {
         let (text, effects, error, denied) = match &result {
             Ok(value) => {
                 let (text, effects) = summary(value);
-                (text, if apply { effects } else { Vec::new() }, None, false)
+                let effects = if apply { effects } else { Vec::new() };
+                if let Some(registry) = &self.own_effects {
+                    registry.record(&effects);
+                }
+                (text, effects, None, false)
             }
             Err(e) => (
                 String::new(),

@@ -8,7 +8,7 @@ use super::{EPOCH_TICK, LoadedPlugin, Runtime};
 use crate::audit::state::StateStore;
 use crate::backends::Backends;
 use crate::capabilities::grants::Grants;
-use crate::capabilities::{HostCall, Mode, PluginLog, RunState};
+use crate::capabilities::{HostCall, Mode, OwnEffects, PluginLog, RunState};
 use crate::contract::Event;
 use crate::event::{EventRecord, OutcomeRecord};
 use serde::Serialize;
@@ -28,6 +28,8 @@ pub struct RunRequest {
     pub settings: Arc<BTreeMap<String, String>>,
     pub backends: Backends,
     pub state: Option<StateStore>,
+    /// Where to register the changes the run applies, as they happen.
+    pub own_effects: Option<Arc<OwnEffects>>,
 }
 
 /// Why a run ended without an outcome.
@@ -138,7 +140,7 @@ impl Runtime {
             kind = %request.event.kind,
         );
         let _entered = span.enter();
-        let state = RunState::new(
+        let mut state = RunState::new(
             plugin.info.name.clone(),
             request.run_id.clone(),
             request.mode,
@@ -149,6 +151,7 @@ impl Runtime {
             MemoryLimiter::new(request.limits.memory_bytes),
             request.limits.max_host_calls,
         );
+        state.own_effects = request.own_effects;
         let mut store = self.new_store(state, &request.limits);
         let outcome = plugin
             .pre
