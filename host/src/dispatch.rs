@@ -15,15 +15,14 @@ use crate::contract::{Event, EventKind};
 use crate::event::{new_id, now_ms};
 use crate::runtime::{RunReport, RunRequest};
 use crate::triggers::Routed;
-use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_counters");
-const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_status");
+const COUNTERS: &str = "plugin_counters";
+const STATUS: &str = "agent_status";
 
 /// Rate-limit and flap-guard history of one plugin, kept in the store so
 /// that a restart does not reset it.
@@ -39,27 +38,11 @@ pub struct Counters {
 
 /// Read a plugin's counters.
 pub fn load_counters(ctx: &AgentContext, plugin: &str) -> Counters {
-    let read = || -> Option<Counters> {
-        let txn = ctx.store.database().begin_read().ok()?;
-        let table = txn.open_table(COUNTERS).ok()?;
-        let bytes = table.get(plugin).ok()??;
-        serde_json::from_slice(bytes.value()).ok()
-    };
-    read().unwrap_or_default()
+    ctx.store.get_json(COUNTERS, plugin).unwrap_or_default()
 }
 
 fn save_counters(ctx: &AgentContext, plugin: &str, counters: &Counters) {
-    let result = (|| -> Result<(), crate::audit::StoreError> {
-        let txn = ctx.store.database().begin_write()?;
-        {
-            let mut table = txn.open_table(COUNTERS)?;
-            let bytes = serde_json::to_vec(counters).unwrap_or_default();
-            table.insert(plugin, bytes.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = ctx.store.put_json(COUNTERS, plugin, counters) {
         tracing::error!(plugin, "cannot persist rate-limit counters: {e}");
     }
 }
@@ -94,24 +77,11 @@ pub struct AgentStatus {
 
 /// Read the last snapshot the agent wrote.
 pub fn read_status(store: &crate::audit::Store) -> Option<AgentStatus> {
-    let txn = store.database().begin_read().ok()?;
-    let table = txn.open_table(STATUS).ok()?;
-    let bytes = table.get("agent").ok()??;
-    serde_json::from_slice(bytes.value()).ok()
+    store.get_json(STATUS, "agent")
 }
 
 fn write_status(ctx: &AgentContext, status: &AgentStatus) {
-    let result = (|| -> Result<(), crate::audit::StoreError> {
-        let txn = ctx.store.database().begin_write()?;
-        {
-            let mut table = txn.open_table(STATUS)?;
-            let bytes = serde_json::to_vec(status).unwrap_or_default();
-            table.insert("agent", bytes.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = ctx.store.put_json(STATUS, "agent", status) {
         tracing::warn!("cannot write the status snapshot: {e}");
     }
 }

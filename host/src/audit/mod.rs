@@ -96,4 +96,33 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A JSON value stored under `key` in a small keyed table; `None` when
+    /// the table, the key or a readable value is missing.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, table: &str, key: &str) -> Option<T> {
+        use redb::ReadableDatabase;
+        let definition = redb::TableDefinition::<&str, &[u8]>::new(table);
+        let txn = self.db.begin_read().ok()?;
+        let table = txn.open_table(definition).ok()?;
+        let bytes = table.get(key).ok()??;
+        serde_json::from_slice(bytes.value()).ok()
+    }
+
+    /// Store `value` as JSON under `key`, durably.
+    pub fn put_json<T: serde::Serialize>(
+        &self,
+        table: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let definition = redb::TableDefinition::<&str, &[u8]>::new(table);
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(definition)?;
+            table.insert(key, bytes.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
 }

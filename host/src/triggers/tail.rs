@@ -12,7 +12,6 @@ use super::{EventSink, Routed, make_event};
 use crate::audit::Store;
 use crate::contract::EventKind;
 use notify::{RecursiveMode, Watcher};
-use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -20,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tail_offsets");
+const OFFSETS: &str = "tail_offsets";
 
 /// How often the file is looked at without a notification.
 const POLL: Duration = Duration::from_millis(500);
@@ -51,24 +50,11 @@ fn offset_key(plugin: &str, path: &Path) -> String {
 }
 
 fn load_position(store: &Store, key: &str) -> Option<Position> {
-    let txn = store.database().begin_read().ok()?;
-    let table = txn.open_table(OFFSETS).ok()?;
-    let bytes = table.get(key).ok()??;
-    serde_json::from_slice(bytes.value()).ok()
+    store.get_json(OFFSETS, key)
 }
 
 fn save_position(store: &Store, key: &str, position: Position) {
-    let result = (|| -> Result<(), crate::audit::StoreError> {
-        let txn = store.database().begin_write()?;
-        {
-            let mut table = txn.open_table(OFFSETS)?;
-            let bytes = serde_json::to_vec(&position).unwrap_or_default();
-            table.insert(key, bytes.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = store.put_json(OFFSETS, key, &position) {
         tracing::warn!("cannot remember the read position of {key}: {e}");
     }
 }
