@@ -455,7 +455,7 @@ fn pending_run(
     if record.status != "needs-approval" {
         return Err(DecisionError::NotPending {
             run: run_id.into(),
-            status: record.status,
+            status: record.entry.status,
         });
     }
     let decided = journal
@@ -465,7 +465,7 @@ fn pending_run(
     if let Some(decision) = decided {
         return Err(DecisionError::AlreadyDecided {
             run: run_id.into(),
-            decision: decision.kind,
+            decision: decision.entry.kind,
         });
     }
     Ok(record)
@@ -562,7 +562,7 @@ pub fn reject(policy_file: &Path, run_id: &str, reason: &str) -> Result<(), Deci
     let pending = pending_run(&journal, run_id)?;
     journal.append(NewRecord {
         kind: "rejected".into(),
-        plugin: pending.plugin,
+        plugin: pending.entry.plugin,
         run_id: run_id.into(),
         status: "rejected".into(),
         summary: if reason.is_empty() {

@@ -16,17 +16,35 @@ const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_journal
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One journal entry.
+/// One journal entry: what was recorded, where, and its place in the
+/// chain. Reads of the recorded fields go through to [`NewRecord`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Position in the journal, from 1.
     pub seq: u64,
     pub time_ms: u64,
-    /// `run`, `plugin-loaded`, `plugin-rejected`, `policy-rejected`,
-    /// `flap-guard`, `rejected-by-operator`.
+    #[serde(flatten)]
+    pub entry: NewRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl std::ops::Deref for AuditRecord {
+    type Target = NewRecord;
+
+    fn deref(&self) -> &NewRecord {
+        &self.entry
+    }
+}
+
+/// What a caller appends; the journal adds sequence, time and hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRecord {
+    /// `run`, `plugin-loaded`, `plugin-rejected`, `plugin-removed`,
+    /// `policy-rejected`, `flap-guard`, `approved`, `rejected`.
     pub kind: String,
     pub plugin: String,
-    /// The run id for run records.
+    /// The run id for run records (and for decisions, the run decided).
     pub run_id: String,
     /// `healthy`, `remediated`, `failed`, `needs-approval`, or for other
     /// kinds a short word.
@@ -34,19 +52,6 @@ pub struct AuditRecord {
     /// One line for people.
     pub summary: String,
     /// The full record: the run report for runs.
-    pub detail: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// What a caller appends; the journal fills in sequence, time and hashes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewRecord {
-    pub kind: String,
-    pub plugin: String,
-    pub run_id: String,
-    pub status: String,
-    pub summary: String,
     pub detail: serde_json::Value,
 }
 
@@ -140,12 +145,7 @@ impl Journal {
             let mut record = AuditRecord {
                 seq,
                 time_ms: now_ms(),
-                kind: new.kind,
-                plugin: new.plugin,
-                run_id: new.run_id,
-                status: new.status,
-                summary: new.summary,
-                detail: new.detail,
+                entry: new,
                 prev_hash,
                 hash: String::new(),
             };
@@ -310,7 +310,7 @@ mod tests {
             journal.append(run_record("a", status)).unwrap();
         }
         journal
-            .tamper(2, |r| r.summary = "nothing happened".into())
+            .tamper(2, |r| r.entry.summary = "nothing happened".into())
             .unwrap();
         assert_eq!(
             journal.verify().unwrap(),
