@@ -641,3 +641,76 @@ fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
     assert_eq!(run.status, "healthy");
     agent.stop();
 }
+
+/// Two plugins: the endless loop (killed at 3 s) and the no-op.
+fn two_plugin_policy(dir: &Path, noop_extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[agent]
+state_dir = "state"
+plugin_dir = "{plugins}"
+max_concurrent_runs = 4
+
+[plugins.fixture-spin]
+component = "fixture-spin.wasm"
+limits = {{ timeout = "3s" }}
+[[plugins.fixture-spin.triggers]]
+kind = "manual"
+
+[plugins.fixture-noop]
+component = "fixture-noop.wasm"
+grants = {{ fs-read = ["/tmp"] }}
+{noop_extra}
+[[plugins.fixture-noop.triggers]]
+kind = "manual"
+"#,
+        plugins = workspace().join("target/plugins").display(),
+    );
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn a_hung_plugin_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Running::start(&two_plugin_policy(dir.path(), ""));
+    let state = dir.path().join("state");
+    send_manual(&state, "fixture-spin", "stuck");
+    std::thread::sleep(Duration::from_millis(100));
+    send_manual(&state, "fixture-noop", "meanwhile");
+    let noop = agent.wait_for_run("of the no-op", |r| r.plugin == "fixture-noop");
+    assert_eq!(noop.status, "healthy");
+    assert!(
+        agent.runs().iter().all(|r| r.plugin != "fixture-spin"),
+        "the no-op waited for the hung plugin"
+    );
+    let spin = agent.wait_for_run("of the hung plugin", |r| r.plugin == "fixture-spin");
+    assert!(spin.summary.contains("killed after its timeout of 3000 ms"), "{}", spin.summary);
+    agent.stop();
+}
+
+#[test]
+fn rate_limits_delay_events_and_persist_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = two_plugin_policy(dir.path(), "rate = { max_runs = 2, per = \"1h\" }");
+    let state = dir.path().join("state");
+    {
+        let agent = Running::start(&policy);
+        for n in 0..5 {
+            send_manual(&state, "fixture-noop", &format!("e{n}"));
+        }
+        agent.wait_for_run("up to the limit", |_| agent.runs().len() >= 2);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(agent.runs().len(), 2, "the rate limit let more runs through");
+        let status = medic::dispatch::read_status(&agent.ctx.store).unwrap();
+        let noop = status.plugins.iter().find(|p| p.name == "fixture-noop").unwrap();
+        assert_eq!(noop.queued, 3, "the other events wait rather than vanish");
+        agent.stop();
+    }
+    let agent = Running::start(&policy);
+    send_manual(&state, "fixture-noop", "after restart");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.runs().len(), 2, "the window's count survived the restart");
+    agent.stop();
+}
