@@ -686,7 +686,11 @@ fn a_hung_plugin_does_not_hold_up_the_others() {
         "the no-op waited for the hung plugin"
     );
     let spin = agent.wait_for_run("of the hung plugin", |r| r.plugin == "fixture-spin");
-    assert!(spin.summary.contains("killed after its timeout of 3000 ms"), "{}", spin.summary);
+    assert!(
+        spin.summary.contains("killed after its timeout of 3000 ms"),
+        "{}",
+        spin.summary
+    );
     agent.stop();
 }
 
@@ -702,15 +706,27 @@ fn rate_limits_delay_events_and_persist_across_a_restart() {
         }
         agent.wait_for_run("up to the limit", |_| agent.runs().len() >= 2);
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(agent.runs().len(), 2, "the rate limit let more runs through");
+        assert_eq!(
+            agent.runs().len(),
+            2,
+            "the rate limit let more runs through"
+        );
         let status = medic::dispatch::read_status(&agent.ctx.store).unwrap();
-        let noop = status.plugins.iter().find(|p| p.name == "fixture-noop").unwrap();
+        let noop = status
+            .plugins
+            .iter()
+            .find(|p| p.name == "fixture-noop")
+            .unwrap();
         assert_eq!(noop.queued, 3, "the other events wait rather than vanish");
         agent.stop();
     }
     let agent = Running::start(&policy);
     send_manual(&state, "fixture-noop", "after restart");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(agent.runs().len(), 2, "the window's count survived the restart");
+    assert_eq!(
+        agent.runs().len(),
+        2,
+        "the window's count survived the restart"
+    );
     agent.stop();
 }
