@@ -730,3 +730,28 @@ fn rate_limits_delay_events_and_persist_across_a_restart() {
     );
     agent.stop();
 }
+
+#[test]
+fn startup_and_interval_triggers_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nstate_dir = \"state\"\nplugin_dir = \"{}\"\n\n[plugins.fixture-noop]\ncomponent = \"fixture-noop.wasm\"\ngrants = {{ fs-read = [\"/tmp\"] }}\n[[plugins.fixture-noop.triggers]]\nkind = \"startup\"\n[[plugins.fixture-noop.triggers]]\nkind = \"every\"\ninterval = \"200ms\"\n",
+            workspace().join("target/plugins").display()
+        ),
+    )
+    .unwrap();
+    let agent = Running::start(&policy);
+    agent.wait_for_run("at startup", |r| event_kind(r) == "startup");
+    agent.wait_for_run("on schedule, twice", |_| {
+        agent
+            .runs()
+            .iter()
+            .filter(|r| event_kind(r) == "schedule")
+            .count()
+            >= 2
+    });
+    agent.stop();
+}
