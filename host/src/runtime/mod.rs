@@ -77,7 +77,12 @@ impl Runtime {
             .max_tables_per_component(16)
             .max_core_instances_per_component(64)
             .max_memory_size(limits::MAX_MEMORY_BYTES)
-            .max_component_instance_size(1 << 20);
+            .max_component_instance_size(1 << 20)
+            // Reset small regions with memset and batch the rest of the
+            // decommits, instead of a system call per memory per run.
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(64 << 10)
+            .decommit_batch_size(16);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
