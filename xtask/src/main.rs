@@ -7,11 +7,13 @@
 //!   check of the agent for Windows.
 //! - `demo`: build everything and run the example plugin on a scratch
 //!   folder, once in dry-run and once for real.
+//! - `bench`: run every benchmark and write `BENCHMARKS.md`.
 //!
 //! On a machine without a rustup `wasm32-unknown-unknown` target, plugins
 //! are built with Debian's `rustc-web` compiler and `-Zbuild-std`; when run
 //! as root, the missing packages are installed.
 
+mod bench;
 mod plugins;
 mod toolchain;
 
@@ -19,12 +21,13 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo>
+const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo|bench>
 
   plugins   build every plugin crate into a component under target/plugins/
   test      build the plugins, then run the whole test suite
   lint      cargo fmt --check, clippy -D warnings, Windows type check
-  demo      build, then run the example plugin on a scratch folder";
+  demo      build, then run the example plugin on a scratch folder
+  bench     run every benchmark, write BENCHMARKS.md";
 
 fn main() {
     if let Err(e) = run() {
@@ -41,6 +44,7 @@ fn run() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("lint") => lint(&root),
         Some("demo") => demo(&root),
+        Some("bench") => bench::run(&root),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,160 @@
+//! `cargo xtask bench`: run every benchmark the project has and write
+//! `BENCHMARKS.md` with each figure, its baseline, the ratio, the target
+//! and the machine it ran on.
+//!
+//! Each benchmark prints one machine-readable line,
+//! `BENCH <name> key=value ...`, which this module reads.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+/// The benchmarks, in the order they run.
+const BENCHES: &[&str] = &["run_overhead", "agent_latency"];
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .map_or(0, |kib| kib / (1024 * 1024));
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {memory_gib} GiB, {} {}; {rustc}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// `BENCH name k=v ...` lines of `output`.
+fn figures(output: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("BENCH "))
+        .filter_map(|rest| {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next()?.to_string();
+            let values = parts
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                })
+                .collect();
+            Some((name, values))
+        })
+        .collect()
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    crate::plugins::build_all(root)?;
+    let mut output = String::new();
+    for bench in BENCHES {
+        println!("xtask: cargo bench --bench {bench}");
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args(["bench", "-p", "medic", "--bench", bench])
+            .output()
+            .with_context(|| format!("running the {bench} benchmark"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        print!("{text}");
+        if !out.status.success() {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            anyhow::bail!("the {bench} benchmark failed");
+        }
+        output.push_str(&text);
+    }
+    let f = figures(&output);
+    let get = |bench: &str, key: &str| {
+        f.get(bench)
+            .and_then(|v| v.get(key))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\nWritten by `cargo xtask bench`. Machine: {}.\n",
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "Shared virtual machines are noisy: compare figures from one run, not across runs.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| what | figure | baseline | ratio | target |\n| --- | --- | --- | --- | --- |"
+    );
+    let noop = get("run_overhead", "noop_p50_us");
+    let _ = writeln!(
+        md,
+        "| no-op plugin run (new store, instantiate, `handle`), p50 | {noop:.1} µs | — | — | <= 20 µs |"
+    );
+    let (stat, native) = (
+        get("run_overhead", "stat_p50_us"),
+        get("run_overhead", "native_p50_us"),
+    );
+    let _ = writeln!(
+        md,
+        "| plugin run with 10 `fs.stat` calls, p50 | {stat:.1} µs | native Rust, same calls: {native:.1} µs | {:.2}x | <= 3x |",
+        stat / native
+    );
+    for (trigger, key) in [("file", "file"), ("log", "log")] {
+        let (p50, p99) = (
+            get("agent_latency", &format!("{key}_p50_ms")),
+            get("agent_latency", &format!("{key}_p99_ms")),
+        );
+        let _ = writeln!(
+            md,
+            "| {trigger} trigger, event -> remediation applied | p50 {p50:.2} ms, p99 {p99:.2} ms | a poller acting every 30–120 s | — | p50 <= 2 ms, p99 <= 10 ms |"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| burst of 100 000 file events, drained with coalescing | {:.0} ms, {} runs, peak RSS {} MiB | — | — | < 1 s, memory bounded |",
+        get("agent_latency", "burst_drain_ms"),
+        get("agent_latency", "burst_runs"),
+        get("agent_latency", "peak_rss_mib")
+    );
+    let _ = writeln!(
+        md,
+        "\nThe benchmarks: `host/benches/run_overhead.rs`, `host/benches/agent_latency.rs`."
+    );
+    std::fs::write(root.join("BENCHMARKS.md"), &md)?;
+    println!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figures;
+
+    #[test]
+    fn reads_bench_lines() {
+        let f = figures("noise\nBENCH run_overhead noop_p50_us=17.5 ratio=1.72\nBENCH x a=b\n");
+        assert_eq!(f["run_overhead"]["noop_p50_us"], 17.5);
+        assert!(f["x"].is_empty());
+    }
+}
