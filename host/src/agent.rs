@@ -127,11 +127,18 @@ fn runtime_for(policy: &Policy) -> Result<Runtime, RuntimeError> {
 
 /// Validate a policy file and every plugin it names; all problems at once.
 pub fn check(policy_file: &Path) -> Result<(Policy, Vec<ActivePlugin>), AgentError> {
+    let (policy, _runtime, active) = load_checked(policy_file)?;
+    Ok((policy, active))
+}
+
+/// The policy, the runtime it configures, and every plugin loaded and
+/// checked; all problems at once.
+fn load_checked(policy_file: &Path) -> Result<(Policy, Runtime, Vec<ActivePlugin>), AgentError> {
     let policy = Policy::load(policy_file)?;
     let runtime = runtime_for(&policy)?;
     let (active, errors) = load_plugins(&runtime, &policy);
     if errors.is_empty() {
-        Ok((policy, active))
+        Ok((policy, runtime, active))
     } else {
         Err(PolicyErrors(errors).into())
     }
@@ -155,12 +162,7 @@ impl Agent {
     /// Validate the policy and load everything; refuses a bad policy with
     /// every problem found.
     pub fn load(policy_file: &Path) -> Result<Self, AgentError> {
-        let policy = Policy::load(policy_file)?;
-        let runtime = runtime_for(&policy)?;
-        let (active, errors) = load_plugins(&runtime, &policy);
-        if !errors.is_empty() {
-            return Err(PolicyErrors(errors).into());
-        }
+        let (policy, runtime, active) = load_checked(policy_file)?;
         let store = Store::open(&policy.agent.state_dir)?;
         let journal = Journal::new(store.clone());
         for plugin in &active {

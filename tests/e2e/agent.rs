@@ -334,14 +334,24 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
     agent.stop();
 }
 
+/// Write `policy.toml` in `dir`: state in `dir/state`, the components
+/// `cargo xtask plugins` built, and `plugins` (the `[plugins.*]` tables).
+fn write_policy(dir: &Path, plugins: &str) -> PathBuf {
+    let text = format!(
+        "[agent]\nstate_dir = \"state\"\nplugin_dir = \"{}\"\n\n{plugins}",
+        workspace().join("target/plugins").display()
+    );
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 /// A policy running only the endless-loop fixture on manual events.
 fn spin_policy(dir: &Path, timeout: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[agent]
-state_dir = "state"
-plugin_dir = "{plugins}"
-
+    write_policy(
+        dir,
+        &format!(
+            r#"
 [plugins.fixture-spin]
 component = "fixture-spin.wasm"
 limits = {{ timeout = "{timeout}" }}
@@ -349,12 +359,9 @@ concurrency = 1
 
 [[plugins.fixture-spin.triggers]]
 kind = "manual"
-"#,
-        plugins = workspace().join("target/plugins").display(),
-    );
-    let file = dir.join("policy.toml");
-    std::fs::write(&file, text).unwrap();
-    file
+"#
+        ),
+    )
 }
 
 fn send_manual(state: &Path, plugin: &str, subject: &str) {
@@ -644,13 +651,10 @@ fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
 
 /// Two plugins: the endless loop (killed at 3 s) and the no-op.
 fn two_plugin_policy(dir: &Path, noop_extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[agent]
-state_dir = "state"
-plugin_dir = "{plugins}"
-max_concurrent_runs = 4
-
+    write_policy(
+        dir,
+        &format!(
+            r#"
 [plugins.fixture-spin]
 component = "fixture-spin.wasm"
 limits = {{ timeout = "3s" }}
@@ -663,12 +667,9 @@ grants = {{ fs-read = ["/tmp"] }}
 {noop_extra}
 [[plugins.fixture-noop.triggers]]
 kind = "manual"
-"#,
-        plugins = workspace().join("target/plugins").display(),
-    );
-    let file = dir.join("policy.toml");
-    std::fs::write(&file, text).unwrap();
-    file
+"#
+        ),
+    )
 }
 
 #[test]
@@ -734,15 +735,19 @@ fn rate_limits_delay_events_and_persist_across_a_restart() {
 #[test]
 fn startup_and_interval_triggers_fire() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[agent]\nstate_dir = \"state\"\nplugin_dir = \"{}\"\n\n[plugins.fixture-noop]\ncomponent = \"fixture-noop.wasm\"\ngrants = {{ fs-read = [\"/tmp\"] }}\n[[plugins.fixture-noop.triggers]]\nkind = \"startup\"\n[[plugins.fixture-noop.triggers]]\nkind = \"every\"\ninterval = \"200ms\"\n",
-            workspace().join("target/plugins").display()
-        ),
-    )
-    .unwrap();
+    let policy = write_policy(
+        dir.path(),
+        r#"
+[plugins.fixture-noop]
+component = "fixture-noop.wasm"
+grants = { fs-read = ["/tmp"] }
+[[plugins.fixture-noop.triggers]]
+kind = "startup"
+[[plugins.fixture-noop.triggers]]
+kind = "every"
+interval = "200ms"
+"#,
+    );
     let agent = Running::start(&policy);
     agent.wait_for_run("at startup", |r| event_kind(r) == "startup");
     agent.wait_for_run("on schedule, twice", |_| {

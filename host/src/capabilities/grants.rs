@@ -32,6 +32,17 @@ pub enum WsusGrant {
 }
 
 impl WsusGrant {
+    /// The capability this grant stands for.
+    pub fn capability(self) -> Capability {
+        match self {
+            Self::Read => Capability::WsusRead,
+            Self::Updates => Capability::WsusUpdates,
+            Self::Approvals => Capability::WsusApprovals,
+            Self::Configure => Capability::WsusConfigure,
+            Self::Sync => Capability::WsusSync,
+        }
+    }
+
     fn of(capability: Capability) -> Option<Self> {
         Some(match capability {
             Capability::WsusRead => Self::Read,
@@ -179,16 +190,11 @@ impl Grants {
         out.extend(paths("fs-write", &self.fs_write));
         out.extend(names("services-read", &self.services_read));
         out.extend(names("services-control", &self.services_control));
-        out.extend(self.wsus.iter().map(|g| {
-            match g {
-                WsusGrant::Read => "wsus-read",
-                WsusGrant::Updates => "wsus-updates",
-                WsusGrant::Approvals => "wsus-approvals",
-                WsusGrant::Configure => "wsus-configure",
-                WsusGrant::Sync => "wsus-sync",
-            }
-            .to_string()
-        }));
+        out.extend(
+            self.wsus
+                .iter()
+                .map(|g| capability_name(g.capability()).to_string()),
+        );
         out
     }
 }

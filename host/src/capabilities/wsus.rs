@@ -2,8 +2,8 @@
 //! own grant (`wsus-updates`, `wsus-approvals`, `wsus-configure`,
 //! `wsus-sync`).
 
+use super::RunState;
 use super::grants::WsusGrant;
-use super::{RunState, denied};
 use crate::backends::WsusServer;
 use crate::contract::PluginError;
 use crate::contract::v0_1_0::medic::plugin::wsus::{
@@ -27,19 +27,7 @@ impl RunState {
             args,
             mutating,
             |run, apply| {
-                if !run.grants.may_wsus(grant) {
-                    let name = match grant {
-                        WsusGrant::Read => "wsus-read",
-                        WsusGrant::Updates => "wsus-updates",
-                        WsusGrant::Approvals => "wsus-approvals",
-                        WsusGrant::Configure => "wsus-configure",
-                        WsusGrant::Sync => "wsus-sync",
-                    };
-                    return Err(denied(format!(
-                        "capability `{name}` is not granted to plugin `{}`",
-                        run.plugin
-                    )));
-                }
+                run.require(grant.capability())?;
                 op(run.backends.wsus.as_ref(), apply)
             },
             summary,
