@@ -53,6 +53,8 @@ pub enum AgentError {
     Inbox(String),
     #[error("cannot watch the policy and plugin directory for changes: {0}")]
     Watch(String),
+    #[error("the backend: {0}")]
+    Backend(#[from] crate::lab::LabError),
 }
 
 fn plugin_error(policy: &Policy, plugin: &PluginPolicy, message: String, fix: &str) -> PolicyError {
@@ -186,7 +188,7 @@ impl Agent {
             })?;
         }
         let ctx = AgentContext {
-            backends: Backends::local(policy.backend.principals.clone()),
+            backends: Backends::from_settings(&policy.backend)?,
             state: StateStore::new(store.clone()),
             journal,
             store,
@@ -530,7 +532,7 @@ pub fn approve(
             grants: Arc::new(plugin.grants.clone()),
             limits: plugin.limits,
             settings: Arc::new(plugin.settings.clone()),
-            backends: Backends::local(policy.backend.principals.clone()),
+            backends: Backends::from_settings(&policy.backend).map_err(AgentError::from)?,
             state: Some(StateStore::new(store)),
             own_effects: None,
         },

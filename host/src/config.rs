@@ -104,8 +104,11 @@ pub struct AgentSettings {
 /// The `[backend]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendSettings {
-    /// `local`: this machine's files and services.
+    /// `local`: this machine's files and services; `lab`: the simulated
+    /// WSUS hierarchy in `lab`.
     pub kind: String,
+    /// The lab folder (`kind = "lab"`).
+    pub lab: Option<PathBuf>,
     /// Windows principal names mapped to local users and groups.
     pub principals: PrincipalMap,
 }
@@ -238,6 +241,7 @@ struct RawAgent {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     kind: Option<Spanned<String>>,
+    lab: Option<Spanned<String>>,
     #[serde(default)]
     principals: BTreeMap<String, Spanned<String>>,
 }
@@ -520,7 +524,7 @@ impl Policy {
         }
 
         let agent = Self::agent(&mut c, &base, raw_agent.unwrap_or_default());
-        let backend = Self::backend(&mut c, raw_backend);
+        let backend = Self::backend(&mut c, &base, raw_backend);
         let mut plugins = Vec::new();
         for (name, span, raw) in raw_plugins {
             if let Some(plugin) = Self::plugin(&mut c, &base, &agent.plugin_dir, name, &span, raw) {
@@ -581,22 +585,56 @@ impl Policy {
         }
     }
 
-    fn backend(c: &mut Collector<'_>, raw: Option<RawBackend>) -> BackendSettings {
+    fn backend(c: &mut Collector<'_>, base: &Path, raw: Option<RawBackend>) -> BackendSettings {
         let mut principals = PrincipalMap::default();
         let Some(raw) = raw else {
             return BackendSettings {
                 kind: "local".into(),
+                lab: None,
                 principals,
             };
         };
-        if let Some(kind) = &raw.kind
-            && kind.get_ref() != "local"
-        {
-            c.error(
-                Some(kind.span()),
-                format!("unknown backend `{}`", kind.get_ref()),
-                "use kind = \"local\"",
-            );
+        let kind = raw
+            .kind
+            .as_ref()
+            .map_or("local", |k| k.get_ref().as_str())
+            .to_string();
+        let mut lab = None;
+        match (kind.as_str(), &raw.lab) {
+            ("local", None) => {}
+            ("local", Some(path)) => c.error(
+                Some(path.span()),
+                "`lab` is only read with kind = \"lab\"",
+                "set kind = \"lab\", or remove `lab`",
+            ),
+            ("lab", None) => c.error(
+                raw.kind.as_ref().map(|k| k.span()),
+                "kind = \"lab\" needs the lab folder",
+                "add lab = \"<folder>\" (created by `medic lab init <folder>`)",
+            ),
+            ("lab", Some(path)) => {
+                let folder = resolve(base, path.get_ref());
+                if !folder.join(crate::lab::DATABASE_FILE).is_file() {
+                    c.error(
+                        Some(path.span()),
+                        format!("{} is not a lab", folder.display()),
+                        format!("create it with `medic lab init {}`", folder.display()),
+                    );
+                }
+                if !raw.principals.is_empty() {
+                    c.error(
+                        raw.principals.values().next().map(|v| v.span()),
+                        "the lab maps Windows principals itself",
+                        "remove `principals` (set them with `medic lab init --principal`)",
+                    );
+                }
+                lab = Some(folder);
+            }
+            (other, _) => c.error(
+                raw.kind.as_ref().map(|k| k.span()),
+                format!("unknown backend `{other}`"),
+                "use kind = \"local\" or kind = \"lab\"",
+            ),
         }
         for (name, spec) in &raw.principals {
             if let Err(e) = principals.insert(name, spec.get_ref()) {
@@ -608,7 +646,12 @@ impl Policy {
             }
         }
         BackendSettings {
-            kind: "local".into(),
+            kind: if lab.is_some() {
+                "lab".into()
+            } else {
+                "local".into()
+            },
+            lab,
             principals,
         }
     }
@@ -670,6 +713,26 @@ impl Policy {
                 );
             }
             for scope in scopes.get_ref() {
+                // Paths may be relative to the policy file, like every other
+                // path in it.
+                let scope = if capability.starts_with("fs-") && Path::new(scope).is_relative() {
+                    match std::fs::canonicalize(base.join(scope)) {
+                        Ok(path) => path.display().to_string(),
+                        Err(e) => {
+                            c.error(
+                                at.clone(),
+                                format!(
+                                    "`{scope}` (relative to the policy file): {}: {e}",
+                                    base.join(scope).display()
+                                ),
+                                "grant a folder that exists, or an absolute path",
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    scope.clone()
+                };
                 if let Err(e) = grants.add_spec(&format!("{capability}={scope}")) {
                     c.error(at.clone(), e.to_string(), "grants are fs-read, fs-write (paths), services-read, services-control (service names) and wsus (operations)");
                 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod contract;
 pub mod dispatch;
 pub mod event;
+pub mod lab;
 pub mod runtime;
 pub mod triggers;
 pub mod units;

@@ -88,6 +88,44 @@ pub mod services {
 /// The local WSUS server and its upstream.
 pub mod wsus {
     pub use crate::bindings::medic::plugin::wsus::*;
+
+    /// How [`sync_now`] went.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum SyncCheck {
+        /// The synchronization ran and succeeded.
+        Succeeded,
+        /// It ran and failed, for this reason.
+        Failed(String),
+        /// It was started and is still running.
+        Running,
+        /// It was only planned (dry-run or approve mode).
+        Planned,
+    }
+
+    /// Start a synchronization and report how it went, as far as can be
+    /// told now. A sync that did not start (the host planned it instead)
+    /// is told apart by the unchanged start time of the last one.
+    pub fn sync_now() -> Result<SyncCheck, Error> {
+        let started = |state: &SyncState| state.last.as_ref().map(|r| r.started_ms);
+        let before = started(&sync_status()?);
+        start_sync()?;
+        let after = sync_status()?;
+        if after.running {
+            return Ok(SyncCheck::Running);
+        }
+        if started(&after) == before {
+            return Ok(SyncCheck::Planned);
+        }
+        Ok(match after.last {
+            Some(record) if record.result_kind == SyncResult::Succeeded => SyncCheck::Succeeded,
+            Some(record) => SyncCheck::Failed(
+                record
+                    .reason
+                    .unwrap_or_else(|| format!("{:?}", record.result_kind)),
+            ),
+            None => SyncCheck::Planned,
+        })
+    }
 }
 
 /// The plugin's private key/value store, kept across runs and restarts.

@@ -5,6 +5,11 @@ use crate::bindings::medic::plugin::services::ServiceChange;
 use crate::bindings::medic::plugin::wsus::BatchResult;
 use crate::{Action, Outcome, Status};
 
+/// Paths or updates listed one by one per call; the rest are counted in
+/// one more action, so that a repair of a large tree stays readable (and
+/// its audit record small).
+pub const MAX_LISTED: usize = 50;
+
 /// Collects actions during a run and turns them into an [`Outcome`].
 ///
 /// The host tells a plugin whether each mutating call was applied (enforce
@@ -31,11 +36,26 @@ impl Report {
         self
     }
 
-    /// Add one `grant-access` action per path that `fs.ensure-access` changed.
+    /// Add one `grant-access` action per path that `fs.ensure-access` changed
+    /// (the first [`MAX_LISTED`], then one action counting the rest).
     pub fn record_access(&mut self, principal: &str, report: &AccessReport) -> &mut Self {
-        for change in &report.changed {
+        for change in report.changed.iter().take(MAX_LISTED) {
             let detail = format!("{principal}: {} -> {}", change.before, change.after);
             self.push("grant-access", &change.path, &detail, report.applied);
+        }
+        if let Some(more) = report
+            .changed
+            .len()
+            .checked_sub(MAX_LISTED)
+            .filter(|n| *n > 0)
+        {
+            let detail = format!("{principal}: the same change on {more} more paths");
+            self.push(
+                "grant-access",
+                &format!("{more} more paths"),
+                &detail,
+                report.applied,
+            );
         }
         self
     }
@@ -59,10 +79,20 @@ impl Report {
         self
     }
 
-    /// Add one action per update a batch call changed.
+    /// Add one action per update a batch call changed (the first
+    /// [`MAX_LISTED`], then one action counting the rest).
     pub fn record_batch(&mut self, verb: &str, result: &BatchResult) -> &mut Self {
-        for id in &result.done {
+        for id in result.done.iter().take(MAX_LISTED) {
             self.push(verb, id, "", result.applied);
+        }
+        if let Some(more) = result.done.len().checked_sub(MAX_LISTED).filter(|n| *n > 0) {
+            let detail = format!("the same on {more} more updates");
+            self.push(
+                verb,
+                &format!("{more} more updates"),
+                &detail,
+                result.applied,
+            );
         }
         self
     }

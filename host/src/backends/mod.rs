@@ -6,6 +6,7 @@
 //! modes) it computes and returns exactly what it would change, and changes
 //! nothing.
 
+pub mod lab;
 pub mod local_fs;
 #[cfg(target_os = "linux")]
 pub mod posix_acl;
@@ -96,6 +97,27 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
+    /// The lab's downstream server: its content folder on this machine's
+    /// file system (with the lab's principal mapping), its services and
+    /// its WSUS server.
+    pub fn lab(lab: crate::lab::Lab) -> Self {
+        Self {
+            fs: Arc::new(local_fs::LocalFileSystem::new(lab.principals().clone())),
+            services: Arc::new(lab::LabServices(lab.clone())),
+            wsus: Arc::new(lab::LabWsus(lab)),
+        }
+    }
+
+    /// The backends the policy's `[backend]` table selects.
+    pub fn from_settings(
+        settings: &crate::config::BackendSettings,
+    ) -> Result<Self, crate::lab::LabError> {
+        match &settings.lab {
+            Some(root) => Ok(Self::lab(crate::lab::Lab::open(root)?)),
+            None => Ok(Self::local(settings.principals.clone())),
+        }
+    }
+
     /// The real system this agent runs on: local files with the platform's
     /// access lists, the platform's service manager, and no WSUS server
     /// (until one is configured).

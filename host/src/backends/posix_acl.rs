@@ -181,6 +181,48 @@ impl Acl {
     }
 }
 
+impl Acl {
+    /// Remove every named entry of `principal` (as `setfacl -x` does) and
+    /// recompute the mask; returns whether anything was removed.
+    pub fn revoke(&mut self, principal: Principal) -> bool {
+        let (tag, id) = match principal {
+            Principal::User(uid) => (TAG_USER, uid),
+            Principal::Group(gid) => (TAG_GROUP, gid),
+        };
+        let before = self.entries.len();
+        self.entries.retain(|e| !(e.tag == tag && e.id == id));
+        if self.entries.len() == before {
+            return false;
+        }
+        let union = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.tag, TAG_USER | TAG_GROUP_OBJ | TAG_GROUP))
+            .fold(0, |acc, e| acc | e.perm);
+        let has_named = self
+            .entries
+            .iter()
+            .any(|e| e.tag == TAG_USER || e.tag == TAG_GROUP);
+        if has_named {
+            if let Some(mask) = self.entries.iter_mut().find(|e| e.tag == TAG_MASK) {
+                mask.perm = union;
+            }
+        } else {
+            self.entries.retain(|e| e.tag != TAG_MASK);
+        }
+        true
+    }
+
+    /// The named user and group entries: who they are and what they give.
+    pub fn named(&self) -> impl Iterator<Item = (Principal, u16)> + '_ {
+        self.entries.iter().filter_map(|e| match e.tag {
+            TAG_USER => Some((Principal::User(e.id), e.perm)),
+            TAG_GROUP => Some((Principal::Group(e.id), e.perm)),
+            _ => None,
+        })
+    }
+}
+
 /// `rwx`-style text of permission bits.
 pub fn perm_text(perm: u16) -> String {
     let bit = |b: u16, c: char| if perm & b != 0 { c } else { '-' };

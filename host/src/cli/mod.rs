@@ -13,6 +13,8 @@ use crate::runtime::{
 };
 use crate::units::{parse_duration, parse_size};
 use anyhow::{Context, Result, bail};
+
+mod lab;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +73,9 @@ pub enum Command {
     /// Run a plugin once on one event and print the outcome and every host
     /// call it made.
     Trigger(Box<TriggerArgs>),
+    /// The lab: a simulated WSUS hierarchy to run the WSUS pack against.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +220,11 @@ pub struct TriggerArgs {
     #[arg(long = "principal", value_name = "NAME=user:NAME|group:NAME")]
     pub principals: Vec<String>,
 
+    /// Run against this lab's downstream server (its content folder,
+    /// services and WSUS) instead of this machine.
+    #[arg(long, conflicts_with = "principals")]
+    pub lab: Option<PathBuf>,
+
     /// Record mutating calls as planned without executing them.
     #[arg(long, conflicts_with = "mode")]
     pub dry_run: bool,
@@ -312,6 +322,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
         Command::Trigger(args) => trigger(&args),
+        Command::Lab(command) => lab::run(command),
     }
 }
 
@@ -657,7 +668,10 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
             grants: Arc::new(grants),
             limits,
             settings: Arc::new(settings),
-            backends: Backends::local(principals),
+            backends: match &args.lab {
+                Some(root) => Backends::lab(crate::lab::Lab::open(root)?),
+                None => Backends::local(principals),
+            },
             state: Some(StateStore::new(store)),
             own_effects: None,
         },

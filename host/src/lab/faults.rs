@@ -1,0 +1,277 @@
+//! The fault injector: breaks the lab the way real WSUS servers break, then
+//! lets the downstream run its next synchronization, so that everything a
+//! real server writes when it meets the fault (events 364, 10021, 7036,
+//! 7040, `SoftwareDistribution.log` lines) is written by the same code
+//! that writes it in normal operation.
+
+use super::logs::{self, EventLog, Level, reasons};
+use super::model::{ServiceState, StartupType, SyncRecord, UpdateStatus};
+use super::server::{UpdateQuery, UpdateWriter, target_group};
+use super::{Lab, LabError, LabResult, Server, UpdateState, catalog, table_name, tables};
+use redb::{ReadableTable, TableDefinition};
+
+/// A way a WSUS server breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// `NETWORK SERVICE` and `Users` lose Read on the content root.
+    ContentRootRead,
+    /// `NETWORK SERVICE` loses full control of `WsusContent` and below.
+    ContentFullControl,
+    /// BITS is stopped.
+    BitsStopped,
+    /// BITS is disabled (and so stopped).
+    BitsDisabled,
+    /// The upstream was rebuilt without two retired products, leaving
+    /// failed downloads downstream (and a few transient failures).
+    UpstreamLostUpdates,
+    /// The upstream's languages shrank to English after approvals existed.
+    LanguageShrink,
+    /// A proxy between the servers strips the HTTP Range header.
+    HttpRange,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 7] = [
+        Self::ContentRootRead,
+        Self::ContentFullControl,
+        Self::BitsStopped,
+        Self::BitsDisabled,
+        Self::UpstreamLostUpdates,
+        Self::LanguageShrink,
+        Self::HttpRange,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ContentRootRead => "content-root-read",
+            Self::ContentFullControl => "content-full-control",
+            Self::BitsStopped => "bits-stopped",
+            Self::BitsDisabled => "bits-disabled",
+            Self::UpstreamLostUpdates => "upstream-lost-updates",
+            Self::LanguageShrink => "language-shrink",
+            Self::HttpRange => "http-range",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::ContentRootRead => {
+                "NETWORK SERVICE and Users lose Read on the content root: downloads fail with 364 `Access is denied.`"
+            }
+            Self::ContentFullControl => {
+                "NETWORK SERVICE loses full control of WsusContent and everything in it: downloads fail with 364 `Access is denied.`"
+            }
+            Self::BitsStopped => "BITS stops (7036): downloads fail with 364",
+            Self::BitsDisabled => {
+                "BITS is set to Disabled (7040) and stops (7036): downloads fail with 364"
+            }
+            Self::UpstreamLostUpdates => {
+                "the upstream is rebuilt without Windows Server 2012 R2 and Office 2013: their approved downloads fail (364, HTTP 404) and the sync fails (GetUpdateData, 10021)"
+            }
+            Self::LanguageShrink => {
+                "the upstream drops every language but English: approvals for the others turn inactive downstream"
+            }
+            Self::HttpRange => {
+                "a proxy strips the Range header: downloads fail with 364 and the Range message"
+            }
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self, LabError> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "unknown fault `{name}`; the lab knows {}",
+                    Self::ALL.map(Fault::name).join(", ")
+                ))
+            })
+    }
+}
+
+/// What an injection did.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    pub fault: Fault,
+    /// What was broken, one line each.
+    pub broken: Vec<String>,
+    /// The synchronization that followed.
+    pub sync: SyncRecord,
+}
+
+/// How many of the retired products' updates were approved just before the
+/// upstream was rebuilt.
+const ORPHANS: usize = 12;
+/// How many other downloads the same outage interrupted.
+const TRANSIENT: usize = 3;
+
+impl Lab {
+    /// Break the lab with `fault`, then run the downstream's next sync.
+    pub fn inject(&self, fault: Fault) -> LabResult<Injection> {
+        let ds = Server::Downstream;
+        let broken = match fault {
+            Fault::ContentRootRead => {
+                let removed = self.revoke_root_read()?;
+                vec![format!(
+                    "{}: removed {removed} Read entries (NETWORK SERVICE, Users)",
+                    self.content_dir().display()
+                )]
+            }
+            Fault::ContentFullControl => {
+                let changed = self.revoke_full_control()?;
+                vec![format!(
+                    "{}: NETWORK SERVICE's entries removed from {changed} folders and files",
+                    self.wsus_content().display()
+                )]
+            }
+            Fault::BitsStopped => {
+                self.set_service_state(ds, "BITS", ServiceState::Stopped)?;
+                vec!["BITS stopped".into()]
+            }
+            Fault::BitsDisabled => {
+                self.set_startup(ds, "BITS", StartupType::Disabled, true)?;
+                self.set_service_state(ds, "BITS", ServiceState::Stopped)?;
+                vec!["BITS startup type set to Disabled; BITS stopped".into()]
+            }
+            Fault::UpstreamLostUpdates => self.lose_upstream_products()?,
+            Fault::LanguageShrink => self.shrink_languages()?,
+            Fault::HttpRange => {
+                self.set_fact("proxy_strips_range", "1")?;
+                vec!["the proxy between the servers now strips the HTTP Range header".into()]
+            }
+        };
+        let sync = self.sync()?;
+        Ok(Injection {
+            fault,
+            broken,
+            sync,
+        })
+    }
+
+    fn lose_upstream_products(&self) -> LabResult<Vec<String>> {
+        let ds = Server::Downstream;
+        let unapproved = self.updates(
+            ds,
+            &UpdateQuery {
+                state: Some(UpdateState::NotReady),
+                approved: Some(false),
+                declined: Some(false),
+            },
+        )?;
+        let language_ok = |u: &super::server::UpdateView| u.meta.language <= 1;
+        let orphans: Vec<_> = unapproved
+            .iter()
+            .filter(|u| catalog::RETIRED_PRODUCTS.contains(&u.meta.product) && language_ok(u))
+            .take(ORPHANS)
+            .collect();
+        let transient: Vec<_> = unapproved
+            .iter()
+            .filter(|u| !catalog::RETIRED_PRODUCTS.contains(&u.meta.product) && language_ok(u))
+            .take(TRANSIENT)
+            .collect();
+        let upstream_retired: Vec<_> = self
+            .updates(Server::Upstream, &UpdateQuery::default())?
+            .into_iter()
+            .filter(|u| catalog::RETIRED_PRODUCTS.contains(&u.meta.product))
+            .collect();
+        let txn = self.database().begin_write()?;
+        {
+            // Approved downstream just before the rebuild...
+            let dep_t = table_name(ds, tables::DEPLOYMENT);
+            let mut dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&dep_t))?;
+            let status_t = table_name(ds, tables::UPDATE_STATUS);
+            let mut status = txn.open_table(TableDefinition::<&str, u8>::new(&status_t))?;
+            for update in orphans.iter().chain(&transient) {
+                dep.insert((update.id.as_str(), target_group(&update.meta)), 1)?;
+                let failed = UpdateStatus {
+                    state: UpdateState::Failed,
+                    declined: false,
+                };
+                status.insert(update.id.as_str(), failed.encode())?;
+            }
+            drop((dep, status));
+            // ...and the upstream rebuilt without the retired products.
+            let mut writer = UpdateWriter::open(&txn, Server::Upstream)?;
+            for update in &upstream_retired {
+                writer.remove(&update.id, &update.meta)?;
+            }
+            drop(writer);
+            let mut lab = txn.open_table(TableDefinition::<&str, &str>::new(tables::LAB))?;
+            lab.insert("retired", "1")?;
+        }
+        txn.commit()?;
+        // What BITS logged when those downloads failed.
+        for (updates, reason) in [
+            (&orphans, reasons::NOT_FOUND),
+            (&transient, reasons::OVERLOADED),
+        ] {
+            for update in updates {
+                let relative = catalog::content_path(&update.meta);
+                let message = format!(
+                    "Content file download failed. Reason: {reason} Source File: /Content/{relative} Destination File: {}/{relative}",
+                    self.wsus_content().display()
+                );
+                let path = self.event_log(EventLog::Application);
+                self.logs()
+                    .event(
+                        EventLog::Application,
+                        logs::EVENT_DOWNLOAD_FAILED,
+                        Level::Error,
+                        logs::WSUS_SOURCE,
+                        &message,
+                    )
+                    .map_err(super::io_err(&path))?;
+            }
+        }
+        let products: Vec<&str> = catalog::RETIRED_PRODUCTS
+            .iter()
+            .map(|p| catalog::PRODUCTS[*p as usize])
+            .collect();
+        Ok(vec![
+            format!(
+                "upstream rebuilt without {}: {} updates gone",
+                products.join(" and "),
+                upstream_retired.len()
+            ),
+            format!(
+                "{} of their updates had just been approved downstream: downloads failed (HTTP 404)",
+                orphans.len()
+            ),
+            format!(
+                "{} other downloads failed during the same outage (HTTP 503; the upstream still has them)",
+                transient.len()
+            ),
+        ])
+    }
+
+    fn shrink_languages(&self) -> LabResult<Vec<String>> {
+        let before = self.approval_tally(Server::Downstream)?;
+        let txn = self.database().begin_write()?;
+        let dropped;
+        {
+            let lang_t = table_name(Server::Upstream, tables::LANGUAGE);
+            let mut lang = txn.open_table(TableDefinition::<&str, bool>::new(&lang_t))?;
+            let names: Vec<String> = lang
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(k, v)| k.value() != "en" && v.value())
+                .map(|(k, _)| k.value().to_string())
+                .collect();
+            for name in &names {
+                lang.insert(name.as_str(), false)?;
+            }
+            dropped = names;
+        }
+        txn.commit()?;
+        Ok(vec![format!(
+            "upstream languages shrunk to en (dropped {}); downstream had {} active approvals",
+            if dropped.is_empty() {
+                "none: already English only".to_string()
+            } else {
+                dropped.join(", ")
+            },
+            before.active
+        )])
+    }
+}

@@ -1,0 +1,79 @@
+//! `bits-foreground`: the HTTP Range fix. When a proxy between the servers
+//! strips the Range header, BITS background downloads fail (event 364:
+//! "...requires that the server support the Range protocol header").
+//! Foreground downloads do not need it: set
+//! `BitsDownloadPriorityForeground=1` in `tbConfigurationC`, restart
+//! WsusService so it takes the setting, and verify with a synchronization.
+//!
+//! Settings (all optional):
+//! - `wsus_service` [default `WsusService`].
+//! - `timeout_ms` [default 30000].
+
+use medic_sdk::wsus::SyncCheck;
+use medic_sdk::{
+    Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info,
+    services, settings, wsus,
+};
+
+const SETTING: &str = "BitsDownloadPriorityForeground";
+
+struct BitsForeground;
+
+impl Plugin for BitsForeground {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "bits-foreground".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "The HTTP Range fix: foreground BITS downloads, WsusService restarted, synchronization verified.".into(),
+            capabilities: vec![
+                Capability::WsusRead,
+                Capability::WsusConfigure,
+                Capability::WsusSync,
+                Capability::ServicesRead,
+                Capability::ServicesControl,
+            ],
+            triggers: vec![TriggerHint::SystemEvent(SystemEventMatch {
+                source: "Windows Server Update Services".into(),
+                id: 364,
+            })],
+        }
+    }
+
+    fn handle(event: Event) -> Result<Outcome, String> {
+        let service = settings::get("wsus_service").unwrap_or_else(|| "WsusService".into());
+        let timeout: u32 = settings::parse_or("timeout_ms", 30_000)?;
+        let current = wsus::get_config(SETTING)?;
+        info!("{SETTING} = {current:?} ({} event)", event.kind);
+        let mut report = Report::new();
+        if current.as_deref() == Some("1") {
+            return Ok(report.finish(&format!(
+                "{SETTING} is already 1: downloads run in the foreground"
+            )));
+        }
+        let previous = wsus::set_config(SETTING, "1")?;
+        let applied = wsus::get_config(SETTING)?.as_deref() == Some("1");
+        report.push(
+            "set-config",
+            SETTING,
+            &format!("{} -> 1", previous.as_deref().unwrap_or("unset")),
+            applied,
+        );
+        let change = services::restart(&service, timeout)
+            .map_err(|e| format!("restarting {service}: {}", e.describe()))?;
+        report.record_service("restart-service", &change, true);
+        let done = format!("{SETTING} set to 1 and {service} restarted");
+        Ok(match wsus::sync_now()? {
+            SyncCheck::Succeeded => report.finish(&format!("{done}; the sync succeeds")),
+            SyncCheck::Planned => report.finish(&format!("{done}; then a sync (all planned)")),
+            SyncCheck::Running => report.finish(&format!("{done}; a sync is running")),
+            SyncCheck::Failed(reason) if reason.contains("Range protocol header") => report.fail(
+                &format!("{done}, but downloads still fail on the Range header: {reason}"),
+            ),
+            SyncCheck::Failed(reason) => report.finish(&format!(
+                "{done}; the sync now fails for another reason: {reason}"
+            )),
+        })
+    }
+}
+
+medic_sdk::register_plugin!(BitsForeground);

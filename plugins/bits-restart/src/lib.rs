@@ -1,0 +1,116 @@
+//! `bits-restart`: when downloads or synchronizations fail because BITS is
+//! stopped or disabled, bring it back: startup type Manual if it was
+//! Disabled, start it, restart WsusService so that it hands its downloads
+//! to BITS again, then run a synchronization and report how it went. A
+//! healthy BITS is left alone. Pair it with a flap guard in the policy: a
+//! BITS that keeps dying needs a person.
+//!
+//! Settings (all optional):
+//! - `bits` [default `BITS`], `wsus_service` [default `WsusService`]:
+//!   service names.
+//! - `timeout_ms` [default 30000]: how long each service step may take.
+//! - `verify_sync` [default true]: run a synchronization afterwards.
+
+use medic_sdk::services::{ServiceState, StartupType};
+use medic_sdk::wsus::SyncCheck;
+use medic_sdk::{
+    Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info,
+    services, settings, wsus,
+};
+
+struct BitsRestart;
+
+impl Plugin for BitsRestart {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "bits-restart".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Brings BITS back (re-enabled, started), restarts WsusService and verifies a synchronization.".into(),
+            capabilities: vec![
+                Capability::ServicesRead,
+                Capability::ServicesControl,
+                Capability::WsusRead,
+                Capability::WsusSync,
+            ],
+            triggers: vec![
+                TriggerHint::SystemEvent(SystemEventMatch {
+                    source: "Windows Server Update Services".into(),
+                    id: 364,
+                }),
+                TriggerHint::SystemEvent(SystemEventMatch {
+                    source: "Service Control Manager".into(),
+                    id: 7040,
+                }),
+                TriggerHint::Every(900),
+            ],
+        }
+    }
+
+    fn handle(event: Event) -> Result<Outcome, String> {
+        let bits = settings::get("bits").unwrap_or_else(|| "BITS".into());
+        let wsus_service = settings::get("wsus_service").unwrap_or_else(|| "WsusService".into());
+        let timeout: u32 = settings::parse_or("timeout_ms", 30_000)?;
+        let verify = settings::parse_or("verify_sync", true)?;
+
+        let status = services::query(&bits)?;
+        info!(
+            "{bits} is {:?}/{:?} ({} event)",
+            status.state, status.startup, event.kind
+        );
+        let mut report = Report::new();
+        if status.startup == StartupType::Disabled {
+            let change = services::set_startup(&bits, StartupType::Manual)
+                .map_err(|e| format!("re-enabling {bits}: {}", e.describe()))?;
+            report.record_service("set-startup", &change, true);
+        }
+        if status.state != ServiceState::Running {
+            let change = services::start(&bits, timeout)
+                .map_err(|e| format!("starting {bits}: {}", e.describe()))?;
+            report.record_service("start-service", &change, true);
+        }
+        if report.is_empty() {
+            return Ok(report.finish(&format!(
+                "{bits} is running ({:?} start): nothing to do",
+                status.startup
+            )));
+        }
+        let change = services::restart(&wsus_service, timeout)
+            .map_err(|e| format!("restarting {wsus_service}: {}", e.describe()))?;
+        report.record_service("restart-service", &change, true);
+
+        let repaired = if status.startup == StartupType::Disabled {
+            format!("{bits} was disabled and stopped: re-enabled (Manual) and started")
+        } else {
+            format!("{bits} was stopped: started")
+        };
+        if !verify {
+            return Ok(report.finish(&format!("{repaired}; {wsus_service} restarted")));
+        }
+        let outcome = match wsus::sync_now()? {
+            SyncCheck::Succeeded => {
+                report.finish(&format!("{repaired}; {wsus_service} restarted; the sync succeeds"))
+            }
+            SyncCheck::Planned => report.finish(&format!(
+                "{repaired}; {wsus_service} restarted; then a sync (all planned)"
+            )),
+            SyncCheck::Running => report.finish(&format!(
+                "{repaired}; {wsus_service} restarted; a sync is running"
+            )),
+            SyncCheck::Failed(reason) if mentions_service(&reason) => report.fail(&format!(
+                "{repaired}; {wsus_service} restarted, but the sync still fails on the service: {reason}"
+            )),
+            SyncCheck::Failed(reason) => report.finish(&format!(
+                "{repaired}; {wsus_service} restarted; the sync now fails for another reason: {reason}"
+            )),
+        };
+        Ok(outcome)
+    }
+}
+
+/// Whether a sync failure is still BITS's (the texts Windows gives for a
+/// stopped or disabled service).
+fn mentions_service(reason: &str) -> bool {
+    reason.contains("service has not been started") || reason.contains("because it is disabled")
+}
+
+medic_sdk::register_plugin!(BitsRestart);

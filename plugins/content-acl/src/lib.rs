@@ -1,0 +1,90 @@
+//! `content-acl`: the WSUS content folder's permissions. The folder that
+//! holds `WsusContent` needs Read for `NETWORK SERVICE` and `Users` (WSUS
+//! setup does not set it; without it BITS downloads fail), and
+//! `WsusContent` needs Full Control for `NETWORK SERVICE`. Repairs only what
+//! is missing and reports each change.
+//!
+//! Settings (all optional):
+//! - `content_dir`: the folder holding `WsusContent` [default: the server's
+//!   `ContentDir`, from `wsus.server-info`].
+//! - `readers` [default `["NETWORK SERVICE", "Users"]`]: who needs Read on it.
+//! - `owner` [default `NETWORK SERVICE`]: who needs Full Control of
+//!   `WsusContent` and everything in it.
+
+use medic_sdk::{
+    AccessRight, Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch,
+    TriggerHint, fs, info, settings, wsus,
+};
+
+struct ContentAcl;
+
+impl Plugin for ContentAcl {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "content-acl".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Keeps the WSUS content folder readable by NETWORK SERVICE and Users, and WsusContent under NETWORK SERVICE's full control.".into(),
+            capabilities: vec![Capability::FsRead, Capability::FsWrite, Capability::WsusRead],
+            triggers: vec![
+                TriggerHint::File("content_dir".into()),
+                TriggerHint::SystemEvent(SystemEventMatch {
+                    source: "Windows Server Update Services".into(),
+                    id: 364,
+                }),
+                TriggerHint::Every(3600),
+            ],
+        }
+    }
+
+    fn handle(event: Event) -> Result<Outcome, String> {
+        let content_dir = match settings::get("content_dir") {
+            Some(dir) => dir,
+            None => wsus::server_info()?.content_dir,
+        };
+        let mut readers = settings::list("readers")?;
+        if readers.is_empty() {
+            readers = vec!["NETWORK SERVICE".into(), "Users".into()];
+        }
+        let owner = settings::get("owner").unwrap_or_else(|| "NETWORK SERVICE".into());
+        let wsus_content = format!("{}/WsusContent", content_dir.trim_end_matches(['/', '\\']));
+        info!("checking {content_dir} after a {} event", event.kind);
+
+        let mut report = Report::new();
+        for reader in &readers {
+            let access = fs::ensure_access(&content_dir, reader, AccessRight::Read, false)
+                .map_err(|e| format!("Read for {reader} on {content_dir}: {}", e.describe()))?;
+            report.record_access(reader, &access);
+        }
+        let tree = fs::ensure_access(&wsus_content, &owner, AccessRight::FullControl, true)
+            .map_err(|e| {
+                format!(
+                    "Full Control for {owner} on {wsus_content}: {}",
+                    e.describe()
+                )
+            })?;
+        report.record_access(&owner, &tree);
+
+        let summary = if report.is_empty() {
+            format!(
+                "{content_dir}: readable by {}; {owner} has full control of all {} paths in WsusContent",
+                readers.join(" and "),
+                tree.checked
+            )
+        } else {
+            let root_fixes = report
+                .actions()
+                .iter()
+                .filter(|a| a.target == content_dir)
+                .count();
+            format!(
+                "{content_dir}: Read restored for {root_fixes} of {} principals; {owner} lacked full control on {} of {} paths in WsusContent",
+                readers.len(),
+                tree.changed.len(),
+                tree.checked
+            )
+        };
+        Ok(report.finish(&summary))
+    }
+}
+
+medic_sdk::register_plugin!(ContentAcl);
