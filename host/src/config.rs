@@ -142,6 +142,10 @@ pub enum Trigger {
         path: PathBuf,
         changes: Vec<FileChange>,
         debounce: Duration,
+        /// One event for the whole watched tree (subject: the watched path,
+        /// the changed paths in the `paths` field) instead of one per path:
+        /// for plugins that always check the whole tree.
+        whole_tree: bool,
     },
     /// New lines of a text log matching a regex.
     Log {
@@ -277,6 +281,7 @@ struct RawTrigger {
     path: Option<Spanned<String>>,
     changes: Option<Vec<FileChange>>,
     debounce: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
     pattern: Option<Spanned<String>>,
     source: Option<String>,
     ids: Option<Vec<u32>>,
@@ -410,14 +415,23 @@ impl Collector<'_> {
     }
 }
 
-/// Resolve `raw` against `base` when it is relative.
+/// Resolve `raw` against `base` when it is relative, as an absolute path
+/// without `.` or `..` components (so that logs and audit records show
+/// `/srv/lab/...`, not `examples/../target/lab/...`).
 fn resolve(base: &Path, raw: &str) -> PathBuf {
-    let path = Path::new(raw);
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
+    let joined = base.join(raw);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    let mut out = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 /// A setting's value as the plugin sees it: strings as they are, other
@@ -844,7 +858,7 @@ impl Policy {
         let t = raw.get_ref();
         let kind = t.kind.get_ref().as_str();
         let allowed: &[&str] = match kind {
-            "file" => &["path", "changes", "debounce"],
+            "file" => &["path", "changes", "debounce", "subject"],
             "log" => &["path", "pattern"],
             "event_log" => &["path", "source", "ids", "message"],
             "every" => &["interval"],
@@ -858,10 +872,11 @@ impl Policy {
                 return None;
             }
         };
-        let present: [(&str, bool); 8] = [
+        let present: [(&str, bool); 9] = [
             ("path", t.path.is_some()),
             ("changes", t.changes.is_some()),
             ("debounce", t.debounce.is_some()),
+            ("subject", t.subject.is_some()),
             ("pattern", t.pattern.is_some()),
             ("source", t.source.is_some()),
             ("ids", t.ids.is_some()),
@@ -907,6 +922,18 @@ impl Policy {
                 debounce: match &t.debounce {
                     Some(v) => c.duration(v, "debounce")?,
                     None => Duration::from_millis(50),
+                },
+                whole_tree: match t.subject.as_ref().map(|s| s.get_ref().as_str()) {
+                    None | Some("path") => false,
+                    Some("root") => true,
+                    Some(other) => {
+                        c.error(
+                            t.subject.as_ref().map(|s| s.span()),
+                            format!("subject = \"{other}\" is not a file trigger subject"),
+                            "use subject = \"path\" (one event per changed path) or \"root\" (one event for the watched tree)",
+                        );
+                        return None;
+                    }
                 },
             },
             "log" => {

@@ -129,6 +129,28 @@ pub struct Dispatcher {
     dirty: bool,
 }
 
+/// Whether a file event is only the echo of the plugin's own changes: its
+/// path, or every path a whole-tree event lists (a truncated list is never
+/// taken for an echo).
+fn is_echo(own: &OwnEffects, event: &crate::contract::Event) -> bool {
+    let listed = event
+        .fields
+        .iter()
+        .find(|(k, _)| k == "paths")
+        .map(|(_, v)| v.as_str());
+    match listed {
+        None => own.take_echo(std::path::Path::new(&event.subject)),
+        Some(paths) => {
+            let mut all = true;
+            for path in paths.lines() {
+                // Take every echo, so none is left to swallow a later change.
+                all &= path != "..." && own.take_echo(std::path::Path::new(path));
+            }
+            all
+        }
+    }
+}
+
 impl Dispatcher {
     pub fn new(ctx: Arc<AgentContext>, plugins: Vec<Arc<ActivePlugin>>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -230,11 +252,7 @@ impl Dispatcher {
             return;
         };
         let event = routed.event;
-        if event.kind == EventKind::FileChanged
-            && slot
-                .own_effects
-                .take_echo(std::path::Path::new(&event.subject))
-        {
+        if event.kind == EventKind::FileChanged && is_echo(&slot.own_effects, &event) {
             slot.own_effects_ignored += 1;
             return;
         }

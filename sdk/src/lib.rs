@@ -178,6 +178,28 @@ impl std::fmt::Display for EventKind {
     }
 }
 
+impl std::fmt::Display for services::ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stopped => "stopped",
+            Self::StartPending => "start-pending",
+            Self::StopPending => "stop-pending",
+            Self::Running => "running",
+            Self::Paused => "paused",
+        })
+    }
+}
+
+impl std::fmt::Display for services::StartupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Automatic => "automatic",
+            Self::Manual => "manual",
+            Self::Disabled => "disabled",
+        })
+    }
+}
+
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

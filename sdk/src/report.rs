@@ -71,7 +71,7 @@ impl Report {
         let (before, after) = (&change.before, &change.after);
         if always || before.state != after.state || before.startup != after.startup {
             let detail = format!(
-                "{:?}/{:?} -> {:?}/{:?}",
+                "{} ({}) -> {} ({})",
                 before.state, before.startup, after.state, after.startup
             );
             self.push(verb, &before.name, &detail, change.applied);

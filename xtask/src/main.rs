@@ -5,8 +5,8 @@
 //! - `test`: build the plugins, then run the whole test suite.
 //! - `lint`: `cargo fmt --check`, clippy with warnings as errors, and a type
 //!   check of the agent for Windows.
-//! - `demo`: build everything and run the example plugin on a scratch
-//!   folder, once in dry-run and once for real.
+//! - `demo`: build everything, create a lab, start the agent with the WSUS
+//!   pack, inject every fault in turn and show the repairs.
 //! - `bench`: run every benchmark and write `BENCHMARKS.md`.
 //!
 //! On a machine without a rustup `wasm32-unknown-unknown` target, plugins
@@ -14,6 +14,7 @@
 //! as root, the missing packages are installed.
 
 mod bench;
+mod demo;
 mod plugins;
 mod toolchain;
 
@@ -26,7 +27,7 @@ const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo|bench>
   plugins   build every plugin crate into a component under target/plugins/
   test      build the plugins, then run the whole test suite
   lint      cargo fmt --check, clippy -D warnings, Windows type check
-  demo      build, then run the example plugin on a scratch folder
+  demo      build, then show the agent repairing every fault of a lab
   bench     run every benchmark, write BENCHMARKS.md";
 
 fn main() {
@@ -43,7 +44,7 @@ fn run() -> Result<()> {
         Some("plugins") => plugins::build_all(&root).map(|_| ()),
         Some("test") => test(&root, &args[1..]),
         Some("lint") => lint(&root),
-        Some("demo") => demo(&root),
+        Some("demo") => demo::run(&root),
         Some("bench") => bench::run(&root),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
@@ -73,7 +74,7 @@ pub fn run_command(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo(root: &Path) -> Command {
+pub fn cargo(root: &Path) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root);
     command
@@ -104,71 +105,4 @@ fn lint(root: &Path) -> Result<()> {
     ]))?;
     println!("xtask: type-checking the agent for x86_64-pc-windows-gnu");
     toolchain::check_windows(root)
-}
-
-fn demo(root: &Path) -> Result<()> {
-    let components = plugins::build_all(root)?;
-    let example = components
-        .iter()
-        .find(|c| c.ends_with("share-guard.wasm"))
-        .context("the example plugin share-guard was not built")?;
-    println!("xtask: building the agent");
-    run_command(cargo(root).args(["build", "--release", "-p", "medic"]))?;
-    let medic = root.join("target/release/medic");
-    let scratch = root.join("target/demo");
-    let share = scratch.join("share");
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)?;
-    }
-    std::fs::create_dir_all(share.join("reports"))?;
-    std::fs::write(share.join("reports/q3.txt"), "quarterly figures\n")?;
-    std::fs::write(share.join("readme.txt"), "shared folder\n")?;
-    let locked = |p: &Path, mode: u32| -> Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
-        }
-        let _ = (p, mode);
-        Ok(())
-    };
-    locked(&share, 0o700)?;
-    locked(&share.join("reports"), 0o700)?;
-    locked(&share.join("readme.txt"), 0o600)?;
-    locked(&share.join("reports/q3.txt"), 0o600)?;
-
-    let share_arg = share.display().to_string();
-    let state_dir = scratch.join("state").display().to_string();
-    let cache_dir = root.join("target/medic-cache").display().to_string();
-    let grant = format!("fs-write={share_arg}");
-    let path_setting = format!("path={share_arg}");
-    let base = [
-        "trigger",
-        example.to_str().context("non-UTF-8 path")?,
-        "--grant",
-        &grant,
-        "--principal",
-        "Users=user:nobody",
-        "--setting",
-        &path_setting,
-        "--state-dir",
-        &state_dir,
-        "--cache-dir",
-        &cache_dir,
-    ];
-    println!("\n== medic plugins inspect share-guard.wasm");
-    run_command(
-        Command::new(&medic)
-            .args(["plugins", "inspect"])
-            .arg(example)
-            .args(["--cache-dir", &cache_dir]),
-    )?;
-    println!("\n== a folder only its owner can read; first a dry run (nothing changes)");
-    run_command(Command::new(&medic).args(base).arg("--dry-run"))?;
-    println!("\n== now for real");
-    run_command(Command::new(&medic).args(base))?;
-    println!("\n== and again: nothing left to repair");
-    run_command(Command::new(&medic).args(base))?;
-    println!("\ndemo folder: {}", share.display());
-    Ok(())
 }

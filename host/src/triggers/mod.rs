@@ -94,8 +94,18 @@ impl TriggerSet {
                         path,
                         changes,
                         debounce,
-                    } => file::spawn(name, path.clone(), changes.clone(), *debounce, sink)
-                        .map_err(|e| fail(path, e))?,
+                        whole_tree,
+                    } => file::spawn(
+                        name,
+                        path.clone(),
+                        file::Options {
+                            wanted: changes.clone(),
+                            debounce: *debounce,
+                            whole_tree: *whole_tree,
+                        },
+                        sink,
+                    )
+                    .map_err(|e| fail(path, e))?,
                     Trigger::Log { path, pattern } => tail::spawn(
                         name,
                         path.clone(),

@@ -54,7 +54,7 @@ impl Plugin for BitsRestart {
 
         let status = services::query(&bits)?;
         info!(
-            "{bits} is {:?}/{:?} ({} event)",
+            "{bits} is {} ({} start) after a {} event",
             status.state, status.startup, event.kind
         );
         let mut report = Report::new();
@@ -70,7 +70,7 @@ impl Plugin for BitsRestart {
         }
         if report.is_empty() {
             return Ok(report.finish(&format!(
-                "{bits} is running ({:?} start): nothing to do",
+                "{bits} is running ({} start): nothing to do",
                 status.startup
             )));
         }
@@ -79,7 +79,7 @@ impl Plugin for BitsRestart {
         report.record_service("restart-service", &change, true);
 
         let repaired = if status.startup == StartupType::Disabled {
-            format!("{bits} was disabled and stopped: re-enabled (Manual) and started")
+            format!("{bits} was disabled and stopped: re-enabled (manual start) and started")
         } else {
             format!("{bits} was stopped: started")
         };

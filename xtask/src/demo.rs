@@ -1,0 +1,292 @@
+//! `cargo xtask demo`: the WSUS pack at work. Builds the plugins and the
+//! agent, creates a lab, starts the agent with `examples/wsus-pack.toml`,
+//! injects every fault in turn, waits for the agent to notice and repair
+//! it, runs the next sync, and ends with a report and the audit trail.
+
+use crate::{cargo, plugins, run_command};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Each fault, and the plugin that should repair it.
+const FAULTS: [(&str, &str); 7] = [
+    ("content-root-read", "content-acl"),
+    ("content-full-control", "content-acl"),
+    ("bits-stopped", "bits-restart"),
+    ("bits-disabled", "bits-restart"),
+    ("upstream-lost-updates", "decline-orphans"),
+    ("language-shrink", "language-approvals"),
+    ("http-range", "bits-foreground"),
+];
+
+/// How long the agent gets to repair a fault.
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(60);
+
+const POLICY: &str = "examples/wsus-pack.toml";
+const LAB: &str = "target/demo/lab";
+
+struct Row {
+    fault: &'static str,
+    plugin: &'static str,
+    detected_ms: Option<u64>,
+    repaired_ms: Option<u64>,
+    status: String,
+    changed: String,
+    sync: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stops the agent however the demo ends.
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn medic_output(medic: &Path, root: &Path, args: &[&str]) -> Result<(bool, String)> {
+    let output = Command::new(medic)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .with_context(|| format!("cannot run medic {}", args.join(" ")))?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok((output.status.success(), text))
+}
+
+fn audit_runs(medic: &Path, root: &Path) -> Result<Vec<Value>> {
+    let (ok, text) = medic_output(medic, root, &["audit", "--policy", POLICY, "--json"])?;
+    if !ok {
+        bail!("medic audit failed: {text}");
+    }
+    let records: Value = serde_json::from_str(&text).context("medic audit --json")?;
+    Ok(records.as_array().cloned().unwrap_or_default())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>()
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    plugins::build_all(root)?;
+    println!("xtask: building the agent");
+    run_command(cargo(root).args(["build", "-p", "medic"]))?;
+    let medic = root.join("target/debug/medic");
+    let scratch = root.join("target/demo");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("cannot clear {}", scratch.display()))?;
+    }
+
+    println!("\n== 1. a lab: an upstream WSUS server and a replica downstream");
+    let (ok, text) = medic_output(&medic, root, &["lab", "init", LAB])?;
+    print!("{}", indent(&text));
+    if !ok {
+        bail!("medic lab init failed");
+    }
+
+    println!("== 2. the policy: {POLICY}");
+    let (ok, text) = medic_output(&medic, root, &["check", "--policy", POLICY])?;
+    print!("{}", indent(&text));
+    if !ok {
+        bail!("the example policy does not check");
+    }
+
+    println!("== 3. the agent starts (its log: target/demo/agent.log)");
+    let log_path = scratch.join("agent.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = Command::new(&medic)
+        .args(["run", "--policy", POLICY, "--log", "info"])
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start the agent")?;
+    let mut agent = AgentProcess(child);
+    wait_ready(&mut agent, &log_path)?;
+
+    let mut rows = Vec::new();
+    for (index, (fault, plugin)) in FAULTS.iter().enumerate() {
+        rows.push(inject_and_watch(&medic, root, index, fault, plugin)?);
+    }
+    drop(agent);
+
+    println!("\n== report\n");
+    println!(
+        "    {:<22} {:<19} {:>9} {:>9}  {:<11} {}",
+        "fault", "plugin", "detected", "repaired", "outcome", "next sync"
+    );
+    for row in &rows {
+        let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+        println!(
+            "    {:<22} {:<19} {:>9} {:>9}  {:<11} {}",
+            row.fault,
+            row.plugin,
+            ms(row.detected_ms),
+            ms(row.repaired_ms),
+            row.status,
+            row.sync
+        );
+        println!("        changed: {}", row.changed);
+    }
+    println!(
+        "\n    detected: fault injected -> the event that woke the plugin; repaired: -> the run's record."
+    );
+    let (_, verify) = medic_output(&medic, root, &["audit", "--policy", POLICY, "--verify"])?;
+    println!("\n== the audit trail");
+    print!("{}", indent(&verify));
+    println!(
+        "    every run, with each host call:   target/debug/medic audit --policy {POLICY}\n    one plugin, as JSON:             target/debug/medic audit --policy {POLICY} --plugin bits-restart --json\n    the lab now:                     target/debug/medic lab status --lab {LAB}\n    the agent's log:                 target/demo/agent.log"
+    );
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.status != "remediated" || !r.sync.starts_with("sync succeeded"))
+        .map(|r| r.fault)
+        .collect();
+    if !failed.is_empty() {
+        bail!("not repaired: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn wait_ready(agent: &mut AgentProcess, log_path: &PathBuf) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log_path).unwrap_or_default();
+        if text.contains("agent ready") {
+            println!("    agent ready");
+            return Ok(());
+        }
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            bail!("the agent stopped ({status}):\n{text}");
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not become ready in 60 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn inject_and_watch(
+    medic: &Path,
+    root: &Path,
+    index: usize,
+    fault: &'static str,
+    plugin: &'static str,
+) -> Result<Row> {
+    let seen = audit_runs(medic, root)?
+        .iter()
+        .filter_map(|r| r["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    println!("\n== {}. fault: {fault}", index + 4);
+    let injected = now_ms();
+    let (_, text) = medic_output(medic, root, &["lab", "fault", "--lab", LAB, fault])?;
+    print!("{}", indent(&text));
+    let deadline = Instant::now() + REPAIR_TIMEOUT;
+    let record = loop {
+        let runs = audit_runs(medic, root)?;
+        let found = runs.into_iter().find(|r| {
+            r["seq"].as_u64().unwrap_or(0) > seen
+                && r["kind"] == "run"
+                && r["plugin"] == plugin
+                && r["status"] != "healthy"
+        });
+        if let Some(record) = found {
+            break Some(record);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let Some(record) = record else {
+        println!(
+            "    !! {plugin} did not act within {} s",
+            REPAIR_TIMEOUT.as_secs()
+        );
+        return Ok(Row {
+            fault,
+            plugin,
+            detected_ms: None,
+            repaired_ms: None,
+            status: "not seen".into(),
+            changed: "-".into(),
+            sync: "-".into(),
+        });
+    };
+    let detail = &record["detail"];
+    let event = &detail["event"];
+    let woke_by = format!(
+        "{} {}",
+        event["kind"].as_str().unwrap_or("?"),
+        event["fields"]["event-id"]
+            .as_str()
+            .map(|id| format!("(event {id})"))
+            .unwrap_or_else(|| event["source"].as_str().unwrap_or("").to_string())
+    );
+    let actions: Vec<String> = detail["result"]["completed"]["actions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| {
+                    format!(
+                        "{} {}",
+                        a["verb"].as_str().unwrap_or(""),
+                        a["target"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = record["status"].as_str().unwrap_or("?").to_string();
+    println!(
+        "    the agent noticed ({woke_by}) and ran {plugin}: {status}\n    {}",
+        record["summary"].as_str().unwrap_or("")
+    );
+    // Let follow-up runs (healthy re-checks, echoes) settle before the sync.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, sync) = medic_output(medic, root, &["lab", "sync", "--lab", LAB])?;
+    let sync = sync.trim().to_string();
+    println!("    next sync: {sync}");
+    let changed = match actions.len() {
+        0 => "nothing".to_string(),
+        n if n > 3 => format!("{}, ... ({n} actions)", actions[..3].join(", ")),
+        _ => actions.join(", "),
+    };
+    Ok(Row {
+        fault,
+        plugin,
+        detected_ms: event["time_ms"]
+            .as_u64()
+            .map(|t| t.saturating_sub(injected)),
+        repaired_ms: record["time_ms"]
+            .as_u64()
+            .map(|t| t.saturating_sub(injected)),
+        status,
+        changed,
+        sync,
+    })
+}
