@@ -24,6 +24,9 @@ fn every_verb_has_help() {
         &["plugins", "--help"],
         &["plugins", "inspect", "--help"],
         &["trigger", "--help"],
+        &["lab", "--help"],
+        &["lab", "init", "--help"],
+        &["lab", "fault", "--help"],
     ] {
         let out = medic(verb);
         assert!(out.status.success(), "{verb:?}");
@@ -173,6 +176,19 @@ fn every_example_policy_checks_clean() {
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
+            // A policy for the lab is checked against a fresh lab of its own.
+            let scratch = tempfile::tempdir().unwrap();
+            let source = std::fs::read_to_string(&path).unwrap();
+            let path = if source.contains("kind = \"lab\"") {
+                let lab = scratch.path().join("lab");
+                medic::lab::Lab::init(&lab, &medic::lab::InitOptions::default()).unwrap();
+                let policy = scratch.path().join(path.file_name().unwrap());
+                let state = scratch.path().join("state");
+                std::fs::write(&policy, crate::wsus::example_policy_for(&lab, &state)).unwrap();
+                policy
+            } else {
+                path
+            };
             let out = medic(&["check", "--policy", path.to_str().unwrap()]);
             assert!(
                 out.status.success(),
@@ -324,4 +340,66 @@ fn the_audit_survives_kill_9_mid_run_and_its_chain_verifies() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn the_lab_verbs_create_break_show_and_sync_a_lab() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab");
+    let lab_arg = lab.to_str().unwrap();
+
+    let out = medic(&["lab", "status", "--lab", lab_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a lab") && text(&out.stderr).contains("medic lab init"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = medic(&["lab", "init", lab_arg, "--autonomous", "--updates", "400"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(autonomous)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = medic(&["lab", "init", lab_arg]);
+    assert_eq!(out.status.code(), Some(1), "a lab is never overwritten");
+    assert!(text(&out.stderr).contains("already holds a lab"));
+
+    let out = medic(&["lab", "fault", "--lab", lab_arg, "printer-on-fire"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown fault `printer-on-fire`")
+            && text(&out.stderr).contains("bits-stopped"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = medic(&["lab", "fault", "--lab", lab_arg, "bits-stopped"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("sync FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = medic(&["lab", "sync", "--lab", lab_arg]);
+    assert_eq!(out.status.code(), Some(2), "a failed sync exits 2");
+    let events = std::fs::read_to_string(lab.join("downstream/EventLog/System.jsonl")).unwrap();
+    assert!(
+        events.contains(
+            "The Background Intelligent Transfer Service service entered the stopped state."
+        ),
+        "{events}"
+    );
+
+    let out = medic(&["lab", "status", "--lab", lab_arg, "--json"]);
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let downstream = &status["servers"][1];
+    assert_eq!(downstream["server"], "downstream");
+    assert_eq!(downstream["services"][0][0], "BITS");
+    assert_eq!(downstream["services"][0][1], "Stopped");
+    assert_eq!(downstream["last_sync"]["result"], "Failed");
+    assert_eq!(status["content"]["lacking"], 0);
 }

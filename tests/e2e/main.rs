@@ -7,3 +7,4 @@ mod cli;
 mod example;
 mod sandbox;
 mod support;
+mod wsus;

@@ -135,8 +135,8 @@ pub fn run(root: &Path) -> Result<()> {
 
     println!("\n== report\n");
     println!(
-        "    {:<22} {:<19} {:>9} {:>9}  {:<11} {}",
-        "fault", "plugin", "detected", "repaired", "outcome", "next sync"
+        "    {:<22} {:<19} {:>9} {:>9}  {:<11} next sync",
+        "fault", "plugin", "detected", "repaired", "outcome"
     );
     for row in &rows {
         let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));

@@ -281,6 +281,20 @@ impl Lab {
             options.principals.clone(),
         )?;
         lab.seed_store(options)?;
+        // A server always has its logs, even before anything goes wrong.
+        for log in [logs::EventLog::Application, logs::EventLog::System] {
+            let path = lab.event_log(log);
+            std::fs::File::create(&path).map_err(io_err(&path))?;
+        }
+        let path = lab.software_distribution_log();
+        lab.logs()
+            .software_distribution(
+                "Info",
+                "WsusService.1",
+                "WsusService.OnStart",
+                "WSUS service started",
+            )
+            .map_err(io_err(&path))?;
         lab.prepare_content_folders()?;
         if options.content_files {
             lab.write_ready_content()?;
@@ -473,7 +487,7 @@ impl Lab {
 /// Whether update `index` is approved when the lab is created: every
 /// update the automatic approval rule takes, and one in five of the rest.
 fn approved_at_seed(seed: u64, index: u64, meta: &model::UpdateMeta) -> bool {
-    catalog::auto_approved(meta) || (seed ^ index.wrapping_mul(0x9e37_79b9)) % 5 == 0
+    catalog::auto_approved(meta) || (seed ^ index.wrapping_mul(0x9e37_79b9)).is_multiple_of(5)
 }
 
 fn read_lab_facts(db: &redb::Database) -> LabResult<Vec<(String, String)>> {

@@ -79,11 +79,16 @@ pub struct Tail {
 
 impl Tail {
     /// New complete lines since the last call. The first call on a file
-    /// never seen before starts at its end.
+    /// never seen before starts at its end; a file that does not exist yet
+    /// is read from its start once it appears (all of it is new).
     pub fn read_new(&mut self) -> std::io::Result<Vec<String>> {
         let mut file = match std::fs::File::open(&self.path) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Inode 0 matches no real file: its first sight reads it all.
+                self.position.get_or_insert(Position::default());
+                return Ok(Vec::new());
+            }
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
@@ -269,6 +274,19 @@ mod tests {
             .unwrap()
             .write_all(text.as_bytes())
             .unwrap();
+    }
+
+    #[test]
+    fn a_file_that_appears_later_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("later.log");
+        let mut tail = Tail {
+            path: log.clone(),
+            position: None,
+        };
+        assert!(tail.read_new().unwrap().is_empty());
+        append(&log, "first\nsecond\n");
+        assert_eq!(tail.read_new().unwrap(), vec!["first", "second"]);
     }
 
     #[test]

@@ -1,0 +1,495 @@
+//! The WSUS pack in the real agent, on a real lab: for each fault the lab
+//! can inject, the agent notices what the broken server writes, runs the
+//! right plugin, and the lab is repaired (read back from the file system
+//! and the lab's store), the audit journal says what was done, the next
+//! sync succeeds, and a second pass changes nothing. Plus dry-run, replica
+//! and autonomous behaviour, two faults at once, and the flap guard.
+
+use crate::agent::Running;
+use crate::support::{runtime, workspace};
+use medic::audit::journal::AuditRecord;
+use medic::backends::Backends;
+use medic::capabilities::Mode;
+use medic::config::Policy;
+use medic::event::EventRecord;
+use medic::lab::faults::Fault;
+use medic::lab::model::{ServiceState, StartupType, SyncMode, SyncResult};
+use medic::lab::server::UpdateQuery;
+use medic::lab::{InitOptions, Lab, Server, UpdateState};
+use medic::runtime::{RunReport, RunRequest};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A lab in a temporary folder and the example policy pointed at it.
+pub struct WsusLab {
+    /// Holds the lab, the policy and the state until the test ends.
+    _dir: tempfile::TempDir,
+    pub lab: Lab,
+    pub policy: PathBuf,
+}
+
+/// `examples/wsus-pack.toml` with its paths pointed at `lab_dir`, the
+/// state in `state_dir`, and the suite's plugins and compile cache.
+pub fn example_policy_for(lab_dir: &std::path::Path, state_dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(workspace().join("examples/wsus-pack.toml")).unwrap();
+    let plugins = workspace().join("target/plugins");
+    let cache = workspace().join("target/test-cache");
+    text.replace("../target/demo/lab", &lab_dir.display().to_string())
+        .replace(
+            "state_dir = \"../target/demo/state\"",
+            &format!(
+                "state_dir = \"{}\"\ncache_dir = \"{}\"",
+                state_dir.display(),
+                cache.display()
+            ),
+        )
+        .replace("../target/plugins", &plugins.display().to_string())
+}
+
+impl WsusLab {
+    pub fn new(mode: SyncMode) -> Self {
+        Self::with_policy(mode, |text| text)
+    }
+
+    /// A lab whose policy is the example's, edited by `edit`.
+    pub fn with_policy(mode: SyncMode, edit: impl FnOnce(String) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = Lab::init(
+            &dir.path().join("lab"),
+            &InitOptions {
+                mode,
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        let text = edit(example_policy_for(lab.root(), &dir.path().join("state")));
+        let policy = dir.path().join("wsus-pack.toml");
+        std::fs::write(&policy, text).unwrap();
+        Self {
+            _dir: dir,
+            lab,
+            policy,
+        }
+    }
+
+    /// Run `plugin` once more, as the policy configures it, on a manual
+    /// event.
+    pub fn second_pass(&self, plugin: &str) -> RunReport {
+        let policy = Policy::load(&self.policy).unwrap();
+        let config = policy.plugins.iter().find(|p| p.name == plugin).unwrap();
+        let loaded = runtime().load_file(&config.component).unwrap();
+        runtime().run(
+            &loaded,
+            RunRequest {
+                run_id: medic::event::new_id("again"),
+                event: EventRecord::manual("again").to_contract().unwrap(),
+                mode: Mode::Enforce,
+                grants: Arc::new(config.grants.clone()),
+                limits: config.limits,
+                settings: Arc::new(config.settings.clone()),
+                backends: Backends::lab(self.lab.clone()),
+                state: None,
+                own_effects: None,
+            },
+        )
+    }
+}
+
+/// The first run of `plugin` that did something (not `healthy`).
+fn repaired_by(agent: &Running, plugin: &str, status: &str) -> AuditRecord {
+    agent.wait_for_run(&format!("of {plugin} ending {status}"), |r| {
+        r.plugin == plugin && r.status == status
+    })
+}
+
+fn actions(record: &AuditRecord) -> Vec<(String, String, bool)> {
+    record.detail["result"]["completed"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["verb"].as_str().unwrap().to_string(),
+                a["target"].as_str().unwrap().to_string(),
+                a["applied"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn calls(record: &AuditRecord) -> Vec<String> {
+    record.detail["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["function"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A second pass changes nothing and says so.
+fn assert_no_op(report: &RunReport) {
+    let outcome = report.outcome().unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(
+        outcome.status, "healthy",
+        "second pass: {}",
+        outcome.summary
+    );
+    assert!(outcome.actions.is_empty(), "{:?}", outcome.actions);
+    // The only mutating calls allowed are checks that found nothing to do.
+    assert!(
+        report
+            .calls
+            .iter()
+            .filter(|c| c.mutating)
+            .all(|c| c.function == "fs.ensure-access" && c.effects.is_empty()),
+        "second pass changed something: {:#?}",
+        report.calls
+    );
+}
+
+fn assert_next_sync_succeeds(lab: &Lab) {
+    let sync = lab.sync().unwrap();
+    assert_eq!(sync.result, SyncResult::Succeeded, "{sync:?}");
+}
+
+#[test]
+fn content_root_read_is_restored() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    // The agent may repair the folder before the fault's own sync runs
+    // (the file trigger sees the ACL change at once): no assertion on it.
+    w.lab.inject(Fault::ContentRootRead).unwrap();
+
+    let run = repaired_by(&agent, "content-acl", "remediated");
+    let access = w.lab.content_access().unwrap();
+    assert_eq!(access.root_readers, ["NETWORK SERVICE", "Users"]);
+    assert!(access.wsus_content_full_control);
+    assert_eq!(access.lacking, 0);
+    let root = w.lab.content_dir().display().to_string();
+    let granted: Vec<_> = actions(&run)
+        .into_iter()
+        .filter(|(verb, target, applied)| verb == "grant-access" && *target == root && *applied)
+        .collect();
+    assert_eq!(granted.len(), 2, "{:?}", actions(&run));
+    agent.stop();
+
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("content-acl"));
+}
+
+#[test]
+fn content_full_control_is_restored_on_the_whole_tree() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::ContentFullControl).unwrap();
+    let broken = w.lab.content_access().unwrap();
+    let run = repaired_by(&agent, "content-acl", "remediated");
+    let access = w.lab.content_access().unwrap();
+    assert!(access.wsus_content_full_control);
+    assert_eq!(access.lacking, 0, "{access:?} (broken: {broken:?})");
+    assert!(
+        run.summary.contains("lacked full control on"),
+        "{}",
+        run.summary
+    );
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("content-acl"));
+}
+
+#[test]
+fn a_stopped_bits_is_started_and_the_sync_verified() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::BitsStopped).unwrap();
+    let run = repaired_by(&agent, "bits-restart", "remediated");
+    let bits = w.lab.service(Server::Downstream, "BITS").unwrap();
+    assert_eq!(bits.state, ServiceState::Running);
+    assert_eq!(
+        w.lab
+            .service(Server::Downstream, "WsusService")
+            .unwrap()
+            .state,
+        ServiceState::Running
+    );
+    let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
+    assert_eq!(verbs, ["start-service", "restart-service"]);
+    assert!(calls(&run).contains(&"wsus.start-sync".to_string()));
+    assert!(run.summary.contains("the sync succeeds"), "{}", run.summary);
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("bits-restart"));
+}
+
+#[test]
+fn a_disabled_bits_is_re_enabled_and_started() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::BitsDisabled).unwrap();
+    let run = repaired_by(&agent, "bits-restart", "remediated");
+    let bits = w.lab.service(Server::Downstream, "BITS").unwrap();
+    assert_eq!(bits.state, ServiceState::Running);
+    assert_eq!(bits.startup, StartupType::Manual);
+    let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
+    assert_eq!(verbs, ["set-startup", "start-service", "restart-service"]);
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("bits-restart"));
+}
+
+fn failed_ids(lab: &Lab) -> Vec<String> {
+    lab.updates(
+        Server::Downstream,
+        &UpdateQuery {
+            state: Some(UpdateState::Failed),
+            ..UpdateQuery::default()
+        },
+    )
+    .unwrap()
+    .into_iter()
+    .map(|u| u.id)
+    .collect()
+}
+
+/// Returns (orphans, transient) as they were after the fault.
+fn lose_updates(w: &WsusLab, agent: &Running) -> (Vec<String>, Vec<String>, AuditRecord) {
+    let injected = w.lab.inject(Fault::UpstreamLostUpdates).unwrap();
+    assert_eq!(injected.sync.result, SyncResult::Failed);
+    // What the fault left, before the agent acts: the lab's own view.
+    let run = repaired_by(agent, "decline-orphans", "remediated");
+    let canceled: Vec<String> = w
+        .lab
+        .updates(
+            Server::Downstream,
+            &UpdateQuery {
+                state: Some(UpdateState::Canceled),
+                ..UpdateQuery::default()
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    let transient = failed_ids(&w.lab);
+    (canceled, transient, run)
+}
+
+#[test]
+fn on_a_replica_orphans_are_cancelled_never_declined() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let (canceled, transient, run) = lose_updates(&w, &agent);
+    assert_eq!(canceled.len(), 12, "every orphan cancelled");
+    assert!(w.lab.upstream_has(&canceled).unwrap().is_empty());
+    assert_eq!(
+        transient.len(),
+        3,
+        "updates the upstream still has are left"
+    );
+    assert_eq!(w.lab.upstream_has(&transient).unwrap().len(), 3);
+    assert_eq!(
+        w.lab.state_counts(Server::Downstream).unwrap().1,
+        0,
+        "nothing declined"
+    );
+    assert!(!calls(&run).contains(&"wsus.decline".to_string()));
+    assert!(
+        run.summary.contains("a replica cannot decline"),
+        "{}",
+        run.summary
+    );
+    agent.stop();
+
+    assert_next_sync_succeeds(&w.lab);
+    assert!(
+        failed_ids(&w.lab).is_empty(),
+        "the transient ones downloaded"
+    );
+    assert_no_op(&w.second_pass("decline-orphans"));
+}
+
+#[test]
+fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
+    let w = WsusLab::new(SyncMode::Autonomous);
+    let agent = Running::start(&w.policy);
+    let (canceled, transient, run) = lose_updates(&w, &agent);
+    assert_eq!(canceled.len(), 12);
+    assert_eq!(transient.len(), 3);
+    let declined = w
+        .lab
+        .updates(
+            Server::Downstream,
+            &UpdateQuery {
+                declined: Some(true),
+                ..UpdateQuery::default()
+            },
+        )
+        .unwrap();
+    let mut declined: Vec<String> = declined.into_iter().map(|u| u.id).collect();
+    let mut expected = canceled.clone();
+    declined.sort();
+    expected.sort();
+    assert_eq!(declined, expected, "exactly the orphans are declined");
+    let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
+    assert_eq!(verbs.iter().filter(|v| *v == "decline").count(), 12);
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("decline-orphans"));
+}
+
+#[test]
+fn approvals_left_inactive_by_a_language_change_are_removed() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let before = w.lab.approval_tally(Server::Downstream).unwrap();
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::LanguageShrink).unwrap();
+    let run = repaired_by(&agent, "language-approvals", "remediated");
+    let after = w.lab.approval_tally(Server::Downstream).unwrap();
+    assert_eq!(after.inactive, 0);
+    assert!(after.active < before.active, "{before:?} -> {after:?}");
+    assert_eq!(w.lab.enabled_languages(Server::Downstream).unwrap(), ["en"]);
+    let detail = &run.detail["result"]["completed"]["actions"][0]["detail"];
+    let detail = detail.as_str().unwrap();
+    assert!(
+        detail.contains("inactive") && detail.contains("-> 0"),
+        "{detail}"
+    );
+    assert!(run.summary.contains("before") && run.summary.contains("after"));
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("language-approvals"));
+}
+
+#[test]
+fn the_http_range_problem_gets_foreground_downloads() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let injected = w.lab.inject(Fault::HttpRange).unwrap();
+    assert!(
+        injected
+            .sync
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("Range protocol header")
+    );
+    let run = repaired_by(&agent, "bits-foreground", "remediated");
+    assert_eq!(
+        w.lab
+            .config(Server::Downstream, "BitsDownloadPriorityForeground")
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
+    assert_eq!(verbs, ["set-config", "restart-service"]);
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("bits-foreground"));
+}
+
+#[test]
+fn in_dry_run_a_fault_is_planned_and_nothing_changes() {
+    let w = WsusLab::with_policy(SyncMode::Replica, |text| {
+        text.replace("mode = \"enforce\"", "mode = \"dry-run\"")
+    });
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::ContentFullControl).unwrap();
+    w.lab.inject(Fault::BitsStopped).unwrap();
+    let acl = repaired_by(&agent, "content-acl", "needs-approval");
+    let bits = repaired_by(&agent, "bits-restart", "needs-approval");
+    agent.stop();
+
+    let access = w.lab.content_access().unwrap();
+    assert!(!access.wsus_content_full_control);
+    assert!(access.lacking > 0, "the permissions stay broken");
+    assert_eq!(
+        w.lab.service(Server::Downstream, "BITS").unwrap().state,
+        ServiceState::Stopped
+    );
+    for record in [&acl, &bits] {
+        let planned = actions(record);
+        assert!(!planned.is_empty());
+        assert!(
+            planned.iter().all(|(_, _, applied)| !applied),
+            "{planned:?}"
+        );
+        let mutating = record.detail["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["mutating"] == true)
+            .collect::<Vec<_>>();
+        assert!(!mutating.is_empty());
+        assert!(
+            mutating.iter().all(|c| c["applied"] == false),
+            "{mutating:?}"
+        );
+    }
+    assert_eq!(w.lab.sync().unwrap().result, SyncResult::Failed);
+}
+
+#[test]
+fn two_faults_at_once_are_both_repaired() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::ContentRootRead).unwrap();
+    w.lab.inject(Fault::BitsDisabled).unwrap();
+    repaired_by(&agent, "content-acl", "remediated");
+    repaired_by(&agent, "bits-restart", "remediated");
+    agent.stop();
+    let access = w.lab.content_access().unwrap();
+    assert_eq!(access.root_readers.len(), 2);
+    let bits = w.lab.service(Server::Downstream, "BITS").unwrap();
+    assert_eq!(
+        (bits.state, bits.startup),
+        (ServiceState::Running, StartupType::Manual)
+    );
+    assert_next_sync_succeeds(&w.lab);
+}
+
+#[test]
+fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let repairs = |agent: &Running| {
+        agent
+            .runs()
+            .iter()
+            .filter(|r| r.plugin == "bits-restart" && r.status == "remediated")
+            .count()
+    };
+    for round in 1..=3 {
+        w.lab.inject(Fault::BitsStopped).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while repairs(&agent) < round {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "repair {round} not seen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert_eq!(
+            w.lab.service(Server::Downstream, "BITS").unwrap().state,
+            ServiceState::Running
+        );
+    }
+    // The fourth failure in 30 minutes: the guard turns the plugin to
+    // dry-run and says so; BITS stays down for a person to look at.
+    w.lab.inject(Fault::BitsStopped).unwrap();
+    repaired_by(&agent, "bits-restart", "needs-approval");
+    let trips = agent
+        .ctx
+        .journal
+        .list(&medic::audit::journal::Filter {
+            kind: Some("flap-guard".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!trips.is_empty(), "the trip is recorded");
+    agent.stop();
+    assert_eq!(
+        w.lab.service(Server::Downstream, "BITS").unwrap().state,
+        ServiceState::Stopped
+    );
+}
