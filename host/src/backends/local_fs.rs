@@ -138,9 +138,12 @@ mod acl {
     use super::*;
     use crate::backends::Principal;
     use crate::backends::posix_acl::{self, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER, TAG_USER_OBJ};
+    use crate::contract::PluginError;
     use crate::contract::v0_1_0::medic::plugin::fs::AccessChange;
     use std::os::unix::fs::MetadataExt;
     use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Condvar, Mutex};
 
     fn right_of(perm: u16) -> Option<AccessRight> {
         match perm & 7 {
@@ -176,6 +179,12 @@ mod acl {
             .collect())
     }
 
+    /// Give `principal` at least `right` on `root` (and, with `recursive`,
+    /// everything under it), changing only the paths that lack it.
+    /// Symbolic links are neither followed nor changed. A tree is walked by
+    /// a few threads at once: each path costs one `fstatat` and one
+    /// `lgetxattr` (plus an `lsetxattr` where something is missing), and
+    /// those scale with cores.
     pub fn ensure_access(
         root: &Path,
         principal: Principal,
@@ -184,54 +193,153 @@ mod acl {
         apply: bool,
     ) -> OpResult<AccessReport> {
         let is_read = right == AccessRight::Read;
-        let mut report = AccessReport {
-            checked: 0,
-            changed: Vec::new(),
-            applied: apply,
-        };
-        let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
-        let display = |p: Principal| p.display();
-        while let Some(path) = pending.pop() {
-            let meta = match std::fs::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && path != root => continue,
-                Err(e) => return Err(io_error(&path, &e)),
-            };
-            if meta.is_symlink() {
-                continue;
-            }
-            if recursive && meta.is_dir() {
-                let entries = std::fs::read_dir(&path).map_err(|e| io_error(&path, &e))?;
-                for entry in entries {
-                    pending.push(entry.map_err(|e| io_error(&path, &e))?.path());
-                }
-            }
-            report.checked += 1;
-            let needed = posix_acl::required_perm(is_read, &meta);
-            let mut acl = posix_acl::read(&path, meta.mode()).map_err(|e| io_error(&path, &e))?;
+        let checked = AtomicU64::new(0);
+        let changed = Mutex::new(Vec::new());
+        let visit = |path: &Path, meta: &std::fs::Metadata| -> OpResult<()> {
+            checked.fetch_add(1, Ordering::Relaxed);
+            let needed = posix_acl::required_perm(is_read, meta);
+            let mut acl = posix_acl::read(path, meta.mode()).map_err(|e| io_error(path, &e))?;
             let (before, effective) = acl.effective(principal, meta.uid(), meta.gid());
             if effective & needed == needed {
-                continue;
+                return Ok(());
             }
             acl.grant(principal, meta.uid(), meta.gid(), needed);
             let (after, _) = acl.effective(principal, meta.uid(), meta.gid());
             if apply {
-                posix_acl::write(&path, &acl).map_err(|e| io_error(&path, &e))?;
+                posix_acl::write(path, &acl).map_err(|e| io_error(path, &e))?;
             }
-            report.changed.push(AccessChange {
+            let display = |p: Principal| p.display();
+            let change = AccessChange {
                 path: path.display().to_string(),
                 before: posix_acl::entry_text(&before, display),
                 after: posix_acl::entry_text(&after, display),
-            });
+            };
+            changed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(change);
+            Ok(())
+        };
+        let meta = std::fs::symlink_metadata(root).map_err(|e| io_error(root, &e))?;
+        if !meta.is_symlink() {
+            visit(root, &meta)?;
+            if recursive && meta.is_dir() {
+                walk(root, &visit)?;
+            }
         }
-        report.changed.sort_by(|a, b| a.path.cmp(&b.path));
-        if !report.changed.is_empty() && !apply {
-            tracing::debug!(
-                paths = report.changed.len(),
-                "access changes planned, not applied"
-            );
+        let mut changed = changed.into_inner().unwrap_or_else(|p| p.into_inner());
+        changed.sort_by(|a, b| a.path.cmp(&b.path));
+        if !changed.is_empty() && !apply {
+            tracing::debug!(paths = changed.len(), "access changes planned, not applied");
         }
-        Ok(report)
+        Ok(AccessReport {
+            checked: checked.into_inner(),
+            changed,
+            applied: apply,
+        })
+    }
+
+    /// Folders waiting to be read, and how many workers are reading one.
+    struct Pending {
+        folders: Vec<PathBuf>,
+        busy: usize,
+        failed: Option<PluginError>,
+    }
+
+    /// Call `visit` on everything under `root` (not `root` itself), except
+    /// symbolic links, from a few threads. Paths that vanish meanwhile are
+    /// skipped; the first other error stops the walk and is returned.
+    fn walk(
+        root: &Path,
+        visit: &(dyn Fn(&Path, &std::fs::Metadata) -> OpResult<()> + Sync),
+    ) -> OpResult<()> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let pending = Mutex::new(Pending {
+            folders: vec![root.to_path_buf()],
+            busy: 0,
+            failed: None,
+        });
+        let wake = Condvar::new();
+        let lock = || pending.lock().unwrap_or_else(|p| p.into_inner());
+        let work = || {
+            loop {
+                let folder = {
+                    let mut state = lock();
+                    loop {
+                        if state.failed.is_some() {
+                            return;
+                        }
+                        if let Some(folder) = state.folders.pop() {
+                            state.busy += 1;
+                            break folder;
+                        }
+                        if state.busy == 0 {
+                            return;
+                        }
+                        state = wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                let result = read_folder(&folder, visit);
+                let mut state = lock();
+                state.busy -= 1;
+                match result {
+                    Ok(found) => state.folders.extend(found),
+                    Err(e) => {
+                        state.failed.get_or_insert(e);
+                    }
+                }
+                wake.notify_all();
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..workers {
+                scope.spawn(work);
+            }
+            work();
+        });
+        match pending
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Visit the entries of one folder; returns its subfolders.
+    fn read_folder(
+        folder: &Path,
+        visit: &(dyn Fn(&Path, &std::fs::Metadata) -> OpResult<()> + Sync),
+    ) -> OpResult<Vec<PathBuf>> {
+        let entries = match std::fs::read_dir(folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(folder, &e)),
+        };
+        let mut subfolders = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(folder, &e))?;
+            // `DirEntry::metadata` is an `fstatat` on the open folder: no
+            // walk of the whole path.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&entry.path(), &e)),
+            };
+            if meta.is_symlink() {
+                continue;
+            }
+            let path = entry.path();
+            match visit(&path, &meta) {
+                Err(e) if e.kind == crate::contract::ErrorKind::NotFound => continue,
+                other => other?,
+            }
+            if meta.is_dir() {
+                subfolders.push(path);
+            }
+        }
+        Ok(subfolders)
     }
 
     #[cfg(test)]

@@ -123,6 +123,9 @@ pub struct PluginLog {
     pub message: String,
 }
 
+/// Changed paths kept in a host call's record.
+const MAX_RECORDED_EFFECTS: usize = 100;
+
 /// Logs kept per run; more are counted and dropped.
 const MAX_LOGS_PER_RUN: usize = 1_000;
 
@@ -232,9 +235,16 @@ impl RunState {
         let (text, effects, error, denied) = match &result {
             Ok(value) => {
                 let (text, effects) = summary(value);
-                let effects = if apply { effects } else { Vec::new() };
+                let mut effects = if apply { effects } else { Vec::new() };
                 if let Some(registry) = &self.own_effects {
                     registry.record(&effects);
+                }
+                // The registry knows every path; the record keeps the first
+                // ones, so that a repair of a large tree stays a small record.
+                if effects.len() > MAX_RECORDED_EFFECTS {
+                    let more = effects.len() - MAX_RECORDED_EFFECTS;
+                    effects.truncate(MAX_RECORDED_EFFECTS);
+                    effects.push(format!("... and {more} more"));
                 }
                 (text, effects, None, false)
             }

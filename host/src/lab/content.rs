@@ -93,8 +93,9 @@ mod imp {
         }
 
         /// Write an update's file under `WsusContent`, creating its folder;
-        /// both inherit their parent's entries.
-        pub(crate) fn write_content_file(&self, id: &str, meta: &UpdateMeta) -> LabResult<()> {
+        /// both inherit their parent's entries. (Downloads use it; so do
+        /// benchmarks that need a large content tree.)
+        pub fn write_content_file(&self, id: &str, meta: &UpdateMeta) -> LabResult<()> {
             let content = self.wsus_content();
             let relative = catalog::content_path(meta);
             let file = content.join(&relative);
@@ -227,7 +228,7 @@ mod imp {
         pub(crate) fn prepare_content_folders(&self) -> LabResult<()> {
             unsupported()
         }
-        pub(crate) fn write_content_file(&self, _: &str, _: &UpdateMeta) -> LabResult<()> {
+        pub fn write_content_file(&self, _: &str, _: &UpdateMeta) -> LabResult<()> {
             unsupported()
         }
         pub fn content_access(&self) -> LabResult<ContentAccess> {

@@ -109,8 +109,20 @@ const TRANSIENT: usize = 3;
 impl Lab {
     /// Break the lab with `fault`, then run the downstream's next sync.
     pub fn inject(&self, fault: Fault) -> LabResult<Injection> {
+        let broken = self.apply_fault(fault)?;
+        let sync = self.sync()?;
+        Ok(Injection {
+            fault,
+            broken,
+            sync,
+        })
+    }
+
+    /// Break the lab with `fault` and nothing more (no sync follows): what
+    /// was broken, one line each.
+    pub fn apply_fault(&self, fault: Fault) -> LabResult<Vec<String>> {
         let ds = Server::Downstream;
-        let broken = match fault {
+        Ok(match fault {
             Fault::ContentRootRead => {
                 let removed = self.revoke_root_read()?;
                 vec![format!(
@@ -134,22 +146,25 @@ impl Lab {
                 self.set_service_state(ds, "BITS", ServiceState::Stopped)?;
                 vec!["BITS startup type set to Disabled; BITS stopped".into()]
             }
-            Fault::UpstreamLostUpdates => self.lose_upstream_products()?,
+            Fault::UpstreamLostUpdates => self.lose_upstream_products(ORPHANS, TRANSIENT)?,
             Fault::LanguageShrink => self.shrink_languages()?,
             Fault::HttpRange => {
                 self.set_fact("proxy_strips_range", "1")?;
                 vec!["the proxy between the servers now strips the HTTP Range header".into()]
             }
-        };
-        let sync = self.sync()?;
-        Ok(Injection {
-            fault,
-            broken,
-            sync,
         })
     }
 
-    fn lose_upstream_products(&self) -> LabResult<Vec<String>> {
+    /// Rebuild the upstream without the retired products, after up to
+    /// `orphans` of their updates were approved downstream (their downloads
+    /// then fail with HTTP 404) and while up to `transient` other approved
+    /// downloads failed in the same outage (HTTP 503). The fault uses 12
+    /// and 3; benchmarks use more.
+    pub fn lose_upstream_products(
+        &self,
+        orphans: usize,
+        transient: usize,
+    ) -> LabResult<Vec<String>> {
         let ds = Server::Downstream;
         let unapproved = self.updates(
             ds,
@@ -163,12 +178,12 @@ impl Lab {
         let orphans: Vec<_> = unapproved
             .iter()
             .filter(|u| catalog::RETIRED_PRODUCTS.contains(&u.meta.product) && language_ok(u))
-            .take(ORPHANS)
+            .take(orphans)
             .collect();
         let transient: Vec<_> = unapproved
             .iter()
             .filter(|u| !catalog::RETIRED_PRODUCTS.contains(&u.meta.product) && language_ok(u))
-            .take(TRANSIENT)
+            .take(transient)
             .collect();
         let upstream_retired: Vec<_> = self
             .updates(Server::Upstream, &UpdateQuery::default())?
@@ -206,7 +221,7 @@ impl Lab {
             (&orphans, reasons::NOT_FOUND),
             (&transient, reasons::OVERLOADED),
         ] {
-            for update in updates {
+            for update in updates.iter().take(super::sync::MAX_DOWNLOAD_EVENTS) {
                 let relative = catalog::content_path(&update.meta);
                 let message = format!(
                     "Content file download failed. Reason: {reason} Source File: /Content/{relative} Destination File: {}/{relative}",

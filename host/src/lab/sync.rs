@@ -18,7 +18,7 @@ use std::collections::HashSet;
 pub const APPROVED_PER_PUBLICATION: usize = 3;
 /// Event 364 is written for at most this many files per pass; the rest are
 /// counted in `SoftwareDistribution.log`.
-const MAX_DOWNLOAD_EVENTS: usize = 25;
+pub(crate) const MAX_DOWNLOAD_EVENTS: usize = 25;
 
 /// What a content pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
