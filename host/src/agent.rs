@@ -270,8 +270,9 @@ impl Agent {
     }
 }
 
-/// How long changes must be quiet before a reload reads them.
-const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a reload waits after the first change, so that a burst of
+/// writes (a copy, an editor saving) has landed before it reads anything.
+const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A notification for every change to the policy file or in the plugin
 /// directory. The watcher must be kept alive.

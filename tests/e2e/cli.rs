@@ -176,16 +176,19 @@ fn every_example_policy_checks_clean() {
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            // A policy for the lab is checked against a fresh lab of its own.
+            // A policy for the lab is checked, verbatim, against a fresh
+            // lab laid out where it expects one.
             let scratch = tempfile::tempdir().unwrap();
             let source = std::fs::read_to_string(&path).unwrap();
             let path = if source.contains("kind = \"lab\"") {
-                let lab = scratch.path().join("lab");
-                medic::lab::Lab::init(&lab, &medic::lab::InitOptions::default()).unwrap();
-                let policy = scratch.path().join(path.file_name().unwrap());
-                let state = scratch.path().join("state");
-                std::fs::write(&policy, crate::wsus::example_policy_for(&lab, &state)).unwrap();
-                policy
+                let name = path.file_name().unwrap().to_owned();
+                let (_, policy) = crate::wsus::example_layout(
+                    scratch.path(),
+                    medic::lab::model::SyncMode::Replica,
+                    |_| source.clone(),
+                );
+                std::fs::rename(&policy, scratch.path().join("examples").join(&name)).unwrap();
+                scratch.path().join("examples").join(name)
             } else {
                 path
             };

@@ -20,7 +20,10 @@ use medic::runtime::{RunReport, RunRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A lab in a temporary folder and the example policy pointed at it.
+/// A lab in a temporary folder and the example policy, verbatim, in a
+/// copy of the layout it expects: `examples/wsus-pack.toml` beside
+/// `target/demo/lab` (the lab), `target/plugins` (the suite's components)
+/// and `target/demo/state` (whose compile cache is the suite's).
 pub struct WsusLab {
     /// Holds the lab, the policy and the state until the test ends.
     _dir: tempfile::TempDir,
@@ -28,22 +31,36 @@ pub struct WsusLab {
     pub policy: PathBuf,
 }
 
-/// `examples/wsus-pack.toml` with its paths pointed at `lab_dir`, the
-/// state in `state_dir`, and the suite's plugins and compile cache.
-pub fn example_policy_for(lab_dir: &std::path::Path, state_dir: &std::path::Path) -> String {
+/// Lay out `dir` as the example policy expects, with a lab in `mode`;
+/// returns the lab and the policy file, whose text is the example's passed
+/// through `edit`.
+pub fn example_layout(
+    dir: &std::path::Path,
+    mode: SyncMode,
+    edit: impl FnOnce(String) -> String,
+) -> (Lab, PathBuf) {
+    let lab = Lab::init(
+        &dir.join("target/demo/lab"),
+        &InitOptions {
+            mode,
+            ..InitOptions::default()
+        },
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        workspace().join("target/plugins"),
+        dir.join("target/plugins"),
+    )
+    .unwrap();
+    let state = dir.join("target/demo/state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(workspace().join("target/test-cache")).unwrap();
+    std::os::unix::fs::symlink(workspace().join("target/test-cache"), state.join("cache")).unwrap();
+    std::fs::create_dir_all(dir.join("examples")).unwrap();
     let text = std::fs::read_to_string(workspace().join("examples/wsus-pack.toml")).unwrap();
-    let plugins = workspace().join("target/plugins");
-    let cache = workspace().join("target/test-cache");
-    text.replace("../target/demo/lab", &lab_dir.display().to_string())
-        .replace(
-            "state_dir = \"../target/demo/state\"",
-            &format!(
-                "state_dir = \"{}\"\ncache_dir = \"{}\"",
-                state_dir.display(),
-                cache.display()
-            ),
-        )
-        .replace("../target/plugins", &plugins.display().to_string())
+    let policy = dir.join("examples/wsus-pack.toml");
+    std::fs::write(&policy, edit(text)).unwrap();
+    (lab, policy)
 }
 
 impl WsusLab {
@@ -54,17 +71,7 @@ impl WsusLab {
     /// A lab whose policy is the example's, edited by `edit`.
     pub fn with_policy(mode: SyncMode, edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let lab = Lab::init(
-            &dir.path().join("lab"),
-            &InitOptions {
-                mode,
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
-        let text = edit(example_policy_for(lab.root(), &dir.path().join("state")));
-        let policy = dir.path().join("wsus-pack.toml");
-        std::fs::write(&policy, text).unwrap();
+        let (lab, policy) = example_layout(dir.path(), mode, edit);
         Self {
             _dir: dir,
             lab,

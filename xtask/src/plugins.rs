@@ -83,6 +83,16 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
     for plugin in &crates {
         command.args(["-p", &plugin.name]);
     }
+    // Small components compile fast: size-optimized, whole-program, no
+    // symbols. (Only this build, in its own target dir, is affected.)
+    for (key, value) in [
+        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s"),
+        ("CARGO_PROFILE_RELEASE_LTO", "true"),
+        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
+        ("CARGO_PROFILE_RELEASE_STRIP", "true"),
+    ] {
+        command.env(key, value);
+    }
     toolchain.configure(
         &mut command,
         Some("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER"),

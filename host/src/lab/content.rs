@@ -5,7 +5,7 @@
 //! folders and files inherit the named entries of their parent, as NTFS
 //! inheritance does on a real server.
 
-use super::{Lab, LabError, LabResult, catalog, io_err, model::UpdateMeta};
+use super::{Lab, LabError, LabResult, model::UpdateMeta};
 
 /// `NETWORK SERVICE`: the account WsusService and its downloads run as.
 pub const SERVICE_ACCOUNT: &str = "NETWORK SERVICE";
@@ -38,6 +38,7 @@ mod imp {
     use super::*;
     use crate::backends::Principal;
     use crate::backends::posix_acl::{self, EXECUTE, READ, WRITE};
+    use crate::lab::{catalog, io_err};
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
     use std::path::Path;
 
