@@ -11,16 +11,13 @@
 //! `cargo xtask plugins` and the `acl` tools. Run with
 //! `cargo bench -p medic --bench content_acl`.
 
+mod support;
+
 use medic::backends::Backends;
-use medic::capabilities::Mode;
-use medic::capabilities::grants::Grants;
-use medic::event::EventRecord;
 use medic::lab::faults::Fault;
 use medic::lab::{InitOptions, Lab, catalog};
-use medic::runtime::{Limits, RunRequest, Runtime, RuntimeConfig};
-use std::path::Path;
+use medic::runtime::{Limits, Runtime, RuntimeConfig};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FILES: u64 = 100_000;
@@ -71,17 +68,11 @@ fn main() {
     );
 
     let runtime = Runtime::new(&RuntimeConfig::default()).expect("engine");
-    let plugin_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/content-acl.wasm");
-    let plugin = runtime
-        .load_file(&plugin_path)
-        .unwrap_or_else(|e| panic!("{e}: build the plugins with `cargo xtask plugins`"));
-    let mut grants = Grants::none();
-    grants
-        .add_spec(&format!("fs-write={}", lab.content_dir().display()))
-        .unwrap();
-    grants.add_spec("wsus-read").unwrap();
-    let grants = Arc::new(grants);
+    let plugin = support::plugin(&runtime, "content-acl");
+    let grants = support::grants(&[
+        &format!("fs-write={}", lab.content_dir().display()),
+        "wsus-read",
+    ]);
     let backends = Backends::lab(lab.clone());
     // The example policy's limits for this plugin.
     let limits = Limits {
@@ -90,20 +81,7 @@ fn main() {
         ..Limits::default()
     };
     let run = |expect: &str| {
-        let report = runtime.run(
-            &plugin,
-            RunRequest {
-                run_id: "bench".into(),
-                event: EventRecord::manual("bench").to_contract().unwrap(),
-                mode: Mode::Enforce,
-                grants: grants.clone(),
-                limits,
-                settings: Arc::new(Default::default()),
-                backends: backends.clone(),
-                state: None,
-                own_effects: None,
-            },
-        );
+        let report = support::run(&runtime, &plugin, &grants, &backends, limits);
         assert_eq!(report.status(), expect, "{report:#?}");
     };
     let principal = lab

@@ -9,30 +9,25 @@
 //! Needs the components from `cargo xtask plugins`. Run with
 //! `cargo bench -p medic --bench decline_orphans`.
 
+mod support;
+
 use medic::backends::Backends;
-use medic::capabilities::Mode;
-use medic::capabilities::grants::Grants;
-use medic::event::EventRecord;
 use medic::lab::model::SyncMode;
 use medic::lab::{InitOptions, Lab, Server, UpdateState};
-use medic::runtime::{Limits, RunRequest, Runtime, RuntimeConfig};
-use std::path::Path;
-use std::sync::Arc;
+use medic::runtime::{Limits, Runtime, RuntimeConfig};
 use std::time::{Duration, Instant};
 
 const SIZES: [(u64, u64); 3] = [(50_000, 250_000), (100_000, 500_000), (200_000, 1_000_000)];
 
 fn main() {
     let runtime = Runtime::new(&RuntimeConfig::default()).expect("engine");
-    let plugin_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/decline-orphans.wasm");
-    let plugin = runtime
-        .load_file(&plugin_path)
-        .unwrap_or_else(|e| panic!("{e}: build the plugins with `cargo xtask plugins`"));
-    let mut grants = Grants::none();
-    grants.add_spec("wsus-read").unwrap();
-    grants.add_spec("wsus-updates").unwrap();
-    let grants = Arc::new(grants);
+    let plugin = support::plugin(&runtime, "decline-orphans");
+    let grants = support::grants(&["wsus-read", "wsus-updates"]);
+    let limits = Limits {
+        timeout: Duration::from_secs(300),
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    };
 
     for (downstream, upstream) in SIZES {
         let dir = tempfile::tempdir().unwrap();
@@ -57,23 +52,12 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         let started = Instant::now();
-        let report = runtime.run(
+        let report = support::run(
+            &runtime,
             &plugin,
-            RunRequest {
-                run_id: "bench".into(),
-                event: EventRecord::manual("bench").to_contract().unwrap(),
-                mode: Mode::Enforce,
-                grants: grants.clone(),
-                limits: Limits {
-                    timeout: Duration::from_secs(300),
-                    memory_bytes: 256 << 20,
-                    ..Limits::default()
-                },
-                settings: Arc::new(Default::default()),
-                backends: Backends::lab(lab.clone()),
-                state: None,
-                own_effects: None,
-            },
+            &grants,
+            &Backends::lab(lab.clone()),
+            limits,
         );
         let elapsed = started.elapsed();
         assert_eq!(report.status(), "remediated", "{report:#?}");

@@ -500,3 +500,19 @@ fn read_lab_facts(db: &redb::Database) -> LabResult<Vec<(String, String)>> {
     }
     Ok(facts)
 }
+
+/// A small lab in a temporary folder, for unit tests.
+#[cfg(test)]
+pub(crate) fn small_lab(mode: SyncMode) -> (tempfile::TempDir, Lab) {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::init(
+        &dir.path().join("lab"),
+        &InitOptions {
+            mode,
+            upstream_updates: 300,
+            ..InitOptions::default()
+        },
+    )
+    .unwrap();
+    (dir, lab)
+}

@@ -703,3 +703,117 @@ impl Lab {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::small_lab as lab;
+
+    #[test]
+    fn a_replica_refuses_to_decline_and_cancel_needs_a_pending_download() {
+        let (_dir, lab) = lab(SyncMode::Replica);
+        let ready = lab
+            .updates(
+                Server::Downstream,
+                &UpdateQuery {
+                    state: Some(UpdateState::Ready),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let id = ready[0].id.clone();
+        assert!(matches!(
+            lab.decline(std::slice::from_ref(&id), true),
+            Err(LabError::Conflict(m)) if m.contains("replica")
+        ));
+        let batch = lab
+            .cancel_downloads(&[id.clone(), "no-such-update".into()], true)
+            .unwrap();
+        assert!(batch.done.is_empty());
+        assert_eq!(batch.refused.len(), 2, "{batch:?}");
+        assert!(batch.refused[0].1.contains("not pending"));
+    }
+
+    #[test]
+    fn dry_runs_plan_without_changing_and_declines_happen_on_autonomous_servers() {
+        let (_dir, lab) = lab(SyncMode::Autonomous);
+        let waiting = lab
+            .updates(
+                Server::Downstream,
+                &UpdateQuery {
+                    state: Some(UpdateState::NotReady),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let ids: Vec<String> = waiting.iter().take(3).map(|u| u.id.clone()).collect();
+        let plan = lab.cancel_downloads(&ids, false).unwrap();
+        assert_eq!(plan.done.len(), 3);
+        assert_eq!(
+            lab.state_counts(Server::Downstream)
+                .unwrap()
+                .0
+                .get(&UpdateState::Canceled),
+            None
+        );
+        lab.cancel_downloads(&ids, true).unwrap();
+        let declined = lab.decline(&ids, true).unwrap();
+        assert_eq!(declined.done, ids);
+        assert_eq!(lab.state_counts(Server::Downstream).unwrap().1, 3);
+        assert_eq!(
+            lab.decline(&ids, true).unwrap().refused.len(),
+            3,
+            "already declined"
+        );
+    }
+
+    #[test]
+    fn services_log_their_changes_and_a_disabled_one_cannot_start() {
+        let (_dir, lab) = lab(SyncMode::Replica);
+        let ds = Server::Downstream;
+        lab.set_startup(ds, "bits", StartupType::Disabled, true)
+            .unwrap();
+        lab.stop_service(ds, "BITS", true).unwrap();
+        assert!(matches!(
+            lab.start_service(ds, "BITS", true),
+            Err(LabError::Conflict(m)) if m.contains("disabled")
+        ));
+        assert!(matches!(
+            lab.service(ds, "Spooler"),
+            Err(LabError::NotFound(_))
+        ));
+        let events = std::fs::read_to_string(lab.event_log(logs::EventLog::System)).unwrap();
+        assert!(events.contains(
+            "The start type of the Background Intelligent Transfer Service service was changed from demand start to disabled."
+        ));
+        assert!(events.contains(
+            "The Background Intelligent Transfer Service service entered the stopped state."
+        ));
+    }
+
+    #[test]
+    fn configuration_values_are_checked() {
+        let (_dir, lab) = lab(SyncMode::Replica);
+        let ds = Server::Downstream;
+        let previous = lab
+            .set_config(ds, "BitsDownloadPriorityForeground", "1", true)
+            .unwrap();
+        assert_eq!(previous.as_deref(), Some("0"));
+        assert!(matches!(
+            lab.set_config(ds, "BitsDownloadPriorityForeground", "yes", true),
+            Err(LabError::Invalid(_))
+        ));
+        assert!(matches!(
+            lab.set_config(ds, "BitsDownloadPriorityForegrund", "1", true),
+            Err(LabError::NotFound(_))
+        ));
+        assert!(matches!(
+            lab.set_config(ds, "UpstreamServerName", "x", true),
+            Err(LabError::Conflict(_))
+        ));
+        assert_eq!(
+            lab.config(ds, "UpstreamServerName").unwrap().as_deref(),
+            Some(Server::Upstream.host_name())
+        );
+    }
+}

@@ -369,3 +369,148 @@ impl Lab {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::faults::Fault;
+
+    fn lab() -> (tempfile::TempDir, Lab) {
+        crate::lab::small_lab(SyncMode::Replica)
+    }
+
+    fn application_log(lab: &Lab) -> String {
+        std::fs::read_to_string(lab.event_log(EventLog::Application)).unwrap()
+    }
+
+    #[test]
+    fn a_healthy_lab_syncs_and_downloads_what_is_new() {
+        let (_dir, lab) = lab();
+        let before = lab.content_access().unwrap().checked;
+        let record = lab.sync().unwrap();
+        assert_eq!(record.result, SyncResult::Succeeded, "{record:?}");
+        assert!(record.imported >= APPROVED_PER_PUBLICATION as u32);
+        assert!(record.downloaded >= 1);
+        let after = lab.content_access().unwrap();
+        assert!(after.checked > before);
+        assert_eq!(after.lacking, 0, "new files inherit their folder's entries");
+        assert!(
+            std::fs::read_to_string(lab.software_distribution_log())
+                .unwrap()
+                .contains("Synchronization completed successfully")
+        );
+    }
+
+    #[test]
+    fn each_download_blocker_fails_the_sync_until_it_is_gone() {
+        for (fault, reason) in [
+            (Fault::BitsStopped, reasons::BITS_STOPPED),
+            (Fault::BitsDisabled, reasons::BITS_DISABLED),
+            (Fault::ContentRootRead, reasons::ACCESS_DENIED),
+            (Fault::ContentFullControl, reasons::ACCESS_DENIED),
+            (Fault::HttpRange, reasons::RANGE),
+        ] {
+            let (_dir, lab) = lab();
+            let injection = lab.inject(fault).unwrap();
+            assert_eq!(injection.sync.result, SyncResult::Failed, "{fault:?}");
+            assert!(
+                injection.sync.reason.as_deref().unwrap().contains(reason),
+                "{fault:?}: {:?}",
+                injection.sync
+            );
+            assert!(application_log(&lab).contains(&format!(
+                "\"id\":364,\"level\":\"Error\",\"source\":\"Windows Server Update Services\",\"computer\":\"wsus-ds01.lab.example\",\"message\":\"Content file download failed. Reason: {reason} Source File: /Content/"
+            )), "{fault:?}");
+            assert_eq!(
+                lab.sync().unwrap().result,
+                SyncResult::Failed,
+                "{fault:?} persists"
+            );
+        }
+    }
+
+    #[test]
+    fn the_range_problem_goes_once_wsus_service_restarts_with_foreground_downloads() {
+        let (_dir, lab) = lab();
+        lab.inject(Fault::HttpRange).unwrap();
+        let ds = Server::Downstream;
+        lab.set_config(ds, "BitsDownloadPriorityForeground", "1", true)
+            .unwrap();
+        assert_eq!(
+            lab.sync().unwrap().result,
+            SyncResult::Failed,
+            "not until a restart"
+        );
+        lab.restart_service(ds, "WsusService", true).unwrap();
+        let (states, _) = lab.state_counts(ds).unwrap();
+        assert_eq!(
+            states.get(&UpdateState::Failed),
+            None,
+            "the restart resumed the downloads"
+        );
+        assert_eq!(lab.sync().unwrap().result, SyncResult::Succeeded);
+    }
+
+    #[test]
+    fn lost_updates_fail_the_catalog_until_cancelled() {
+        let (_dir, lab) = lab();
+        let injection = lab.inject(Fault::UpstreamLostUpdates).unwrap();
+        assert_eq!(injection.sync.result, SyncResult::Failed);
+        let log = std::fs::read_to_string(lab.software_distribution_log()).unwrap();
+        assert!(log.contains("USS ThrowException: Actor = https://wsus-up01.lab.example:8531/ServerSyncWebService/ServerSyncWebService.asmx, Method = \"http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService/GetUpdateData\", ErrorCode = InternalServerError, Message = , Client = False"));
+        assert!(application_log(&lab).contains("\"id\":10021"));
+        let failed: Vec<String> = lab
+            .updates(
+                Server::Downstream,
+                &UpdateQuery {
+                    state: Some(UpdateState::Failed),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        let still_there = lab.upstream_has(&failed).unwrap();
+        let gone: Vec<String> = failed
+            .iter()
+            .filter(|id| !still_there.contains(id))
+            .cloned()
+            .collect();
+        assert!(!gone.is_empty() && !still_there.is_empty());
+        lab.cancel_downloads(&gone, true).unwrap();
+        assert_eq!(lab.sync().unwrap().result, SyncResult::Succeeded);
+    }
+
+    #[test]
+    fn a_language_shrink_leaves_inactive_approvals_that_can_be_removed() {
+        let (_dir, lab) = lab();
+        let before = lab.approval_tally(Server::Downstream).unwrap();
+        assert_eq!(before.inactive, 0);
+        let injection = lab.inject(Fault::LanguageShrink).unwrap();
+        assert_eq!(injection.sync.result, SyncResult::Succeeded);
+        let after = lab.approval_tally(Server::Downstream).unwrap();
+        assert!(after.inactive > 0);
+        let inactive = lab.inactive_approvals(Server::Downstream).unwrap();
+        assert!(
+            inactive.iter().all(|(u, _)| u.meta.language > 1),
+            "only dropped languages"
+        );
+        assert_eq!(
+            lab.remove_inactive_approvals(Server::Downstream, false)
+                .unwrap(),
+            after.inactive,
+            "planned"
+        );
+        assert_eq!(lab.approval_tally(Server::Downstream).unwrap(), after);
+        lab.remove_inactive_approvals(Server::Downstream, true)
+            .unwrap();
+        assert_eq!(lab.approval_tally(Server::Downstream).unwrap().inactive, 0);
+        lab.sync().unwrap();
+        assert_eq!(
+            lab.approval_tally(Server::Downstream).unwrap().inactive,
+            0,
+            "a replica takes only active approvals: removed ones do not come back"
+        );
+    }
+}
