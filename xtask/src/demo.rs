@@ -239,6 +239,7 @@ fn inject_and_watch(
     };
     let detail = &record["detail"];
     let event = &detail["event"];
+    let lab_prefix = format!("{}/", root.join(LAB).display());
     let woke_by = format!(
         "{} {}",
         event["kind"].as_str().unwrap_or("?"),
@@ -252,11 +253,10 @@ fn inject_and_watch(
         .map(|a| {
             a.iter()
                 .map(|a| {
-                    format!(
-                        "{} {}",
-                        a["verb"].as_str().unwrap_or(""),
-                        a["target"].as_str().unwrap_or("")
-                    )
+                    // Paths inside the lab, shown from the lab's folder.
+                    let target = a["target"].as_str().unwrap_or("");
+                    let target = target.strip_prefix(&lab_prefix).unwrap_or(target);
+                    format!("{} {target}", a["verb"].as_str().unwrap_or(""))
                 })
                 .collect()
         })

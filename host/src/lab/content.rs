@@ -25,14 +25,6 @@ pub struct ContentAccess {
     pub lacking: u64,
 }
 
-impl ContentAccess {
-    /// Why downloads fail, if the permissions make them fail.
-    pub fn download_blocker(&self) -> Option<&'static str> {
-        (self.root_readers.is_empty() || !self.wsus_content_full_control)
-            .then_some(super::logs::reasons::ACCESS_DENIED)
-    }
-}
-
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;

@@ -209,7 +209,7 @@ impl Lab {
             // ...and the upstream rebuilt without the retired products.
             let mut writer = UpdateWriter::open(&txn, Server::Upstream)?;
             for update in &upstream_retired {
-                writer.remove(&update.id, &update.meta)?;
+                writer.remove(&update.id)?;
             }
             drop(writer);
             let mut lab = txn.open_table(TableDefinition::<&str, &str>::new(tables::LAB))?;

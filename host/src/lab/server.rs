@@ -62,13 +62,13 @@ impl<'t> UpdateWriter<'t> {
         Ok(())
     }
 
-    pub(crate) fn remove(&mut self, id: &str, meta: &UpdateMeta) -> LabResult<()> {
+    /// Remove an update and its approvals.
+    pub(crate) fn remove(&mut self, id: &str) -> LabResult<()> {
         self.meta.remove(id)?;
         self.status.remove(id)?;
         for group in catalog::TARGET_GROUPS {
             self.deployment.remove((id, group))?;
         }
-        let _ = meta;
         Ok(())
     }
 }
