@@ -244,40 +244,20 @@ fn a_disabled_bits_is_re_enabled_and_started() {
     assert_no_op(&w.second_pass("bits-restart"));
 }
 
-fn failed_ids(lab: &Lab) -> Vec<String> {
-    lab.updates(
-        Server::Downstream,
-        &UpdateQuery {
-            state: Some(UpdateState::Failed),
-            ..UpdateQuery::default()
-        },
-    )
-    .unwrap()
-    .into_iter()
-    .map(|u| u.id)
-    .collect()
+fn ids_in(lab: &Lab, state: UpdateState) -> Vec<String> {
+    lab.update_ids(Server::Downstream, &UpdateQuery::in_state(state))
+        .unwrap()
 }
 
-/// Returns (orphans, transient) as they were after the fault.
+/// Inject the lost-updates fault and wait for the repair; returns the
+/// updates then cancelled, those still failed (left for the next sync),
+/// and the run's record.
 fn lose_updates(w: &WsusLab, agent: &Running) -> (Vec<String>, Vec<String>, AuditRecord) {
     let injected = w.lab.inject(Fault::UpstreamLostUpdates).unwrap();
     assert_eq!(injected.sync.result, SyncResult::Failed);
-    // What the fault left, before the agent acts: the lab's own view.
     let run = repaired_by(agent, "decline-orphans", "remediated");
-    let canceled: Vec<String> = w
-        .lab
-        .updates(
-            Server::Downstream,
-            &UpdateQuery {
-                state: Some(UpdateState::Canceled),
-                ..UpdateQuery::default()
-            },
-        )
-        .unwrap()
-        .into_iter()
-        .map(|u| u.id)
-        .collect();
-    let transient = failed_ids(&w.lab);
+    let canceled = ids_in(&w.lab, UpdateState::Canceled);
+    let transient = ids_in(&w.lab, UpdateState::Failed);
     (canceled, transient, run)
 }
 
@@ -309,7 +289,7 @@ fn on_a_replica_orphans_are_cancelled_never_declined() {
 
     assert_next_sync_succeeds(&w.lab);
     assert!(
-        failed_ids(&w.lab).is_empty(),
+        ids_in(&w.lab, UpdateState::Failed).is_empty(),
         "the transient ones downloaded"
     );
     assert_no_op(&w.second_pass("decline-orphans"));
@@ -324,7 +304,7 @@ fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
     assert_eq!(transient.len(), 3);
     let declined = w
         .lab
-        .updates(
+        .update_ids(
             Server::Downstream,
             &UpdateQuery {
                 declined: Some(true),
@@ -332,11 +312,7 @@ fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
             },
         )
         .unwrap();
-    let mut declined: Vec<String> = declined.into_iter().map(|u| u.id).collect();
-    let mut expected = canceled.clone();
-    declined.sort();
-    expected.sort();
-    assert_eq!(declined, expected, "exactly the orphans are declined");
+    assert_eq!(declined, canceled, "exactly the orphans are declined");
     let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
     assert_eq!(verbs.iter().filter(|v| *v == "decline").count(), 12);
     agent.stop();

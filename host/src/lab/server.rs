@@ -91,6 +91,16 @@ pub struct UpdateQuery {
     pub approved: Option<bool>,
 }
 
+impl UpdateQuery {
+    /// Every update in `state`.
+    pub fn in_state(state: UpdateState) -> Self {
+        Self {
+            state: Some(state),
+            ..Self::default()
+        }
+    }
+}
+
 /// Approval of an update on a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalState {
@@ -479,6 +489,15 @@ impl Lab {
         Ok(out)
     }
 
+    /// The ids of the updates of `server` matching `query`, in order.
+    pub fn update_ids(&self, server: Server, query: &UpdateQuery) -> LabResult<Vec<String>> {
+        Ok(self
+            .updates(server, query)?
+            .into_iter()
+            .map(|u| u.id)
+            .collect())
+    }
+
     /// How many updates of `server` are in each state (declined ones apart).
     pub fn state_counts(&self, server: Server) -> LabResult<(BTreeMap<UpdateState, u64>, u64)> {
         let txn = self.database().begin_read()?;
@@ -713,15 +732,12 @@ mod tests {
     fn a_replica_refuses_to_decline_and_cancel_needs_a_pending_download() {
         let (_dir, lab) = lab(SyncMode::Replica);
         let ready = lab
-            .updates(
+            .update_ids(
                 Server::Downstream,
-                &UpdateQuery {
-                    state: Some(UpdateState::Ready),
-                    ..Default::default()
-                },
+                &UpdateQuery::in_state(UpdateState::Ready),
             )
             .unwrap();
-        let id = ready[0].id.clone();
+        let id = ready[0].clone();
         assert!(matches!(
             lab.decline(std::slice::from_ref(&id), true),
             Err(LabError::Conflict(m)) if m.contains("replica")
@@ -737,16 +753,13 @@ mod tests {
     #[test]
     fn dry_runs_plan_without_changing_and_declines_happen_on_autonomous_servers() {
         let (_dir, lab) = lab(SyncMode::Autonomous);
-        let waiting = lab
-            .updates(
+        let mut ids = lab
+            .update_ids(
                 Server::Downstream,
-                &UpdateQuery {
-                    state: Some(UpdateState::NotReady),
-                    ..Default::default()
-                },
+                &UpdateQuery::in_state(UpdateState::NotReady),
             )
             .unwrap();
-        let ids: Vec<String> = waiting.iter().take(3).map(|u| u.id.clone()).collect();
+        ids.truncate(3);
         let plan = lab.cancel_downloads(&ids, false).unwrap();
         assert_eq!(plan.done.len(), 3);
         assert_eq!(

@@ -459,18 +459,12 @@ mod tests {
         let log = std::fs::read_to_string(lab.software_distribution_log()).unwrap();
         assert!(log.contains("USS ThrowException: Actor = https://wsus-up01.lab.example:8531/ServerSyncWebService/ServerSyncWebService.asmx, Method = \"http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService/GetUpdateData\", ErrorCode = InternalServerError, Message = , Client = False"));
         assert!(application_log(&lab).contains("\"id\":10021"));
-        let failed: Vec<String> = lab
-            .updates(
+        let failed = lab
+            .update_ids(
                 Server::Downstream,
-                &UpdateQuery {
-                    state: Some(UpdateState::Failed),
-                    ..Default::default()
-                },
+                &UpdateQuery::in_state(UpdateState::Failed),
             )
-            .unwrap()
-            .into_iter()
-            .map(|u| u.id)
-            .collect();
+            .unwrap();
         let still_there = lab.upstream_has(&failed).unwrap();
         let gone: Vec<String> = failed
             .iter()
