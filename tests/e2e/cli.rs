@@ -406,3 +406,29 @@ fn the_lab_verbs_create_break_show_and_sync_a_lab() {
     assert_eq!(downstream["last_sync"]["result"], "Failed");
     assert_eq!(status["content"]["lacking"], 0);
 }
+
+#[test]
+fn a_lab_policy_without_its_lab_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("lab.toml");
+    std::fs::write(
+        &policy,
+        "[backend]\nkind = \"lab\"\nlab = \"no-lab-here\"\nprincipals = { Users = \"group:users\" }\n",
+    )
+    .unwrap();
+    let out = medic(&["check", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("lab.toml:3:7:") && stderr.contains("no-lab-here is not a lab"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: create it with `medic lab init"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the lab maps Windows principals itself"),
+        "{stderr}"
+    );
+}
