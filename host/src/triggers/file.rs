@@ -44,10 +44,10 @@ pub struct Options {
 }
 
 /// Changes waiting for their debounce time, per event subject.
-#[derive(Default)]
 struct Pending {
-    due: Option<Instant>,
+    due: Instant,
     changes: BTreeSet<FileChange>,
+    /// The changed paths (whole-tree events only).
     paths: Vec<PathBuf>,
     truncated: bool,
 }
@@ -87,17 +87,25 @@ pub fn spawn(
             } else {
                 changed.clone()
             };
-            let entry = pending.entry(key).or_default();
-            entry.due = Some(Instant::now() + debounce);
+            let due = Instant::now() + debounce;
+            let entry = pending.entry(key).or_insert_with(|| Pending {
+                due,
+                changes: BTreeSet::new(),
+                paths: Vec::new(),
+                truncated: false,
+            });
+            entry.due = due;
             entry.changes.insert(change);
-            if entry.paths.len() < MAX_LISTED_PATHS {
-                entry.paths.push(changed);
-            } else {
-                entry.truncated = true;
+            if whole_tree {
+                if entry.paths.len() < MAX_LISTED_PATHS {
+                    entry.paths.push(changed);
+                } else {
+                    entry.truncated = true;
+                }
             }
         };
         loop {
-            let next_due = pending.values().filter_map(|p| p.due).min();
+            let next_due = pending.values().map(|p| p.due).min();
             tokio::select! {
                 raw = raw_rx.recv() => {
                     let Some(raw) = raw else { break };
@@ -123,7 +131,7 @@ pub fn spawn(
                     let now = Instant::now();
                     let ready: Vec<PathBuf> = pending
                         .iter()
-                        .filter(|(_, p)| p.due.is_some_and(|due| due <= now))
+                        .filter(|(_, p)| p.due <= now)
                         .map(|(key, _)| key.clone())
                         .collect();
                     for key in ready {
