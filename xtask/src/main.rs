@@ -2,7 +2,8 @@
 //!
 //! - `plugins`: build every plugin crate (built-ins, examples, test
 //!   fixtures) into components under `target/plugins/`.
-//! - `test`: build the plugins, then run the whole test suite.
+//! - `test`: build the plugins, run the whole test suite, build (not run)
+//!   the benchmarks.
 //! - `lint`: `cargo fmt --check`, clippy with warnings as errors, and a type
 //!   check of the agent for Windows.
 //! - `demo`: build everything, create a lab, start the agent with the WSUS
@@ -85,9 +86,12 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     println!("xtask: running the test suite");
     run_command(
         cargo(root)
-            .args(["test", "--workspace", "--all-targets"])
+            .args(["test", "--workspace", "--lib", "--bins", "--tests"])
             .args(extra),
     )?;
+    // Benchmarks are measurements, not tests: built here so they cannot
+    // rot, run by `cargo xtask bench`.
+    run_command(cargo(root).args(["test", "--workspace", "--benches", "--no-run"]))?;
     run_command(cargo(root).args(["test", "--doc", "-p", "medic", "-p", "medic-sdk"]))
 }
 
