@@ -101,16 +101,15 @@ pub struct AgentSettings {
     pub queue_capacity: usize,
 }
 
-/// The `[backend]` table.
+/// The `[backend]` table: what plugins' system calls act on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BackendSettings {
-    /// `local`: this machine's files and services; `lab`: the simulated
-    /// WSUS hierarchy in `lab`.
-    pub kind: String,
-    /// The lab folder (`kind = "lab"`).
-    pub lab: Option<PathBuf>,
-    /// Windows principal names mapped to local users and groups.
-    pub principals: PrincipalMap,
+pub enum BackendSettings {
+    /// `kind = "local"`: this machine's files and services, with Windows
+    /// principal names mapped to local users and groups.
+    Local { principals: PrincipalMap },
+    /// `kind = "lab"`: the downstream server of the lab in this folder
+    /// (which maps principals itself).
+    Lab { folder: PathBuf },
 }
 
 /// Which file changes a `file` trigger reacts to.
@@ -602,19 +601,19 @@ impl Policy {
     fn backend(c: &mut Collector<'_>, base: &Path, raw: Option<RawBackend>) -> BackendSettings {
         let mut principals = PrincipalMap::default();
         let Some(raw) = raw else {
-            return BackendSettings {
-                kind: "local".into(),
-                lab: None,
-                principals,
-            };
+            return BackendSettings::Local { principals };
         };
-        let kind = raw
-            .kind
-            .as_ref()
-            .map_or("local", |k| k.get_ref().as_str())
-            .to_string();
-        let mut lab = None;
-        match (kind.as_str(), &raw.lab) {
+        for (name, spec) in &raw.principals {
+            if let Err(e) = principals.insert(name, spec.get_ref()) {
+                c.error(
+                    Some(spec.span()),
+                    format!("principal `{name}`: {e}"),
+                    "map it to user:NAME, group:NAME, uid:N or gid:N of this system",
+                );
+            }
+        }
+        let kind = raw.kind.as_ref().map_or("local", |k| k.get_ref().as_str());
+        match (kind, &raw.lab) {
             ("local", None) => {}
             ("local", Some(path)) => c.error(
                 Some(path.span()),
@@ -642,7 +641,7 @@ impl Policy {
                         "remove `principals` (set them with `medic lab init --principal`)",
                     );
                 }
-                lab = Some(folder);
+                return BackendSettings::Lab { folder };
             }
             (other, _) => c.error(
                 raw.kind.as_ref().map(|k| k.span()),
@@ -650,24 +649,7 @@ impl Policy {
                 "use kind = \"local\" or kind = \"lab\"",
             ),
         }
-        for (name, spec) in &raw.principals {
-            if let Err(e) = principals.insert(name, spec.get_ref()) {
-                c.error(
-                    Some(spec.span()),
-                    format!("principal `{name}`: {e}"),
-                    "map it to user:NAME, group:NAME, uid:N or gid:N of this system",
-                );
-            }
-        }
-        BackendSettings {
-            kind: if lab.is_some() {
-                "lab".into()
-            } else {
-                "local".into()
-            },
-            lab,
-            principals,
-        }
+        BackendSettings::Local { principals }
     }
 
     fn plugin(

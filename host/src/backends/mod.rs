@@ -112,9 +112,10 @@ impl Backends {
     pub fn from_settings(
         settings: &crate::config::BackendSettings,
     ) -> Result<Self, crate::lab::LabError> {
-        match &settings.lab {
-            Some(root) => Ok(Self::lab(crate::lab::Lab::open(root)?)),
-            None => Ok(Self::local(settings.principals.clone())),
+        use crate::config::BackendSettings;
+        match settings {
+            BackendSettings::Lab { folder } => Ok(Self::lab(crate::lab::Lab::open(folder)?)),
+            BackendSettings::Local { principals } => Ok(Self::local(principals.clone())),
         }
     }
 
