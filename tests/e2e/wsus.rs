@@ -476,3 +476,46 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
         ServiceState::Stopped
     );
 }
+
+#[test]
+fn in_approve_mode_an_operator_applies_the_planned_repair() {
+    let w = WsusLab::with_policy(SyncMode::Replica, |text| {
+        let section = "[plugins.bits-foreground]\ncomponent = \"bits-foreground.wasm\"\nmode = ";
+        let edited = text.replace(
+            &format!("{section}\"enforce\""),
+            &format!("{section}\"approve\""),
+        );
+        assert_ne!(
+            edited, text,
+            "the example's bits-foreground section changed shape"
+        );
+        edited
+    });
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::HttpRange).unwrap();
+    let plan = repaired_by(&agent, "bits-foreground", "needs-approval");
+    let foreground = || {
+        w.lab
+            .config(Server::Downstream, "BitsDownloadPriorityForeground")
+            .unwrap()
+    };
+    assert_eq!(foreground().as_deref(), Some("0"), "nothing changed yet");
+    agent.stop();
+
+    // The operator reads the plan and applies it, with the agent stopped
+    // or running alike: `medic approve` re-runs the plugin in enforce mode.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["approve", &plan.run_id, "--policy"])
+        .arg(&w.policy)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("outcome  remediated"), "{stdout}");
+    assert_eq!(foreground().as_deref(), Some("1"));
+    assert_next_sync_succeeds(&w.lab);
+}
