@@ -50,9 +50,13 @@ impl Plugin for ContentAcl {
         info!("checking {content_dir} after a {} event", event.kind);
 
         let mut report = Report::new();
+        let mut restored = Vec::new();
         for reader in &readers {
             let access = fs::ensure_access(&content_dir, reader, AccessRight::Read, false)
                 .map_err(|e| format!("Read for {reader} on {content_dir}: {}", e.describe()))?;
+            if !access.changed.is_empty() {
+                restored.push(reader.as_str());
+            }
             report.record_access(reader, &access);
         }
         let tree = fs::ensure_access(&wsus_content, &owner, AccessRight::FullControl, true)
@@ -71,17 +75,26 @@ impl Plugin for ContentAcl {
                 tree.checked
             )
         } else {
-            let root_fixes = report
-                .actions()
-                .iter()
-                .filter(|a| a.target == content_dir)
-                .count();
-            format!(
-                "{content_dir}: Read restored for {root_fixes} of {} principals; {owner} lacked full control on {} of {} paths in WsusContent",
-                readers.len(),
-                tree.changed.len(),
-                tree.checked
-            )
+            let mut parts = Vec::new();
+            if !restored.is_empty() {
+                parts.push(format!(
+                    "Read on {content_dir} for {}",
+                    restored.join(" and ")
+                ));
+            }
+            if !tree.changed.is_empty() {
+                parts.push(format!(
+                    "full control for {owner} on {} of {} paths in WsusContent",
+                    tree.changed.len(),
+                    tree.checked
+                ));
+            }
+            let done = if tree.applied {
+                "restored"
+            } else {
+                "to restore"
+            };
+            format!("{done}: {}", parts.join("; "))
         };
         Ok(report.finish(&summary))
     }
