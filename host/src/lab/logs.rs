@@ -31,12 +31,13 @@ pub mod reasons {
     /// The destination folder denies the service. Not documented for 364;
     /// this is the Windows text of ERROR_ACCESS_DENIED.
     pub const ACCESS_DENIED: &str = "Access is denied.";
-    /// BITS is stopped. Not documented for 364; Windows' text of
-    /// ERROR_SERVICE_NOT_ACTIVE.
-    pub const BITS_STOPPED: &str = "The service has not been started.";
-    /// BITS is disabled. Not documented for 364; Windows' text of
+    /// A service (BITS, for 364) is stopped. Not documented for 364;
+    /// Windows' text of ERROR_SERVICE_NOT_ACTIVE.
+    pub const SERVICE_NOT_ACTIVE: &str = "The service has not been started.";
+    /// A service (BITS, for 364) is disabled; also what starting a
+    /// disabled service answers. Not documented for 364; Windows' text of
     /// ERROR_SERVICE_DISABLED.
-    pub const BITS_DISABLED: &str = "The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.";
+    pub const SERVICE_DISABLED: &str = "The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.";
     /// The upstream was briefly overloaded (BITS' text for HTTP 503).
     pub const OVERLOADED: &str = "HTTP status 503: The service is temporarily overloaded.";
 }

@@ -246,7 +246,7 @@ impl Lab {
         if before.startup == StartupType::Disabled {
             return Err(LabError::Conflict(format!(
                 "cannot start {name}: {}",
-                logs::reasons::BITS_DISABLED
+                logs::reasons::SERVICE_DISABLED
             )));
         }
         let after = ServiceRow {
@@ -291,7 +291,7 @@ impl Lab {
         if before.startup == StartupType::Disabled {
             return Err(LabError::Conflict(format!(
                 "cannot restart {name}: {}",
-                logs::reasons::BITS_DISABLED
+                logs::reasons::SERVICE_DISABLED
             )));
         }
         if !apply {

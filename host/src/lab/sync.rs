@@ -276,9 +276,9 @@ impl Lab {
         }
         let bits = self.service(Server::Downstream, "BITS")?;
         let blocker = if bits.startup == StartupType::Disabled {
-            Some(reasons::BITS_DISABLED)
+            Some(reasons::SERVICE_DISABLED)
         } else if bits.state != ServiceState::Running {
-            Some(reasons::BITS_STOPPED)
+            Some(reasons::SERVICE_NOT_ACTIVE)
         } else {
             self.download_access_blocker()?
         };
@@ -404,8 +404,8 @@ mod tests {
     #[test]
     fn each_download_blocker_fails_the_sync_until_it_is_gone() {
         for (fault, reason) in [
-            (Fault::BitsStopped, reasons::BITS_STOPPED),
-            (Fault::BitsDisabled, reasons::BITS_DISABLED),
+            (Fault::BitsStopped, reasons::SERVICE_NOT_ACTIVE),
+            (Fault::BitsDisabled, reasons::SERVICE_DISABLED),
             (Fault::ContentRootRead, reasons::ACCESS_DENIED),
             (Fault::ContentFullControl, reasons::ACCESS_DENIED),
             (Fault::HttpRange, reasons::RANGE),
