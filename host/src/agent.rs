@@ -234,9 +234,12 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(()) = changes.recv() => {
-                    // Let a burst of writes settle before reading anything.
-                    tokio::time::sleep(RELOAD_SETTLE).await;
+                Some(change) = changes.recv() => {
+                    // Let a burst of writes settle before reading anything;
+                    // a file renamed into place is complete already.
+                    if change == Change::Written {
+                        tokio::time::sleep(RELOAD_SETTLE).await;
+                    }
                     while changes.try_recv().is_ok() {}
                     let (context, previous) = (ctx.clone(), current.clone());
                     let Ok(Some(next)) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
@@ -274,27 +277,40 @@ impl Agent {
 /// writes (a copy, an editor saving) has landed before it reads anything.
 const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// A notification for every change to the policy file or in the plugin
-/// directory. The watcher must be kept alive.
+/// A notification for every change to the policy file or to a file in the
+/// plugin directory, except hidden ones (an installer's or an editor's
+/// temporary files). The watcher must be kept alive.
 fn watch_for_changes(
     policy_file: &Path,
     plugin_dir: &Path,
-) -> Result<(mpsc::Receiver<()>, notify::RecommendedWatcher), AgentError> {
+) -> Result<(mpsc::Receiver<Change>, notify::RecommendedWatcher), AgentError> {
+    use notify::event::{EventKind, ModifyKind, RenameMode};
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = mpsc::channel(1);
     let policy_name = policy_file.file_name().map(|n| n.to_os_string());
     let plugin_dir_owned = plugin_dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let Ok(event) = result else { return };
-        if matches!(event.kind, notify::EventKind::Access(_)) {
+        if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
         let relevant = event.paths.iter().any(|p| {
-            p.parent() == Some(plugin_dir_owned.as_path())
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+            (p.parent() == Some(plugin_dir_owned.as_path()) && !hidden)
                 || p.file_name().map(|n| n.to_os_string()) == policy_name
         });
         if relevant {
-            let _ = tx.try_send(());
+            let renamed_in = matches!(
+                event.kind,
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            );
+            let _ = tx.try_send(if renamed_in {
+                Change::RenamedIn
+            } else {
+                Change::Written
+            });
         }
     })
     .map_err(|e| AgentError::Watch(e.to_string()))?;
@@ -308,6 +324,15 @@ fn watch_for_changes(
             .map_err(|e| AgentError::Watch(format!("{}: {e}", dir.display())))?;
     }
     Ok((rx, watcher))
+}
+
+/// How a watched file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Renamed into place: complete, as an atomic install leaves it.
+    RenamedIn,
+    /// Written in place: possibly still being written.
+    Written,
 }
 
 /// Read the policy and the plugin directory again. Returns the plugin set
@@ -327,6 +352,7 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
             tracing::error!("cannot record a reload in the audit journal: {e}");
         }
     };
+    tracing::debug!("reloading the policy and the plugin folder");
     let policy = match Policy::load(&ctx.policy.file) {
         Ok(policy) => policy,
         Err(errors) => {

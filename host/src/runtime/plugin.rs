@@ -119,6 +119,7 @@ impl Runtime {
     /// Load a plugin from component bytes; `origin` names it in messages.
     pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<LoadedPlugin, LoadError> {
         let origin = origin.to_string();
+        let started = std::time::Instant::now();
         let hash = content_hash(bytes);
         let (component, cache) = self
             .cache
@@ -141,6 +142,12 @@ impl Runtime {
                 origin: origin.clone(),
                 reason: format!("{e:#}"),
             })?;
+        tracing::debug!(
+            origin,
+            ?cache,
+            micros = started.elapsed().as_micros() as u64,
+            "component compiled and linked"
+        );
         let info = self.describe(&pre, &origin)?;
         if info.name.is_empty()
             || !info
