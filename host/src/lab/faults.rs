@@ -4,7 +4,7 @@
 //! 7040, `SoftwareDistribution.log` lines) is written by the same code
 //! that writes it in normal operation.
 
-use super::logs::{self, EventLog, Level, reasons};
+use super::logs::reasons;
 use super::model::{ServiceState, StartupType, SyncRecord, UpdateStatus};
 use super::server::{UpdateQuery, UpdateWriter, target_group};
 use super::{Lab, LabError, LabResult, Server, UpdateState, catalog, table_name, tables};
@@ -222,21 +222,7 @@ impl Lab {
             (&transient, reasons::OVERLOADED),
         ] {
             for update in updates.iter().take(super::sync::MAX_DOWNLOAD_EVENTS) {
-                let relative = catalog::content_path(&update.meta);
-                let message = format!(
-                    "Content file download failed. Reason: {reason} Source File: /Content/{relative} Destination File: {}/{relative}",
-                    self.wsus_content().display()
-                );
-                let path = self.event_log(EventLog::Application);
-                self.logs()
-                    .event(
-                        EventLog::Application,
-                        logs::EVENT_DOWNLOAD_FAILED,
-                        Level::Error,
-                        logs::WSUS_SOURCE,
-                        &message,
-                    )
-                    .map_err(super::io_err(&path))?;
+                self.log_download_failure(update, reason)?;
             }
         }
         let products: Vec<&str> = catalog::RETIRED_PRODUCTS

@@ -286,15 +286,12 @@ impl Lab {
             let path = lab.event_log(log);
             std::fs::File::create(&path).map_err(io_err(&path))?;
         }
-        let path = lab.software_distribution_log();
-        lab.logs()
-            .software_distribution(
-                "Info",
-                "WsusService.1",
-                "WsusService.OnStart",
-                "WSUS service started",
-            )
-            .map_err(io_err(&path))?;
+        lab.write_log_line(
+            "Info",
+            "WsusService.1",
+            "WsusService.OnStart",
+            "WSUS service started",
+        )?;
         lab.prepare_content_folders()?;
         if options.content_files {
             lab.write_ready_content()?;
@@ -447,6 +444,35 @@ impl Lab {
 
     pub fn logs(&self) -> &Logs {
         &self.logs
+    }
+
+    /// Write one event to the downstream's `log`.
+    pub(crate) fn write_event(
+        &self,
+        log: logs::EventLog,
+        id: u32,
+        level: logs::Level,
+        source: &str,
+        message: &str,
+    ) -> LabResult<()> {
+        let path = self.event_log(log);
+        self.logs
+            .event(log, id, level, source, message)
+            .map_err(io_err(&path))
+    }
+
+    /// Write one `SoftwareDistribution.log` line.
+    pub(crate) fn write_log_line(
+        &self,
+        level: &str,
+        thread: &str,
+        component: &str,
+        message: &str,
+    ) -> LabResult<()> {
+        let path = self.software_distribution_log();
+        self.logs
+            .software_distribution(level, thread, component, message)
+            .map_err(io_err(&path))
     }
 
     /// Windows principal names mapped to this system's users and groups.

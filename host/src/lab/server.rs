@@ -203,16 +203,13 @@ impl Lab {
             "The {} service entered the {word} state.",
             display_name(name).unwrap_or(name)
         );
-        let path = self.event_log(EventLog::System);
-        self.logs()
-            .event(
-                EventLog::System,
-                logs::EVENT_SERVICE_STATE,
-                Level::Information,
-                logs::SCM_SOURCE,
-                &message,
-            )
-            .map_err(super::io_err(&path))
+        self.write_event(
+            EventLog::System,
+            logs::EVENT_SERVICE_STATE,
+            Level::Information,
+            logs::SCM_SOURCE,
+            &message,
+        )
     }
 
     /// Set a service's state (no checks: the fault injector and `start`
@@ -329,16 +326,13 @@ impl Lab {
                     before.startup.scm_text(),
                     startup.scm_text()
                 );
-                let path = self.event_log(EventLog::System);
-                self.logs()
-                    .event(
-                        EventLog::System,
-                        logs::EVENT_START_TYPE,
-                        Level::Information,
-                        logs::SCM_SOURCE,
-                        &message,
-                    )
-                    .map_err(super::io_err(&path))?;
+                self.write_event(
+                    EventLog::System,
+                    logs::EVENT_START_TYPE,
+                    Level::Information,
+                    logs::SCM_SOURCE,
+                    &message,
+                )?;
             }
         }
         Ok(ServiceChange { before, after })

@@ -33,18 +33,22 @@ fn upstream_url() -> String {
 }
 
 impl Lab {
-    fn sd_log(&self, level: &str, thread: &str, component: &str, message: &str) -> LabResult<()> {
-        let path = self.software_distribution_log();
-        self.logs()
-            .software_distribution(level, thread, component, message)
-            .map_err(super::io_err(&path))
+    fn app_event(&self, id: u32, level: Level, message: &str) -> LabResult<()> {
+        self.write_event(EventLog::Application, id, level, logs::WSUS_SOURCE, message)
     }
 
-    fn app_event(&self, id: u32, level: Level, message: &str) -> LabResult<()> {
-        let path = self.event_log(EventLog::Application);
-        self.logs()
-            .event(EventLog::Application, id, level, logs::WSUS_SOURCE, message)
-            .map_err(super::io_err(&path))
+    /// Event 364 for an update whose file could not be downloaded.
+    pub(crate) fn log_download_failure(
+        &self,
+        update: &super::server::UpdateView,
+        reason: &str,
+    ) -> LabResult<()> {
+        let relative = catalog::content_path(&update.meta);
+        let message = format!(
+            "Content file download failed. Reason: {reason} Source File: /Content/{relative} Destination File: {}/{relative}",
+            self.wsus_content().display()
+        );
+        self.app_event(logs::EVENT_DOWNLOAD_FAILED, Level::Error, &message)
     }
 
     /// Synchronize the downstream with the upstream, then download what is
@@ -70,7 +74,7 @@ impl Lab {
             record.reason = Some("WsusService is not running: nothing synchronizes".into());
             return finish(self, record);
         }
-        self.sd_log(
+        self.write_log_line(
             "Info",
             "WsusService.12",
             "CatalogSyncAgentCore.ExecuteSyncProtocol",
@@ -88,7 +92,7 @@ impl Lab {
         let on_upstream: HashSet<String> = self.upstream_has(&ids)?.into_iter().collect();
         let gone = ids.iter().filter(|id| !on_upstream.contains(*id)).count();
         if gone > 0 {
-            self.sd_log(
+            self.write_log_line(
                 "Error",
                 "WsusService.25",
                 "SoapUtilities.LogException",
@@ -122,7 +126,7 @@ impl Lab {
                 pass.failed,
                 pass.first_reason.unwrap_or_default()
             ));
-            self.sd_log(
+            self.write_log_line(
                 "Warning",
                 "WsusService.12",
                 "CatalogSyncAgentCore.ExecuteSyncProtocol",
@@ -132,7 +136,7 @@ impl Lab {
                 ),
             )?;
         } else {
-            self.sd_log(
+            self.write_log_line(
                 "Info",
                 "WsusService.12",
                 "CatalogSyncAgentCore.ExecuteSyncProtocol",
@@ -323,7 +327,7 @@ impl Lab {
             ));
         }
         if pass.failed as usize > MAX_DOWNLOAD_EVENTS {
-            self.sd_log(
+            self.write_log_line(
                 "Warning",
                 "WsusService.31",
                 "ContentSyncAgent.DownloadFiles",
@@ -346,12 +350,7 @@ impl Lab {
         pass.failed += 1;
         pass.first_reason.get_or_insert_with(|| reason.to_string());
         if pass.failed as usize <= MAX_DOWNLOAD_EVENTS {
-            let relative = catalog::content_path(&update.meta);
-            let message = format!(
-                "Content file download failed. Reason: {reason} Source File: /Content/{relative} Destination File: {}/{relative}",
-                self.wsus_content().display()
-            );
-            self.app_event(logs::EVENT_DOWNLOAD_FAILED, Level::Error, &message)?;
+            self.log_download_failure(update, reason)?;
         }
         Ok(())
     }
