@@ -1,11 +1,11 @@
 //! A thousand hostile runs in a loop: the host's memory must not grow.
 //! Alone in its own test binary, so the process's memory is this test's.
 
-use medic::backends::{Backends, PrincipalMap};
-use medic::capabilities::Mode;
-use medic::capabilities::grants::Grants;
-use medic::event::EventRecord;
-use medic::runtime::{Limits, RunRequest, Runtime, RuntimeConfig};
+use medic_backends::{Backends, PrincipalMap};
+use medic_sandbox::EventRecord;
+use medic_sandbox::Grants;
+use medic_sandbox::Mode;
+use medic_sandbox::{Limits, RunRequest, Runtime, RuntimeConfig};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ fn resident_bytes() -> usize {
 
 #[test]
 fn a_thousand_hostile_runs_do_not_grow_host_memory() {
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
     let hostile: Vec<_> = [
         "fixture-panicker",
@@ -51,7 +51,7 @@ fn a_thousand_hostile_runs_do_not_grow_host_memory() {
             plugin,
             RunRequest {
                 run_id: format!("soak-{n}"),
-                event: EventRecord::manual("soak").to_contract().unwrap(),
+                event: EventRecord::manual("soak").completed(),
                 mode: Mode::Enforce,
                 grants: grants.clone(),
                 limits,
@@ -67,7 +67,7 @@ fn a_thousand_hostile_runs_do_not_grow_host_memory() {
             "failed"
         };
         assert_eq!(
-            report.status(),
+            report.status().as_str(),
             expected,
             "run {n} of {}: {:?}",
             plugin.info.name,

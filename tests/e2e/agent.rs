@@ -3,8 +3,8 @@
 //! across a restart, and the journal's chain verifies.
 
 use crate::support::workspace;
-use medic::agent::{Agent, AgentContext};
-use medic::audit::journal::{AuditRecord, Filter};
+use medic_agent::audit::journal::{AuditRecord, Filter};
+use medic_agent::{Agent, AgentContext};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -115,7 +115,7 @@ pub struct Running {
 
 impl Running {
     pub fn start(policy: &Path) -> Self {
-        let agent = Agent::load(policy).unwrap_or_else(|e| panic!("{e}"));
+        let agent = Agent::load(policy, &medic::catalog::Catalog).unwrap_or_else(|e| panic!("{e}"));
         let ctx = agent.context().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -194,11 +194,11 @@ fn event_kind(record: &AuditRecord) -> String {
 /// Whether `nobody` can read `path`, mask included: a dry-run
 /// `ensure-access` that would change nothing.
 fn readable_by_nobody(path: &Path) -> bool {
-    use medic::backends::FileSystem;
-    use medic::contract::v0_1_0::medic::plugin::fs::AccessRight;
-    let mut names = medic::backends::PrincipalMap::default();
+    use medic_backends::FileSystem;
+    use medic_backends::fs::AccessRight;
+    let mut names = medic_backends::PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
-    let fs = medic::backends::local_fs::LocalFileSystem::new(names);
+    let fs = medic_backends::local_fs::LocalFileSystem::new(names);
     fs.ensure_access(path, "Users", AccessRight::Read, false, false)
         .unwrap()
         .changed
@@ -241,11 +241,11 @@ fn each_trigger_kind_fires_the_plugin() {
     assert_eq!(run.detail["event"]["fields"]["event-id"], "364");
 
     // manual: `medic send` drops a request into the inbox.
-    medic::triggers::inbox::send(
+    medic_agent::triggers::inbox::send(
         &lab.path("state"),
-        &medic::triggers::inbox::InboxRequest {
+        &medic_agent::triggers::inbox::InboxRequest {
             plugin: "share-guard".into(),
-            event: medic::event::EventRecord::manual("by hand"),
+            event: medic_sandbox::EventRecord::manual("by hand"),
         },
     )
     .unwrap();
@@ -273,11 +273,11 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
     let lab = Lab::new();
     let policy = lab.policy("flap_guard = { max_mutating_runs = 2, within = \"1h\" }");
     let send = || {
-        medic::triggers::inbox::send(
+        medic_agent::triggers::inbox::send(
             &lab.path("state"),
-            &medic::triggers::inbox::InboxRequest {
+            &medic_agent::triggers::inbox::InboxRequest {
                 plugin: "share-guard".into(),
-                event: medic::event::EventRecord::manual(&format!("{:?}", Instant::now())),
+                event: medic_sandbox::EventRecord::manual(&format!("{:?}", Instant::now())),
             },
         )
         .unwrap();
@@ -365,11 +365,11 @@ kind = "manual"
 }
 
 fn send_manual(state: &Path, plugin: &str, subject: &str) {
-    medic::triggers::inbox::send(
+    medic_agent::triggers::inbox::send(
         state,
-        &medic::triggers::inbox::InboxRequest {
+        &medic_agent::triggers::inbox::InboxRequest {
             plugin: plugin.into(),
-            event: medic::event::EventRecord::manual(subject),
+            event: medic_sandbox::EventRecord::manual(subject),
         },
     )
     .unwrap();
@@ -383,7 +383,7 @@ fn events_for_a_subject_already_queued_are_coalesced() {
     send_manual(&state, "fixture-spin", "BITS");
     // Wait until the first run is in flight, then pile up events.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while medic::dispatch::read_status(&agent.ctx.store).is_none_or(|s| s.running == 0) {
+    while medic_agent::dispatch::read_status(&agent.ctx.store).is_none_or(|s| s.running == 0) {
         assert!(Instant::now() < deadline, "the first run never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -402,7 +402,7 @@ fn events_for_a_subject_already_queued_are_coalesced() {
         runs.iter()
             .all(|r| r.summary.contains("killed after its timeout of 400 ms"))
     );
-    let status = medic::dispatch::read_status(&agent.ctx.store).unwrap();
+    let status = medic_agent::dispatch::read_status(&agent.ctx.store).unwrap();
     assert_eq!(status.plugins[0].coalesced, 19);
     agent.stop();
 }
@@ -524,8 +524,8 @@ fn hot_reload_under_a_stream_of_events_loses_nothing() {
     let v2 = new_build_of(&v1, "v2");
     install(&plugins, "fixture-noop.wasm", &v1);
     let (hash1, hash2) = (
-        medic::runtime::content_hash(&v1),
-        medic::runtime::content_hash(&v2),
+        medic_sandbox::content_hash(&v1),
+        medic_sandbox::content_hash(&v2),
     );
     let agent = Running::start(&policy);
     let state = dir.path().join("state");
@@ -712,7 +712,7 @@ fn rate_limits_delay_events_and_persist_across_a_restart() {
             2,
             "the rate limit let more runs through"
         );
-        let status = medic::dispatch::read_status(&agent.ctx.store).unwrap();
+        let status = medic_agent::dispatch::read_status(&agent.ctx.store).unwrap();
         let noop = status
             .plugins
             .iter()

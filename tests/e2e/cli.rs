@@ -184,7 +184,7 @@ fn every_example_policy_checks_clean() {
                 let name = path.file_name().unwrap().to_owned();
                 let (_, policy) = crate::wsus::example_layout(
                     scratch.path(),
-                    medic::lab::model::SyncMode::Replica,
+                    medic_lab::model::SyncMode::Replica,
                     |_| source.clone(),
                 );
                 std::fs::rename(&policy, scratch.path().join("examples").join(&name)).unwrap();

@@ -3,12 +3,12 @@
 //! dry-run mode, keeps its state, and does nothing the second time.
 
 use crate::support::{Run, load};
-use medic::audit::Store;
-use medic::audit::state::StateStore;
-use medic::backends::FileSystem;
-use medic::backends::local_fs::LocalFileSystem;
-use medic::capabilities::Mode;
-use medic::runtime::RunResult;
+use medic_agent::audit::Store;
+use medic_agent::audit::state::StateStore;
+use medic_backends::FileSystem;
+use medic_backends::local_fs::LocalFileSystem;
+use medic_sandbox::Mode;
+use medic_sandbox::RunResult;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -52,7 +52,7 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     run.state = Some(StateStore::new(store.clone()));
     let plan = run.on(&plugin);
     let outcome = plan.outcome().expect("dry run completes");
-    assert_eq!(outcome.status, "needs-approval");
+    assert_eq!(outcome.status.as_str(), "needs-approval");
     assert_eq!(outcome.actions.len(), 4);
     assert!(outcome.actions.iter().all(|a| !a.applied));
     assert_eq!(plan.calls.len(), 1);
@@ -68,7 +68,7 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     run.state = Some(StateStore::new(store.clone()));
     let done = run.on(&plugin);
     let outcome = done.outcome().expect("repair completes");
-    assert_eq!(outcome.status, "remediated", "{outcome:?}");
+    assert_eq!(outcome.status.as_str(), "remediated", "{outcome:?}");
     assert_eq!(outcome.actions.len(), 4);
     let by_target = |suffix: &str| {
         outcome
@@ -88,7 +88,7 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     // The mask (shown in the group bits) now lets the named entry through.
     assert_eq!(mode_of(&share.join("reports")), 0o750);
     assert_eq!(mode_of(&share.join("readme.txt")), 0o640);
-    let mut names = medic::backends::PrincipalMap::default();
+    let mut names = medic_backends::PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
     let acl = LocalFileSystem::new(names)
         .read_access(&share.join("reports/q3.txt"))
@@ -104,7 +104,7 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     run.state = Some(StateStore::new(store.clone()));
     let again = run.on(&plugin);
     let outcome = again.outcome().unwrap();
-    assert_eq!(outcome.status, "healthy");
+    assert_eq!(outcome.status.as_str(), "healthy");
     assert!(outcome.actions.is_empty());
     assert!(
         outcome.summary.contains("4 paths checked"),
@@ -148,7 +148,7 @@ fn share_guard_fails_cleanly_on_an_unmapped_principal() {
         .setting("principals", r#"["NETWORK SERVICE"]"#)
         .on(&plugin);
     let outcome = report.outcome().unwrap();
-    assert_eq!(outcome.status, "failed");
+    assert_eq!(outcome.status.as_str(), "failed");
     assert!(
         outcome
             .summary

@@ -2,8 +2,8 @@
 //! runtime goes on serving.
 
 use crate::support::{Run, component, load, runtime, workspace};
-use medic::capabilities::grants::Grants;
-use medic::runtime::{CacheUse, Limits, LoadError, RunFailure, RunResult, Runtime, RuntimeConfig};
+use medic_sandbox::Grants;
+use medic_sandbox::{CacheUse, Limits, LoadError, RunFailure, RunResult, Runtime, RuntimeConfig};
 use std::time::{Duration, Instant};
 
 fn failure(result: &RunResult) -> &RunFailure {
@@ -17,7 +17,7 @@ fn failure(result: &RunResult) -> &RunFailure {
 fn assert_runtime_still_serves() {
     let noop = load("fixture-noop");
     let report = Run::default().grant("fs-read=/tmp").on(&noop);
-    assert_eq!(report.status(), "healthy", "{:?}", report.result);
+    assert_eq!(report.status().as_str(), "healthy", "{:?}", report.result);
 }
 
 #[test]

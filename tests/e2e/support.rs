@@ -1,18 +1,19 @@
 //! Shared helpers: where the built components are, one runtime for the
 //! suite, and run requests with sensible defaults.
 
-use medic::backends::{Backends, PrincipalMap};
-use medic::capabilities::Mode;
-use medic::capabilities::grants::Grants;
-use medic::event::EventRecord;
-use medic::runtime::{Limits, LoadedPlugin, RunReport, RunRequest, Runtime, RuntimeConfig};
+use medic_backends::{Backends, PrincipalMap};
+use medic_sandbox::EventRecord;
+use medic_sandbox::Grants;
+use medic_sandbox::Mode;
+use medic_sandbox::{Limits, LoadedPlugin, RunReport, RunRequest, Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }
@@ -53,7 +54,7 @@ pub struct Run {
     pub mode: Mode,
     pub limits: Limits,
     pub principals: PrincipalMap,
-    pub state: Option<medic::audit::state::StateStore>,
+    pub state: Option<medic_agent::audit::state::StateStore>,
 }
 
 impl Default for Run {
@@ -97,14 +98,16 @@ impl Run {
 
     pub fn request(self) -> RunRequest {
         RunRequest {
-            run_id: medic::event::new_id("test"),
-            event: EventRecord::manual("test").to_contract().unwrap(),
+            run_id: medic_sandbox::new_id("test"),
+            event: EventRecord::manual("test").completed(),
             mode: self.mode,
             grants: Arc::new(self.grants),
             limits: self.limits,
             settings: Arc::new(self.settings),
             backends: Backends::local(self.principals),
-            state: self.state,
+            state: self
+                .state
+                .map(|s| Arc::new(s) as Arc<dyn medic_sandbox::PluginState>),
             own_effects: None,
         }
     }

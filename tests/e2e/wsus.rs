@@ -7,16 +7,15 @@
 
 use crate::agent::Running;
 use crate::support::{runtime, workspace};
-use medic::audit::journal::AuditRecord;
-use medic::backends::Backends;
-use medic::capabilities::Mode;
-use medic::config::Policy;
-use medic::event::EventRecord;
-use medic::lab::faults::Fault;
-use medic::lab::model::{ServiceState, StartupType, SyncMode, SyncResult};
-use medic::lab::server::UpdateQuery;
-use medic::lab::{InitOptions, Lab, Server, UpdateState};
-use medic::runtime::{RunReport, RunRequest};
+use medic_agent::audit::journal::AuditRecord;
+use medic_agent::policy::Policy;
+use medic_lab::faults::Fault;
+use medic_lab::model::{ServiceState, StartupType, SyncMode, SyncResult};
+use medic_lab::server::UpdateQuery;
+use medic_lab::{InitOptions, Lab, Server, UpdateState};
+use medic_sandbox::EventRecord;
+use medic_sandbox::Mode;
+use medic_sandbox::{RunReport, RunRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -88,13 +87,13 @@ impl WsusLab {
         runtime().run(
             &loaded,
             RunRequest {
-                run_id: medic::event::new_id("again"),
-                event: EventRecord::manual("again").to_contract().unwrap(),
+                run_id: medic_sandbox::new_id("again"),
+                event: EventRecord::manual("again").completed(),
                 mode: Mode::Enforce,
                 grants: Arc::new(config.grants.clone()),
                 limits: config.limits,
                 settings: Arc::new(config.settings.clone()),
-                backends: Backends::lab(self.lab.clone()),
+                backends: medic_lab::backend::backends(self.lab.clone()),
                 state: None,
                 own_effects: None,
             },
@@ -137,7 +136,8 @@ fn calls(record: &AuditRecord) -> Vec<String> {
 fn assert_no_op(report: &RunReport) {
     let outcome = report.outcome().unwrap_or_else(|| panic!("{report:#?}"));
     assert_eq!(
-        outcome.status, "healthy",
+        outcome.status.as_str(),
+        "healthy",
         "second pass: {}",
         outcome.summary
     );
@@ -474,7 +474,7 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
     let trips = agent
         .ctx
         .journal
-        .list(&medic::audit::journal::Filter {
+        .list(&medic_agent::audit::journal::Filter {
             kind: Some("flap-guard".into()),
             ..Default::default()
         })

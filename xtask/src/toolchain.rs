@@ -121,13 +121,16 @@ pub fn for_target(target: &str) -> Result<Toolchain> {
 pub fn check_windows(root: &Path) -> Result<()> {
     const TARGET: &str = "x86_64-pc-windows-gnu";
     let toolchain = for_target(TARGET)?;
-    if matches!(toolchain, Toolchain::BuildStd { .. })
-        && Command::new("x86_64-w64-mingw32-dlltool")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        ensure_packages(&["binutils-mingw-w64-x86-64"], "type-checking for Windows")?;
+    // `dlltool` for the standard library's import libraries, `gcc` for
+    // the C that wasmtime's build scripts compile for the target.
+    let missing = ["x86_64-w64-mingw32-dlltool", "x86_64-w64-mingw32-gcc"]
+        .into_iter()
+        .any(|tool| Command::new(tool).arg("--version").output().is_err());
+    if missing {
+        ensure_packages(
+            &["binutils-mingw-w64-x86-64", "gcc-mingw-w64-x86-64"],
+            "type-checking for Windows",
+        )?;
     }
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command

@@ -1,0 +1,151 @@
+//! An operator's decision on a plan waiting for approval: `medic approve`
+//! runs the plugin again in enforce mode on the same event and records
+//! both; `medic reject` records the refusal.
+
+use crate::audit::journal::{Journal, NewRecord};
+use crate::audit::state::StateStore;
+use crate::audit::{Store, StoreError};
+use crate::backend::BackendCatalog;
+use crate::loading::{AgentError, load_plugin, runtime_for};
+use crate::policy::{Policy, PolicyErrors};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why an approval or rejection could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "no run `{0}` in the audit journal; `medic audit --status needs-approval` lists the runs waiting"
+    )]
+    UnknownRun(String),
+    #[error("run `{run}` is {status}, not waiting for approval")]
+    NotPending { run: String, status: String },
+    #[error("run `{run}` was already {decision}")]
+    AlreadyDecided { run: String, decision: String },
+    #[error("run `{run}` belongs to plugin `{plugin}`, which the policy no longer has")]
+    PluginGone { run: String, plugin: String },
+    #[error("run `{0}` has no event to replay")]
+    NoEvent(String),
+}
+
+/// A pending run, checked to be waiting for a decision.
+fn pending_run(
+    journal: &Journal,
+    run_id: &str,
+) -> Result<crate::audit::journal::AuditRecord, DecisionError> {
+    let record = journal
+        .find_run(run_id)?
+        .ok_or_else(|| DecisionError::UnknownRun(run_id.to_string()))?;
+    if record.status != "needs-approval" {
+        return Err(DecisionError::NotPending {
+            run: run_id.into(),
+            status: record.entry.status,
+        });
+    }
+    let decided = journal
+        .list(&crate::audit::journal::Filter::default())?
+        .into_iter()
+        .find(|r| (r.kind == "approved" || r.kind == "rejected") && r.run_id == run_id);
+    if let Some(decision) = decided {
+        return Err(DecisionError::AlreadyDecided {
+            run: run_id.into(),
+            decision: decision.entry.kind,
+        });
+    }
+    Ok(record)
+}
+
+/// Apply a pending plan: run the plugin again in enforce mode on the same
+/// event, record that run and the approval, and return the new run.
+pub fn approve(
+    policy_file: &Path,
+    run_id: &str,
+    catalog: &dyn BackendCatalog,
+) -> Result<medic_sandbox::RunReport, DecisionError> {
+    let policy = Policy::load(policy_file).map_err(AgentError::from)?;
+    let store = Store::open(&policy.agent.state_dir)?;
+    let journal = Journal::new(store.clone());
+    let pending = pending_run(&journal, run_id)?;
+    let plugin = policy
+        .plugins
+        .iter()
+        .find(|p| p.name == pending.plugin)
+        .ok_or_else(|| DecisionError::PluginGone {
+            run: run_id.into(),
+            plugin: pending.plugin.clone(),
+        })?;
+    let event: medic_sandbox::EventRecord = serde_json::from_value(pending.detail["event"].clone())
+        .map_err(|_| DecisionError::NoEvent(run_id.into()))?;
+    let runtime = runtime_for(&policy).map_err(AgentError::from)?;
+    let loaded = load_plugin(&runtime, &policy, plugin, None)
+        .map_err(|e| AgentError::Policy(PolicyErrors(vec![e])))?
+        .loaded;
+    let planned_with = pending.detail["hash"].as_str().unwrap_or_default();
+    if planned_with != loaded.hash {
+        tracing::warn!(
+            run = run_id,
+            "the plan was made by another version of `{}`; applying with the current one",
+            plugin.name
+        );
+    }
+    let report = runtime.run(
+        &loaded,
+        medic_sandbox::RunRequest {
+            run_id: medic_sandbox::new_id("run"),
+            event: event.completed(),
+            mode: medic_sandbox::Mode::Enforce,
+            grants: Arc::new(plugin.grants.clone()),
+            limits: plugin.limits,
+            settings: Arc::new(plugin.settings.clone()),
+            backends: catalog
+                .open(&policy.backend)
+                .map_err(|e| AgentError::Policy(PolicyErrors(e)))?,
+            state: Some(Arc::new(StateStore::new(store))),
+            own_effects: None,
+        },
+    );
+    let summary = report
+        .outcome()
+        .map_or_else(|| "failed".to_string(), |o| o.summary.clone());
+    journal.append(NewRecord {
+        kind: "run".into(),
+        plugin: report.plugin.clone(),
+        run_id: report.run_id.clone(),
+        status: report.status().to_string(),
+        summary: format!("[approved {run_id}] {summary}"),
+        detail: serde_json::to_value(&report).unwrap_or_default(),
+    })?;
+    journal.append(NewRecord {
+        kind: "approved".into(),
+        plugin: report.plugin.clone(),
+        run_id: run_id.into(),
+        status: report.status().to_string(),
+        summary: format!("approved; applied by run {}", report.run_id),
+        detail: serde_json::json!({ "applied_by": report.run_id }),
+    })?;
+    Ok(report)
+}
+
+/// Drop a pending plan, recording the decision.
+pub fn reject(policy_file: &Path, run_id: &str, reason: &str) -> Result<(), DecisionError> {
+    let policy = Policy::load(policy_file).map_err(AgentError::from)?;
+    let journal = Journal::new(Store::open(&policy.agent.state_dir)?);
+    let pending = pending_run(&journal, run_id)?;
+    journal.append(NewRecord {
+        kind: "rejected".into(),
+        plugin: pending.entry.plugin,
+        run_id: run_id.into(),
+        status: "rejected".into(),
+        summary: if reason.is_empty() {
+            "rejected by an operator".into()
+        } else {
+            format!("rejected: {reason}")
+        },
+        detail: serde_json::Value::Null,
+    })?;
+    Ok(())
+}

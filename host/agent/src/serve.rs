@@ -1,0 +1,294 @@
+//! Serving: open the store, start the triggers and the dispatcher, and
+//! serve until asked to stop, taking changes to the policy file and the
+//! plugin folder without a restart (a broken change is rejected, recorded,
+//! and the last good version keeps serving).
+
+use crate::audit::Store;
+use crate::audit::journal::{Journal, NewRecord};
+use crate::audit::state::StateStore;
+use crate::backend::BackendCatalog;
+use crate::context::{ActivePlugin, AgentContext};
+use crate::dispatch::{Control, Dispatcher};
+use crate::loading::{self, AgentError, Loaded, load_plugin};
+use crate::policy::{PluginPolicy, Policy};
+use crate::triggers::{self, TriggerSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A started agent, before it serves.
+pub struct Agent {
+    ctx: Arc<AgentContext>,
+    plugins: Vec<Arc<ActivePlugin>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("plugins", &self.plugins.len())
+            .finish()
+    }
+}
+
+impl Agent {
+    /// Validate the policy and load everything; refuses a bad policy with
+    /// every problem found.
+    pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Self, AgentError> {
+        let Loaded {
+            policy,
+            runtime,
+            backends,
+            plugins: active,
+        } = loading::load(policy_file, catalog)?;
+        let store = Store::open(&policy.agent.state_dir)?;
+        let journal = Journal::new(store.clone());
+        for plugin in &active {
+            journal.append(NewRecord {
+                kind: "plugin-loaded".into(),
+                plugin: plugin.policy.name.clone(),
+                run_id: String::new(),
+                status: "loaded".into(),
+                summary: format!(
+                    "{} {} ({}) in {} mode",
+                    plugin.loaded.info.name,
+                    plugin.loaded.info.version,
+                    &plugin.loaded.hash[..12],
+                    plugin.policy.mode.as_str()
+                ),
+                detail: serde_json::json!({
+                    "hash": plugin.loaded.hash,
+                    "component": plugin.policy.component,
+                    "grants": plugin.policy.grants.describe(),
+                }),
+            })?;
+        }
+        let ctx = AgentContext {
+            backends,
+            state: Arc::new(StateStore::new(store.clone())),
+            journal,
+            store,
+            runtime,
+            policy,
+        };
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            plugins: active.into_iter().map(Arc::new).collect(),
+        })
+    }
+
+    pub fn context(&self) -> &Arc<AgentContext> {
+        &self.ctx
+    }
+
+    /// Serve until `shutdown` completes; then stop the triggers and let the
+    /// runs in flight finish. Watches the plugin directory and the policy
+    /// file meanwhile and takes their changes without a restart.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let ctx = self.ctx.clone();
+        let agent_settings = &ctx.policy.agent;
+        let (sink, events) = mpsc::channel(agent_settings.queue_capacity.max(1024));
+        let policies = |plugins: &[Arc<ActivePlugin>]| -> Vec<PluginPolicy> {
+            plugins.iter().map(|p| p.policy.clone()).collect()
+        };
+        let mut triggers = TriggerSet::start(&policies(&self.plugins), &sink, &ctx.store)?;
+        let inbox = triggers::inbox::spawn(&agent_settings.state_dir, sink.clone())
+            .map_err(AgentError::Inbox)?;
+        let (mut changes, _watcher) =
+            watch_for_changes(&ctx.policy.file, &agent_settings.plugin_dir)?;
+        let (control, control_rx) = mpsc::channel(4);
+        let names: Vec<&str> = self
+            .plugins
+            .iter()
+            .map(|p| p.policy.name.as_str())
+            .collect();
+        tracing::info!(plugins = ?names, state_dir = %agent_settings.state_dir.display(), "agent ready");
+        let dispatcher = Dispatcher::new(ctx.clone(), self.plugins.clone());
+        let serving = tokio::spawn(dispatcher.serve(events, control_rx));
+        let mut current = self.plugins;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(change) = changes.recv() => {
+                    // Let a burst of writes settle before reading anything;
+                    // a file renamed into place is complete already.
+                    if change == Change::Written {
+                        tokio::time::sleep(RELOAD_SETTLE).await;
+                    }
+                    while changes.try_recv().is_ok() {}
+                    let (context, previous) = (ctx.clone(), current.clone());
+                    let Ok(Some(next)) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
+                        continue;
+                    };
+                    if policies(&next).iter().map(|p| format!("{:?}", p.triggers)).ne(policies(&current).iter().map(|p| format!("{:?}", p.triggers)))
+                        || next.len() != current.len()
+                    {
+                        // Start the new triggers before stopping the old ones,
+                        // so nothing happens unwatched.
+                        match TriggerSet::start(&policies(&next), &sink, &ctx.store) {
+                            Ok(started) => triggers = started,
+                            Err(e) => {
+                                tracing::error!("new triggers could not start, keeping the old ones: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    let _ = control.send(Control::Swap(next.clone())).await;
+                    current = next;
+                }
+            }
+        }
+        tracing::info!("stopping: no new events; waiting for runs in flight");
+        drop(triggers);
+        drop(sink);
+        inbox.abort();
+        drop(control);
+        let _ = serving.await;
+        Ok(())
+    }
+}
+
+/// How long a reload waits after the first change, so that a burst of
+/// writes (a copy, an editor saving) has landed before it reads anything.
+const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A notification for every change to the policy file or to a file in the
+/// plugin directory, except hidden ones (an installer's or an editor's
+/// temporary files). The watcher must be kept alive.
+fn watch_for_changes(
+    policy_file: &Path,
+    plugin_dir: &Path,
+) -> Result<(mpsc::Receiver<Change>, notify::RecommendedWatcher), AgentError> {
+    use notify::event::{EventKind, ModifyKind, RenameMode};
+    use notify::{RecursiveMode, Watcher};
+    let (tx, rx) = mpsc::channel(1);
+    let policy_name = policy_file.file_name().map(|n| n.to_os_string());
+    let plugin_dir_owned = plugin_dir.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+        let Ok(event) = result else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+            (p.parent() == Some(plugin_dir_owned.as_path()) && !hidden)
+                || p.file_name().map(|n| n.to_os_string()) == policy_name
+        });
+        if relevant {
+            let renamed_in = matches!(
+                event.kind,
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            );
+            let _ = tx.try_send(if renamed_in {
+                Change::RenamedIn
+            } else {
+                Change::Written
+            });
+        }
+    })
+    .map_err(|e| AgentError::Watch(e.to_string()))?;
+    let policy_dir = policy_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for dir in [policy_dir, plugin_dir] {
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| AgentError::Watch(format!("{}: {e}", dir.display())))?;
+    }
+    Ok((rx, watcher))
+}
+
+/// How a watched file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Renamed into place: complete, as an atomic install leaves it.
+    RenamedIn,
+    /// Written in place: possibly still being written.
+    Written,
+}
+
+/// Read the policy and the plugin directory again. Returns the plugin set
+/// to serve, or `None` when nothing should change (a broken policy keeps
+/// the old one entirely; a broken component keeps its last good version).
+/// Every rejection is logged and recorded.
+fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<ActivePlugin>>> {
+    let record = |kind: &str, plugin: &str, summary: String| {
+        if let Err(e) = ctx.journal.append(NewRecord {
+            kind: kind.into(),
+            plugin: plugin.into(),
+            run_id: String::new(),
+            status: kind.rsplit('-').next().unwrap_or(kind).into(),
+            summary,
+            detail: serde_json::Value::Null,
+        }) {
+            tracing::error!("cannot record a reload in the audit journal: {e}");
+        }
+    };
+    tracing::debug!("reloading the policy and the plugin folder");
+    let policy = match Policy::load(&ctx.policy.file) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            tracing::error!(
+                "the changed policy is rejected; the last good one keeps serving:\n{errors}"
+            );
+            record("policy-rejected", "", errors.to_string());
+            return None;
+        }
+    };
+    if policy.agent != ctx.policy.agent || policy.backend != ctx.policy.backend {
+        tracing::warn!("[agent] and [backend] changes take effect at the next restart");
+    }
+    let mut next = Vec::new();
+    let mut changed = false;
+    for plugin in &policy.plugins {
+        let old = current.iter().find(|p| p.policy.name == plugin.name);
+        match load_plugin(&ctx.runtime, &policy, plugin, old.map(|o| o.as_ref())) {
+            Ok(active) => {
+                let is_new = old.is_none_or(|o| {
+                    o.loaded.hash != active.loaded.hash
+                        || format!("{:?}", o.policy) != format!("{plugin:?}")
+                });
+                if is_new {
+                    changed = true;
+                    let loaded = &active.loaded;
+                    tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], "plugin (re)loaded");
+                    record(
+                        "plugin-loaded",
+                        &plugin.name,
+                        format!(
+                            "{} {} ({}) loaded",
+                            loaded.info.name,
+                            loaded.info.version,
+                            &loaded.hash[..12]
+                        ),
+                    );
+                }
+                next.push(Arc::new(active));
+            }
+            Err(e) => {
+                let reason = e.message;
+                tracing::error!(plugin = %plugin.name, "new version rejected; the last good one keeps serving: {reason}");
+                record("plugin-rejected", &plugin.name, reason);
+                if let Some(old) = old {
+                    next.push(old.clone());
+                }
+            }
+        }
+    }
+    let removed = current
+        .iter()
+        .filter(|p| !next.iter().any(|n| n.policy.name == p.policy.name));
+    for plugin in removed {
+        changed = true;
+        record(
+            "plugin-removed",
+            &plugin.policy.name,
+            "removed from the policy".into(),
+        );
+    }
+    changed.then_some(next)
+}

@@ -1,0 +1,159 @@
+//! The agent as a process, serving the WSUS pack (`examples/wsus-pack.toml`
+//! verbatim, beside a fresh lab laid out where it expects one):
+//!
+//! - start to ready with a warm compile cache (target: < 200 ms): the
+//!   second of two starts, from `spawn` to the `agent ready` log line;
+//! - idle memory with the five plugins loaded (target: < 30 MB RSS), two
+//!   seconds after ready;
+//! - hot reload (target: new version serving < 100 ms after the file
+//!   lands): a rebuilt `content-acl.wasm` is renamed into the plugin
+//!   folder, timed to the `plugin (re)loaded` log line with its new hash;
+//!   median of five.
+//!
+//! Needs the components from `cargo xtask plugins`. Run with
+//! `cargo bench -p medic --bench agent_footprint`.
+
+use medic_lab::{InitOptions, Lab};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RELOADS: usize = 5;
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(root: &Path, log: PathBuf) -> (Self, Duration) {
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args([
+                "run",
+                "--policy",
+                "examples/wsus-pack.toml",
+                "--log",
+                "info",
+            ])
+            .args(["--log-format", "json"])
+            .current_dir(root)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Self { child, log };
+        agent.wait_for("agent ready", Duration::from_secs(60));
+        (agent, started.elapsed())
+    }
+
+    fn wait_for(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .contains(text)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no `{text}` in the agent's log");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same component with a custom section appended: a different file
+/// and hash, as a rebuilt plugin would be.
+fn rebuilt(component: &[u8], tag: usize) -> Vec<u8> {
+    let name = b"medic-bench-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.to_string().as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn main() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    Lab::init(&root.join("target/demo/lab"), &InitOptions::default()).unwrap();
+    let plugins = root.join("target/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in [
+        "content-acl",
+        "bits-restart",
+        "decline-orphans",
+        "language-approvals",
+        "bits-foreground",
+    ] {
+        let file = format!("{name}.wasm");
+        std::fs::copy(
+            workspace.join("target/plugins").join(&file),
+            plugins.join(&file),
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}: build the plugins with `cargo xtask plugins`"));
+    }
+    std::fs::create_dir_all(root.join("examples")).unwrap();
+    std::fs::copy(
+        workspace.join("examples/wsus-pack.toml"),
+        root.join("examples/wsus-pack.toml"),
+    )
+    .unwrap();
+
+    let (cold, cold_start) = Agent::start(root, root.join("cold.log"));
+    drop(cold);
+    let (agent, warm_start) = Agent::start(root, root.join("agent.log"));
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_kib = agent.rss_kib();
+
+    let original = std::fs::read(plugins.join("content-acl.wasm")).unwrap();
+    let mut reloads = Vec::new();
+    for build in 0..RELOADS {
+        let bytes = rebuilt(&original, build);
+        let hash = medic_sandbox::content_hash(&bytes);
+        let partial = plugins.join(".content-acl.wasm.partial");
+        std::fs::write(&partial, &bytes).unwrap();
+        let landed = Instant::now();
+        std::fs::rename(&partial, plugins.join("content-acl.wasm")).unwrap();
+        agent.wait_for(&hash[..12], Duration::from_secs(10));
+        reloads.push(landed.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    reloads.sort_unstable();
+    let reload_ms = reloads[RELOADS / 2].as_secs_f64() * 1e3;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "agent with the WSUS pack: start to ready {:.0} ms cold, {:.0} ms warm; idle RSS {:.1} MiB; hot reload {reload_ms:.0} ms (median of {RELOADS})",
+        ms(cold_start),
+        ms(warm_start),
+        idle_kib as f64 / 1024.0
+    );
+    println!(
+        "BENCH agent_footprint cold_start_ms={:.1} warm_start_ms={:.1} idle_rss_mib={:.1} reload_ms={reload_ms:.1}",
+        ms(cold_start),
+        ms(warm_start),
+        idle_kib as f64 / 1024.0
+    );
+}

@@ -1,0 +1,135 @@
+//! `content-acl` on a lab content tree of 100 000 files, against `setfacl`
+//! and `getfacl` on the same tree, in one run, as ratios:
+//!
+//! - healthy tree: the plugin's scan vs `setfacl -R -m u:<NETWORK
+//!   SERVICE>:rwX WsusContent` (target: <= 0.9x) and `getfacl -R`;
+//! - fully broken tree (NETWORK SERVICE's entries removed everywhere): the
+//!   plugin's repair vs `setfacl -R -m` repairing the same (target: <= 1x).
+//!
+//! Each figure is the median of three timed passes after one warm-up pass
+//! (the page and inode caches warm). Needs the components from
+//! `cargo xtask plugins` and the `acl` tools. Run with
+//! `cargo bench -p medic --bench content_acl`.
+
+mod support;
+
+use medic_lab::faults::Fault;
+use medic_lab::{InitOptions, Lab, catalog};
+use medic_sandbox::{Limits, Runtime, RuntimeConfig};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FILES: u64 = 100_000;
+const PASSES: usize = 3;
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+fn tool(args: &[&str]) {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e} (install the `acl` package)", args[0]));
+    assert!(status.success(), "{args:?} failed");
+}
+
+fn timed(mut f: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    f();
+    started.elapsed()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::init(
+        &dir.path().join("lab"),
+        &InitOptions {
+            upstream_updates: 10,
+            content_files: false,
+            ..InitOptions::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    for index in 0..FILES {
+        let (id, meta) = catalog::update(7, index);
+        lab.write_content_file(&id, &meta).unwrap();
+    }
+    let content = lab.wsus_content();
+    let paths = lab.content_access().unwrap().checked;
+    eprintln!(
+        "content tree: {paths} paths under {} in {:.1} s",
+        content.display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let runtime = Runtime::new(&RuntimeConfig::default()).expect("engine");
+    let plugin = support::plugin(&runtime, "content-acl");
+    let grants = support::grants(&[
+        &format!("fs-write={}", lab.content_dir().display()),
+        "wsus-read",
+    ]);
+    let backends = medic_lab::backend::backends(lab.clone());
+    // The example policy's limits for this plugin.
+    let limits = Limits {
+        timeout: Duration::from_secs(60),
+        memory_bytes: 128 << 20,
+        ..Limits::default()
+    };
+    let run = |expect: &str| {
+        let report = support::run(&runtime, &plugin, &grants, &backends, limits);
+        assert_eq!(report.status().as_str(), expect, "{report:#?}");
+    };
+    let principal = lab
+        .principal_specs()
+        .iter()
+        .find(|(name, _)| name == "NETWORK SERVICE")
+        .map(|(_, spec)| spec.replace("user:", "u:").replace("uid:", "u:"))
+        .unwrap();
+    let entry = format!("{principal}:rwX");
+    let content_arg = content.to_str().unwrap();
+    let setfacl = || tool(&["setfacl", "-R", "-m", &entry, content_arg]);
+    let getfacl = || tool(&["getfacl", "-R", "-p", content_arg]);
+
+    // Warm-up: every inode and ACL in cache.
+    getfacl();
+    run("healthy");
+
+    let mut plugin_healthy = Vec::new();
+    let mut setfacl_healthy = Vec::new();
+    let mut getfacl_healthy = Vec::new();
+    for _ in 0..PASSES {
+        plugin_healthy.push(timed(|| run("healthy")));
+        setfacl_healthy.push(timed(setfacl));
+        getfacl_healthy.push(timed(getfacl));
+    }
+    let mut plugin_repair = Vec::new();
+    let mut setfacl_repair = Vec::new();
+    for _ in 0..PASSES {
+        lab.apply_fault(Fault::ContentFullControl).unwrap();
+        plugin_repair.push(timed(|| run("remediated")));
+        lab.apply_fault(Fault::ContentFullControl).unwrap();
+        setfacl_repair.push(timed(setfacl));
+    }
+    let access = lab.content_access().unwrap();
+    assert_eq!(access.lacking, 0, "setfacl left the tree repaired");
+
+    let (ph, sh, gh, pr, sr) = (
+        median(plugin_healthy),
+        median(setfacl_healthy),
+        median(getfacl_healthy),
+        median(plugin_repair),
+        median(setfacl_repair),
+    );
+    println!(
+        "content-acl, {paths} paths: healthy scan {ph:.0} ms vs setfacl -R -m {sh:.0} ms ({:.2}x) and getfacl -R {gh:.0} ms; repair of the broken tree {pr:.0} ms vs setfacl -R -m {sr:.0} ms ({:.2}x)",
+        ph / sh,
+        pr / sr
+    );
+    println!(
+        "BENCH content_acl paths={paths} healthy_ms={ph:.1} setfacl_healthy_ms={sh:.1} getfacl_ms={gh:.1} repair_ms={pr:.1} setfacl_repair_ms={sr:.1}"
+    );
+}

@@ -1,0 +1,133 @@
+//! Run overhead: a fresh store, instantiation from the plugin's
+//! `InstancePre` and one `handle` call, measured on two plugins runs:
+//!
+//! 1. a no-op `handle` (target: median <= 20 µs);
+//! 2. a `handle` making 10 `fs.stat` host calls, against native Rust doing
+//!    the same 10 grant-checked backend calls (target: <= 3x native).
+//!
+//! Needs the components from `cargo xtask plugins`. Run with
+//! `cargo bench -p medic --bench run_overhead`.
+
+use medic_backends::{Backends, PrincipalMap};
+use medic_sandbox::EventRecord;
+use medic_sandbox::Mode;
+use medic_sandbox::{Grants, host::grants::checked_path};
+use medic_sandbox::{Limits, RunRequest, Runtime, RuntimeConfig};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ITERATIONS: usize = 5_000;
+const STATS: u32 = 10;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn measure(mut f: impl FnMut()) -> (Duration, Duration) {
+    for _ in 0..ITERATIONS / 10 {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..ITERATIONS)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    )
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let plugin_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/fixture-noop.wasm");
+    let runtime = Runtime::new(&RuntimeConfig::default()).expect("engine");
+    let plugin = runtime
+        .load_file(&plugin_path)
+        .unwrap_or_else(|e| panic!("{e}: build the plugins with `cargo xtask plugins`"));
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("content.bin");
+    std::fs::write(&target, vec![0u8; 4096]).unwrap();
+    let mut grants = Grants::none();
+    grants
+        .add_spec(&format!("fs-read={}", dir.path().display()))
+        .unwrap();
+    let grants = Arc::new(grants);
+    let backends = Backends::local(PrincipalMap::default());
+    let event = EventRecord::manual("bench").completed();
+    let request = |settings: Arc<BTreeMap<String, String>>| RunRequest {
+        run_id: "bench".into(),
+        event: event.clone(),
+        mode: Mode::Enforce,
+        grants: grants.clone(),
+        limits: Limits::default(),
+        settings,
+        backends: backends.clone(),
+        state: None,
+        own_effects: None,
+    };
+
+    let no_settings = Arc::new(BTreeMap::new());
+    let (noop_p50, noop_p99) = measure(|| {
+        let report = runtime.run(&plugin, request(no_settings.clone()));
+        assert_eq!(report.status().as_str(), "healthy");
+    });
+
+    let stat_settings: Arc<BTreeMap<String, String>> = Arc::new(
+        [
+            ("stat-path".to_string(), target.display().to_string()),
+            ("stat-count".to_string(), STATS.to_string()),
+        ]
+        .into(),
+    );
+    let (wasm_p50, wasm_p99) = measure(|| {
+        let report = runtime.run(&plugin, request(stat_settings.clone()));
+        assert_eq!(report.calls.len(), STATS as usize);
+    });
+
+    let raw_path = target.display().to_string();
+    let (native_p50, native_p99) = measure(|| {
+        let mut total = 0;
+        for _ in 0..STATS {
+            let path = checked_path(black_box(&raw_path)).unwrap();
+            assert!(grants.may_read(&path));
+            total += backends.fs.stat(&path).unwrap().size;
+        }
+        black_box(format!("{STATS} stats, {total} bytes"));
+    });
+
+    let ratio = wasm_p50.as_secs_f64() / native_p50.as_secs_f64();
+    println!("run overhead ({ITERATIONS} runs each, medians and p99)");
+    println!(
+        "  no-op plugin run (new store + instantiate + handle): p50 {:.1} µs, p99 {:.1} µs (target p50 <= 20 µs)",
+        micros(noop_p50),
+        micros(noop_p99)
+    );
+    println!(
+        "  plugin run with {STATS} fs.stat calls:                p50 {:.1} µs, p99 {:.1} µs",
+        micros(wasm_p50),
+        micros(wasm_p99)
+    );
+    println!(
+        "  native Rust, same {STATS} checked fs.stat calls:       p50 {:.1} µs, p99 {:.1} µs",
+        micros(native_p50),
+        micros(native_p99)
+    );
+    println!("  ratio plugin / native (p50): {ratio:.2}x (target <= 3x)");
+    println!(
+        "BENCH run_overhead noop_p50_us={:.2} stat_p50_us={:.2} native_p50_us={:.2} ratio={ratio:.2}",
+        micros(noop_p50),
+        micros(wasm_p50),
+        micros(native_p50)
+    );
+}

@@ -1,0 +1,758 @@
+//! The command line: argument parsing, logging set-up, and the verbs.
+//! This is the edge of the program, where errors become messages and exit
+//! codes.
+
+use crate::catalog::Catalog;
+use anyhow::{Context, Result, bail};
+use medic_agent::audit::Store;
+use medic_agent::audit::state::StateStore;
+use medic_agent::policy::{LogFormat, Policy};
+use medic_agent::units::{parse_duration, parse_size};
+use medic_backends::{Backends, PrincipalMap};
+use medic_sandbox::{
+    EventRecord, Grants, Limits, LoadedPlugin, Mode, RunReport, RunRequest, RunResult, Runtime,
+    RuntimeConfig, Status, new_id,
+};
+
+mod lab;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "medic",
+    version,
+    about = "Auto-remediation agent: policy-driven, sandboxed WebAssembly plugins that diagnose and repair a system"
+)]
+pub struct Cli {
+    /// Log format on standard error [default: the policy's
+    /// `agent.log_format` for `run`, else human].
+    #[arg(long, global = true, value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter (tracing syntax), e.g. `info` or `medic=debug`.
+    #[arg(long, global = true, env = "MEDIC_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch, dispatch and remediate as the policy says.
+    Run(PolicyArgs),
+    /// Validate a policy and every plugin it names; report every problem
+    /// with file, line and fix; exit 1 if there is any.
+    Check(PolicyArgs),
+    /// List and filter the audit journal, or verify its hash chain.
+    Audit(AuditArgs),
+    /// Hand a manual event to the running agent, which applies its policy
+    /// to it as to any other event.
+    Send(SendArgs),
+    /// Show what the running agent has loaded and is doing.
+    Status(StateArgs),
+    /// Apply a plan waiting for approval: re-run the plugin in enforce mode
+    /// on the same event.
+    Approve(DecisionArgs),
+    /// Drop a plan waiting for approval.
+    Reject(DecisionArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Run a plugin once on one event and print the outcome and every host
+    /// call it made.
+    Trigger(Box<TriggerArgs>),
+    /// The lab: a simulated WSUS hierarchy to run the WSUS pack against.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The policy file.
+    #[arg(long, short, env = "MEDIC_POLICY")]
+    pub policy: PathBuf,
+}
+
+/// Where to find the agent's state: its policy, or the folder itself.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// The agent's policy (its `state_dir` is used).
+    #[arg(long, short, env = "MEDIC_POLICY", conflicts_with = "state_dir")]
+    pub policy: Option<PathBuf>,
+
+    /// The agent's state directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Only runs of this plugin.
+    #[arg(long)]
+    pub plugin: Option<String>,
+
+    /// Only this status: healthy, remediated, failed, needs-approval.
+    #[arg(long)]
+    pub status: Option<String>,
+
+    /// Only this kind of record: run, plugin-loaded, flap-guard.
+    #[arg(long)]
+    pub kind: Option<String>,
+
+    /// Only records from the last so long (e.g. 10m, 24h).
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// Only the last N matching records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Verify the hash chain instead of listing; exit 1 if it is broken.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// The run id, as `medic audit --status needs-approval` shows it.
+    pub run: String,
+
+    /// The agent's policy file.
+    #[arg(long, short, env = "MEDIC_POLICY")]
+    pub policy: PathBuf,
+
+    /// Why (recorded with a rejection).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The plugin the event is for.
+    pub plugin: String,
+
+    /// The event as JSON [default: a manual event].
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// The subject of the default manual event.
+    #[arg(long, default_value = "")]
+    pub subject: String,
+
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Show a component's name, version, contract version, the capabilities
+    /// it asks for, its suggested triggers, imports and exports.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/medic
+    /// or ~/.cache/medic].
+    #[arg(long, env = "MEDIC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile without reading or writing the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The component file (`.wasm`).
+    pub component: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The component file (`.wasm`).
+    pub component: PathBuf,
+
+    /// The event as JSON, e.g. '{"kind": "system-event", "subject": "BITS",
+    /// "fields": {"event-id": "364"}}' [default: a manual event].
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// A plugin setting, `key=value` (repeatable).
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+
+    /// A grant, `capability[=scope]` (repeatable): `fs-read=/srv/share`,
+    /// `fs-write=/srv/share`, `services-read=BITS`, `services-control=BITS`,
+    /// `wsus-read`, `wsus-updates`, `wsus-approvals`, `wsus-configure`,
+    /// `wsus-sync`.
+    #[arg(long = "grant", value_name = "CAPABILITY[=SCOPE]")]
+    pub grants: Vec<String>,
+
+    /// Map a principal name plugins use to a local user or group, e.g.
+    /// `"NETWORK SERVICE=user:www-data"` (repeatable).
+    #[arg(long = "principal", value_name = "NAME=user:NAME|group:NAME")]
+    pub principals: Vec<String>,
+
+    /// Run against this lab's downstream server (its content folder,
+    /// services and WSUS) instead of this machine.
+    #[arg(long, conflicts_with = "principals")]
+    pub lab: Option<PathBuf>,
+
+    /// Record mutating calls as planned without executing them.
+    #[arg(long, conflicts_with = "mode")]
+    pub dry_run: bool,
+
+    /// enforce, dry-run or approve.
+    #[arg(long, default_value = "enforce")]
+    pub mode: String,
+
+    /// Kill the run after this long (e.g. 500ms, 30s).
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+
+    /// Memory cap (e.g. 64MiB).
+    #[arg(long, default_value = "64MiB")]
+    pub memory: String,
+
+    /// Fuel for the run (instructions, roughly); unlimited if unset.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+
+    /// Where the plugin's state is kept [default: $XDG_STATE_HOME/medic or
+    /// ~/.local/state/medic].
+    #[arg(long, env = "MEDIC_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print the run report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Parse the command line, run the verb, and map the result to an exit
+/// code: 0 success, 1 error, 2 a run that failed.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = cli.log_format.unwrap_or_else(|| match &cli.command {
+        // A policy with errors is reported by `run` itself.
+        Command::Run(args) => match Policy::load(&args.policy) {
+            Ok(policy) => policy.agent.log_format,
+            _ => LogFormat::Human,
+        },
+        _ => LogFormat::Human,
+    });
+    let filter = match (&cli.command, std::env::var_os("MEDIC_LOG")) {
+        // The agent logs what it does by default; one-shot verbs stay quiet.
+        (Command::Run(_), None) if cli.log == "warn" => "info".to_string(),
+        _ => cli.log.clone(),
+    };
+    init_logging(format, &filter);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("`{other}`: expected human or json")),
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => agent_run(&args),
+        Command::Check(args) => check(&args),
+        Command::Audit(args) => audit(&args),
+        Command::Send(args) => send(&args),
+        Command::Status(args) => status(&args),
+        Command::Approve(args) => {
+            let report = medic_agent::decisions::approve(&args.policy, &args.run, &Catalog)?;
+            print!("{}", report_text(&report));
+            Ok(if report.status() == Status::Failed {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Reject(args) => {
+            medic_agent::decisions::reject(&args.policy, &args.run, &args.reason)?;
+            println!("run {} rejected", args.run);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
+        Command::Trigger(args) => trigger(&args),
+        Command::Lab(command) => lab::run(command),
+    }
+}
+
+fn default_dir(env: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(fallback)))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("medic")
+}
+
+fn runtime(cache: &CacheArgs) -> Result<Runtime> {
+    let cache_dir = if cache.no_cache {
+        None
+    } else {
+        Some(
+            cache
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| default_dir("XDG_CACHE_HOME", ".cache")),
+        )
+    };
+    Ok(Runtime::new(&RuntimeConfig {
+        cache_dir,
+        ..RuntimeConfig::default()
+    })?)
+}
+
+fn agent_run(args: &PolicyArgs) -> Result<ExitCode> {
+    let agent = medic_agent::Agent::load(&args.policy, &Catalog)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    tokio.block_on(agent.serve(stop_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C, or on SIGTERM where there is one.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(args: &PolicyArgs) -> Result<ExitCode> {
+    match medic_agent::load(&args.policy, &Catalog) {
+        Ok(medic_agent::Loaded {
+            policy, plugins, ..
+        }) => {
+            println!("{}: ok", policy.file.display());
+            for plugin in plugins {
+                println!(
+                    "  {} {} ({}), {} mode, {} trigger(s), grants: {}",
+                    plugin.policy.name,
+                    plugin.loaded.info.version,
+                    &plugin.loaded.hash[..12],
+                    plugin.policy.mode.as_str(),
+                    plugin.policy.triggers.len(),
+                    plugin.policy.grants.describe().join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The state directory named by `--state-dir`, or by the policy's
+/// `state_dir`.
+fn state_dir(args: &StateArgs) -> Result<PathBuf> {
+    match (&args.state_dir, &args.policy) {
+        (Some(dir), _) => Ok(dir.clone()),
+        (None, Some(policy)) => Ok(Policy::load(policy)?.agent.state_dir),
+        (None, None) => bail!("give --policy or --state-dir"),
+    }
+}
+
+fn audit(args: &AuditArgs) -> Result<ExitCode> {
+    let store = Store::open(&state_dir(&args.state)?)?;
+    let journal = medic_agent::audit::journal::Journal::new(store);
+    if args.verify {
+        return Ok(match journal.verify()? {
+            Ok(count) => {
+                println!("audit chain intact: {count} records");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("audit chain BROKEN: {e}");
+                ExitCode::from(1)
+            }
+        });
+    }
+    let since_ms = match &args.since {
+        Some(text) => {
+            let age = parse_duration(text)
+                .map_err(anyhow::Error::msg)
+                .context("--since")?;
+            Some(medic_sandbox::now_ms().saturating_sub(age.as_millis() as u64))
+        }
+        None => None,
+    };
+    let records = journal.list(&medic_agent::audit::journal::Filter {
+        plugin: args.plugin.clone(),
+        status: args.status.clone(),
+        kind: args.kind.clone(),
+        since_ms,
+        until_ms: None,
+        limit: args.limit,
+    })?;
+    if args.state.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        for r in &records {
+            let actions = r.detail["result"]["completed"]["actions"]
+                .as_array()
+                .map_or(0, Vec::len);
+            println!(
+                "{:>5}  {}  {:<14} {:<18} {:<15} {:<28} {}{}",
+                r.seq,
+                r.time_ms,
+                r.kind,
+                r.plugin,
+                r.status,
+                r.run_id,
+                r.summary,
+                if actions > 0 {
+                    format!(" ({actions} actions)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if records.is_empty() {
+            println!("no matching records");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn send(args: &SendArgs) -> Result<ExitCode> {
+    let event = match &args.event {
+        Some(json) => EventRecord::from_json(json)?,
+        None => EventRecord::manual(&args.subject),
+    };
+    let dir = state_dir(&args.state)?;
+    let path = medic_agent::triggers::inbox::send(
+        &dir,
+        &medic_agent::triggers::inbox::InboxRequest {
+            plugin: args.plugin.clone(),
+            event,
+        },
+    )
+    .with_context(|| format!("cannot write to the inbox in {}", dir.display()))?;
+    println!("queued for `{}`: {}", args.plugin, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: &StateArgs) -> Result<ExitCode> {
+    let store = Store::open(&state_dir(args)?)?;
+    let Some(status) = medic_agent::dispatch::read_status(&store) else {
+        println!("no agent has run with this state directory");
+        return Ok(ExitCode::from(1));
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let age = medic_sandbox::now_ms().saturating_sub(status.updated_ms);
+    println!(
+        "agent pid {} — snapshot {:.1}s old, {} run(s) in flight",
+        status.pid,
+        age as f64 / 1000.0,
+        status.running
+    );
+    for p in &status.plugins {
+        println!(
+            "  {:<20} {:<8} {}  {:<8} queued {:<4} running {:<2} coalesced {:<6} last {} {}{}",
+            p.name,
+            p.version,
+            &p.hash[..12.min(p.hash.len())],
+            p.mode,
+            p.queued,
+            p.running,
+            p.coalesced,
+            p.last_status.map_or("-", |s| s.as_str()),
+            p.last_run.as_deref().unwrap_or(""),
+            if p.flap_guard_tripped {
+                "  FLAP GUARD TRIPPED"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(args: &InspectArgs) -> Result<ExitCode> {
+    let runtime = runtime(&args.cache)?;
+    let plugin = runtime.load_file(&args.component)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inspect_json(&plugin))?);
+    } else {
+        print!("{}", inspect_text(&plugin));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_json(plugin: &LoadedPlugin) -> serde_json::Value {
+    serde_json::json!({
+        "name": plugin.info.name,
+        "version": plugin.info.version,
+        "description": plugin.info.description,
+        "contract": format!("{}@{}", medic_sandbox::contract::PACKAGE, plugin.contract.version),
+        "hash": plugin.hash,
+        "size": plugin.size,
+        "capabilities": plugin.info.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "triggers": plugin.info.triggers.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "imports": plugin.contract.imports,
+        "exports": plugin.contract.exports,
+    })
+}
+
+fn inspect_text(plugin: &LoadedPlugin) -> String {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    format!(
+        "name          {}\nversion       {}\ndescription   {}\ncontract      {}@{}\nsha256        {}\nsize          {} bytes\ncapabilities  {}\ntriggers      {}\nimports       {}\nexports       {}\n",
+        plugin.info.name,
+        plugin.info.version,
+        plugin.info.description,
+        medic_sandbox::contract::PACKAGE,
+        plugin.contract.version,
+        plugin.hash,
+        plugin.size,
+        list(
+            plugin
+                .info
+                .capabilities
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        ),
+        list(plugin.info.triggers.iter().map(|t| t.to_string()).collect()),
+        list(plugin.contract.imports.clone()),
+        list(plugin.contract.exports.clone()),
+    )
+}
+
+fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::parse(&args.mode).with_context(|| {
+            format!("--mode {}: expected enforce, dry-run or approve", args.mode)
+        })?
+    };
+    let mut grants = Grants::none();
+    for spec in &args.grants {
+        grants
+            .add_spec(spec)
+            .with_context(|| format!("--grant {spec}"))?;
+    }
+    let mut principals = PrincipalMap::default();
+    for mapping in &args.principals {
+        principals
+            .insert_spec(mapping)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--principal {mapping}"))?;
+    }
+    let settings = parse_settings(&args.settings)?;
+    let event = match &args.event {
+        Some(json) => EventRecord::from_json(json)?,
+        None => EventRecord::manual(""),
+    }
+    .completed();
+    let limits = Limits {
+        timeout: parse_duration(&args.timeout)
+            .map_err(anyhow::Error::msg)
+            .context("--timeout")?,
+        memory_bytes: parse_size(&args.memory)
+            .map_err(anyhow::Error::msg)
+            .context("--memory")?,
+        fuel: args.fuel,
+        ..Limits::default()
+    };
+    if limits.memory_bytes > medic_sandbox::limits::MAX_MEMORY_BYTES {
+        bail!("--memory {}: at most 1GiB", args.memory);
+    }
+    if limits.timeout < Duration::from_millis(10) {
+        bail!("--timeout {}: at least 10ms", args.timeout);
+    }
+
+    let runtime = runtime(&args.cache)?;
+    let plugin = runtime.load_file(&args.component)?;
+    plugin.check_grants(&grants)?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_dir("XDG_STATE_HOME", ".local/state"));
+    let store = Store::open(&state_dir)?;
+    let report = runtime.run(
+        &plugin,
+        RunRequest {
+            run_id: new_id("run"),
+            event,
+            mode,
+            grants: Arc::new(grants),
+            limits,
+            settings: Arc::new(settings),
+            backends: match &args.lab {
+                Some(root) => medic_lab::backend::backends(medic_lab::Lab::open(root)?),
+                None => Backends::local(principals),
+            },
+            state: Some(Arc::new(StateStore::new(store))),
+            own_effects: None,
+        },
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report_text(&report));
+    }
+    Ok(if report.status() == Status::Failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `key=value` pairs into a settings map; a key given twice is an error.
+pub fn parse_settings(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut settings = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--setting {pair}: expected KEY=VALUE"))?;
+        if settings
+            .insert(key.trim().to_string(), value.to_string())
+            .is_some()
+        {
+            bail!("--setting {key} is given twice");
+        }
+    }
+    Ok(settings)
+}
+
+/// A run report for a terminal.
+pub fn report_text(report: &RunReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plugin   {} {} (sha256 {}) in {} mode",
+        report.plugin,
+        report.version,
+        &report.hash[..12.min(report.hash.len())],
+        report.mode.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "event    {} {} from {:?}, subject {:?}",
+        report.event.id, report.event.kind, report.event.source, report.event.subject
+    );
+    let _ = writeln!(out, "calls    {}", report.calls.len());
+    for (n, call) in report.calls.iter().enumerate() {
+        let status = match (&call.error, call.denied, call.mutating, call.applied) {
+            (Some(_), true, _, _) => "DENIED",
+            (Some(_), false, _, _) => "error",
+            (None, _, true, true) => "applied",
+            (None, _, true, false) => "planned",
+            (None, _, false, _) => "ok",
+        };
+        let result = call.error.as_deref().unwrap_or(&call.result);
+        let _ = writeln!(
+            out,
+            "  {:>3}. {} {} -> [{status}] {result}",
+            n + 1,
+            call.function,
+            call.args
+        );
+    }
+    for log in &report.logs {
+        let _ = writeln!(out, "log      {:<5} {}", log.level, log.message);
+    }
+    if report.dropped_logs > 0 {
+        let _ = writeln!(out, "log      ({} more lines dropped)", report.dropped_logs);
+    }
+    match &report.result {
+        RunResult::Completed(outcome) => {
+            let _ = writeln!(out, "outcome  {}: {}", outcome.status, outcome.summary);
+            for action in &outcome.actions {
+                let _ = writeln!(
+                    out,
+                    "  - {} {} {} ({})",
+                    action.verb,
+                    action.target,
+                    action.detail,
+                    if action.applied { "applied" } else { "planned" }
+                );
+            }
+        }
+        RunResult::Failed(failure) => {
+            let _ = writeln!(out, "outcome  failed: {failure}");
+        }
+    }
+    let _ = writeln!(out, "took     {:.3} ms", report.duration_us as f64 / 1000.0);
+    out
+}

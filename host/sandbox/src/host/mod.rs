@@ -1,0 +1,312 @@
+//! What a plugin's host calls do, whatever contract version it was built
+//! for: one file per capability, each checking the run's grants on every
+//! call, honouring its mode (mutating calls are only planned in dry-run and
+//! approve modes), and recording the call in the run's record. The
+//! functions here take and return the backends' types; each contract
+//! version's module in [`crate::contract`] converts its own types to them.
+
+pub mod config;
+pub mod fs;
+pub mod grants;
+pub mod log;
+pub mod services;
+pub mod state;
+pub mod wsus;
+
+use crate::limits::MemoryLimiter;
+use grants::{Capability, Grants};
+use medic_backends::{BackendError, Backends, ErrorKind};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use grants::GrantError;
+pub use state::{PluginState, StateError};
+
+/// How a run may affect the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Mutating calls are executed.
+    #[default]
+    Enforce,
+    /// Mutating calls are recorded as planned and not executed.
+    DryRun,
+    /// As dry-run; the plan waits for an operator's approval.
+    Approve,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "enforce" => Some(Self::Enforce),
+            "dry-run" => Some(Self::DryRun),
+            "approve" => Some(Self::Approve),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::DryRun => "dry-run",
+            Self::Approve => "approve",
+        }
+    }
+}
+
+/// One call a plugin made to the host, as recorded in the run's journal.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostCall {
+    /// `interface.function`, e.g. `fs.ensure-access`.
+    pub function: String,
+    /// The arguments (long lists are summarised).
+    pub args: serde_json::Value,
+    /// Whether the call changes the system.
+    pub mutating: bool,
+    /// Whether a mutating call was executed (false: only planned).
+    pub applied: bool,
+    /// A short summary of what came back.
+    pub result: String,
+    /// Set when the call returned an error to the plugin.
+    pub error: Option<String>,
+    /// Set when the call was refused because of the grants.
+    pub denied: bool,
+    /// What an applied call changed, where the host knows it exactly
+    /// (the paths `fs.ensure-access` changed): the dispatcher uses it to
+    /// tell the plugin's own effects from new events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<String>,
+    pub micros: u64,
+}
+
+/// The paths a plugin's runs changed recently, registered at the moment of
+/// the change, so that the file events they cause (their echo) can be told
+/// from new ones however the two race. Each entry answers for one echo.
+#[derive(Debug, Default)]
+pub struct OwnEffects {
+    paths: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, u64>>,
+}
+
+impl OwnEffects {
+    /// How long after a change its echo is expected.
+    pub const WINDOW_MS: u64 = 2_000;
+
+    pub fn record(&self, paths: &[String]) {
+        let until = medic_backends::now_ms() + Self::WINDOW_MS;
+        let mut map = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        for path in paths {
+            map.insert(std::path::PathBuf::from(path), until);
+        }
+    }
+
+    /// Whether an event on `path` is the echo of a recorded change; if so
+    /// the change is forgotten, so the next event on it counts again.
+    pub fn take_echo(&self, path: &std::path::Path) -> bool {
+        let now = medic_backends::now_ms();
+        let mut map = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return false;
+        }
+        map.retain(|_, until| *until > now);
+        map.remove(path).is_some()
+    }
+}
+
+/// One log record a plugin wrote.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PluginLog {
+    pub level: String,
+    pub message: String,
+}
+
+/// Changed paths kept in a host call's record.
+const MAX_RECORDED_EFFECTS: usize = 100;
+
+/// Logs kept per run; more are counted and dropped.
+const MAX_LOGS_PER_RUN: usize = 1_000;
+
+/// Everything a run's host calls can see: the store data of one run.
+pub struct RunState {
+    pub plugin: String,
+    pub run_id: String,
+    pub mode: Mode,
+    pub grants: Arc<Grants>,
+    pub settings: Arc<BTreeMap<String, String>>,
+    pub backends: Backends,
+    pub state: Option<Arc<dyn PluginState>>,
+    pub calls: Vec<HostCall>,
+    pub logs: Vec<PluginLog>,
+    pub dropped_logs: usize,
+    pub max_calls: usize,
+    pub limiter: MemoryLimiter,
+    /// Where applied changes are registered as they happen, if anyone
+    /// listens for their echo.
+    pub own_effects: Option<Arc<OwnEffects>>,
+    /// Built on first use: Rust plugins import no WASI, so most runs never
+    /// pay for it.
+    wasi: Option<WasiCtx>,
+    table: ResourceTable,
+}
+
+impl RunState {
+    /// State for one run. WASI is linked for components written in other
+    /// languages, locked down: no files, no network, no environment, no
+    /// arguments, no standard input; output goes nowhere.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        plugin: String,
+        run_id: String,
+        mode: Mode,
+        grants: Arc<Grants>,
+        settings: Arc<BTreeMap<String, String>>,
+        backends: Backends,
+        state: Option<Arc<dyn PluginState>>,
+        limiter: MemoryLimiter,
+        max_calls: usize,
+    ) -> Self {
+        Self {
+            plugin,
+            run_id,
+            mode,
+            grants,
+            settings,
+            backends,
+            state,
+            calls: Vec::new(),
+            logs: Vec::new(),
+            dropped_logs: 0,
+            max_calls,
+            limiter,
+            own_effects: None,
+            wasi: None,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// The last error-level log line, which for a Rust plugin that panicked
+    /// is the panic message.
+    pub fn last_error_log(&self) -> Option<&str> {
+        self.logs
+            .iter()
+            .rev()
+            .find(|l| l.level == "error")
+            .map(|l| l.message.as_str())
+    }
+
+    /// Perform one host call: enforce the per-run call quota (a trap when
+    /// exceeded), decide whether a mutating call is applied, time it, and
+    /// record it. `op` receives `apply`.
+    pub(crate) fn host_call<T>(
+        &mut self,
+        function: &'static str,
+        args: serde_json::Value,
+        mutating: bool,
+        op: impl FnOnce(&mut Self, bool) -> Result<T, BackendError>,
+        summary: impl FnOnce(&T) -> String,
+    ) -> wasmtime::Result<Result<T, BackendError>> {
+        self.host_call_with_effects(function, args, mutating, op, |value| {
+            (summary(value), Vec::new())
+        })
+    }
+
+    /// [`RunState::host_call`] for calls that report what they changed.
+    pub(crate) fn host_call_with_effects<T>(
+        &mut self,
+        function: &'static str,
+        args: serde_json::Value,
+        mutating: bool,
+        op: impl FnOnce(&mut Self, bool) -> Result<T, BackendError>,
+        summary: impl FnOnce(&T) -> (String, Vec<String>),
+    ) -> wasmtime::Result<Result<T, BackendError>> {
+        if self.calls.len() >= self.max_calls {
+            return Err(wasmtime::format_err!(
+                "plugin made more than {} host calls in one run",
+                self.max_calls
+            ));
+        }
+        let apply = mutating && self.mode == Mode::Enforce;
+        let started = Instant::now();
+        let result = op(self, apply);
+        let micros = started.elapsed().as_micros() as u64;
+        let (text, effects, error, denied) = match &result {
+            Ok(value) => {
+                let (text, effects) = summary(value);
+                let mut effects = if apply { effects } else { Vec::new() };
+                if let Some(registry) = &self.own_effects {
+                    registry.record(&effects);
+                }
+                // The registry knows every path; the record keeps the first
+                // ones, so that a repair of a large tree stays a small record.
+                if effects.len() > MAX_RECORDED_EFFECTS {
+                    let more = effects.len() - MAX_RECORDED_EFFECTS;
+                    effects.truncate(MAX_RECORDED_EFFECTS);
+                    effects.push(format!("... and {more} more"));
+                }
+                (text, effects, None, false)
+            }
+            Err(e) => (
+                String::new(),
+                Vec::new(),
+                Some(format!("{}: {}", e.kind, e.message)),
+                e.kind == ErrorKind::Denied,
+            ),
+        };
+        if denied {
+            tracing::warn!(
+                plugin = %self.plugin, run = %self.run_id, function,
+                "call outside the plugin's grants refused: {}", error.as_deref().unwrap_or("")
+            );
+        } else {
+            tracing::debug!(plugin = %self.plugin, run = %self.run_id, function, micros, "host call");
+        }
+        self.calls.push(HostCall {
+            function: function.to_string(),
+            args,
+            mutating,
+            applied: apply && result.is_ok(),
+            result: text,
+            error,
+            denied,
+            effects,
+            micros,
+        });
+        Ok(result)
+    }
+
+    /// Refuse a call whose capability is not granted at all.
+    pub(crate) fn require(&self, capability: Capability) -> Result<(), BackendError> {
+        if self.grants.has(capability) {
+            Ok(())
+        } else {
+            Err(denied(format!(
+                "capability `{capability}` is not granted to plugin `{}`",
+                self.plugin
+            )))
+        }
+    }
+}
+
+/// An error value for a refused call.
+pub(crate) fn denied(message: impl Into<String>) -> BackendError {
+    BackendError::new(ErrorKind::Denied, message)
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let ctx = self.wasi.get_or_insert_with(|| {
+            wasmtime_wasi::WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
+        });
+        WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `services`: status needs `services-read` (or `services-control`) for the
+//! service; start, stop, restart and startup changes need
+//! `services-control` for it.
+
+use super::grants::Capability;
+use super::{RunState, denied};
+use medic_backends::BackendError;
+use medic_backends::services::{ServiceChange, ServiceStatus, StartupType};
+use serde_json::json;
+use std::time::Duration;
+
+/// Longest wait a plugin may ask for in one control call.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Copy)]
+enum Control {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl RunState {
+    fn check_service(&self, name: &str, control: bool) -> Result<(), BackendError> {
+        let capability = if control {
+            Capability::ServicesControl
+        } else {
+            Capability::ServicesRead
+        };
+        self.require(capability)?;
+        let allowed = if control {
+            self.grants.may_control_service(name)
+        } else {
+            self.grants.may_query_service(name)
+        };
+        if allowed {
+            Ok(())
+        } else {
+            let granted = if control {
+                self.grants
+                    .services_control
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            } else {
+                self.grants
+                    .services_read
+                    .iter()
+                    .chain(&self.grants.services_control)
+                    .cloned()
+                    .collect()
+            };
+            Err(denied(format!(
+                "service `{name}` is not granted to {} (granted: {})",
+                if control {
+                    "services-control"
+                } else {
+                    "services-read"
+                },
+                granted.join(", ")
+            )))
+        }
+    }
+
+    fn control_call(
+        &mut self,
+        control: Control,
+        name: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<ServiceChange, BackendError>> {
+        let function = match control {
+            Control::Start => "services.start",
+            Control::Stop => "services.stop",
+            Control::Restart => "services.restart",
+        };
+        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_TIMEOUT);
+        self.host_call(
+            function,
+            json!({ "name": name, "timeout-ms": timeout_ms }),
+            true,
+            |run, apply| {
+                run.check_service(&name, true)?;
+                let services = &run.backends.services;
+                match control {
+                    Control::Start => services.start(&name, timeout, apply),
+                    Control::Stop => services.stop(&name, timeout, apply),
+                    Control::Restart => services.restart(&name, timeout, apply),
+                }
+            },
+            change_summary,
+        )
+    }
+
+    pub(crate) fn services_query(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<ServiceStatus, BackendError>> {
+        self.host_call(
+            "services.query",
+            json!({ "name": name }),
+            false,
+            |run, _| {
+                run.check_service(&name, false)?;
+                run.backends.services.query(&name)
+            },
+            |s| format!("{}/{}", s.state.as_str(), s.startup.as_str()),
+        )
+    }
+
+    pub(crate) fn services_start(
+        &mut self,
+        name: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<ServiceChange, BackendError>> {
+        self.control_call(Control::Start, name, timeout_ms)
+    }
+
+    pub(crate) fn services_stop(
+        &mut self,
+        name: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<ServiceChange, BackendError>> {
+        self.control_call(Control::Stop, name, timeout_ms)
+    }
+
+    pub(crate) fn services_restart(
+        &mut self,
+        name: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<ServiceChange, BackendError>> {
+        self.control_call(Control::Restart, name, timeout_ms)
+    }
+
+    pub(crate) fn services_set_startup(
+        &mut self,
+        name: String,
+        startup: StartupType,
+    ) -> wasmtime::Result<Result<ServiceChange, BackendError>> {
+        self.host_call(
+            "services.set-startup",
+            json!({ "name": name, "startup": startup.as_str() }),
+            true,
+            |run, apply| {
+                run.check_service(&name, true)?;
+                run.backends.services.set_startup(&name, startup, apply)
+            },
+            change_summary,
+        )
+    }
+}
+
+fn change_summary(change: &ServiceChange) -> String {
+    format!(
+        "{}/{} -> {}/{}",
+        change.before.state.as_str(),
+        change.before.startup.as_str(),
+        change.after.state.as_str(),
+        change.after.startup.as_str()
+    )
+}

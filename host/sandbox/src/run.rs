@@ -1,0 +1,223 @@
+//! One run: a fresh store with the run's grants, mode, limits and backends;
+//! instantiate from the plugin's `InstancePre`; call `handle`; turn whatever
+//! happened (an outcome, an error value, a timeout, the memory cap, a trap)
+//! into a report. A run never takes the agent down with it.
+
+use crate::contract::CallError;
+use crate::engine::EPOCH_TICK;
+use crate::event::{EventRecord, OutcomeRecord, Status};
+use crate::host::grants::Grants;
+use crate::host::{HostCall, Mode, OwnEffects, PluginLog, PluginState, RunState};
+use crate::limits::{Limits, MemoryLimiter, mib};
+use crate::{LoadedPlugin, Runtime};
+use medic_backends::Backends;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::{Store, Trap};
+
+/// Everything a run needs besides the plugin.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub run_id: String,
+    pub event: EventRecord,
+    pub mode: Mode,
+    pub grants: Arc<Grants>,
+    pub limits: Limits,
+    pub settings: Arc<BTreeMap<String, String>>,
+    pub backends: Backends,
+    pub state: Option<Arc<dyn PluginState>>,
+    /// Where to register the changes the run applies, as they happen.
+    pub own_effects: Option<Arc<OwnEffects>>,
+}
+
+/// Why a run ended without an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RunFailure {
+    /// `handle` returned an error value.
+    PluginError { message: String },
+    /// Killed at its wall-clock timeout.
+    Timeout { limit_ms: u64 },
+    /// Stopped at its memory cap.
+    MemoryCap {
+        limit_bytes: usize,
+        asked_bytes: usize,
+    },
+    /// Ran out of fuel.
+    FuelExhausted { fuel: u64 },
+    /// Trapped: a panic, an invalid operation, or a host limit.
+    Trap { message: String },
+    /// Could not be instantiated (e.g. the instance pool is full).
+    Instantiate { message: String },
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PluginError { message } => write!(f, "the plugin reported an error: {message}"),
+            Self::Timeout { limit_ms } => write!(f, "killed after its timeout of {limit_ms} ms"),
+            Self::MemoryCap {
+                limit_bytes,
+                asked_bytes,
+            } => write!(
+                f,
+                "stopped at its memory cap of {} (it asked for {})",
+                mib(*limit_bytes),
+                mib(*asked_bytes)
+            ),
+            Self::FuelExhausted { fuel } => write!(f, "ran out of fuel ({fuel} units)"),
+            Self::Trap { message } => write!(f, "trapped: {message}"),
+            Self::Instantiate { message } => write!(f, "could not be started: {message}"),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    Completed(OutcomeRecord),
+    Failed(RunFailure),
+}
+
+/// The full record of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub plugin: String,
+    pub version: String,
+    pub hash: String,
+    pub mode: Mode,
+    pub event: EventRecord,
+    pub result: RunResult,
+    pub calls: Vec<HostCall>,
+    pub logs: Vec<PluginLog>,
+    pub dropped_logs: usize,
+    pub duration_us: u64,
+    pub fuel_used: Option<u64>,
+}
+
+impl RunReport {
+    /// The outcome, when the run completed.
+    pub fn outcome(&self) -> Option<&OutcomeRecord> {
+        match &self.result {
+            RunResult::Completed(outcome) => Some(outcome),
+            RunResult::Failed(_) => None,
+        }
+    }
+
+    /// How the run ended; a run that did not complete counts as failed.
+    pub fn status(&self) -> Status {
+        self.outcome().map_or(Status::Failed, |o| o.status)
+    }
+}
+
+impl Runtime {
+    pub(crate) fn new_store(&self, state: RunState, limits: &Limits) -> Store<RunState> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+        store.set_epoch_deadline(ticks.max(1) + 1);
+        store.epoch_deadline_trap();
+        store
+            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+            .expect("fuel is enabled on the engine");
+        store
+    }
+
+    /// Run `plugin` once on `request.event`.
+    pub fn run(&self, plugin: &LoadedPlugin, request: RunRequest) -> RunReport {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "run",
+            plugin = %plugin.info.name,
+            run = %request.run_id,
+            event = %request.event.id,
+            kind = %request.event.kind,
+        );
+        let _entered = span.enter();
+        let mut state = RunState::new(
+            plugin.info.name.clone(),
+            request.run_id.clone(),
+            request.mode,
+            request.grants,
+            request.settings,
+            request.backends,
+            request.state,
+            MemoryLimiter::new(request.limits.memory_bytes),
+            request.limits.max_host_calls,
+        );
+        state.own_effects = request.own_effects;
+        let mut store = self.new_store(state, &request.limits);
+        let outcome = plugin
+            .bindings
+            .handle(&mut store, &request.event)
+            .map_err(|e| match e {
+                CallError::Instantiate(e) => RunFailure::Instantiate {
+                    message: format!("{e:#}"),
+                },
+                CallError::Trap(e) => classify(&e, &store, &request.limits),
+            });
+        let result = match outcome {
+            Ok(Ok(outcome)) => RunResult::Completed(outcome),
+            Ok(Err(message)) => RunResult::Failed(RunFailure::PluginError { message }),
+            Err(failure) => RunResult::Failed(failure),
+        };
+        let fuel_used = request
+            .limits
+            .fuel
+            .map(|fuel| fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let state = store.into_data();
+        let report = RunReport {
+            run_id: request.run_id,
+            plugin: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            hash: plugin.hash.clone(),
+            mode: request.mode,
+            event: request.event,
+            result,
+            calls: state.calls,
+            logs: state.logs,
+            dropped_logs: state.dropped_logs,
+            duration_us: started.elapsed().as_micros() as u64,
+            fuel_used,
+        };
+        match &report.result {
+            RunResult::Completed(outcome) => tracing::info!(
+                status = %outcome.status, actions = outcome.actions.len(),
+                micros = report.duration_us, "run finished: {}", outcome.summary
+            ),
+            RunResult::Failed(failure) => {
+                tracing::warn!(micros = report.duration_us, "run failed: {failure}")
+            }
+        }
+        report
+    }
+}
+
+/// Turn an error from a call into wasm into the reason the run ended.
+fn classify(error: &wasmtime::Error, store: &Store<RunState>, limits: &Limits) -> RunFailure {
+    if let Some(asked) = store.data().limiter.exceeded {
+        return RunFailure::MemoryCap {
+            limit_bytes: limits.memory_bytes,
+            asked_bytes: asked,
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RunFailure::Timeout {
+            limit_ms: limits.timeout.as_millis() as u64,
+        },
+        Some(Trap::OutOfFuel) => RunFailure::FuelExhausted {
+            fuel: limits.fuel.unwrap_or(u64::MAX),
+        },
+        _ => {
+            let message = match store.data().last_error_log() {
+                Some(panic) if panic.starts_with("plugin panicked") => panic.to_string(),
+                _ => format!("{error:#}"),
+            };
+            RunFailure::Trap { message }
+        }
+    }
+}
