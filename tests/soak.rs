@@ -37,8 +37,8 @@ fn a_thousand_hostile_runs_do_not_grow_host_memory() {
     let mut grants = Grants::none();
     grants.add_spec("fs-read=/tmp").unwrap();
     let grants = Arc::new(grants);
-    let settings: Arc<std::collections::BTreeMap<String, String>> =
-        Arc::new([("path".to_string(), "/etc/hostname".to_string())].into());
+    let settings: Arc<medic_sandbox::Settings> =
+        Arc::new([("path".to_string(), "/etc/hostname".into())].into());
     let limits = Limits {
         timeout: Duration::from_secs(10),
         memory_bytes: 8 << 20,

@@ -44,17 +44,20 @@
 //!
 //! Build it as a `cdylib` for `wasm32-unknown-unknown` and turn the module
 //! into a component (`cargo xtask plugins` in the medic repository does
-//! both). The contract is the WIT package `medic:plugin@0.1.0` in this
-//! crate's `wit/` folder; its doc comments are the reference for every
-//! function re-exported here.
+//! both). The contract is the WIT package `medic:plugin@0.2.0` in this
+//! crate's `wit/medic-plugin/0.2.0` folder, and `medic:wsus@0.1.0` in
+//! `wit/medic-wsus/0.1.0` for the [`wsus`] functions (a plugin that calls
+//! none of them does not import it); their doc comments are the reference
+//! for every function re-exported here.
 
 extern crate self as medic_sdk;
 
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "remediation",
-        path: "wit",
+        world: "medic:wsus/remediation",
+        path: ["wit/medic-plugin/0.2.0", "wit/medic-wsus/0.1.0"],
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_remediation",
         default_bindings_module: "medic_sdk::bindings",
@@ -71,8 +74,12 @@ pub use bindings::medic::plugin::types::{
 };
 pub use report::Report;
 
-/// The contract version this SDK builds plugins for.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The `medic:plugin` version this SDK builds plugins for (checked against
+/// its WIT by a test).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The `medic:wsus` version this SDK's [`wsus`] functions use.
+pub const WSUS_VERSION: &str = "0.1.0";
 
 /// The file system under the roots the policy grants.
 pub mod fs {
@@ -85,9 +92,46 @@ pub mod services {
     pub use crate::bindings::medic::plugin::services::*;
 }
 
-/// The local WSUS server and its upstream.
+/// The local WSUS server and its upstream: the `medic:wsus` package.
 pub mod wsus {
-    pub use crate::bindings::medic::plugin::wsus::*;
+    use crate::Capability;
+    pub use crate::bindings::medic::wsus::wsus::*;
+
+    /// The operations of `medic:wsus` a plugin may ask for; list them in
+    /// `describe()` as `wsus::Operation::Read.into()`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Operation {
+        /// Every read-only function.
+        Read,
+        /// [`cancel_downloads`] and [`decline`].
+        Updates,
+        /// [`remove_inactive_approvals`].
+        Approvals,
+        /// [`set_config`].
+        Configure,
+        /// [`start_sync`].
+        Sync,
+    }
+
+    impl Operation {
+        /// The capability's name, as policies and `medic plugins inspect`
+        /// show it.
+        pub fn name(self) -> &'static str {
+            match self {
+                Self::Read => "wsus-read",
+                Self::Updates => "wsus-updates",
+                Self::Approvals => "wsus-approvals",
+                Self::Configure => "wsus-configure",
+                Self::Sync => "wsus-sync",
+            }
+        }
+    }
+
+    impl From<Operation> for Capability {
+        fn from(operation: Operation) -> Self {
+            Capability::Operation(operation.name().to_string())
+        }
+    }
 
     /// How [`sync_now`] went.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,4 +343,40 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! error {
     ($($arg:tt)+) => { $crate::log_at!($crate::log::Level::Error, $($arg)+) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CONTRACT_VERSION, WSUS_VERSION};
+    use std::path::Path;
+
+    /// The newest version folder of a WIT package, and its `package` line.
+    fn newest(package: &str) -> (String, String) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("wit")
+            .join(package);
+        let mut versions: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        versions.sort_by_key(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let newest = versions.pop().unwrap();
+        let world = std::fs::read_to_string(dir.join(&newest).join("world.wit")).unwrap();
+        let line = world.lines().find(|l| l.starts_with("package ")).unwrap();
+        (newest, line.to_string())
+    }
+
+    #[test]
+    fn the_versions_are_those_of_the_newest_wit() {
+        let (core, line) = newest("medic-plugin");
+        assert_eq!(core, CONTRACT_VERSION);
+        assert_eq!(line, format!("package medic:plugin@{CONTRACT_VERSION};"));
+        let (wsus, line) = newest("medic-wsus");
+        assert_eq!(wsus, WSUS_VERSION);
+        assert_eq!(line, format!("package medic:wsus@{WSUS_VERSION};"));
+    }
 }

@@ -2,7 +2,7 @@
 
 use crate::bindings::medic::plugin::fs::AccessReport;
 use crate::bindings::medic::plugin::services::ServiceChange;
-use crate::bindings::medic::plugin::wsus::BatchResult;
+use crate::bindings::medic::wsus::wsus::BatchResult;
 use crate::{Action, Outcome, Status};
 
 /// Paths or updates listed one by one per call; the rest are counted in

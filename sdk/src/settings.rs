@@ -1,19 +1,34 @@
 //! Typed access to the plugin's settings from the policy.
 //!
-//! The host hands settings over as text: strings as they are, numbers and
-//! booleans as their literal, arrays and tables as JSON.
+//! The host hands settings over typed: text, whole numbers, numbers with a
+//! fraction, booleans, and arrays of strings. [`get`] gives any scalar as
+//! text, so [`parse`] reads a number written either way (`30` or `"30"`).
 
 use crate::bindings::medic::plugin::config;
 use std::str::FromStr;
 
-/// The raw text of a setting, if set.
-pub fn get(key: &str) -> Option<String> {
+pub use config::Value;
+
+/// One setting's typed value, if set.
+pub fn value(key: &str) -> Option<Value> {
     config::get(key)
 }
 
 /// Every setting, sorted by key.
-pub fn all() -> Vec<(String, String)> {
+pub fn all() -> Vec<(String, Value)> {
     config::all()
+}
+
+/// A scalar setting as text (a number or boolean as its literal); `None`
+/// when unset or a list.
+pub fn get(key: &str) -> Option<String> {
+    match value(key)? {
+        Value::Text(text) => Some(text),
+        Value::Integer(n) => Some(n.to_string()),
+        Value::Float(x) => Some(x.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        Value::TextList(_) => None,
+    }
 }
 
 /// A setting parsed as `T`; `Ok(None)` when unset, `Err` naming the setting
@@ -22,6 +37,11 @@ pub fn parse<T: FromStr>(key: &str) -> Result<Option<T>, String>
 where
     T::Err: std::fmt::Display,
 {
+    if let Some(Value::TextList(_)) = value(key) {
+        return Err(format!(
+            "setting `{key}` is a list; a single value is expected"
+        ));
+    }
     match get(key) {
         None => Ok(None),
         Some(raw) => raw
@@ -48,88 +68,15 @@ where
         .ok_or_else(|| format!("setting `{key}` is required; add it to the plugin's settings"))
 }
 
-/// A list setting: a JSON array of strings (how the host passes a TOML
-/// array), or a single string taken as a one-element list. Empty when unset.
+/// A list setting: an array of strings, or a single string taken as a
+/// one-element list. Empty when unset.
 pub fn list(key: &str) -> Result<Vec<String>, String> {
-    match get(key) {
+    match value(key) {
         None => Ok(Vec::new()),
-        Some(raw) if raw.trim_start().starts_with('[') => parse_string_array(&raw)
-            .ok_or_else(|| format!("setting `{key}` must be an array of strings, got {raw}")),
-        Some(raw) => Ok(vec![raw]),
-    }
-}
-
-/// Parse a JSON array of strings without pulling a JSON library into every
-/// plugin. Handles the escapes JSON allows.
-fn parse_string_array(raw: &str) -> Option<Vec<String>> {
-    let mut chars = raw.trim().chars().peekable();
-    if chars.next()? != '[' {
-        return None;
-    }
-    let mut items = Vec::new();
-    loop {
-        while chars.peek()?.is_whitespace() {
-            chars.next();
-        }
-        match chars.next()? {
-            ']' if items.is_empty() => return Some(items),
-            '"' => {}
-            _ => return None,
-        }
-        let mut item = String::new();
-        loop {
-            match chars.next()? {
-                '"' => break,
-                '\\' => match chars.next()? {
-                    'n' => item.push('\n'),
-                    't' => item.push('\t'),
-                    'r' => item.push('\r'),
-                    'b' => item.push('\u{8}'),
-                    'f' => item.push('\u{c}'),
-                    'u' => {
-                        let code: String = (0..4).filter_map(|_| chars.next()).collect();
-                        item.push(char::from_u32(u32::from_str_radix(&code, 16).ok()?)?);
-                    }
-                    other => item.push(other),
-                },
-                c => item.push(c),
-            }
-        }
-        items.push(item);
-        while chars.peek()?.is_whitespace() {
-            chars.next();
-        }
-        match chars.next()? {
-            ',' => continue,
-            ']' => break,
-            _ => return None,
-        }
-    }
-    chars.all(char::is_whitespace).then_some(items)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_string_array;
-
-    #[test]
-    fn parses_json_string_arrays() {
-        assert_eq!(parse_string_array("[]"), Some(vec![]));
-        assert_eq!(
-            parse_string_array(r#" ["NETWORK SERVICE", "Users" ] "#),
-            Some(vec!["NETWORK SERVICE".into(), "Users".into()])
-        );
-        assert_eq!(
-            parse_string_array(r#"["a\"b", "c\\d", "\u0041"]"#),
-            Some(vec!["a\"b".into(), "c\\d".into(), "A".into()])
-        );
-    }
-
-    #[test]
-    fn rejects_malformed_arrays() {
-        assert_eq!(parse_string_array("[1, 2]"), None);
-        assert_eq!(parse_string_array(r#"["a" "b"]"#), None);
-        assert_eq!(parse_string_array(r#"["a"] x"#), None);
-        assert_eq!(parse_string_array(r#"["a""#), None);
+        Some(Value::TextList(items)) => Ok(items),
+        Some(Value::Text(text)) => Ok(vec![text]),
+        Some(other) => Err(format!(
+            "setting `{key}` must be an array of strings, got {other:?}"
+        )),
     }
 }

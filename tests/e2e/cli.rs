@@ -46,16 +46,18 @@ fn inspect_shows_what_a_plugin_is_and_asks_for() {
     let stdout = text(&out.stdout);
     for expected in [
         "name          share-guard",
-        "contract      medic:plugin@0.1.0",
+        "contract      medic:plugin@0.2.0",
         "capabilities  fs-read, fs-write",
-        "exports       medic:plugin/plugin@0.1.0",
-        "medic:plugin/fs@0.1.0",
+        "exports       medic:plugin/plugin@0.2.0",
+        "medic:plugin/fs@0.2.0",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in\n{stdout}"
         );
     }
+    // A plugin that calls no WSUS function does not import the package.
+    assert!(!stdout.contains("medic:wsus"), "{stdout}");
 
     let out = medic(&["plugins", "inspect", "--json", path.to_str().unwrap()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

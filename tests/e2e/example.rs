@@ -35,7 +35,7 @@ fn guard(share: &Path) -> Run {
     Run::default()
         .grant(&format!("fs-write={}", share.display()))
         .setting("path", &share.display().to_string())
-        .setting("principals", r#"["Users"]"#)
+        .setting_list("principals", &["Users"])
         .principal("Users=user:nobody")
 }
 
@@ -145,7 +145,7 @@ fn share_guard_fails_cleanly_on_an_unmapped_principal() {
     locked_share(&share);
     let plugin = load("share-guard");
     let report = guard(&share)
-        .setting("principals", r#"["NETWORK SERVICE"]"#)
+        .setting_list("principals", &["NETWORK SERVICE"])
         .on(&plugin);
     let outcome = report.outcome().unwrap();
     assert_eq!(outcome.status.as_str(), "failed");

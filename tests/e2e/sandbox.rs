@@ -164,10 +164,94 @@ fn an_unknown_contract_version_is_refused_with_both_versions_named() {
         message.contains("built for contract medic:plugin@9.0.0"),
         "{message}"
     );
-    assert!(message.contains("supported: 0.1.0"), "{message}");
+    assert!(message.contains("supported: 0.2.0, 0.1.0"), "{message}");
     assert!(
         message.contains("rebuild it against a medic-sdk"),
         "{message}"
+    );
+}
+
+#[test]
+fn a_plugin_built_against_the_previous_contract_still_loads_and_runs() {
+    let plugin = load("fixture-contract-0-1-0");
+    assert_eq!(plugin.contract.version, "0.1.0");
+    assert!(
+        plugin
+            .contract
+            .imports
+            .iter()
+            .any(|i| i == "medic:plugin/fs@0.1.0"),
+        "{:?}",
+        plugin.contract.imports
+    );
+    // Its WSUS capability, in 0.1.0's core package, is the same grant as
+    // medic:wsus's.
+    assert_eq!(
+        plugin
+            .info
+            .capabilities
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>(),
+        ["fs-read", "wsus-read"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = medic_agent::audit::Store::open(dir.path()).unwrap();
+    let state = medic_agent::audit::state::StateStore::new(store);
+    let run = || {
+        Run::default()
+            .grant("fs-read=/etc")
+            .grant("wsus-read")
+            .setting("path", "/etc/hostname")
+            .setting_list("names", &["NETWORK SERVICE", "Users"])
+            .with_state(state.clone())
+            .on(&plugin)
+    };
+    let first = run();
+    let summary = &first
+        .outcome()
+        .unwrap_or_else(|| panic!("{first:#?}"))
+        .summary;
+    assert!(summary.starts_with("/etc/hostname is "), "{summary}");
+    // 0.1.0 reads lists as JSON text, as it always did.
+    assert!(
+        summary.contains(r#"names ["NETWORK SERVICE","Users"]"#),
+        "{summary}"
+    );
+    assert!(summary.ends_with("run 1"), "{summary}");
+    assert_eq!(first.calls[0].function, "fs.stat");
+    assert_eq!(first.logs[0].message, "run 1");
+    let second = run();
+    assert!(second.outcome().unwrap().summary.ends_with("run 2"));
+}
+
+#[test]
+fn wsus_is_a_package_of_its_own_imported_by_the_plugins_that_use_it() {
+    let acl = load("content-acl");
+    assert_eq!(acl.contract.version, "0.2.0");
+    assert!(
+        acl.contract
+            .imports
+            .iter()
+            .any(|i| i == "medic:wsus/wsus@0.1.0"),
+        "{:?}",
+        acl.contract.imports
+    );
+    assert!(
+        acl.info
+            .capabilities
+            .iter()
+            .any(|c| c.to_string() == "wsus-read")
+    );
+    let noop = load("fixture-noop");
+    assert!(
+        !noop
+            .contract
+            .imports
+            .iter()
+            .any(|i| i.starts_with("medic:wsus")),
+        "{:?}",
+        noop.contract.imports
     );
 }
 

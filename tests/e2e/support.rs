@@ -6,7 +6,6 @@ use medic_sandbox::EventRecord;
 use medic_sandbox::Grants;
 use medic_sandbox::Mode;
 use medic_sandbox::{Limits, LoadedPlugin, RunReport, RunRequest, Runtime, RuntimeConfig};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -50,7 +49,7 @@ pub fn load(name: &str) -> LoadedPlugin {
 /// A run request builder.
 pub struct Run {
     pub grants: Grants,
-    pub settings: BTreeMap<String, String>,
+    pub settings: medic_sandbox::Settings,
     pub mode: Mode,
     pub limits: Limits,
     pub principals: PrincipalMap,
@@ -61,7 +60,7 @@ impl Default for Run {
     fn default() -> Self {
         Self {
             grants: Grants::none(),
-            settings: BTreeMap::new(),
+            settings: medic_sandbox::Settings::new(),
             mode: Mode::Enforce,
             limits: Limits::default(),
             principals: PrincipalMap::default(),
@@ -78,6 +77,20 @@ impl Run {
 
     pub fn setting(mut self, key: &str, value: &str) -> Self {
         self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// A list setting, as a policy's array of strings gives it.
+    pub fn setting_list(mut self, key: &str, items: &[&str]) -> Self {
+        self.settings.insert(
+            key.into(),
+            medic_sandbox::SettingValue::TextList(items.iter().map(|i| i.to_string()).collect()),
+        );
+        self
+    }
+
+    pub fn with_state(mut self, state: medic_agent::audit::state::StateStore) -> Self {
+        self.state = Some(state);
         self
     }
 

@@ -7,8 +7,7 @@ use crate::audit::journal::Journal;
 use crate::audit::state::StateStore;
 use crate::policy::{PluginPolicy, Policy};
 use medic_backends::Backends;
-use medic_sandbox::{Grants, LoadedPlugin, Runtime};
-use std::collections::BTreeMap;
+use medic_sandbox::{Grants, LoadedPlugin, Runtime, Settings};
 use std::sync::Arc;
 
 /// A plugin as the agent runs it: its policy and its loaded component.
@@ -17,7 +16,7 @@ pub struct ActivePlugin {
     pub policy: PluginPolicy,
     pub loaded: LoadedPlugin,
     pub grants: Arc<Grants>,
-    pub settings: Arc<BTreeMap<String, String>>,
+    pub settings: Arc<Settings>,
 }
 
 /// What every run of the agent shares.

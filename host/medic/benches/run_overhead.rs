@@ -65,7 +65,7 @@ fn main() {
     let grants = Arc::new(grants);
     let backends = Backends::local(PrincipalMap::default());
     let event = EventRecord::manual("bench").completed();
-    let request = |settings: Arc<BTreeMap<String, String>>| RunRequest {
+    let request = |settings: Arc<medic_sandbox::Settings>| RunRequest {
         run_id: "bench".into(),
         event: event.clone(),
         mode: Mode::Enforce,
@@ -83,10 +83,13 @@ fn main() {
         assert_eq!(report.status().as_str(), "healthy");
     });
 
-    let stat_settings: Arc<BTreeMap<String, String>> = Arc::new(
+    let stat_settings: Arc<medic_sandbox::Settings> = Arc::new(
         [
-            ("stat-path".to_string(), target.display().to_string()),
-            ("stat-count".to_string(), STATS.to_string()),
+            (
+                "stat-path".to_string(),
+                target.display().to_string().as_str().into(),
+            ),
+            ("stat-count".to_string(), STATS.to_string().as_str().into()),
         ]
         .into(),
     );

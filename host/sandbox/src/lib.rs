@@ -10,7 +10,8 @@
 //! (timeout, memory, fuel, host calls), [`host`] (what host calls do, on
 //! medic's own types: grants, modes, recording), [`contract`] (one module
 //! per contract version converting to [`host`]), [`event`] and [`info`]
-//! (events, outcomes and plugin descriptions as medic's own values).
+//! (events, outcomes and plugin descriptions as medic's own values),
+//! [`settings`] (a plugin's settings, typed).
 //!
 //! It knows nothing of policies, triggers, stores or the lab: the caller
 //! hands it backends, grants, settings and a state store per run.
@@ -24,6 +25,7 @@ pub mod info;
 pub mod limits;
 pub mod load;
 pub mod run;
+pub mod settings;
 
 pub use cache::{CacheUse, CompileCache, content_hash};
 pub use engine::{EPOCH_TICK, Runtime, RuntimeConfig, RuntimeError};
@@ -34,3 +36,4 @@ pub use info::{PluginInfo, TriggerHint};
 pub use limits::Limits;
 pub use load::{LoadError, LoadedPlugin, valid_plugin_name};
 pub use run::{RunFailure, RunReport, RunRequest, RunResult};
+pub use settings::{SettingValue, Settings};

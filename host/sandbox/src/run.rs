@@ -12,7 +12,6 @@ use crate::limits::{Limits, MemoryLimiter, mib};
 use crate::{LoadedPlugin, Runtime};
 use medic_backends::Backends;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{Store, Trap};
@@ -25,7 +24,7 @@ pub struct RunRequest {
     pub mode: Mode,
     pub grants: Arc<Grants>,
     pub limits: Limits,
-    pub settings: Arc<BTreeMap<String, String>>,
+    pub settings: Arc<crate::settings::Settings>,
     pub backends: Backends,
     pub state: Option<Arc<dyn PluginState>>,
     /// Where to register the changes the run applies, as they happen.

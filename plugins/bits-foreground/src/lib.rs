@@ -26,9 +26,9 @@ impl Plugin for BitsForeground {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "The HTTP Range fix: foreground BITS downloads, WsusService restarted, synchronization verified.".into(),
             capabilities: vec![
-                Capability::WsusRead,
-                Capability::WsusConfigure,
-                Capability::WsusSync,
+                wsus::Operation::Read.into(),
+                wsus::Operation::Configure.into(),
+                wsus::Operation::Sync.into(),
                 Capability::ServicesRead,
                 Capability::ServicesControl,
             ],

@@ -29,8 +29,8 @@ impl Plugin for BitsRestart {
             capabilities: vec![
                 Capability::ServicesRead,
                 Capability::ServicesControl,
-                Capability::WsusRead,
-                Capability::WsusSync,
+                wsus::Operation::Read.into(),
+                wsus::Operation::Sync.into(),
             ],
             triggers: vec![
                 TriggerHint::SystemEvent(SystemEventMatch {

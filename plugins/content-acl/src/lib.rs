@@ -24,7 +24,7 @@ impl Plugin for ContentAcl {
             name: "content-acl".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Keeps the WSUS content folder readable by NETWORK SERVICE and Users, and WsusContent under NETWORK SERVICE's full control.".into(),
-            capabilities: vec![Capability::FsRead, Capability::FsWrite, Capability::WsusRead],
+            capabilities: vec![Capability::FsRead, Capability::FsWrite, wsus::Operation::Read.into()],
             triggers: vec![
                 TriggerHint::File("content_dir".into()),
                 TriggerHint::SystemEvent(SystemEventMatch {

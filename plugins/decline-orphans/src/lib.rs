@@ -13,8 +13,7 @@
 
 use medic_sdk::wsus::{ServerMode, UpdateFilter, UpdateState};
 use medic_sdk::{
-    Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info,
-    settings, wsus,
+    Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info, settings, wsus,
 };
 use std::collections::HashSet;
 
@@ -26,7 +25,7 @@ impl Plugin for DeclineOrphans {
             name: "decline-orphans".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Cancels (and on autonomous servers declines) failed downloads of updates the upstream no longer has.".into(),
-            capabilities: vec![Capability::WsusRead, Capability::WsusUpdates],
+            capabilities: vec![wsus::Operation::Read.into(), wsus::Operation::Updates.into()],
             triggers: vec![
                 TriggerHint::SystemEvent(SystemEventMatch {
                     source: "Windows Server Update Services".into(),

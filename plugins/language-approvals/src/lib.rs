@@ -5,7 +5,7 @@
 //! (`wsusutil removeinactiveapprovals`) and reports the counts before and
 //! after.
 
-use medic_sdk::{Capability, Event, Outcome, Plugin, PluginInfo, Report, TriggerHint, info, wsus};
+use medic_sdk::{Event, Outcome, Plugin, PluginInfo, Report, TriggerHint, info, wsus};
 use std::collections::BTreeMap;
 
 struct LanguageApprovals;
@@ -22,7 +22,7 @@ impl Plugin for LanguageApprovals {
             name: "language-approvals".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Removes approvals left inactive by a language change upstream, with counts before and after.".into(),
-            capabilities: vec![Capability::WsusRead, Capability::WsusApprovals],
+            capabilities: vec![wsus::Operation::Read.into(), wsus::Operation::Approvals.into()],
             triggers: vec![
                 TriggerHint::LogLine("Synchronization completed".into()),
                 TriggerHint::Every(3600),

@@ -12,7 +12,7 @@
 
 use crate::units::{parse_duration, parse_size};
 use medic_sandbox::limits::MAX_MEMORY_BYTES;
-use medic_sandbox::{Capability, Grants, Limits, Mode, valid_plugin_name};
+use medic_sandbox::{Capability, Grants, Limits, Mode, SettingValue, Settings, valid_plugin_name};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -240,7 +240,7 @@ pub struct PluginPolicy {
     pub flap_guard: Option<FlapGuard>,
     /// Runs of this plugin in flight at once.
     pub concurrency: usize,
-    pub settings: BTreeMap<String, String>,
+    pub settings: Settings,
     /// Where the plugin's table starts, for messages.
     pub line: usize,
 }
@@ -324,7 +324,7 @@ struct RawPlugin {
     flap_guard: Option<RawFlapGuard>,
     concurrency: Option<Spanned<i64>>,
     #[serde(default)]
-    settings: BTreeMap<String, toml::Value>,
+    settings: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 /// Collects errors with positions in one file.
@@ -454,17 +454,23 @@ fn resolve(base: &Path, raw: &str) -> PathBuf {
     out
 }
 
-/// A setting's value as the plugin sees it: strings as they are, other
-/// scalars as their literal, arrays and tables as JSON.
-fn setting_text(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(n) => n.to_string(),
-        toml::Value::Float(x) => x.to_string(),
-        toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::Datetime(d) => d.to_string(),
-        other => serde_json::to_string(other).unwrap_or_default(),
-    }
+/// A setting's value as the plugin sees it; `None` for what a setting
+/// cannot be (a table, an array of anything but strings).
+fn setting_value(value: &toml::Value) -> Option<SettingValue> {
+    Some(match value {
+        toml::Value::String(s) => SettingValue::Text(s.clone()),
+        toml::Value::Integer(n) => SettingValue::Integer(*n),
+        toml::Value::Float(x) => SettingValue::Float(*x),
+        toml::Value::Boolean(b) => SettingValue::Boolean(*b),
+        toml::Value::Datetime(d) => SettingValue::Text(d.to_string()),
+        toml::Value::Array(items) => SettingValue::TextList(
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<_>>()?,
+        ),
+        toml::Value::Table(_) => return None,
+    })
 }
 
 impl Policy {
@@ -833,11 +839,19 @@ impl Policy {
         if raw.triggers.is_empty() {
             c.error(Some(span.clone()), format!("plugin `{name}` has no triggers"), "add at least one [[plugins.<name>.triggers]] (kind = \"manual\" for on-demand only)");
         }
-        let settings = raw
-            .settings
-            .iter()
-            .map(|(k, v)| (k.clone(), setting_text(v)))
-            .collect();
+        let mut settings = Settings::new();
+        for (key, value) in &raw.settings {
+            match setting_value(value.get_ref()) {
+                Some(setting) => {
+                    settings.insert(key.clone(), setting);
+                }
+                None => c.error(
+                    Some(value.span()),
+                    format!("setting `{key}` is a table or an array of non-strings"),
+                    "settings are strings, numbers, booleans or arrays of strings",
+                ),
+            }
+        }
         if c.errors.len() > errors_before {
             return None;
         }
@@ -1062,8 +1076,11 @@ interval = "1h"
         assert_eq!(plugin.limits.memory_bytes, 32 << 20);
         assert_eq!(plugin.rate.unwrap().cooldown, Duration::from_secs(30));
         assert_eq!(plugin.flap_guard.unwrap().max_mutating_runs, 3);
-        assert_eq!(plugin.settings["recursive"], "true");
-        assert_eq!(plugin.settings["principals"], r#"["Users"]"#);
+        assert_eq!(plugin.settings["recursive"], SettingValue::Boolean(true));
+        assert_eq!(
+            plugin.settings["principals"],
+            SettingValue::TextList(vec!["Users".into()])
+        );
         assert_eq!(plugin.triggers.len(), 3);
         assert!(matches!(&plugin.triggers[1], Trigger::EventLog { ids, .. } if ids == &[364]));
     }

@@ -11,12 +11,11 @@ use medic_agent::units::{parse_duration, parse_size};
 use medic_backends::{Backends, PrincipalMap};
 use medic_sandbox::{
     EventRecord, Grants, Limits, LoadedPlugin, Mode, RunReport, RunRequest, RunResult, Runtime,
-    RuntimeConfig, Status, new_id,
+    RuntimeConfig, SettingValue, Settings, Status, new_id,
 };
 
 mod lab;
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -678,16 +677,32 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
 }
 
 /// `key=value` pairs into a settings map; a key given twice is an error.
-pub fn parse_settings(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut settings = BTreeMap::new();
+/// A value written as a TOML array of strings (`readers=["Users", "x"]`)
+/// is a list; anything else is text.
+pub fn parse_settings(pairs: &[String]) -> Result<Settings> {
+    let mut settings = Settings::new();
     for pair in pairs {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--setting {pair}: expected KEY=VALUE"))?;
-        if settings
-            .insert(key.trim().to_string(), value.to_string())
-            .is_some()
-        {
+        let value = if value.trim_start().starts_with('[') {
+            let list: toml::Value = toml::from_str::<toml::Table>(&format!("list = {value}"))
+                .ok()
+                .and_then(|mut table| table.remove("list"))
+                .with_context(|| format!("--setting {pair}: not a TOML array"))?;
+            list.as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .map(SettingValue::TextList)
+                .with_context(|| format!("--setting {pair}: a list holds strings only"))?
+        } else {
+            SettingValue::Text(value.to_string())
+        };
+        if settings.insert(key.trim().to_string(), value).is_some() {
             bail!("--setting {key} is given twice");
         }
     }

@@ -8,7 +8,9 @@
 //! components built for older versions keep loading through theirs.
 
 pub mod convert;
+mod interfaces;
 pub mod v0_1_0;
+pub mod v0_2_0;
 
 use crate::event::{EventRecord, OutcomeRecord};
 use crate::host::RunState;
@@ -20,12 +22,13 @@ use wasmtime::{Engine, Store};
 pub const PACKAGE: &str = "medic:plugin";
 
 /// Contract versions this agent can run, newest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[v0_2_0::VERSION, v0_1_0::VERSION];
 
 /// Link every supported version's interfaces, and the locked-down WASI
 /// that components from other languages import, into `linker`.
 pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     v0_1_0::add_to_linker(linker)?;
+    v0_2_0::add_to_linker(linker)?;
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     Ok(())
 }
@@ -35,6 +38,7 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
 #[derive(Clone)]
 pub enum Bindings {
     V0_1_0(v0_1_0::Pre),
+    V0_2_0(v0_2_0::Pre),
 }
 
 impl Bindings {
@@ -47,6 +51,7 @@ impl Bindings {
     ) -> wasmtime::Result<Self> {
         match version {
             v0_1_0::VERSION => v0_1_0::Pre::new(linker, component).map(Self::V0_1_0),
+            v0_2_0::VERSION => v0_2_0::Pre::new(linker, component).map(Self::V0_2_0),
             other => Err(wasmtime::format_err!(
                 "contract version {other} has no bindings"
             )),
@@ -57,6 +62,7 @@ impl Bindings {
     pub fn describe(&self, store: &mut Store<RunState>) -> wasmtime::Result<PluginInfo> {
         match self {
             Self::V0_1_0(pre) => pre.describe(store),
+            Self::V0_2_0(pre) => pre.describe(store),
         }
     }
 
@@ -68,6 +74,7 @@ impl Bindings {
     ) -> Result<Result<OutcomeRecord, String>, CallError> {
         match self {
             Self::V0_1_0(pre) => pre.handle(store, event),
+            Self::V0_2_0(pre) => pre.handle(store, event),
         }
     }
 }

@@ -5,7 +5,6 @@
 //! functions here take and return the backends' types; each contract
 //! version's module in [`crate::contract`] converts its own types to them.
 
-pub mod config;
 pub mod fs;
 pub mod grants;
 pub mod log;
@@ -17,7 +16,6 @@ use crate::limits::MemoryLimiter;
 use grants::{Capability, Grants};
 use medic_backends::{BackendError, Backends, ErrorKind};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -135,7 +133,7 @@ pub struct RunState {
     pub run_id: String,
     pub mode: Mode,
     pub grants: Arc<Grants>,
-    pub settings: Arc<BTreeMap<String, String>>,
+    pub settings: Arc<crate::settings::Settings>,
     pub backends: Backends,
     pub state: Option<Arc<dyn PluginState>>,
     pub calls: Vec<HostCall>,
@@ -162,7 +160,7 @@ impl RunState {
         run_id: String,
         mode: Mode,
         grants: Arc<Grants>,
-        settings: Arc<BTreeMap<String, String>>,
+        settings: Arc<crate::settings::Settings>,
         backends: Backends,
         state: Option<Arc<dyn PluginState>>,
         limiter: MemoryLimiter,

@@ -22,7 +22,7 @@ use super::{CallError, convert};
 mod bindings {
     wasmtime::component::bindgen!({
         world: "remediation",
-        path: "../../sdk/wit",
+        path: "../../sdk/wit/medic-plugin/0.1.0",
         imports: { default: trappable },
     });
 }
@@ -50,7 +50,7 @@ impl Pre {
     pub fn describe(&self, store: &mut Store<RunState>) -> wasmtime::Result<PluginInfo> {
         let instance = self.0.instantiate(&mut *store)?;
         let info = instance.medic_plugin_plugin().call_describe(store)?;
-        Ok(info.convert())
+        types::plugin_info(info).map_err(wasmtime::Error::msg)
     }
 
     pub fn handle(

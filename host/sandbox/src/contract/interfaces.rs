@@ -1,0 +1,564 @@
+//! The interfaces that are the same in several contract versions (their
+//! WIT unchanged, their generated types distinct): each macro writes one
+//! interface's conversions and host implementation into the version module
+//! it is invoked in. The invoking file imports the version's interface as
+//! `wit` and its error type as `Error`, then invokes the macro.
+
+/// `fs`: see the module header.
+macro_rules! fs_interface {
+    () => {
+        use crate::contract::convert::{Convert, convert_enum, convert_record, result};
+        use crate::host::RunState;
+        use medic_backends::fs::{
+            AccessChange, AccessEntry, AccessReport, AccessRight, EntryKind, FileInfo,
+        };
+
+        convert_enum!(
+            EntryKind,
+            wit::EntryKind {
+                File,
+                Directory,
+                Symlink,
+                Other
+            }
+        );
+        convert_record!(
+            FileInfo,
+            wit::FileInfo {
+                path,
+                kind,
+                size,
+                modified_ms,
+                owner
+            }
+        );
+        convert_enum!(
+            AccessRight,
+            wit::AccessRight {
+                Read,
+                Modify,
+                FullControl
+            }
+        );
+        convert_record!(
+            AccessEntry,
+            wit::AccessEntry {
+                principal,
+                right,
+                raw
+            }
+        );
+        convert_record!(
+            AccessChange,
+            wit::AccessChange {
+                path,
+                before,
+                after
+            }
+        );
+        convert_record!(
+            AccessReport,
+            wit::AccessReport {
+                checked,
+                changed,
+                applied
+            }
+        );
+
+        impl wit::Host for RunState {
+            fn stat(&mut self, path: String) -> wasmtime::Result<Result<wit::FileInfo, Error>> {
+                Ok(result(self.fs_stat(path)?))
+            }
+
+            fn list_dir(
+                &mut self,
+                path: String,
+            ) -> wasmtime::Result<Result<Vec<wit::FileInfo>, Error>> {
+                Ok(result(self.fs_list_dir(path)?))
+            }
+
+            fn read_access(
+                &mut self,
+                path: String,
+            ) -> wasmtime::Result<Result<Vec<wit::AccessEntry>, Error>> {
+                Ok(result(self.fs_read_access(path)?))
+            }
+
+            fn read_file(
+                &mut self,
+                path: String,
+                max_bytes: u32,
+            ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+                Ok(result(self.fs_read_file(path, max_bytes)?))
+            }
+
+            fn ensure_access(
+                &mut self,
+                path: String,
+                principal: String,
+                right: wit::AccessRight,
+                recursive: bool,
+            ) -> wasmtime::Result<Result<wit::AccessReport, Error>> {
+                Ok(result(self.fs_ensure_access(
+                    path,
+                    principal,
+                    right.convert(),
+                    recursive,
+                )?))
+            }
+        }
+    };
+}
+
+/// `services`: see the module header.
+macro_rules! services_interface {
+    () => {
+        use crate::contract::convert::{Convert, convert_enum, convert_record, result};
+        use crate::host::RunState;
+        use medic_backends::services::{ServiceChange, ServiceState, ServiceStatus, StartupType};
+
+        convert_enum!(
+            ServiceState,
+            wit::ServiceState {
+                Stopped,
+                StartPending,
+                StopPending,
+                Running,
+                Paused
+            }
+        );
+        convert_enum!(
+            StartupType,
+            wit::StartupType {
+                Automatic,
+                Manual,
+                Disabled
+            }
+        );
+        convert_record!(
+            ServiceStatus,
+            wit::ServiceStatus {
+                name,
+                display_name,
+                state,
+                startup
+            }
+        );
+        convert_record!(
+            ServiceChange,
+            wit::ServiceChange {
+                before,
+                after,
+                applied
+            }
+        );
+
+        impl wit::Host for RunState {
+            fn query(
+                &mut self,
+                name: String,
+            ) -> wasmtime::Result<Result<wit::ServiceStatus, Error>> {
+                Ok(result(self.services_query(name)?))
+            }
+
+            fn start(
+                &mut self,
+                name: String,
+                timeout_ms: u32,
+            ) -> wasmtime::Result<Result<wit::ServiceChange, Error>> {
+                Ok(result(self.services_start(name, timeout_ms)?))
+            }
+
+            fn stop(
+                &mut self,
+                name: String,
+                timeout_ms: u32,
+            ) -> wasmtime::Result<Result<wit::ServiceChange, Error>> {
+                Ok(result(self.services_stop(name, timeout_ms)?))
+            }
+
+            fn restart(
+                &mut self,
+                name: String,
+                timeout_ms: u32,
+            ) -> wasmtime::Result<Result<wit::ServiceChange, Error>> {
+                Ok(result(self.services_restart(name, timeout_ms)?))
+            }
+
+            fn set_startup(
+                &mut self,
+                name: String,
+                startup: wit::StartupType,
+            ) -> wasmtime::Result<Result<wit::ServiceChange, Error>> {
+                Ok(result(self.services_set_startup(name, startup.convert())?))
+            }
+        }
+    };
+}
+
+/// `wsus`: see the module header.
+macro_rules! wsus_interface {
+    () => {
+        use crate::contract::convert::{Convert, convert_enum, convert_record, result};
+        use crate::host::RunState;
+        use medic_backends::wsus::{
+            Approval, ApprovalTally, BatchResult, ServerFacts, ServerMode, StorageMode, SyncRecord,
+            SyncResult, SyncState, UpdateFilter, UpdateState, UpdateSummary,
+        };
+
+        convert_enum!(
+            ServerMode,
+            wit::ServerMode {
+                Replica,
+                Autonomous
+            }
+        );
+        convert_enum!(
+            StorageMode,
+            wit::StorageMode {
+                LocalContent,
+                MicrosoftUpdate
+            }
+        );
+        convert_record!(
+            ServerFacts,
+            wit::ServerFacts {
+                name,
+                mode,
+                upstream,
+                storage,
+                languages,
+                content_dir,
+                version
+            }
+        );
+        convert_enum!(
+            UpdateState,
+            wit::UpdateState {
+                NotReady,
+                Ready,
+                Failed,
+                Canceled,
+                LicenseAgreementFailed,
+                InstallationImpossible
+            }
+        );
+        convert_record!(
+            UpdateSummary,
+            wit::UpdateSummary {
+                id,
+                revision,
+                title,
+                product,
+                classification,
+                language,
+                state,
+                declined,
+                approved
+            }
+        );
+        convert_record!(
+            UpdateFilter,
+            wit::UpdateFilter {
+                state,
+                declined,
+                approved
+            }
+        );
+        convert_record!(
+            BatchResult,
+            wit::BatchResult {
+                done,
+                failed,
+                applied
+            }
+        );
+        convert_record!(
+            Approval,
+            wit::Approval {
+                update_id,
+                title,
+                target_group,
+                language
+            }
+        );
+        convert_record!(
+            ApprovalTally,
+            wit::ApprovalTally {
+                active,
+                inactive,
+                upstream_approved
+            }
+        );
+        convert_enum!(
+            SyncResult,
+            wit::SyncResult {
+                Succeeded,
+                Failed,
+                Canceled
+            }
+        );
+        convert_record!(
+            SyncRecord,
+            wit::SyncRecord {
+                started_ms,
+                finished_ms,
+                result_kind,
+                reason
+            }
+        );
+        convert_record!(SyncState, wit::SyncState { running, last });
+
+        impl wit::Host for RunState {
+            fn server_info(&mut self) -> wasmtime::Result<Result<wit::ServerFacts, Error>> {
+                Ok(result(self.wsus_server_info()?))
+            }
+
+            fn list_updates(
+                &mut self,
+                filter: wit::UpdateFilter,
+            ) -> wasmtime::Result<Result<Vec<wit::UpdateSummary>, Error>> {
+                Ok(result(self.wsus_list_updates(filter.convert())?))
+            }
+
+            fn upstream_has(
+                &mut self,
+                ids: Vec<String>,
+            ) -> wasmtime::Result<Result<Vec<String>, Error>> {
+                Ok(result(self.wsus_upstream_has(ids)?))
+            }
+
+            fn cancel_downloads(
+                &mut self,
+                ids: Vec<String>,
+            ) -> wasmtime::Result<Result<wit::BatchResult, Error>> {
+                Ok(result(self.wsus_cancel_downloads(ids)?))
+            }
+
+            fn decline(
+                &mut self,
+                ids: Vec<String>,
+            ) -> wasmtime::Result<Result<wit::BatchResult, Error>> {
+                Ok(result(self.wsus_decline(ids)?))
+            }
+
+            fn approval_counts(&mut self) -> wasmtime::Result<Result<wit::ApprovalTally, Error>> {
+                Ok(result(self.wsus_approval_counts()?))
+            }
+
+            fn list_inactive_approvals(
+                &mut self,
+            ) -> wasmtime::Result<Result<Vec<wit::Approval>, Error>> {
+                Ok(result(self.wsus_list_inactive_approvals()?))
+            }
+
+            fn remove_inactive_approvals(&mut self) -> wasmtime::Result<Result<u32, Error>> {
+                Ok(result(self.wsus_remove_inactive_approvals()?))
+            }
+
+            fn get_config(
+                &mut self,
+                name: String,
+            ) -> wasmtime::Result<Result<Option<String>, Error>> {
+                Ok(result(self.wsus_get_config(name)?))
+            }
+
+            fn set_config(
+                &mut self,
+                name: String,
+                value: String,
+            ) -> wasmtime::Result<Result<Option<String>, Error>> {
+                Ok(result(self.wsus_set_config(name, value)?))
+            }
+
+            fn start_sync(&mut self) -> wasmtime::Result<Result<(), Error>> {
+                Ok(result(self.wsus_start_sync()?))
+            }
+
+            fn sync_status(&mut self) -> wasmtime::Result<Result<wit::SyncState, Error>> {
+                Ok(result(self.wsus_sync_status()?))
+            }
+
+            fn sync_history(
+                &mut self,
+                limit: u32,
+            ) -> wasmtime::Result<Result<Vec<wit::SyncRecord>, Error>> {
+                Ok(result(self.wsus_sync_history(limit)?))
+            }
+        }
+    };
+}
+
+/// `state`: see the module header.
+macro_rules! state_interface {
+    () => {
+        use crate::contract::convert::result;
+        use crate::host::RunState;
+
+        impl wit::Host for RunState {
+            fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+                self.state_get(key)
+            }
+
+            fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), Error>> {
+                Ok(result(self.state_set(key, value)?))
+            }
+
+            fn remove(&mut self, key: String) -> wasmtime::Result<Result<(), Error>> {
+                Ok(result(self.state_remove(key)?))
+            }
+
+            fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
+                self.state_keys()
+            }
+        }
+    };
+}
+
+/// `log`: see the module header.
+macro_rules! log_interface {
+    () => {
+        use crate::contract::convert::convert_enum;
+        use crate::host::RunState;
+        use crate::host::log::Level;
+
+        convert_enum!(
+            Level,
+            wit::Level {
+                Trace,
+                Debug,
+                Info,
+                Warn,
+                Error
+            }
+        );
+
+        impl wit::Host for RunState {
+            fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+                RunState::log(
+                    self,
+                    crate::contract::convert::Convert::convert(level),
+                    message,
+                );
+                Ok(())
+            }
+        }
+    };
+}
+
+/// `types`: events, outcomes, errors and trigger hints (the same in every
+/// version so far); capabilities and `plugin-info` are the version's own.
+macro_rules! types_interface {
+    () => {
+        use crate::contract::convert::{Convert, convert_enum, convert_record};
+        use crate::event::{ActionRecord, EventKind, EventRecord, OutcomeRecord, Status};
+        use crate::host::RunState;
+        use crate::info::TriggerHint;
+        use medic_backends::{BackendError, ErrorKind};
+
+        impl wit::Host for RunState {}
+
+        convert_enum!(
+            EventKind,
+            wit::EventKind {
+                FileChanged,
+                LogLine,
+                SystemEvent,
+                Schedule,
+                Startup,
+                Manual
+            }
+        );
+        convert_enum!(
+            Status,
+            wit::Status {
+                Healthy,
+                Remediated,
+                Failed,
+                NeedsApproval
+            }
+        );
+        convert_record!(
+            ActionRecord,
+            wit::Action {
+                verb,
+                target,
+                detail,
+                applied
+            }
+        );
+        convert_record!(
+            OutcomeRecord,
+            wit::Outcome {
+                status,
+                summary,
+                actions
+            }
+        );
+        convert_enum!(
+            ErrorKind,
+            wit::ErrorKind {
+                Denied,
+                NotFound,
+                InvalidArgument,
+                Unsupported,
+                Conflict,
+                Timeout,
+                Failed
+            }
+        );
+        convert_record!(BackendError, wit::Error { kind, message });
+
+        impl Convert<wit::Event> for EventRecord {
+            fn convert(self) -> wit::Event {
+                wit::Event {
+                    id: self.id,
+                    kind: self.kind.convert(),
+                    source: self.source,
+                    time_ms: self.time_ms,
+                    subject: self.subject,
+                    fields: self.fields.into_iter().collect(),
+                }
+            }
+        }
+
+        impl Convert<TriggerHint> for wit::TriggerHint {
+            fn convert(self) -> TriggerHint {
+                match self {
+                    Self::File(path) => TriggerHint::File(path),
+                    Self::LogLine(pattern) => TriggerHint::LogLine(pattern),
+                    Self::SystemEvent(m) => TriggerHint::SystemEvent {
+                        source: m.source,
+                        id: m.id,
+                    },
+                    Self::Every(seconds) => TriggerHint::Every(seconds),
+                    Self::Startup => TriggerHint::Startup,
+                    Self::Manual => TriggerHint::Manual,
+                }
+            }
+        }
+
+        /// What `describe()` returned, as medic's own value; an error names
+        /// a capability this host does not know.
+        pub(super) fn plugin_info(
+            info: wit::PluginInfo,
+        ) -> Result<crate::info::PluginInfo, String> {
+            Ok(crate::info::PluginInfo {
+                capabilities: info
+                    .capabilities
+                    .into_iter()
+                    .map(capability)
+                    .collect::<Result<_, _>>()?,
+                triggers: info.triggers.convert(),
+                name: info.name,
+                version: info.version,
+                description: info.description,
+            })
+        }
+    };
+}
+
+pub(crate) use {
+    fs_interface, log_interface, services_interface, state_interface, types_interface,
+    wsus_interface,
+};

@@ -1,0 +1,5 @@
+//! `services`: granted system services (unchanged since 0.1.0).
+
+use super::bindings::medic::plugin::{services as wit, types::Error};
+
+crate::contract::interfaces::services_interface!();
