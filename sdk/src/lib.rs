@@ -184,7 +184,7 @@ pub mod state {
 
 /// Logging into the agent's structured log (see also [`info!`] and friends).
 pub mod log {
-    pub use crate::bindings::medic::plugin::log::{Level, log};
+    pub use crate::bindings::medic::plugin::log::{Level, log, panicked};
 }
 
 /// What a plugin implements. Each run gets a fresh instance of the plugin,
@@ -288,13 +288,10 @@ pub mod __private {
         }
 
         fn handle(event: Event) -> Result<Outcome, String> {
-            // A panic aborts the instance (wasm has no unwinding here); log
-            // its message first so the run's record says what happened.
+            // A panic aborts the instance (wasm has no unwinding here); tell
+            // the host first so the run's record says what happened.
             std::panic::set_hook(Box::new(|info| {
-                crate::log::log(
-                    crate::log::Level::Error,
-                    &format!("plugin panicked: {info}"),
-                );
+                crate::log::panicked(&info.to_string());
             }));
             P::handle(event)
         }

@@ -158,7 +158,7 @@ impl Running {
         self.ctx
             .journal
             .list(&Filter {
-                kind: Some("run".into()),
+                kind: Some(medic_agent::audit::journal::RecordKind::Run),
                 ..Filter::default()
             })
             .unwrap()
@@ -217,7 +217,7 @@ fn each_trigger_kind_fires_the_plugin() {
     )
     .unwrap();
     let run = agent.wait_for_run("after a file change", |r| {
-        event_kind(r) == "file-changed" && r.status == "remediated"
+        event_kind(r) == "file-changed" && r.status.as_str() == "remediated"
     });
     assert!(readable_by_nobody(&lab.share().join("readme.txt")));
     assert!(
@@ -288,11 +288,11 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
             lab.lock("readme.txt");
             send();
             agent.wait_for_run("that repairs", |r| {
-                r.status == "remediated"
+                r.status.as_str() == "remediated"
                     && agent
                         .runs()
                         .iter()
-                        .filter(|x| x.status == "remediated")
+                        .filter(|x| x.status.as_str() == "remediated")
                         .count()
                         >= n
             });
@@ -302,7 +302,7 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
         let held = agent.wait_for_run("held by the flap guard", |r| {
             r.summary.starts_with("[flap guard: dry run]")
         });
-        assert_eq!(held.status, "needs-approval");
+        assert_eq!(held.status.as_str(), "needs-approval");
         assert!(
             !readable_by_nobody(&lab.share().join("readme.txt")),
             "the held run changed nothing"
@@ -311,12 +311,12 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
             .ctx
             .journal
             .list(&Filter {
-                kind: Some("flap-guard".into()),
+                kind: Some(medic_agent::audit::journal::RecordKind::FlapGuard),
                 ..Filter::default()
             })
             .unwrap();
         assert_eq!(trips.len(), 1);
-        assert_eq!(trips[0].status, "tripped");
+        assert_eq!(trips[0].status.as_str(), "tripped");
         agent.stop();
     }
     // After a restart the guard still holds.
@@ -329,7 +329,7 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
             && r.summary.starts_with("[flap guard: dry run]")
             && r.seq == agent.runs().last().unwrap().seq
     });
-    assert_eq!(held.status, "needs-approval");
+    assert_eq!(held.status.as_str(), "needs-approval");
     assert!(!readable_by_nobody(&lab.share().join("readme.txt")));
     agent.stop();
 }
@@ -413,7 +413,9 @@ fn approve_mode_records_a_plan_that_an_operator_applies_or_rejects() {
     let policy = lab.policy("mode = \"approve\"");
     let agent = Running::start(&policy);
     send_manual(&lab.path("state"), "share-guard", "first");
-    let pending = agent.wait_for_run("waiting for approval", |r| r.status == "needs-approval");
+    let pending = agent.wait_for_run("waiting for approval", |r| {
+        r.status.as_str() == "needs-approval"
+    });
     assert!(
         !readable_by_nobody(&lab.share().join("readme.txt")),
         "approve mode changed the file"
@@ -442,7 +444,7 @@ fn approve_mode_records_a_plan_that_an_operator_applies_or_rejects() {
     lab.lock("readme.txt");
     send_manual(&lab.path("state"), "share-guard", "second");
     let second = agent.wait_for_run("a second plan", |r| {
-        r.status == "needs-approval" && r.run_id != pending.run_id
+        r.status.as_str() == "needs-approval" && r.run_id != pending.run_id
     });
     let out = medic(&[
         "reject",
@@ -462,7 +464,7 @@ fn approve_mode_records_a_plan_that_an_operator_applies_or_rejects() {
         .ctx
         .journal
         .list(&Filter {
-            kind: Some("rejected".into()),
+            kind: Some(medic_agent::audit::journal::RecordKind::Rejected),
             ..Filter::default()
         })
         .unwrap();
@@ -555,7 +557,7 @@ fn hot_reload_under_a_stream_of_events_loses_nothing() {
         .collect();
     assert_eq!(subjects.len(), EVENTS, "no event lost or run twice");
     assert!(
-        runs.iter().all(|r| r.status == "healthy"),
+        runs.iter().all(|r| r.status.as_str() == "healthy"),
         "a run failed: {runs:#?}"
     );
     let on = |hash: &str| runs.iter().filter(|r| r.detail["hash"] == hash).count();
@@ -582,7 +584,7 @@ fn hot_reload_under_a_stream_of_events_loses_nothing() {
         .ctx
         .journal
         .list(&Filter {
-            kind: Some("plugin-rejected".into()),
+            kind: Some(medic_agent::audit::journal::RecordKind::PluginRejected),
             ..Filter::default()
         })
         .unwrap();
@@ -623,7 +625,7 @@ fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
             .ctx
             .journal
             .list(&Filter {
-                kind: Some("policy-rejected".into()),
+                kind: Some(medic_agent::audit::journal::RecordKind::PolicyRejected),
                 ..Filter::default()
             })
             .unwrap();
@@ -645,7 +647,7 @@ fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
     let run = agent.wait_for_run("on the old policy", |r| {
         r.detail["event"]["subject"] == "still serving"
     });
-    assert_eq!(run.status, "healthy");
+    assert_eq!(run.status.as_str(), "healthy");
     agent.stop();
 }
 
@@ -681,7 +683,7 @@ fn a_hung_plugin_does_not_hold_up_the_others() {
     std::thread::sleep(Duration::from_millis(100));
     send_manual(&state, "fixture-noop", "meanwhile");
     let noop = agent.wait_for_run("of the no-op", |r| r.plugin == "fixture-noop");
-    assert_eq!(noop.status, "healthy");
+    assert_eq!(noop.status.as_str(), "healthy");
     assert!(
         agent.runs().iter().all(|r| r.plugin != "fixture-spin"),
         "the no-op waited for the hung plugin"

@@ -84,8 +84,8 @@ fn unbounded_allocation_stops_at_the_memory_cap() {
 fn a_panic_ends_the_run_with_its_message() {
     let panicker = load("fixture-panicker");
     let report = Run::default().on(&panicker);
-    let RunFailure::Trap { message } = failure(&report.result) else {
-        panic!("expected a trap, got {:?}", report.result);
+    let RunFailure::Panic { message } = failure(&report.result) else {
+        panic!("expected a panic, got {:?}", report.result);
     };
     assert!(message.contains("fixture panicked on purpose"), "{message}");
     assert!(report.logs.iter().any(|l| l.level == "error"));
@@ -223,6 +223,15 @@ fn a_plugin_built_against_the_previous_contract_still_loads_and_runs() {
     assert_eq!(first.logs[0].message, "run 1");
     let second = run();
     assert!(second.outcome().unwrap().summary.ends_with("run 2"));
+    let panicked = Run::default()
+        .grant("fs-read=/etc")
+        .grant("wsus-read")
+        .setting("panic", "yes")
+        .on(&plugin);
+    let RunFailure::Panic { message } = failure(&panicked.result) else {
+        panic!("expected a panic, got {:?}", panicked.result);
+    };
+    assert_eq!(message, "on purpose, the 0.1.0 way");
 }
 
 #[test]

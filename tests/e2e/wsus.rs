@@ -104,7 +104,7 @@ impl WsusLab {
 /// The first run of `plugin` that did something (not `healthy`).
 fn repaired_by(agent: &Running, plugin: &str, status: &str) -> AuditRecord {
     agent.wait_for_run(&format!("of {plugin} ending {status}"), |r| {
-        r.plugin == plugin && r.status == status
+        r.plugin == plugin && r.status.as_str() == status
     })
 }
 
@@ -449,7 +449,7 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
         agent
             .runs()
             .iter()
-            .filter(|r| r.plugin == "bits-restart" && r.status == "remediated")
+            .filter(|r| r.plugin == "bits-restart" && r.status.as_str() == "remediated")
             .count()
     };
     for round in 1..=3 {
@@ -475,7 +475,7 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
         .ctx
         .journal
         .list(&medic_agent::audit::journal::Filter {
-            kind: Some("flap-guard".into()),
+            kind: Some(medic_agent::audit::journal::RecordKind::FlapGuard),
             ..Default::default()
         })
         .unwrap();

@@ -2,12 +2,13 @@
 //! runs the plugin again in enforce mode on the same event and records
 //! both; `medic reject` records the refusal.
 
-use crate::audit::journal::{Journal, NewRecord};
+use crate::audit::journal::{Journal, NewRecord, RecordKind, RecordStatus};
 use crate::audit::state::StateStore;
 use crate::audit::{Store, StoreError};
 use crate::backend::BackendCatalog;
 use crate::loading::{AgentError, load_plugin, runtime_for};
 use crate::policy::{Policy, PolicyErrors};
+use medic_sandbox::Status;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,20 +41,22 @@ fn pending_run(
     let record = journal
         .find_run(run_id)?
         .ok_or_else(|| DecisionError::UnknownRun(run_id.to_string()))?;
-    if record.status != "needs-approval" {
+    if record.status != RecordStatus::Run(Status::NeedsApproval) {
         return Err(DecisionError::NotPending {
             run: run_id.into(),
-            status: record.entry.status,
+            status: record.entry.status.to_string(),
         });
     }
     let decided = journal
         .list(&crate::audit::journal::Filter::default())?
         .into_iter()
-        .find(|r| (r.kind == "approved" || r.kind == "rejected") && r.run_id == run_id);
+        .find(|r| {
+            matches!(r.kind, RecordKind::Approved | RecordKind::Rejected) && r.run_id == run_id
+        });
     if let Some(decision) = decided {
         return Err(DecisionError::AlreadyDecided {
             run: run_id.into(),
-            decision: decision.entry.kind,
+            decision: decision.entry.kind.to_string(),
         });
     }
     Ok(record)
@@ -112,18 +115,18 @@ pub fn approve(
         .outcome()
         .map_or_else(|| "failed".to_string(), |o| o.summary.clone());
     journal.append(NewRecord {
-        kind: "run".into(),
+        kind: RecordKind::Run,
         plugin: report.plugin.clone(),
         run_id: report.run_id.clone(),
-        status: report.status().to_string(),
+        status: RecordStatus::Run(report.status()),
         summary: format!("[approved {run_id}] {summary}"),
         detail: serde_json::to_value(&report).unwrap_or_default(),
     })?;
     journal.append(NewRecord {
-        kind: "approved".into(),
+        kind: RecordKind::Approved,
         plugin: report.plugin.clone(),
         run_id: run_id.into(),
-        status: report.status().to_string(),
+        status: RecordStatus::Run(report.status()),
         summary: format!("approved; applied by run {}", report.run_id),
         detail: serde_json::json!({ "applied_by": report.run_id }),
     })?;
@@ -136,10 +139,10 @@ pub fn reject(policy_file: &Path, run_id: &str, reason: &str) -> Result<(), Deci
     let journal = Journal::new(Store::open(&policy.agent.state_dir)?);
     let pending = pending_run(&journal, run_id)?;
     journal.append(NewRecord {
-        kind: "rejected".into(),
+        kind: RecordKind::Rejected,
         plugin: pending.entry.plugin,
         run_id: run_id.into(),
-        status: "rejected".into(),
+        status: RecordStatus::Rejected,
         summary: if reason.is_empty() {
             "rejected by an operator".into()
         } else {

@@ -4,7 +4,7 @@
 //! and the last good version keeps serving).
 
 use crate::audit::Store;
-use crate::audit::journal::{Journal, NewRecord};
+use crate::audit::journal::{Journal, NewRecord, RecordKind, RecordStatus};
 use crate::audit::state::StateStore;
 use crate::backend::BackendCatalog;
 use crate::context::{ActivePlugin, AgentContext};
@@ -45,10 +45,10 @@ impl Agent {
         let journal = Journal::new(store.clone());
         for plugin in &active {
             journal.append(NewRecord {
-                kind: "plugin-loaded".into(),
+                kind: RecordKind::PluginLoaded,
                 plugin: plugin.policy.name.clone(),
                 run_id: String::new(),
-                status: "loaded".into(),
+                status: RecordStatus::Loaded,
                 summary: format!(
                     "{} {} ({}) in {} mode",
                     plugin.loaded.info.name,
@@ -121,20 +121,20 @@ impl Agent {
                     let Ok(Some(next)) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
                         continue;
                     };
-                    if policies(&next).iter().map(|p| format!("{:?}", p.triggers)).ne(policies(&current).iter().map(|p| format!("{:?}", p.triggers)))
-                        || next.len() != current.len()
-                    {
-                        // Start the new triggers before stopping the old ones,
-                        // so nothing happens unwatched.
-                        match TriggerSet::start(&policies(&next), &sink, &ctx.store) {
-                            Ok(started) => triggers = started,
-                            Err(e) => {
-                                tracing::error!("new triggers could not start, keeping the old ones: {e}");
-                                continue;
-                            }
+                    let mut next = next;
+                    for error in triggers.update(&policies(&next), &sink, &ctx.store).await {
+                        // That plugin keeps its old version (and triggers), or
+                        // is not added.
+                        tracing::error!("new triggers could not start; the plugin keeps its last good version: {error}");
+                        record_rejection(&ctx, &error.plugin, error.to_string());
+                        next.retain(|p| p.policy.name != error.plugin);
+                        if let Some(old) = current.iter().find(|p| p.policy.name == error.plugin) {
+                            next.push(old.clone());
                         }
                     }
-                    let _ = control.send(Control::Swap(next.clone())).await;
+                    if control.send(Control::Swap(next.clone())).await.is_err() {
+                        break;
+                    }
                     current = next;
                 }
             }
@@ -146,6 +146,20 @@ impl Agent {
         drop(control);
         let _ = serving.await;
         Ok(())
+    }
+}
+
+/// Record that a plugin's new version was refused.
+fn record_rejection(ctx: &AgentContext, plugin: &str, reason: String) {
+    if let Err(e) = ctx.journal.append(NewRecord {
+        kind: RecordKind::PluginRejected,
+        plugin: plugin.into(),
+        run_id: String::new(),
+        status: RecordStatus::Rejected,
+        summary: reason,
+        detail: serde_json::Value::Null,
+    }) {
+        tracing::error!("cannot record a reload in the audit journal: {e}");
     }
 }
 
@@ -216,12 +230,12 @@ enum Change {
 /// the old one entirely; a broken component keeps its last good version).
 /// Every rejection is logged and recorded.
 fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<ActivePlugin>>> {
-    let record = |kind: &str, plugin: &str, summary: String| {
+    let record = |kind: RecordKind, status: RecordStatus, plugin: &str, summary: String| {
         if let Err(e) = ctx.journal.append(NewRecord {
-            kind: kind.into(),
+            kind,
             plugin: plugin.into(),
             run_id: String::new(),
-            status: kind.rsplit('-').next().unwrap_or(kind).into(),
+            status,
             summary,
             detail: serde_json::Value::Null,
         }) {
@@ -235,7 +249,12 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
             tracing::error!(
                 "the changed policy is rejected; the last good one keeps serving:\n{errors}"
             );
-            record("policy-rejected", "", errors.to_string());
+            record(
+                RecordKind::PolicyRejected,
+                RecordStatus::Rejected,
+                "",
+                errors.to_string(),
+            );
             return None;
         }
     };
@@ -248,16 +267,15 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
         let old = current.iter().find(|p| p.policy.name == plugin.name);
         match load_plugin(&ctx.runtime, &policy, plugin, old.map(|o| o.as_ref())) {
             Ok(active) => {
-                let is_new = old.is_none_or(|o| {
-                    o.loaded.hash != active.loaded.hash
-                        || format!("{:?}", o.policy) != format!("{plugin:?}")
-                });
+                let is_new =
+                    old.is_none_or(|o| o.loaded.hash != active.loaded.hash || o.policy != *plugin);
                 if is_new {
                     changed = true;
                     let loaded = &active.loaded;
                     tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], "plugin (re)loaded");
                     record(
-                        "plugin-loaded",
+                        RecordKind::PluginLoaded,
+                        RecordStatus::Loaded,
                         &plugin.name,
                         format!(
                             "{} {} ({}) loaded",
@@ -272,7 +290,12 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
             Err(e) => {
                 let reason = e.message;
                 tracing::error!(plugin = %plugin.name, "new version rejected; the last good one keeps serving: {reason}");
-                record("plugin-rejected", &plugin.name, reason);
+                record(
+                    RecordKind::PluginRejected,
+                    RecordStatus::Rejected,
+                    &plugin.name,
+                    reason,
+                );
                 if let Some(old) = old {
                     next.push(old.clone());
                 }
@@ -285,7 +308,8 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
     for plugin in removed {
         changed = true;
         record(
-            "plugin-removed",
+            RecordKind::PluginRemoved,
+            RecordStatus::Removed,
             &plugin.policy.name,
             "removed from the policy".into(),
         );

@@ -229,7 +229,7 @@ fn main() {
         let runs = ctx
             .journal
             .list(&medic_agent::audit::journal::Filter {
-                kind: Some("run".into()),
+                kind: Some(medic_agent::audit::journal::RecordKind::Run),
                 ..Default::default()
             })
             .map_or(0, |r| r.len());

@@ -46,7 +46,9 @@ pub enum RunFailure {
     },
     /// Ran out of fuel.
     FuelExhausted { fuel: u64 },
-    /// Trapped: a panic, an invalid operation, or a host limit.
+    /// Panicked, with the panic's message.
+    Panic { message: String },
+    /// Trapped: an invalid operation, or a host limit.
     Trap { message: String },
     /// Could not be instantiated (e.g. the instance pool is full).
     Instantiate { message: String },
@@ -67,6 +69,7 @@ impl std::fmt::Display for RunFailure {
                 mib(*asked_bytes)
             ),
             Self::FuelExhausted { fuel } => write!(f, "ran out of fuel ({fuel} units)"),
+            Self::Panic { message } => write!(f, "panicked: {message}"),
             Self::Trap { message } => write!(f, "trapped: {message}"),
             Self::Instantiate { message } => write!(f, "could not be started: {message}"),
         }
@@ -211,12 +214,13 @@ fn classify(error: &wasmtime::Error, store: &Store<RunState>, limits: &Limits) -
         Some(Trap::OutOfFuel) => RunFailure::FuelExhausted {
             fuel: limits.fuel.unwrap_or(u64::MAX),
         },
-        _ => {
-            let message = match store.data().last_error_log() {
-                Some(panic) if panic.starts_with("plugin panicked") => panic.to_string(),
-                _ => format!("{error:#}"),
-            };
-            RunFailure::Trap { message }
-        }
+        _ => match &store.data().panic {
+            Some(message) => RunFailure::Panic {
+                message: message.clone(),
+            },
+            None => RunFailure::Trap {
+                message: format!("{error:#}"),
+            },
+        },
     }
 }

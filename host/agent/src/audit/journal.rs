@@ -6,7 +6,7 @@
 //! reordered record shows.
 
 use super::{Store, StoreError};
-use medic_sandbox::now_ms;
+use medic_sandbox::{Status, now_ms};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,18 +37,131 @@ impl std::ops::Deref for AuditRecord {
     }
 }
 
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordKind {
+    /// A plugin run.
+    Run,
+    PluginLoaded,
+    /// A new version of a plugin was refused; the last good one serves.
+    PluginRejected,
+    PluginRemoved,
+    /// A changed policy was refused; the last good one serves.
+    PolicyRejected,
+    /// The flap guard tripped or was released.
+    FlapGuard,
+    /// An operator approved a plan.
+    Approved,
+    /// An operator rejected a plan.
+    Rejected,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 8] = [
+        Self::Run,
+        Self::PluginLoaded,
+        Self::PluginRejected,
+        Self::PluginRemoved,
+        Self::PolicyRejected,
+        Self::FlapGuard,
+        Self::Approved,
+        Self::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::PluginLoaded => "plugin-loaded",
+            Self::PluginRejected => "plugin-rejected",
+            Self::PluginRemoved => "plugin-removed",
+            Self::PolicyRejected => "policy-rejected",
+            Self::FlapGuard => "flap-guard",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How what a record is about ended: a run's outcome, or what became of a
+/// plugin, a policy or the flap guard. Stored as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum RecordStatus {
+    /// A run's (or an approval's run's) outcome.
+    Run(Status),
+    Loaded,
+    Rejected,
+    Removed,
+    Tripped,
+    Released,
+}
+
+impl RecordStatus {
+    const OTHERS: [RecordStatus; 5] = [
+        Self::Loaded,
+        Self::Rejected,
+        Self::Removed,
+        Self::Tripped,
+        Self::Released,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run(status) => status.as_str(),
+            Self::Loaded => "loaded",
+            Self::Rejected => "rejected",
+            Self::Removed => "removed",
+            Self::Tripped => "tripped",
+            Self::Released => "released",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Status::parse(name)
+            .map(Self::Run)
+            .or_else(|| Self::OTHERS.into_iter().find(|s| s.as_str() == name))
+    }
+}
+
+impl std::fmt::Display for RecordStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<RecordStatus> for String {
+    fn from(status: RecordStatus) -> String {
+        status.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for RecordStatus {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::parse(&name).ok_or_else(|| format!("unknown record status `{name}`"))
+    }
+}
+
 /// What a caller appends; the journal adds sequence, time and hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewRecord {
-    /// `run`, `plugin-loaded`, `plugin-rejected`, `plugin-removed`,
-    /// `policy-rejected`, `flap-guard`, `approved`, `rejected`.
-    pub kind: String,
+    pub kind: RecordKind,
     pub plugin: String,
     /// The run id for run records (and for decisions, the run decided).
     pub run_id: String,
-    /// `healthy`, `remediated`, `failed`, `needs-approval`, or for other
-    /// kinds a short word.
-    pub status: String,
+    pub status: RecordStatus,
     /// One line for people.
     pub summary: String,
     /// The full record: the run report for runs.
@@ -59,8 +172,8 @@ pub struct NewRecord {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub plugin: Option<String>,
-    pub status: Option<String>,
-    pub kind: Option<String>,
+    pub status: Option<RecordStatus>,
+    pub kind: Option<RecordKind>,
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
     /// Keep only the last `limit` matches.
@@ -70,8 +183,8 @@ pub struct Filter {
 impl Filter {
     fn matches(&self, record: &AuditRecord) -> bool {
         self.plugin.as_ref().is_none_or(|p| &record.plugin == p)
-            && self.status.as_ref().is_none_or(|s| &record.status == s)
-            && self.kind.as_ref().is_none_or(|k| &record.kind == k)
+            && self.status.is_none_or(|s| record.status == s)
+            && self.kind.is_none_or(|k| record.kind == k)
             && self.since_ms.is_none_or(|t| record.time_ms >= t)
             && self.until_ms.is_none_or(|t| record.time_ms <= t)
     }
@@ -103,10 +216,10 @@ fn record_hash(record: &AuditRecord) -> String {
     for part in [
         record.seq.to_string().as_str(),
         record.time_ms.to_string().as_str(),
-        &record.kind,
+        record.kind.as_str(),
         &record.plugin,
         &record.run_id,
-        &record.status,
+        record.status.as_str(),
         &record.summary,
         &record.detail.to_string(),
         &record.prev_hash,
@@ -198,7 +311,7 @@ impl Journal {
             .read_all()?
             .into_iter()
             .filter_map(Result::ok)
-            .find(|r| r.kind == "run" && r.run_id == run_id))
+            .find(|r| r.kind == RecordKind::Run && r.run_id == run_id))
     }
 
     /// Recompute the chain; `Ok(n)` with the number of records when intact.
@@ -256,10 +369,10 @@ mod tests {
 
     fn run_record(plugin: &str, status: &str) -> NewRecord {
         NewRecord {
-            kind: "run".into(),
+            kind: RecordKind::Run,
             plugin: plugin.into(),
             run_id: format!("run-{plugin}-{status}"),
-            status: status.into(),
+            status: RecordStatus::parse(status).unwrap(),
             summary: format!("{plugin} {status}"),
             detail: serde_json::json!({ "calls": [] }),
         }
@@ -287,7 +400,7 @@ mod tests {
         assert_eq!(a.len(), 2);
         let failed = journal
             .list(&Filter {
-                status: Some("failed".into()),
+                status: Some(RecordStatus::Run(Status::Failed)),
                 ..Filter::default()
             })
             .unwrap();
@@ -300,6 +413,21 @@ mod tests {
             .unwrap();
         assert_eq!(last[0].seq, 3);
         assert!(journal.find_run("run-b-remediated").unwrap().is_some());
+    }
+
+    #[test]
+    fn kinds_and_statuses_round_trip_through_their_names() {
+        for kind in RecordKind::ALL {
+            assert_eq!(RecordKind::parse(kind.as_str()), Some(kind));
+        }
+        for name in ["healthy", "needs-approval", "loaded", "tripped", "released"] {
+            let status = RecordStatus::parse(name).unwrap();
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        assert_eq!(RecordStatus::parse("sideways"), None);
     }
 
     #[test]

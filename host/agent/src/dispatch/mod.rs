@@ -9,7 +9,7 @@
 
 pub mod schedule;
 
-use crate::audit::journal::NewRecord;
+use crate::audit::journal::{NewRecord, RecordKind, RecordStatus};
 use crate::context::{ActivePlugin, AgentContext};
 use crate::triggers::Routed;
 use medic_sandbox::{
@@ -107,16 +107,16 @@ pub struct Dispatcher {
 }
 
 /// Whether a file event is only the echo of the plugin's own changes: its
-/// path, or every path a whole-tree event lists (a truncated list is never
-/// taken for an echo).
-fn is_echo(own: &OwnEffects, event: &EventRecord) -> bool {
-    match event.field("paths") {
-        None => own.take_echo(std::path::Path::new(&event.subject)),
-        Some(paths) => {
-            let mut all = true;
-            for path in paths.lines() {
+/// path, or every path a whole-tree event covers (one that does not list
+/// them all is never taken for an echo).
+fn is_echo(own: &OwnEffects, routed: &Routed) -> bool {
+    match &routed.changed {
+        None => own.take_echo(std::path::Path::new(&routed.event.subject)),
+        Some(changed) => {
+            let mut all = !changed.truncated;
+            for path in &changed.paths {
                 // Take every echo, so none is left to swallow a later change.
-                all &= path != "..." && own.take_echo(std::path::Path::new(path));
+                all &= own.take_echo(path);
             }
             all
         }
@@ -216,11 +216,11 @@ impl Dispatcher {
             tracing::warn!(plugin = %routed.plugin, "event for a plugin the policy does not have; dropped");
             return;
         };
-        let event = routed.event;
-        if event.kind == EventKind::FileChanged && is_echo(&served.own_effects, &event) {
+        if routed.event.kind == EventKind::FileChanged && is_echo(&served.own_effects, &routed) {
             served.own_effects_ignored += 1;
             return;
         }
+        let event = routed.event;
         let subject = event.subject.clone();
         match self.scheduler.offer(&routed.plugin, &subject, event) {
             Offer::Queued => self.dirty = true,
@@ -278,10 +278,10 @@ impl Dispatcher {
                 );
                 tracing::error!(plugin = %plugin, "{summary}");
                 NewRecord {
-                    kind: "flap-guard".into(),
+                    kind: RecordKind::FlapGuard,
                     plugin,
                     run_id: String::new(),
-                    status: "tripped".into(),
+                    status: RecordStatus::Tripped,
                     summary,
                     detail: serde_json::json!({ "mutating_runs": mutating_runs }),
                 }
@@ -289,10 +289,10 @@ impl Dispatcher {
             GuardChange::Released { plugin } => {
                 tracing::warn!(plugin = %plugin, "flap guard released");
                 NewRecord {
-                    kind: "flap-guard".into(),
+                    kind: RecordKind::FlapGuard,
                     plugin,
                     run_id: String::new(),
-                    status: "released".into(),
+                    status: RecordStatus::Released,
                     summary: "flap guard released: the plugin acts again".into(),
                     detail: serde_json::Value::Null,
                 }
@@ -341,10 +341,10 @@ impl Dispatcher {
                 (RunResult::Failed(f), _) => f.to_string(),
             };
             if let Err(e) = ctx.journal.append(NewRecord {
-                kind: "run".into(),
+                kind: RecordKind::Run,
                 plugin: report.plugin.clone(),
                 run_id: report.run_id.clone(),
-                status: report.status().to_string(),
+                status: RecordStatus::Run(report.status()),
                 summary,
                 detail: serde_json::to_value(&report).unwrap_or_default(),
             }) {

@@ -161,8 +161,29 @@ impl FileChange {
     }
 }
 
-/// What wakes a plugin.
+/// A regular expression from the policy; two are equal when written the
+/// same.
 #[derive(Debug, Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    pub fn new(text: &str) -> Result<Self, regex::Error> {
+        regex::Regex::new(text).map(Self)
+    }
+
+    pub fn regex(&self) -> &regex::Regex {
+        &self.0
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// What wakes a plugin.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
     /// Changes under a path (recursive for directories).
     File {
@@ -175,20 +196,18 @@ pub enum Trigger {
         whole_tree: bool,
     },
     /// New lines of a text log matching a regex.
-    Log {
-        path: PathBuf,
-        pattern: regex::Regex,
-    },
+    Log { path: PathBuf, pattern: Pattern },
     /// Entries of a JSON-lines event journal.
     EventLog {
         path: PathBuf,
         source: Option<String>,
         ids: Vec<u32>,
-        message: Option<regex::Regex>,
+        message: Option<Pattern>,
     },
     /// Every interval.
     Every { interval: Duration },
-    /// Once when the agent starts (and when the plugin is loaded anew).
+    /// Once when the agent starts, and when a reload adds the plugin or
+    /// changes its triggers.
     Startup,
     /// On `medic send`.
     Manual,
@@ -224,7 +243,8 @@ pub struct FlapGuard {
     pub within: Duration,
 }
 
-/// One `[plugins.<name>]` table.
+/// One `[plugins.<name>]` table. Two are equal when they mean the same,
+/// wherever the table is in the file.
 #[derive(Debug, Clone)]
 pub struct PluginPolicy {
     /// The table's key; must be the name the component describes itself
@@ -243,6 +263,34 @@ pub struct PluginPolicy {
     pub settings: Settings,
     /// Where the plugin's table starts, for messages.
     pub line: usize,
+}
+
+impl PartialEq for PluginPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            name,
+            component,
+            mode,
+            triggers,
+            grants,
+            limits,
+            rate,
+            flap_guard,
+            concurrency,
+            settings,
+            line: _,
+        } = self;
+        *name == other.name
+            && *component == other.component
+            && *mode == other.mode
+            && *triggers == other.triggers
+            && *grants == other.grants
+            && *limits == other.limits
+            && *rate == other.rate
+            && *flap_guard == other.flap_guard
+            && *concurrency == other.concurrency
+            && *settings == other.settings
+    }
 }
 
 /// A whole policy, validated.
@@ -420,8 +468,8 @@ impl Collector<'_> {
         }
     }
 
-    fn regex(&mut self, value: &Spanned<String>, what: &str) -> Option<regex::Regex> {
-        match regex::Regex::new(value.get_ref()) {
+    fn regex(&mut self, value: &Spanned<String>, what: &str) -> Option<Pattern> {
+        match Pattern::new(value.get_ref()) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.error(

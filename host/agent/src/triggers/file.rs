@@ -4,7 +4,7 @@
 //! `whole_tree`, every change under the watched path feeds one event for
 //! the tree, whose `paths` field lists the changed paths.
 
-use super::{EventSink, Routed, make_event};
+use super::{ChangedPaths, EventSink, Routed, make_event};
 use crate::policy::FileChange;
 use medic_sandbox::EventKind;
 use notify::event::{EventKind as NotifyKind, ModifyKind};
@@ -139,17 +139,20 @@ pub fn spawn(
                         let change_list = entry.changes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",");
                         let subject = key.display().to_string();
                         let mut fields = vec![("change".into(), change_list), ("path".into(), subject.clone())];
-                        if whole_tree {
-                            let mut paths: Vec<String> = entry.paths.iter().map(|p| p.display().to_string()).collect();
+                        let changed = whole_tree.then(|| {
+                            let mut paths = entry.paths;
                             paths.sort();
                             paths.dedup();
+                            let mut listed: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                             if entry.truncated {
-                                paths.push("...".into());
+                                listed.push("...".into());
                             }
-                            fields.push(("paths".into(), paths.join("\n")));
-                        }
+                            fields.push(("paths".into(), listed.join("\n")));
+                            ChangedPaths { paths, truncated: entry.truncated }
+                        });
                         let event = make_event(EventKind::FileChanged, source.clone(), subject, fields);
-                        if sink.send(Routed { plugin: plugin.clone(), event }).await.is_err() {
+                        let routed = Routed { plugin: plugin.clone(), event, changed };
+                        if sink.send(routed).await.is_err() {
                             return;
                         }
                     }

@@ -57,10 +57,7 @@ async fn drain(dir: &Path, sink: &EventSink) {
                 serde_json::from_slice::<InboxRequest>(&bytes).map_err(|e| e.to_string())
             });
         let _ = std::fs::remove_file(&file);
-        match request.map(|r| Routed {
-            plugin: r.plugin,
-            event: r.event.completed(),
-        }) {
+        match request.map(|r| Routed::new(r.plugin, r.event.completed())) {
             Ok(routed) => {
                 if sink.send(routed).await.is_err() {
                     return;

@@ -14,6 +14,7 @@ pub mod tail;
 use crate::audit::Store;
 use crate::policy::{PluginPolicy, Trigger};
 use medic_sandbox::{EventKind, EventRecord};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -23,6 +24,29 @@ use tokio::task::JoinHandle;
 pub struct Routed {
     pub plugin: String,
     pub event: EventRecord,
+    /// For a whole-tree file event, the paths it covers.
+    pub changed: Option<ChangedPaths>,
+}
+
+impl Routed {
+    pub fn new(plugin: String, event: EventRecord) -> Self {
+        Self {
+            plugin,
+            event,
+            changed: None,
+        }
+    }
+}
+
+/// The paths a whole-tree file event covers (the plugin sees them in its
+/// `paths` field), so that the dispatcher can tell the echo of a plugin's
+/// own changes from new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedPaths {
+    pub paths: Vec<std::path::PathBuf>,
+    /// Some changed paths are not listed: too many, or the kernel lost
+    /// events. Such an event is never taken for an echo.
+    pub truncated: bool,
 }
 
 /// Where triggers send their events.
@@ -38,16 +62,25 @@ pub fn make_event(
     EventRecord::new(kind, source, subject, fields.into_iter().collect())
 }
 
-/// The running trigger tasks; dropping it stops them.
+/// The running trigger tasks, per plugin; dropping it stops them.
 #[derive(Debug, Default)]
 pub struct TriggerSet {
+    plugins: BTreeMap<String, Running>,
+}
+
+/// The triggers of one plugin and the tasks serving them.
+#[derive(Debug)]
+struct Running {
+    triggers: Vec<Trigger>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for TriggerSet {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for running in self.plugins.values() {
+            for task in &running.tasks {
+                task.abort();
+            }
         }
     }
 }
@@ -62,6 +95,17 @@ pub struct TriggerError {
     pub reason: String,
 }
 
+/// Stop tasks and wait until they have stopped, so that nothing they
+/// watched is watched twice once their successors start.
+async fn stop(tasks: Vec<JoinHandle<()>>) {
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 impl TriggerSet {
     /// Start every trigger of `plugins`. Manual events come through the
     /// inbox, started separately by the agent.
@@ -72,79 +116,173 @@ impl TriggerSet {
     ) -> Result<Self, TriggerError> {
         let mut set = Self::default();
         for plugin in plugins {
-            for trigger in &plugin.triggers {
-                let name = plugin.name.clone();
-                let sink = sink.clone();
-                let fail = |target: &std::path::Path, reason: String| TriggerError {
-                    plugin: plugin.name.clone(),
-                    kind: trigger.kind(),
-                    target: target.display().to_string(),
-                    reason,
-                };
-                let task = match trigger {
-                    Trigger::File {
-                        path,
-                        changes,
-                        debounce,
-                        whole_tree,
-                    } => file::spawn(
-                        name,
-                        path.clone(),
-                        file::Options {
-                            wanted: changes.clone(),
-                            debounce: *debounce,
-                            whole_tree: *whole_tree,
-                        },
-                        sink,
-                    )
-                    .map_err(|e| fail(path, e))?,
-                    Trigger::Log { path, pattern } => tail::spawn(
-                        name,
-                        path.clone(),
-                        tail::LineFilter::Log(pattern.clone()),
-                        store.clone(),
-                        sink,
-                    )
-                    .map_err(|e| fail(path, e))?,
-                    Trigger::EventLog {
-                        path,
-                        source,
-                        ids,
-                        message,
-                    } => tail::spawn(
-                        name,
-                        path.clone(),
-                        tail::LineFilter::EventLog {
-                            source: source.clone(),
-                            ids: ids.clone(),
-                            message: message.clone(),
-                        },
-                        store.clone(),
-                        sink,
-                    )
-                    .map_err(|e| fail(path, e))?,
-                    Trigger::Every { interval } => spawn_every(name, *interval, sink),
-                    Trigger::Startup => tokio::spawn(async move {
-                        let event = make_event(
-                            EventKind::Startup,
-                            "agent".into(),
-                            String::new(),
-                            Vec::new(),
-                        );
-                        let _ = sink
-                            .send(Routed {
-                                plugin: name,
-                                event,
-                            })
-                            .await;
-                    }),
-                    Trigger::Manual => continue,
-                };
-                set.tasks.push(task);
-            }
+            let tasks = start_plugin(plugin, sink, store)?;
+            set.plugins.insert(
+                plugin.name.clone(),
+                Running {
+                    triggers: plugin.triggers.clone(),
+                    tasks,
+                },
+            );
         }
         Ok(set)
     }
+
+    /// Serve `plugins` from now on. A plugin whose triggers are unchanged
+    /// keeps its tasks (its `startup` trigger does not fire again); one
+    /// whose triggers changed has its old tasks stopped, and waited for,
+    /// before the new ones start, so no file is ever tailed twice for it; a
+    /// new plugin's triggers start; a removed one's stop. A plugin whose
+    /// new triggers cannot start gets its old ones back (none, if it is
+    /// new) and is returned with the error, so the caller can keep its old
+    /// version.
+    pub async fn update(
+        &mut self,
+        plugins: &[PluginPolicy],
+        sink: &EventSink,
+        store: &Store,
+    ) -> Vec<TriggerError> {
+        let removed: Vec<String> = self
+            .plugins
+            .keys()
+            .filter(|name| !plugins.iter().any(|p| &p.name == *name))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(running) = self.plugins.remove(&name) {
+                stop(running.tasks).await;
+            }
+        }
+        let mut errors = Vec::new();
+        for plugin in plugins {
+            let previous = match self.plugins.remove(&plugin.name) {
+                Some(old) if old.triggers == plugin.triggers => {
+                    self.plugins.insert(plugin.name.clone(), old);
+                    continue;
+                }
+                Some(old) => {
+                    stop(old.tasks).await;
+                    Some(old.triggers)
+                }
+                None => None,
+            };
+            match start_plugin(plugin, sink, store) {
+                Ok(tasks) => {
+                    self.plugins.insert(
+                        plugin.name.clone(),
+                        Running {
+                            triggers: plugin.triggers.clone(),
+                            tasks,
+                        },
+                    );
+                }
+                Err(e) => {
+                    errors.push(e);
+                    let Some(triggers) = previous else { continue };
+                    let restored = PluginPolicy {
+                        triggers,
+                        ..plugin.clone()
+                    };
+                    match start_plugin(&restored, sink, store) {
+                        Ok(tasks) => {
+                            self.plugins.insert(
+                                plugin.name.clone(),
+                                Running {
+                                    triggers: restored.triggers,
+                                    tasks,
+                                },
+                            );
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// Start the triggers of one plugin.
+fn start_plugin(
+    plugin: &PluginPolicy,
+    sink: &EventSink,
+    store: &Store,
+) -> Result<Vec<JoinHandle<()>>, TriggerError> {
+    let mut tasks = Vec::new();
+    for trigger in &plugin.triggers {
+        let name = plugin.name.clone();
+        let sink = sink.clone();
+        let fail = |target: &std::path::Path, reason: String| TriggerError {
+            plugin: plugin.name.clone(),
+            kind: trigger.kind(),
+            target: target.display().to_string(),
+            reason,
+        };
+        let started = match trigger {
+            Trigger::File {
+                path,
+                changes,
+                debounce,
+                whole_tree,
+            } => file::spawn(
+                name,
+                path.clone(),
+                file::Options {
+                    wanted: changes.clone(),
+                    debounce: *debounce,
+                    whole_tree: *whole_tree,
+                },
+                sink,
+            )
+            .map_err(|e| fail(path, e)),
+            Trigger::Log { path, pattern } => tail::spawn(
+                name,
+                path.clone(),
+                tail::LineFilter::Log(pattern.regex().clone()),
+                store.clone(),
+                sink,
+            )
+            .map_err(|e| fail(path, e)),
+            Trigger::EventLog {
+                path,
+                source,
+                ids,
+                message,
+            } => tail::spawn(
+                name,
+                path.clone(),
+                tail::LineFilter::EventLog {
+                    source: source.clone(),
+                    ids: ids.clone(),
+                    message: message.as_ref().map(|m| m.regex().clone()),
+                },
+                store.clone(),
+                sink,
+            )
+            .map_err(|e| fail(path, e)),
+            Trigger::Every { interval } => Ok(spawn_every(name, *interval, sink)),
+            Trigger::Startup => Ok(tokio::spawn(async move {
+                let event = make_event(
+                    EventKind::Startup,
+                    "agent".into(),
+                    String::new(),
+                    Vec::new(),
+                );
+                let _ = sink.send(Routed::new(name, event)).await;
+            })),
+            Trigger::Manual => continue,
+        };
+        match started {
+            Ok(task) => tasks.push(task),
+            Err(e) => {
+                for task in &tasks {
+                    task.abort();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(tasks)
 }
 
 fn spawn_every(plugin: String, interval: Duration, sink: EventSink) -> JoinHandle<()> {
@@ -156,16 +294,126 @@ fn spawn_every(plugin: String, interval: Duration, sink: EventSink) -> JoinHandl
             ticker.tick().await;
             let source = format!("every {}ms", interval.as_millis());
             let event = make_event(EventKind::Schedule, source, String::new(), Vec::new());
-            if sink
-                .send(Routed {
-                    plugin: plugin.clone(),
-                    event,
-                })
-                .await
-                .is_err()
-            {
+            if sink.send(Routed::new(plugin.clone(), event)).await.is_err() {
                 break;
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Pattern;
+    use medic_sandbox::{Grants, Limits, Mode, Settings};
+    use std::path::PathBuf;
+
+    fn plugin(name: &str, triggers: Vec<Trigger>) -> PluginPolicy {
+        PluginPolicy {
+            name: name.into(),
+            component: PathBuf::from("/nowhere.wasm"),
+            mode: Mode::Enforce,
+            triggers,
+            grants: Grants::none(),
+            limits: Limits::default(),
+            rate: None,
+            flap_guard: None,
+            concurrency: 1,
+            settings: Settings::new(),
+            line: 1,
+        }
+    }
+
+    fn append(path: &std::path::Path, text: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// The events that arrive until `count` have (however long that takes
+    /// on a loaded machine), and any that follow at once: a duplicate shows
+    /// as one too many.
+    async fn collect(events: &mut mpsc::Receiver<Routed>, count: usize) -> Vec<Routed> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
+                Ok(Some(routed)) => got.push(routed),
+                _ => panic!("only {} of {count} events came: {got:?}", got.len()),
+            }
+        }
+        while let Ok(Some(routed)) =
+            tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        {
+            got.push(routed);
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_restarts_only_the_triggers_that_changed_and_never_tails_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let tail = Trigger::Log {
+            path: log.clone(),
+            pattern: Pattern::new("ERROR").unwrap(),
+        };
+        let (sink, mut events) = mpsc::channel(1024);
+        let first = [
+            plugin("steady", vec![Trigger::Startup]),
+            plugin("tailer", vec![Trigger::Startup, tail.clone()]),
+        ];
+        let mut set = TriggerSet::start(&first, &sink, &store).unwrap();
+        let started = collect(&mut events, 2).await;
+        assert_eq!(started.len(), 2, "{started:?}");
+
+        for round in 0..20 {
+            // `tailer` changes (one more trigger, then one less), `steady`
+            // does not: only `tailer` starts again.
+            let every = Trigger::Every {
+                interval: Duration::from_secs(3600 + round),
+            };
+            let next = [
+                plugin("steady", vec![Trigger::Startup]),
+                plugin("tailer", vec![Trigger::Startup, tail.clone(), every]),
+            ];
+            assert!(set.update(&next, &sink, &store).await.is_empty());
+            append(&log, &format!("ERROR line {round}\n"));
+            let got = collect(&mut events, 2).await;
+            let startups: Vec<&str> = got
+                .iter()
+                .filter(|r| r.event.kind == EventKind::Startup)
+                .map(|r| r.plugin.as_str())
+                .collect();
+            assert_eq!(startups, ["tailer"], "round {round}");
+            let lines: Vec<&str> = got
+                .iter()
+                .filter(|r| r.event.kind == EventKind::LogLine)
+                .map(|r| r.event.field("line").unwrap_or_default())
+                .collect();
+            assert_eq!(lines, [format!("ERROR line {round}")], "round {round}");
+        }
+
+        // A plugin left out stops; one whose trigger cannot start keeps
+        // its old ones and is reported.
+        let missing = Trigger::Log {
+            path: dir.path().join("no/such/folder/x.log"),
+            pattern: Pattern::new("x").unwrap(),
+        };
+        let errors = set
+            .update(&[plugin("tailer", vec![missing])], &sink, &store)
+            .await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].plugin, "tailer");
+        // The restored tail (and its startup) serve on; nothing of `steady`.
+        append(&log, "ERROR after\n");
+        let got = collect(&mut events, 2).await;
+        assert!(got.iter().all(|r| r.plugin == "tailer"), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|r| r.event.field("line") == Some("ERROR after")),
+            "{got:?}"
+        );
+    }
 }

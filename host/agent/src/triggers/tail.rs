@@ -234,13 +234,7 @@ pub fn spawn(
                 Ok(lines) => {
                     for line in lines {
                         if let Some(event) = line_event(&filter, &tail.path, &line)
-                            && sink
-                                .send(Routed {
-                                    plugin: plugin.clone(),
-                                    event,
-                                })
-                                .await
-                                .is_err()
+                            && sink.send(Routed::new(plugin.clone(), event)).await.is_err()
                         {
                             return;
                         }

@@ -5,6 +5,7 @@
 use crate::catalog::Catalog;
 use anyhow::{Context, Result, bail};
 use medic_agent::audit::Store;
+use medic_agent::audit::journal::{RecordKind, RecordStatus};
 use medic_agent::audit::state::StateStore;
 use medic_agent::policy::{LogFormat, Policy};
 use medic_agent::units::{parse_duration, parse_size};
@@ -103,13 +104,15 @@ pub struct AuditArgs {
     #[arg(long)]
     pub plugin: Option<String>,
 
-    /// Only this status: healthy, remediated, failed, needs-approval.
-    #[arg(long)]
-    pub status: Option<String>,
+    /// Only this status: healthy, remediated, failed, needs-approval (runs),
+    /// loaded, rejected, removed, tripped, released.
+    #[arg(long, value_parser = parse_record_status)]
+    pub status: Option<RecordStatus>,
 
-    /// Only this kind of record: run, plugin-loaded, flap-guard.
-    #[arg(long)]
-    pub kind: Option<String>,
+    /// Only this kind of record: run, plugin-loaded, plugin-rejected,
+    /// plugin-removed, policy-rejected, flap-guard, approved, rejected.
+    #[arg(long, value_parser = parse_record_kind)]
+    pub kind: Option<RecordKind>,
 
     /// Only records from the last so long (e.g. 10m, 24h).
     #[arg(long)]
@@ -276,6 +279,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn parse_record_status(text: &str) -> Result<RecordStatus, String> {
+    RecordStatus::parse(text).ok_or_else(|| {
+        format!("`{text}`: expected healthy, remediated, failed, needs-approval, loaded, rejected, removed, tripped or released")
+    })
+}
+
+fn parse_record_kind(text: &str) -> Result<RecordKind, String> {
+    RecordKind::parse(text).ok_or_else(|| {
+        let kinds: Vec<&str> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("`{text}`: expected one of {}", kinds.join(", "))
+    })
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -445,8 +461,8 @@ fn audit(args: &AuditArgs) -> Result<ExitCode> {
     };
     let records = journal.list(&medic_agent::audit::journal::Filter {
         plugin: args.plugin.clone(),
-        status: args.status.clone(),
-        kind: args.kind.clone(),
+        status: args.status,
+        kind: args.kind,
         since_ms,
         until_ms: None,
         limit: args.limit,

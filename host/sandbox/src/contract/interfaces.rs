@@ -415,37 +415,6 @@ macro_rules! state_interface {
     };
 }
 
-/// `log`: see the module header.
-macro_rules! log_interface {
-    () => {
-        use crate::contract::convert::convert_enum;
-        use crate::host::RunState;
-        use crate::host::log::Level;
-
-        convert_enum!(
-            Level,
-            wit::Level {
-                Trace,
-                Debug,
-                Info,
-                Warn,
-                Error
-            }
-        );
-
-        impl wit::Host for RunState {
-            fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
-                RunState::log(
-                    self,
-                    crate::contract::convert::Convert::convert(level),
-                    message,
-                );
-                Ok(())
-            }
-        }
-    };
-}
-
 /// `types`: events, outcomes, errors and trigger hints (the same in every
 /// version so far); capabilities and `plugin-info` are the version's own.
 macro_rules! types_interface {
@@ -559,6 +528,5 @@ macro_rules! types_interface {
 }
 
 pub(crate) use {
-    fs_interface, log_interface, services_interface, state_interface, types_interface,
-    wsus_interface,
+    fs_interface, services_interface, state_interface, types_interface, wsus_interface,
 };

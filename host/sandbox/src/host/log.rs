@@ -48,3 +48,12 @@ impl RunState {
         }
     }
 }
+
+impl RunState {
+    /// The plugin says it panicked: remember why, for the run's failure,
+    /// and log it.
+    pub(crate) fn panicked(&mut self, message: String) {
+        self.log(Level::Error, format!("panic: {message}"));
+        self.panic = Some(message);
+    }
+}

@@ -144,6 +144,8 @@ pub struct RunState {
     /// Where applied changes are registered as they happen, if anyone
     /// listens for their echo.
     pub own_effects: Option<Arc<OwnEffects>>,
+    /// Set when the plugin said it panicked, with its message.
+    pub panic: Option<String>,
     /// Built on first use: Rust plugins import no WASI, so most runs never
     /// pay for it.
     wasi: Option<WasiCtx>,
@@ -180,19 +182,10 @@ impl RunState {
             max_calls,
             limiter,
             own_effects: None,
+            panic: None,
             wasi: None,
             table: ResourceTable::new(),
         }
-    }
-
-    /// The last error-level log line, which for a Rust plugin that panicked
-    /// is the panic message.
-    pub fn last_error_log(&self) -> Option<&str> {
-        self.logs
-            .iter()
-            .rev()
-            .find(|l| l.level == "error")
-            .map(|l| l.message.as_str())
     }
 
     /// Perform one host call: enforce the per-run call quota (a trap when
