@@ -127,7 +127,7 @@ fn trigger_runs_once_and_prints_every_host_call() {
 fn trigger_rejects_bad_input_clearly() {
     let path = component("share-guard");
     let path = path.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["trigger", path],
             "needs capabilities that are not granted",
@@ -145,6 +145,18 @@ fn trigger_rejects_bad_input_clearly() {
             "expected KEY=VALUE",
         ),
         (&["trigger", path, "--timeout", "soon"], "is not a duration"),
+        (
+            &["trigger", path, "--timeout", "5ms"],
+            "the timeout is below 10ms",
+        ),
+        (
+            &["trigger", path, "--memory", "2GiB"],
+            "out of range; use from 1MiB to 1GiB",
+        ),
+        (
+            &["trigger", path, "--setting", "readers=[1, 2]"],
+            "a list holds strings only",
+        ),
     ];
     for (args, expected) in cases {
         let out = medic(args);

@@ -10,7 +10,7 @@ use crate::backend::BackendCatalog;
 use crate::context::{ActivePlugin, AgentContext};
 use crate::dispatch::{Control, Dispatcher};
 use crate::loading::{self, AgentError, Loaded, load_plugin};
-use crate::policy::{PluginPolicy, Policy};
+use crate::policy::{PluginPolicy, Policy, PolicyDiff};
 use crate::triggers::{self, TriggerSet};
 use std::future::Future;
 use std::path::Path;
@@ -258,7 +258,8 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
             return None;
         }
     };
-    if policy.agent != ctx.policy.agent || policy.backend != ctx.policy.backend {
+    let started_with = PolicyDiff::between(&ctx.policy, &policy);
+    if started_with.agent || started_with.backend {
         tracing::warn!("[agent] and [backend] changes take effect at the next restart");
     }
     let mut next = Vec::new();

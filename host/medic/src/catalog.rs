@@ -128,19 +128,24 @@ fn lab(section: &BackendSection, errors: &mut Vec<PolicyError>) -> Option<Backen
 #[cfg(test)]
 mod tests {
     use super::*;
-    use medic_agent::policy::Policy;
+    use medic_agent::policy::{Policy, SystemProbe};
     use std::path::Path;
 
     fn problems(text: &str) -> Vec<String> {
         let mut found = Vec::new();
-        let _ = Policy::parse_with(Path::new("/nowhere/policy.toml"), text, &mut |section| {
-            let errors = Catalog.open(section).err().unwrap_or_default();
-            found = errors
-                .iter()
-                .map(|e| format!("{}: {}", e.line, e.message))
-                .collect();
-            errors
-        });
+        let _ = Policy::parse_with(
+            Path::new("/nowhere/policy.toml"),
+            text,
+            &SystemProbe,
+            &mut |section| {
+                let errors = Catalog.open(section).err().unwrap_or_default();
+                found = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.line, e.message))
+                    .collect();
+                errors
+            },
+        );
         found
     }
 

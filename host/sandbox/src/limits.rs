@@ -20,6 +20,41 @@ pub struct Limits {
 /// The largest memory cap a policy may set.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
+/// The smallest memory cap a policy may set.
+pub const MIN_MEMORY_BYTES: usize = 1 << 20;
+
+/// The shortest timeout a run may have.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// A limit outside what the sandbox accepts. Both the policy and
+/// `medic trigger` check their limits with [`Limits::check_timeout`] and
+/// [`Limits::check_memory`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("the timeout is below {}ms; give the plugin at least that", MIN_TIMEOUT.as_millis())]
+    TimeoutTooShort,
+    #[error("the memory cap {} is out of range; use from 1MiB to 1GiB", mib(*.0))]
+    MemoryOutOfRange(usize),
+}
+
+impl Limits {
+    pub fn check_timeout(timeout: Duration) -> Result<Duration, LimitError> {
+        if timeout < MIN_TIMEOUT {
+            Err(LimitError::TimeoutTooShort)
+        } else {
+            Ok(timeout)
+        }
+    }
+
+    pub fn check_memory(bytes: usize) -> Result<usize, LimitError> {
+        if (MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&bytes) {
+            Ok(bytes)
+        } else {
+            Err(LimitError::MemoryOutOfRange(bytes))
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -20,7 +20,6 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -638,22 +637,20 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
         None => EventRecord::manual(""),
     }
     .completed();
+    let timeout = parse_duration(&args.timeout)
+        .map_err(anyhow::Error::msg)
+        .and_then(|t| Ok(Limits::check_timeout(t)?))
+        .with_context(|| format!("--timeout {}", args.timeout))?;
+    let memory_bytes = parse_size(&args.memory)
+        .map_err(anyhow::Error::msg)
+        .and_then(|m| Ok(Limits::check_memory(m)?))
+        .with_context(|| format!("--memory {}", args.memory))?;
     let limits = Limits {
-        timeout: parse_duration(&args.timeout)
-            .map_err(anyhow::Error::msg)
-            .context("--timeout")?,
-        memory_bytes: parse_size(&args.memory)
-            .map_err(anyhow::Error::msg)
-            .context("--memory")?,
+        timeout,
+        memory_bytes,
         fuel: args.fuel,
         ..Limits::default()
     };
-    if limits.memory_bytes > medic_sandbox::limits::MAX_MEMORY_BYTES {
-        bail!("--memory {}: at most 1GiB", args.memory);
-    }
-    if limits.timeout < Duration::from_millis(10) {
-        bail!("--timeout {}: at least 10ms", args.timeout);
-    }
 
     let runtime = runtime(&args.cache)?;
     let plugin = runtime.load_file(&args.component)?;

@@ -1,0 +1,151 @@
+//! What changed between two policies, as typed values: which plugins were
+//! added, removed or changed (and in what), and whether the `[agent]` or
+//! `[backend]` tables changed (which take effect only at a restart).
+
+use super::{PluginPolicy, Policy};
+
+/// What changed in one plugin's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PluginChange {
+    pub component: bool,
+    pub triggers: bool,
+    /// Mode, grants, limits, rate, flap guard, concurrency or settings.
+    pub rules: bool,
+}
+
+impl PluginChange {
+    fn between(old: &PluginPolicy, new: &PluginPolicy) -> Option<Self> {
+        let change = Self {
+            component: old.component != new.component,
+            triggers: old.triggers != new.triggers,
+            rules: old.mode != new.mode
+                || old.grants != new.grants
+                || old.limits != new.limits
+                || old.rate != new.rate
+                || old.flap_guard != new.flap_guard
+                || old.concurrency != new.concurrency
+                || old.settings != new.settings,
+        };
+        (change != Self::default()).then_some(change)
+    }
+}
+
+/// The differences between an old and a new policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<(String, PluginChange)>,
+    /// `[agent]` changed: takes effect at the next restart.
+    pub agent: bool,
+    /// `[backend]` changed: takes effect at the next restart.
+    pub backend: bool,
+}
+
+impl PolicyDiff {
+    pub fn between(old: &Policy, new: &Policy) -> Self {
+        let find =
+            |policy: &Policy, name: &str| policy.plugins.iter().find(|p| p.name == name).cloned();
+        let mut diff = Self {
+            agent: old.agent != new.agent,
+            backend: old.backend != new.backend,
+            ..Self::default()
+        };
+        for plugin in &new.plugins {
+            match find(old, &plugin.name) {
+                None => diff.added.push(plugin.name.clone()),
+                Some(before) => {
+                    if let Some(change) = PluginChange::between(&before, plugin) {
+                        diff.changed.push((plugin.name.clone(), change));
+                    }
+                }
+            }
+        }
+        diff.removed = old
+            .plugins
+            .iter()
+            .filter(|p| find(new, &p.name).is_none())
+            .map(|p| p.name.clone())
+            .collect();
+        diff
+    }
+
+    /// Whether the plugin's table changed in meaning (moving it in the file
+    /// is no change).
+    pub fn plugin_changed(&self, name: &str) -> bool {
+        self.added.iter().any(|n| n == name) || self.changed.iter().any(|(n, _)| n == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[plugins.a]
+component = "/bin/sh"
+[[plugins.a.triggers]]
+kind = "manual"
+
+[plugins.b]
+component = "/bin/sh"
+settings = { x = 1 }
+[[plugins.b.triggers]]
+kind = "every"
+interval = "1h"
+"#;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(Path::new("/nowhere/policy.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn moving_a_table_is_no_change() {
+        let moved = r#"
+[plugins.b]
+component = "/bin/sh"
+settings = { x = 1 }
+[[plugins.b.triggers]]
+kind = "every"
+interval = "1h"
+
+[plugins.a]
+component = "/bin/sh"
+[[plugins.a.triggers]]
+kind = "manual"
+"#;
+        assert_eq!(
+            PolicyDiff::between(&policy(BASE), &policy(moved)),
+            PolicyDiff::default()
+        );
+    }
+
+    #[test]
+    fn changes_are_told_apart() {
+        let changed = BASE
+            .replace("interval = \"1h\"", "interval = \"2h\"")
+            .replace("x = 1", "x = 2")
+            .replace(
+                "[plugins.a]\ncomponent = \"/bin/sh\"\n[[plugins.a.triggers]]\nkind = \"manual\"\n",
+                "[plugins.c]\ncomponent = \"/bin/sh\"\n[[plugins.c.triggers]]\nkind = \"startup\"\n",
+            );
+        let diff = PolicyDiff::between(&policy(BASE), &policy(&changed));
+        assert_eq!(diff.added, ["c"]);
+        assert_eq!(diff.removed, ["a"]);
+        assert_eq!(
+            diff.changed,
+            [(
+                "b".to_string(),
+                PluginChange {
+                    component: false,
+                    triggers: true,
+                    rules: true
+                }
+            )]
+        );
+        assert!(diff.plugin_changed("b") && diff.plugin_changed("c"));
+        assert!(!diff.plugin_changed("a"));
+        assert!(!diff.agent && !diff.backend);
+    }
+}

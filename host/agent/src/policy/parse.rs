@@ -1,0 +1,941 @@
+//! Parsing a policy: TOML text into [`Policy`], every problem collected
+//! with its line, column and fix. What the file system says (does a folder
+//! or component exist, where does a relative grant lead) is asked of a
+//! [`Probe`], so the parse itself is pure.
+
+use super::*;
+use crate::units::{parse_duration, parse_size};
+use medic_sandbox::{Capability, SettingValue, valid_plugin_name};
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+// ---- raw forms, as serde reads them ----
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    state_dir: Option<Spanned<String>>,
+    plugin_dir: Option<Spanned<String>>,
+    cache_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    log_format: LogFormat,
+    max_concurrent_runs: Option<Spanned<i64>>,
+    queue_capacity: Option<Spanned<i64>>,
+}
+
+type RawBackend = BTreeMap<String, Spanned<toml::Value>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+    fuel: Option<Spanned<i64>>,
+    max_host_calls: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    max_runs: Spanned<i64>,
+    per: Spanned<String>,
+    cooldown: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlapGuard {
+    max_mutating_runs: Spanned<i64>,
+    within: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    changes: Option<Vec<FileChange>>,
+    debounce: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
+    pattern: Option<Spanned<String>>,
+    source: Option<String>,
+    ids: Option<Vec<u32>>,
+    message: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    component: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    triggers: Vec<Spanned<RawTrigger>>,
+    #[serde(default)]
+    grants: BTreeMap<String, Spanned<Vec<String>>>,
+    limits: Option<RawLimits>,
+    rate: Option<RawRate>,
+    flap_guard: Option<RawFlapGuard>,
+    concurrency: Option<Spanned<i64>>,
+    #[serde(default)]
+    settings: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+/// Collects errors with positions in one file.
+struct Collector<'a> {
+    file: &'a Path,
+    text: &'a str,
+    probe: &'a dyn Probe,
+    errors: Vec<PolicyError>,
+}
+
+impl Collector<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        self.position(span.start).0
+    }
+
+    fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        let (line, column) = span.map_or((0, 0), |s| self.position(s.start));
+        self.errors.push(PolicyError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// Deserialize one section; on failure record the error (with the fix
+    /// serde's message implies) and return `None`.
+    fn section<T: serde::de::DeserializeOwned>(
+        &mut self,
+        what: &str,
+        value: Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        let span = value.span();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                let message = e.message().trim().to_string();
+                let fix = if message.contains("unknown field") {
+                    "remove or rename the key; the keys this table accepts are listed above"
+                        .to_string()
+                } else if message.contains("missing field") {
+                    format!("add the key to {what}")
+                } else {
+                    format!("correct the value's type in {what}")
+                };
+                self.error(
+                    e.span().or(Some(span)),
+                    format!("in {what}: {message}"),
+                    fix,
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, what: &str) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    Some(value.span()),
+                    format!("{what}: {e}"),
+                    "write a duration such as 500ms, 30s, 5m or 1h",
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, value: &Spanned<i64>, what: &str, max: i64) -> Option<u64> {
+        let n = *value.get_ref();
+        if n < 1 || n > max {
+            self.error(
+                Some(value.span()),
+                format!("{what} = {n} is out of range"),
+                format!("use a whole number from 1 to {max}"),
+            );
+            None
+        } else {
+            Some(n as u64)
+        }
+    }
+
+    fn regex(&mut self, value: &Spanned<String>, what: &str) -> Option<Pattern> {
+        match Pattern::new(value.get_ref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.error(
+                    Some(value.span()),
+                    format!("{what} is not a valid regular expression: {e}"),
+                    "fix the pattern (Rust regex syntax)",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Resolve `raw` against `base` when it is relative, as an absolute path
+/// without `.` or `..` components (so that logs and audit records show
+/// `/srv/lab/...`, not `examples/../target/lab/...`).
+pub fn resolve(base: &Path, raw: &str) -> PathBuf {
+    let joined = base.join(raw);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    let mut out = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A setting's value as the plugin sees it; `None` for what a setting
+/// cannot be (a table, an array of anything but strings).
+fn setting_value(value: &toml::Value) -> Option<SettingValue> {
+    Some(match value {
+        toml::Value::String(s) => SettingValue::Text(s.clone()),
+        toml::Value::Integer(n) => SettingValue::Integer(*n),
+        toml::Value::Float(x) => SettingValue::Float(*x),
+        toml::Value::Boolean(b) => SettingValue::Boolean(*b),
+        toml::Value::Datetime(d) => SettingValue::Text(d.to_string()),
+        toml::Value::Array(items) => SettingValue::TextList(
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<_>>()?,
+        ),
+        toml::Value::Table(_) => return None,
+    })
+}
+
+impl Policy {
+    /// Validate policy text; `file` names it in messages and anchors
+    /// relative paths (to its folder).
+    pub fn parse(file: &Path, text: &str) -> Result<Self, PolicyErrors> {
+        Self::parse_with(file, text, &SystemProbe, &mut |_| Vec::new())
+    }
+
+    /// [`Policy::parse`], checking the `[backend]` table with
+    /// `check_backend`.
+    pub fn parse_with(
+        file: &Path,
+        text: &str,
+        probe: &dyn Probe,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> Result<Self, PolicyErrors> {
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut c = Collector {
+            file,
+            text,
+            probe,
+            errors: Vec::new(),
+        };
+        let (document, syntax) = DeTable::parse_recoverable(text);
+        for e in syntax {
+            c.error(
+                e.span(),
+                format!("TOML syntax: {}", e.message().trim()),
+                "fix the TOML syntax at this place",
+            );
+        }
+        let mut raw_agent: Option<RawAgent> = None;
+        let mut raw_backend: Option<RawBackend> = None;
+        let mut raw_plugins: Vec<(String, Range<usize>, RawPlugin)> = Vec::new();
+        let mut saw_plugins = false;
+        for (key, value) in document.into_inner() {
+            let span = key.span();
+            match key.get_ref().as_ref() {
+                "agent" => raw_agent = c.section("[agent]", value),
+                "backend" => raw_backend = c.section("[backend]", value),
+                "plugins" => {
+                    saw_plugins = true;
+                    let value_span = value.span();
+                    let DeValue::Table(plugins) = value.into_inner() else {
+                        c.error(
+                            Some(value_span),
+                            "`plugins` must be a table of plugin tables",
+                            "write one [plugins.<name>] table per plugin",
+                        );
+                        continue;
+                    };
+                    for (name, plugin) in plugins {
+                        let name_span = name.span();
+                        let name = name.get_ref().to_string();
+                        if !valid_plugin_name(&name) {
+                            c.error(Some(name_span.clone()), format!("`{name}` is not a valid plugin name"), "use lowercase letters, digits and dashes, as the plugin's describe() names itself");
+                        }
+                        if let Some(raw) =
+                            c.section::<RawPlugin>(&format!("[plugins.{name}]"), plugin)
+                        {
+                            raw_plugins.push((name, name_span, raw));
+                        }
+                    }
+                }
+                other => c.error(
+                    Some(span),
+                    format!("unknown table `{other}`"),
+                    "the policy has the tables [agent], [backend] and [plugins.<name>]",
+                ),
+            }
+        }
+        if !saw_plugins && c.errors.is_empty() {
+            c.error(
+                None,
+                "the policy configures no plugins",
+                "add a [plugins.<name>] table",
+            );
+        }
+
+        let agent = Self::agent(&mut c, &base, raw_agent.unwrap_or_default());
+        let backend = Self::backend(&mut c, file, &base, raw_backend);
+        c.errors.extend(check_backend(&backend));
+        let mut plugins = Vec::new();
+        for (name, span, raw) in raw_plugins {
+            if let Some(plugin) = Self::plugin(&mut c, &base, &agent.plugin_dir, name, &span, raw) {
+                plugins.push(plugin);
+            }
+        }
+        if c.errors.is_empty() {
+            Ok(Self {
+                file: file.to_path_buf(),
+                agent,
+                backend,
+                plugins,
+            })
+        } else {
+            Err(PolicyErrors(c.errors))
+        }
+    }
+
+    fn agent(c: &mut Collector<'_>, base: &Path, raw: RawAgent) -> AgentSettings {
+        let dir = |value: &Option<Spanned<String>>, default: &str| {
+            resolve(
+                base,
+                value.as_ref().map_or(default, |v| v.get_ref().as_str()),
+            )
+        };
+        let state_dir = dir(&raw.state_dir, "state");
+        let plugin_dir = dir(&raw.plugin_dir, "plugins");
+        if let Some(value) = &raw.plugin_dir
+            && !c.probe.is_dir(&plugin_dir)
+        {
+            c.error(
+                Some(value.span()),
+                format!("plugin_dir {} is not a directory", plugin_dir.display()),
+                "create it, or point plugin_dir at the folder holding the components",
+            );
+        }
+        let cache_dir = raw
+            .cache_dir
+            .as_ref()
+            .map_or_else(|| state_dir.join("cache"), |v| resolve(base, v.get_ref()));
+        let max_concurrent_runs = raw
+            .max_concurrent_runs
+            .as_ref()
+            .and_then(|v| c.positive(v, "max_concurrent_runs", 256))
+            .unwrap_or(4) as usize;
+        let queue_capacity = raw
+            .queue_capacity
+            .as_ref()
+            .and_then(|v| c.positive(v, "queue_capacity", 1_000_000))
+            .unwrap_or(1024) as usize;
+        AgentSettings {
+            state_dir,
+            plugin_dir,
+            cache_dir,
+            log_format: raw.log_format,
+            max_concurrent_runs,
+            queue_capacity,
+        }
+    }
+
+    fn backend(
+        c: &mut Collector<'_>,
+        file: &Path,
+        base: &Path,
+        raw: Option<RawBackend>,
+    ) -> BackendSection {
+        let mut section = BackendSection {
+            file: file.to_path_buf(),
+            base: base.to_path_buf(),
+            kind: "local".into(),
+            settings: BTreeMap::new(),
+            lines: BTreeMap::new(),
+        };
+        for (key, value) in raw.unwrap_or_default() {
+            let span = value.span();
+            section.lines.insert(key.clone(), c.position(span.start));
+            match (key.as_str(), value.into_inner()) {
+                ("kind", toml::Value::String(kind)) => section.kind = kind,
+                ("kind", _) => c.error(
+                    Some(span),
+                    "[backend] kind must be a string",
+                    "write kind = \"local\" (or another backend kind)",
+                ),
+                (_, value) => {
+                    section.settings.insert(key, value);
+                }
+            }
+        }
+        section
+    }
+
+    fn plugin(
+        c: &mut Collector<'_>,
+        base: &Path,
+        plugin_dir: &Path,
+        name: String,
+        span: &Range<usize>,
+        raw: RawPlugin,
+    ) -> Option<PluginPolicy> {
+        let errors_before = c.errors.len();
+        let component = resolve(plugin_dir, raw.component.get_ref());
+        if !c.probe.is_file(&component) {
+            c.error(Some(raw.component.span()), format!("component {} does not exist", component.display()), "build it (cargo xtask plugins) and copy it there, or correct the path (relative paths are under plugin_dir)");
+        }
+        let mode = match &raw.mode {
+            None => Mode::Enforce,
+            Some(value) => Mode::parse(value.get_ref()).unwrap_or_else(|| {
+                c.error(
+                    Some(value.span()),
+                    format!("unknown mode `{}`", value.get_ref()),
+                    "use enforce, dry-run or approve",
+                );
+                Mode::Enforce
+            }),
+        };
+        let mut grants = Grants::none();
+        for (capability, scopes) in &raw.grants {
+            let at = Some(scopes.span());
+            let packages = medic_sandbox::host::grants::extension_packages();
+            if packages.contains(capability.as_str()) {
+                for op in scopes.get_ref() {
+                    match Capability::operation(capability, op) {
+                        Some(granted) => {
+                            let _ = grants.add(granted, None);
+                        }
+                        None => c.error(
+                            at.clone(),
+                            format!("unknown {capability} operation `{op}`"),
+                            format!(
+                                "use some of {}",
+                                medic_sandbox::host::grants::OPERATIONS
+                                    .iter()
+                                    .filter(|o| o.package == capability)
+                                    .map(|o| o.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ),
+                    }
+                }
+                continue;
+            }
+            if let Some((package, operation)) = capability.split_once('-')
+                && packages.contains(package)
+            {
+                c.error(
+                    at,
+                    format!("`{capability}` is granted through the {package} list"),
+                    format!("write {package} = [\"{operation}\"]"),
+                );
+                continue;
+            }
+            if scopes.get_ref().is_empty() {
+                c.error(
+                    at.clone(),
+                    format!("`{capability}` grants nothing: its list is empty"),
+                    "list the paths or service names, or remove the key",
+                );
+            }
+            for scope in scopes.get_ref() {
+                // Paths may be relative to the policy file, like every other
+                // path in it.
+                let scope = if capability.starts_with("fs-") && Path::new(scope).is_relative() {
+                    match c.probe.canonicalize(&base.join(scope)) {
+                        Ok(path) => path.display().to_string(),
+                        Err(e) => {
+                            c.error(
+                                at.clone(),
+                                format!(
+                                    "`{scope}` (relative to the policy file): {}: {e}",
+                                    base.join(scope).display()
+                                ),
+                                "grant a folder that exists, or an absolute path",
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    scope.clone()
+                };
+                if let Err(e) = grants.add_spec(&format!("{capability}={scope}")) {
+                    c.error(at.clone(), e.to_string(), "grants are fs-read, fs-write (paths), services-read, services-control (service names) and wsus (operations)");
+                }
+            }
+        }
+        let mut limits = Limits::default();
+        if let Some(raw_limits) = &raw.limits {
+            if let Some(v) = &raw_limits.timeout
+                && let Some(d) = c.duration(v, "limits.timeout")
+            {
+                match Limits::check_timeout(d) {
+                    Ok(d) => limits.timeout = d,
+                    Err(e) => c.error(
+                        Some(v.span()),
+                        format!("limits.timeout = {}: {e}", v.get_ref()),
+                        "give the plugin at least 10ms",
+                    ),
+                }
+            }
+            if let Some(v) = &raw_limits.memory {
+                match parse_size(v.get_ref()).map(Limits::check_memory) {
+                    Ok(Ok(bytes)) => limits.memory_bytes = bytes,
+                    Ok(Err(_)) => c.error(
+                        Some(v.span()),
+                        format!("limits.memory = {} is out of range", v.get_ref()),
+                        "use from 1MiB to 1GiB",
+                    ),
+                    Err(e) => c.error(
+                        Some(v.span()),
+                        format!("limits.memory: {e}"),
+                        "write a size such as 64MiB",
+                    ),
+                }
+            }
+            if let Some(v) = &raw_limits.fuel {
+                limits.fuel = c.positive(v, "limits.fuel", i64::MAX);
+            }
+            if let Some(v) = &raw_limits.max_host_calls {
+                limits.max_host_calls = c
+                    .positive(v, "limits.max_host_calls", 10_000_000)
+                    .unwrap_or(100_000) as usize;
+            }
+        }
+        let rate = raw.rate.as_ref().and_then(|r| {
+            let max_runs = c.positive(&r.max_runs, "rate.max_runs", u32::MAX.into())? as u32;
+            let window = c.duration(&r.per, "rate.per")?;
+            let cooldown = match &r.cooldown {
+                Some(v) => c.duration(v, "rate.cooldown")?,
+                None => Duration::ZERO,
+            };
+            Some(RateLimit {
+                max_runs,
+                window,
+                cooldown,
+            })
+        });
+        let flap_guard = raw.flap_guard.as_ref().and_then(|f| {
+            let max_mutating_runs = c.positive(
+                &f.max_mutating_runs,
+                "flap_guard.max_mutating_runs",
+                u32::MAX.into(),
+            )? as u32;
+            let within = c.duration(&f.within, "flap_guard.within")?;
+            Some(FlapGuard {
+                max_mutating_runs,
+                within,
+            })
+        });
+        let concurrency = raw
+            .concurrency
+            .as_ref()
+            .and_then(|v| c.positive(v, "concurrency", 64))
+            .unwrap_or(1) as usize;
+        let triggers = raw
+            .triggers
+            .iter()
+            .filter_map(|t| Self::trigger(c, base, t))
+            .collect::<Vec<_>>();
+        if raw.triggers.is_empty() {
+            c.error(Some(span.clone()), format!("plugin `{name}` has no triggers"), "add at least one [[plugins.<name>.triggers]] (kind = \"manual\" for on-demand only)");
+        }
+        let mut settings = Settings::new();
+        for (key, value) in &raw.settings {
+            match setting_value(value.get_ref()) {
+                Some(setting) => {
+                    settings.insert(key.clone(), setting);
+                }
+                None => c.error(
+                    Some(value.span()),
+                    format!("setting `{key}` is a table or an array of non-strings"),
+                    "settings are strings, numbers, booleans or arrays of strings",
+                ),
+            }
+        }
+        if c.errors.len() > errors_before {
+            return None;
+        }
+        Some(PluginPolicy {
+            line: c.line_of(span),
+            name,
+            component,
+            mode,
+            triggers,
+            grants,
+            limits,
+            rate,
+            flap_guard,
+            concurrency,
+            settings,
+        })
+    }
+
+    fn trigger(c: &mut Collector<'_>, base: &Path, raw: &Spanned<RawTrigger>) -> Option<Trigger> {
+        let at = raw.span();
+        let t = raw.get_ref();
+        let kind = t.kind.get_ref().as_str();
+        let allowed: &[&str] = match kind {
+            "file" => &["path", "changes", "debounce", "subject"],
+            "log" => &["path", "pattern"],
+            "event_log" => &["path", "source", "ids", "message"],
+            "every" => &["interval"],
+            "startup" | "manual" => &[],
+            other => {
+                c.error(
+                    Some(t.kind.span()),
+                    format!("unknown trigger kind `{other}`"),
+                    "use file, log, event_log, every, startup or manual",
+                );
+                return None;
+            }
+        };
+        let present: [(&str, bool); 9] = [
+            ("path", t.path.is_some()),
+            ("changes", t.changes.is_some()),
+            ("debounce", t.debounce.is_some()),
+            ("subject", t.subject.is_some()),
+            ("pattern", t.pattern.is_some()),
+            ("source", t.source.is_some()),
+            ("ids", t.ids.is_some()),
+            ("message", t.message.is_some()),
+            ("interval", t.interval.is_some()),
+        ];
+        let mut ok = true;
+        for (key, is_set) in present {
+            if is_set && !allowed.contains(&key) {
+                c.error(
+                    Some(at.clone()),
+                    format!("a `{kind}` trigger takes no `{key}`"),
+                    format!(
+                        "its keys are: kind{}",
+                        allowed.iter().map(|k| format!(", {k}")).collect::<String>()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let path = |c: &mut Collector<'_>| match &t.path {
+            Some(p) => Some(resolve(base, p.get_ref())),
+            None => {
+                c.error(
+                    Some(at.clone()),
+                    format!("a `{kind}` trigger needs a `path`"),
+                    "add path = \"...\"",
+                );
+                None
+            }
+        };
+        let trigger = match kind {
+            "file" => Trigger::File {
+                path: path(c)?,
+                changes: t.changes.clone().unwrap_or_else(|| {
+                    vec![
+                        FileChange::Create,
+                        FileChange::Modify,
+                        FileChange::Attribute,
+                        FileChange::Remove,
+                    ]
+                }),
+                debounce: match &t.debounce {
+                    Some(v) => c.duration(v, "debounce")?,
+                    None => Duration::from_millis(50),
+                },
+                whole_tree: match t.subject.as_ref().map(|s| s.get_ref().as_str()) {
+                    None | Some("path") => false,
+                    Some("root") => true,
+                    Some(other) => {
+                        c.error(
+                            t.subject.as_ref().map(|s| s.span()),
+                            format!("subject = \"{other}\" is not a file trigger subject"),
+                            "use subject = \"path\" (one event per changed path) or \"root\" (one event for the watched tree)",
+                        );
+                        return None;
+                    }
+                },
+            },
+            "log" => {
+                let path = path(c)?;
+                let Some(pattern) = &t.pattern else {
+                    c.error(
+                        Some(at),
+                        "a `log` trigger needs a `pattern`",
+                        "add pattern = \"<regex>\"",
+                    );
+                    return None;
+                };
+                Trigger::Log {
+                    path,
+                    pattern: c.regex(pattern, "pattern")?,
+                }
+            }
+            "event_log" => Trigger::EventLog {
+                path: path(c)?,
+                source: t.source.clone(),
+                ids: t.ids.clone().unwrap_or_default(),
+                message: match &t.message {
+                    Some(m) => Some(c.regex(m, "message")?),
+                    None => None,
+                },
+            },
+            "every" => {
+                let Some(interval) = &t.interval else {
+                    c.error(
+                        Some(at),
+                        "an `every` trigger needs an `interval`",
+                        "add interval = \"1h\"",
+                    );
+                    return None;
+                };
+                let interval_value = c.duration(interval, "interval")?;
+                if interval_value < Duration::from_millis(100) {
+                    c.error(
+                        Some(interval.span()),
+                        "interval is below 100ms",
+                        "use an interval of at least 100ms",
+                    );
+                    return None;
+                }
+                Trigger::Every {
+                    interval: interval_value,
+                }
+            }
+            "startup" => Trigger::Startup,
+            _ => Trigger::Manual,
+        };
+        ok.then_some(trigger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyErrors> {
+        Policy::parse(Path::new("/nonexistent/policy.toml"), text)
+    }
+
+    fn errors(text: &str) -> Vec<PolicyError> {
+        parse(text).unwrap_err().0
+    }
+
+    #[test]
+    fn a_complete_policy_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/guard.wasm"), b"").unwrap();
+        let text = r#"
+[agent]
+state_dir = "state"
+log_format = "json"
+max_concurrent_runs = 2
+
+[backend]
+kind = "local"
+principals = { "NETWORK SERVICE" = "uid:33" }
+
+[plugins.share-guard]
+component = "guard.wasm"
+mode = "dry-run"
+concurrency = 2
+grants = { fs-write = ["/srv/share"], services-read = ["BITS"], wsus = ["read", "sync"] }
+limits = { timeout = "5s", memory = "32MiB", fuel = 1000000 }
+rate = { max_runs = 10, per = "1h", cooldown = "30s" }
+flap_guard = { max_mutating_runs = 3, within = "30m" }
+settings = { path = "/srv/share", recursive = true, principals = ["Users"] }
+
+[[plugins.share-guard.triggers]]
+kind = "file"
+path = "/srv/share"
+changes = ["attribute"]
+
+[[plugins.share-guard.triggers]]
+kind = "event_log"
+path = "events.jsonl"
+source = "Windows Server Update Services"
+ids = [364]
+message = "Access is denied"
+
+[[plugins.share-guard.triggers]]
+kind = "every"
+interval = "1h"
+"#;
+        let file = dir.path().join("policy.toml");
+        let policy = Policy::parse(&file, text).unwrap();
+        assert_eq!(policy.agent.state_dir, dir.path().join("state"));
+        assert_eq!(policy.agent.log_format, LogFormat::Json);
+        assert_eq!(policy.agent.max_concurrent_runs, 2);
+        let plugin = &policy.plugins[0];
+        assert_eq!(plugin.name, "share-guard");
+        assert_eq!(plugin.line, 11);
+        assert_eq!(plugin.mode, Mode::DryRun);
+        assert_eq!(plugin.component, dir.path().join("plugins/guard.wasm"));
+        assert!(plugin.grants.may_write(Path::new("/srv/share/x")));
+        assert!(plugin.grants.may_query_service("BITS"));
+        assert!(plugin.grants.has(Capability::parse("wsus-sync").unwrap()));
+        assert_eq!(plugin.limits.timeout, Duration::from_secs(5));
+        assert_eq!(plugin.limits.memory_bytes, 32 << 20);
+        assert_eq!(plugin.rate.unwrap().cooldown, Duration::from_secs(30));
+        assert_eq!(plugin.flap_guard.unwrap().max_mutating_runs, 3);
+        assert_eq!(plugin.settings["recursive"], SettingValue::Boolean(true));
+        assert_eq!(
+            plugin.settings["principals"],
+            SettingValue::TextList(vec!["Users".into()])
+        );
+        assert_eq!(plugin.triggers.len(), 3);
+        assert!(matches!(&plugin.triggers[1], Trigger::EventLog { ids, .. } if ids == &[364]));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_line_and_fix() {
+        let text = r#"[agent]
+max_concurrent_runs = 0
+
+[plugins.first]
+component = "missing.wasm"
+mode = "sometimes"
+grants = { fs-delete = ["/x"], wsus = ["everything"] }
+limits = { timeout = "soon", memory = "2GiB" }
+
+[[plugins.first.triggers]]
+kind = "log"
+path = "/var/log/x.log"
+pattern = "("
+
+[plugins.second]
+component = "also-missing.wasm"
+colour = "blue"
+
+[plugins.Third]
+component = "x.wasm"
+"#;
+        let errors = errors(text);
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect();
+        let expect = [
+            "2: max_concurrent_runs = 0 is out of range",
+            "5: component /nonexistent/plugins/missing.wasm does not exist",
+            "6: unknown mode `sometimes`",
+            "7: unknown capability `fs-delete`",
+            "7: unknown wsus operation `everything`",
+            "8: limits.timeout: `soon` is not a duration",
+            "8: limits.memory = 2GiB is out of range",
+            "13: pattern is not a valid regular expression",
+            "17: in [plugins.second]: unknown field `colour`",
+            "19: `Third` is not a valid plugin name",
+        ];
+        for expected in expect {
+            assert!(
+                messages.iter().any(|m| m.starts_with(expected)),
+                "missing {expected:?} in {messages:#?}"
+            );
+        }
+        assert!(errors.iter().all(|e| !e.fix.is_empty()), "{errors:#?}");
+        let shown = PolicyErrors(errors).to_string();
+        assert!(
+            shown.contains("/nonexistent/policy.toml:6:8: unknown mode `sometimes`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("fix: use enforce, dry-run or approve"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_tables_are_located() {
+        let errors = errors("[agent\nstate_dir = 1\n\n[backend]\nkind = \"cloud\"\n\n[extras]\n");
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect();
+        assert!(
+            messages.iter().any(|m| m.starts_with("1: TOML syntax")),
+            "{messages:#?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("7: unknown table `extras`")),
+            "{messages:#?}"
+        );
+    }
+
+    #[test]
+    fn triggers_are_checked_per_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/p.wasm"), b"").unwrap();
+        let text = r#"
+[plugins.p]
+component = "p.wasm"
+[[plugins.p.triggers]]
+kind = "every"
+[[plugins.p.triggers]]
+kind = "startup"
+path = "/x"
+[[plugins.p.triggers]]
+kind = "cron"
+[[plugins.p.triggers]]
+kind = "file"
+"#;
+        let errors = Policy::parse(&dir.path().join("policy.toml"), text)
+            .unwrap_err()
+            .0;
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect();
+        for expected in [
+            "4: an `every` trigger needs an `interval`",
+            "6: a `startup` trigger takes no `path`",
+            "10: unknown trigger kind `cron`",
+            "11: a `file` trigger needs a `path`",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(expected)),
+                "missing {expected:?} in {messages:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_without_plugins_is_an_error() {
+        let errors = errors("[agent]\nstate_dir = \"s\"\n");
+        assert_eq!(errors[0].message, "the policy configures no plugins");
+    }
+}
