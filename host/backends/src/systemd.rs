@@ -1,4 +1,4 @@
-//! Services through systemd's `systemctl`, for the `linux` backend.
+//! Services through systemd's `systemctl`, for the `local` backend on Linux.
 //! Command building and output parsing are pure functions, tested here.
 
 use crate::services::{ServiceChange, ServiceManager, ServiceState, ServiceStatus, StartupType};

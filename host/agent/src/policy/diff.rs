@@ -14,17 +14,32 @@ pub struct PluginChange {
 }
 
 impl PluginChange {
-    fn between(old: &PluginPolicy, new: &PluginPolicy) -> Option<Self> {
+    /// What differs between two versions of a plugin's table, or `None`
+    /// when they mean the same (the table's place in the file aside).
+    pub fn between(old: &PluginPolicy, new: &PluginPolicy) -> Option<Self> {
+        let PluginPolicy {
+            name: _,
+            component,
+            mode,
+            triggers,
+            grants,
+            limits,
+            rate,
+            flap_guard,
+            concurrency,
+            settings,
+            line: _,
+        } = new;
         let change = Self {
-            component: old.component != new.component,
-            triggers: old.triggers != new.triggers,
-            rules: old.mode != new.mode
-                || old.grants != new.grants
-                || old.limits != new.limits
-                || old.rate != new.rate
-                || old.flap_guard != new.flap_guard
-                || old.concurrency != new.concurrency
-                || old.settings != new.settings,
+            component: old.component != *component,
+            triggers: old.triggers != *triggers,
+            rules: old.mode != *mode
+                || old.grants != *grants
+                || old.limits != *limits
+                || old.rate != *rate
+                || old.flap_guard != *flap_guard
+                || old.concurrency != *concurrency
+                || old.settings != *settings,
         };
         (change != Self::default()).then_some(change)
     }

@@ -270,29 +270,7 @@ pub struct PluginPolicy {
 
 impl PartialEq for PluginPolicy {
     fn eq(&self, other: &Self) -> bool {
-        let Self {
-            name,
-            component,
-            mode,
-            triggers,
-            grants,
-            limits,
-            rate,
-            flap_guard,
-            concurrency,
-            settings,
-            line: _,
-        } = self;
-        *name == other.name
-            && *component == other.component
-            && *mode == other.mode
-            && *triggers == other.triggers
-            && *grants == other.grants
-            && *limits == other.limits
-            && *rate == other.rate
-            && *flap_guard == other.flap_guard
-            && *concurrency == other.concurrency
-            && *settings == other.settings
+        self.name == other.name && PluginChange::between(self, other).is_none()
     }
 }
 

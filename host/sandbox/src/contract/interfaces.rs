@@ -527,6 +527,67 @@ macro_rules! types_interface {
     };
 }
 
+/// The version module's entry points: `Pre` (a component linked against
+/// the version's bindings), `add_to_linker`, and `describe`/`handle`
+/// converting to medic's own types. The invoking module has the generated
+/// `bindings` (world `remediation`) and a `types` module with
+/// `plugin_info`.
+macro_rules! version_entry_points {
+    () => {
+        use crate::contract::CallError;
+        use crate::contract::convert::Convert;
+        use crate::event::{EventRecord, OutcomeRecord};
+        use crate::host::RunState;
+        use crate::info::PluginInfo;
+        use wasmtime::Store;
+        use wasmtime::component::{Component, HasSelf, Linker};
+
+        /// A component built for this version, linked and ready to instantiate.
+        #[derive(Clone)]
+        pub struct Pre(bindings::RemediationPre<RunState>);
+
+        /// Link this version's interfaces into `linker`.
+        pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+            bindings::Remediation::add_to_linker::<RunState, HasSelf<RunState>>(linker, |state| {
+                state
+            })
+        }
+
+        impl Pre {
+            pub fn new(linker: &Linker<RunState>, component: &Component) -> wasmtime::Result<Self> {
+                linker
+                    .instantiate_pre(component)
+                    .and_then(bindings::RemediationPre::new)
+                    .map(Self)
+            }
+
+            pub fn describe(&self, store: &mut Store<RunState>) -> wasmtime::Result<PluginInfo> {
+                let instance = self.0.instantiate(&mut *store)?;
+                let info = instance.medic_plugin_plugin().call_describe(store)?;
+                types::plugin_info(info).map_err(wasmtime::Error::msg)
+            }
+
+            pub fn handle(
+                &self,
+                store: &mut Store<RunState>,
+                event: &EventRecord,
+            ) -> Result<Result<OutcomeRecord, String>, CallError> {
+                let instance = self
+                    .0
+                    .instantiate(&mut *store)
+                    .map_err(CallError::Instantiate)?;
+                let event: bindings::medic::plugin::types::Event = event.clone().convert();
+                let outcome = instance
+                    .medic_plugin_plugin()
+                    .call_handle(store, &event)
+                    .map_err(CallError::Trap)?;
+                Ok(outcome.map(Convert::convert))
+            }
+        }
+    };
+}
+
 pub(crate) use {
-    fs_interface, services_interface, state_interface, types_interface, wsus_interface,
+    fs_interface, services_interface, state_interface, types_interface, version_entry_points,
+    wsus_interface,
 };
