@@ -200,7 +200,7 @@ pub fn run(root: &Path) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "\nThe benchmarks: `host/benches/run_overhead.rs`, `host/benches/agent_latency.rs`, `host/benches/content_acl.rs`, `host/benches/decline_orphans.rs`, `host/benches/agent_footprint.rs` (each states what it measures and how)."
+        "\nThe benchmarks: `host/medic/benches/run_overhead.rs`, `host/medic/benches/agent_latency.rs`, `host/medic/benches/content_acl.rs`, `host/medic/benches/decline_orphans.rs`, `host/medic/benches/agent_footprint.rs` (each states what it measures and how)."
     );
     std::fs::write(root.join("BENCHMARKS.md"), &md)?;
     println!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
