@@ -115,7 +115,8 @@ pub struct Running {
 
 impl Running {
     pub fn start(policy: &Path) -> Self {
-        let agent = Agent::load(policy, &medic::catalog::Catalog).unwrap_or_else(|e| panic!("{e}"));
+        let agent = Agent::load(policy, std::sync::Arc::new(medic::catalog::Catalog))
+            .unwrap_or_else(|e| panic!("{e}"));
         let ctx = agent.context().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -760,5 +761,62 @@ interval = "200ms"
             .count()
             >= 2
     });
+    agent.stop();
+}
+
+#[test]
+fn a_reload_that_adds_a_plugin_starts_it_and_leaves_the_others_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = noop_policy(dir.path());
+    let plugins = dir.path().join("plugins");
+    for name in ["fixture-noop.wasm", "fixture-panicker.wasm"] {
+        install(
+            &plugins,
+            name,
+            &std::fs::read(workspace().join("target/plugins").join(name)).unwrap(),
+        );
+    }
+    // One run at a time: a run queued before the manual one below is
+    // recorded before it.
+    let with_startup = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("concurrency = 2", "concurrency = 1")
+        .replace(
+            "kind = \"manual\"",
+            "kind = \"manual\"\n\n[[plugins.fixture-noop.triggers]]\nkind = \"startup\"",
+        );
+    std::fs::write(&policy, &with_startup).unwrap();
+    let agent = Running::start(&policy);
+    let is_startup = |r: &AuditRecord| r.detail["event"]["kind"] == "startup";
+    agent.wait_for_run("the no-op's startup run", |r| {
+        r.plugin == "fixture-noop" && is_startup(r)
+    });
+    std::fs::write(
+        &policy,
+        format!(
+            "{with_startup}\n[plugins.fixture-panicker]\ncomponent = \"fixture-panicker.wasm\"\n[[plugins.fixture-panicker.triggers]]\nkind = \"startup\"\n"
+        ),
+    )
+    .unwrap();
+    let added = agent.wait_for_run("the added plugin's startup run", |r| {
+        r.plugin == "fixture-panicker" && is_startup(r)
+    });
+    assert!(added.summary.contains("panicked"), "{}", added.summary);
+    // The unchanged plugin's triggers kept running: no second startup run
+    // (one would have been queued, and run, before this manual event).
+    send_manual(
+        &dir.path().join("state"),
+        "fixture-noop",
+        "after the reload",
+    );
+    agent.wait_for_run("a manual run after the reload", |r| {
+        r.detail["event"]["subject"] == "after the reload"
+    });
+    let startups = agent
+        .runs()
+        .iter()
+        .filter(|r| r.plugin == "fixture-noop" && is_startup(r))
+        .count();
+    assert_eq!(startups, 1);
     agent.stop();
 }

@@ -78,6 +78,10 @@ fn figures(output: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
 }
 
 pub fn run(root: &Path) -> Result<()> {
+    // `content_acl` compares with getfacl and setfacl on the same tree.
+    if Command::new("getfacl").arg("--version").output().is_err() {
+        crate::toolchain::ensure_packages(&["acl"], "the content_acl benchmark")?;
+    }
     crate::plugins::build_all(root)?;
     let mut output = String::new();
     for bench in BENCHES {

@@ -6,7 +6,7 @@ use crate::policy::{BackendSection, PolicyError};
 use medic_backends::Backends;
 
 /// The backend kinds a build of medic offers.
-pub trait BackendCatalog: Send + Sync {
+pub trait BackendCatalog: Send + Sync + std::fmt::Debug {
     /// The backends `section` selects, or every problem with it, located
     /// in the policy file.
     fn open(&self, section: &BackendSection) -> Result<Backends, Vec<PolicyError>>;

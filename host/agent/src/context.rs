@@ -2,6 +2,7 @@
 //! component together) and the context of every run (policy, sandbox,
 //! store, journal, state, backends).
 
+use crate::BackendCatalog;
 use crate::audit::Store;
 use crate::audit::journal::Journal;
 use crate::audit::state::StateStore;
@@ -28,4 +29,6 @@ pub struct AgentContext {
     pub journal: Journal,
     pub state: Arc<StateStore>,
     pub backends: Backends,
+    /// How `[backend]` tables are opened; reloads check them with it.
+    pub catalog: Arc<dyn BackendCatalog>,
 }

@@ -34,13 +34,13 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Validate the policy and load everything; refuses a bad policy with
     /// every problem found.
-    pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Self, AgentError> {
+    pub fn load(policy_file: &Path, catalog: Arc<dyn BackendCatalog>) -> Result<Self, AgentError> {
         let Loaded {
             policy,
             runtime,
             backends,
             plugins: active,
-        } = loading::load(policy_file, catalog)?;
+        } = loading::load(policy_file, catalog.as_ref())?;
         let store = Store::open(&policy.agent.state_dir)?;
         let journal = Journal::new(store.clone());
         for plugin in &active {
@@ -65,6 +65,7 @@ impl Agent {
         }
         let ctx = AgentContext {
             backends,
+            catalog,
             state: Arc::new(StateStore::new(store.clone())),
             journal,
             store,
@@ -91,7 +92,7 @@ impl Agent {
         let policies = |plugins: &[Arc<ActivePlugin>]| -> Vec<PluginPolicy> {
             plugins.iter().map(|p| p.policy.clone()).collect()
         };
-        let mut triggers = TriggerSet::start(&policies(&self.plugins), &sink, &ctx.store)?;
+        let mut triggers = TriggerSet::start(&policies(&self.plugins), &sink, &ctx.store).await?;
         let inbox = triggers::inbox::spawn(&agent_settings.state_dir, sink.clone())
             .map_err(AgentError::Inbox)?;
         let (mut changes, _watcher) =
@@ -121,19 +122,27 @@ impl Agent {
                     let Ok(Some(next)) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
                         continue;
                     };
+                    // The dispatcher serves the new set before its triggers
+                    // start, so no event of theirs finds it unknown.
                     let mut next = next;
-                    for error in triggers.update(&policies(&next), &sink, &ctx.store).await {
-                        // That plugin keeps its old version (and triggers), or
-                        // is not added.
-                        tracing::error!("new triggers could not start; the plugin keeps its last good version: {error}");
-                        record_rejection(&ctx, &error.plugin, error.to_string());
-                        next.retain(|p| p.policy.name != error.plugin);
-                        if let Some(old) = current.iter().find(|p| p.policy.name == error.plugin) {
-                            next.push(old.clone());
-                        }
-                    }
                     if control.send(Control::Swap(next.clone())).await.is_err() {
                         break;
+                    }
+                    let errors = triggers.update(&policies(&next), &sink, &ctx.store).await;
+                    if !errors.is_empty() {
+                        for error in errors {
+                            // That plugin keeps its old version (and triggers),
+                            // or is not added.
+                            tracing::error!("new triggers could not start; the plugin keeps its last good version: {error}");
+                            record_rejection(&ctx, &error.plugin, error.to_string());
+                            next.retain(|p| p.policy.name != error.plugin);
+                            if let Some(old) = current.iter().find(|p| p.policy.name == error.plugin) {
+                                next.push(old.clone());
+                            }
+                        }
+                        if control.send(Control::Swap(next.clone())).await.is_err() {
+                            break;
+                        }
                     }
                     current = next;
                 }
@@ -243,7 +252,10 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
         }
     };
     tracing::debug!("reloading the policy and the plugin folder");
-    let policy = match Policy::load(&ctx.policy.file) {
+    // The backend is checked as at start-up, though a change to it takes
+    // effect only at the next start.
+    let check_backend = &mut |section: &_| ctx.catalog.open(section).err().unwrap_or_default();
+    let policy = match Policy::load_with(&ctx.policy.file, check_backend) {
         Ok(policy) => policy,
         Err(errors) => {
             tracing::error!(
@@ -259,6 +271,12 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
         }
     };
     let started_with = PolicyDiff::between(&ctx.policy, &policy);
+    tracing::debug!(
+        added = ?started_with.added,
+        removed = ?started_with.removed,
+        changed = ?started_with.changed,
+        "the policy against the one the agent started with"
+    );
     if started_with.agent || started_with.backend {
         tracing::warn!("[agent] and [backend] changes take effect at the next restart");
     }

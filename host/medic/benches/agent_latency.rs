@@ -31,7 +31,8 @@ fn serve(
     std::thread::JoinHandle<()>,
     std::sync::Arc<medic_agent::AgentContext>,
 ) {
-    let agent = Agent::load(policy, &medic::catalog::Catalog).unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::load(policy, std::sync::Arc::new(medic::catalog::Catalog))
+        .unwrap_or_else(|e| panic!("{e}"));
     let ctx = agent.context().clone();
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {

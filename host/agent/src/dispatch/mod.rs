@@ -79,10 +79,11 @@ pub enum Control {
     Swap(Vec<Arc<ActivePlugin>>),
 }
 
-/// A finished run, back from its blocking thread.
+/// A finished run, back from its blocking thread; no report when the
+/// host itself failed during the run.
 struct Done {
     ticket: RunTicket,
-    report: RunReport,
+    report: Option<RunReport>,
     mutated: bool,
 }
 
@@ -104,6 +105,54 @@ pub struct Dispatcher {
     done_rx: mpsc::UnboundedReceiver<Done>,
     started_ms: u64,
     dirty: bool,
+}
+
+/// Run `active` on `event` and record the run in the journal; returns the
+/// report and whether the run changed the system.
+fn run_and_record(
+    ctx: &AgentContext,
+    active: &ActivePlugin,
+    own_effects: Arc<OwnEffects>,
+    event: EventRecord,
+    forced_dry_run: bool,
+) -> (RunReport, bool) {
+    let policy = &active.policy;
+    let mode = if forced_dry_run {
+        Mode::DryRun
+    } else {
+        policy.mode
+    };
+    let report = ctx.runtime.run(
+        &active.loaded,
+        RunRequest {
+            run_id: new_id("run"),
+            event,
+            mode,
+            grants: active.grants.clone(),
+            limits: policy.limits,
+            settings: active.settings.clone(),
+            backends: ctx.backends.clone(),
+            state: Some(ctx.state.clone() as Arc<dyn PluginState>),
+            own_effects: Some(own_effects),
+        },
+    );
+    let mutated = report.calls.iter().any(|c| c.mutating && c.applied);
+    let summary = match (&report.result, forced_dry_run) {
+        (RunResult::Completed(o), false) => o.summary.clone(),
+        (RunResult::Completed(o), true) => format!("[flap guard: dry run] {}", o.summary),
+        (RunResult::Failed(f), _) => f.to_string(),
+    };
+    if let Err(e) = ctx.journal.append(NewRecord {
+        kind: RecordKind::Run,
+        plugin: report.plugin.clone(),
+        run_id: report.run_id.clone(),
+        status: RecordStatus::Run(report.status()),
+        summary,
+        detail: serde_json::to_value(&report).unwrap_or_default(),
+    }) {
+        tracing::error!(plugin = %report.plugin, run = %report.run_id, "cannot record the run in the audit journal: {e}");
+    }
+    (report, mutated)
 }
 
 /// Whether a file event is only the echo of the plugin's own changes: its
@@ -160,7 +209,13 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut open = true;
         loop {
+            // When a rate limit or the flap guard next lets something start.
+            let wake = self
+                .scheduler
+                .next_wake(now_ms())
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
+                _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
                 routed = events.recv(), if open => match routed {
                     Some(routed) => self.accept(routed),
                     None => open = false,
@@ -314,42 +369,22 @@ impl Dispatcher {
         let ctx = self.ctx.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let policy = &active.policy;
-            let mode = if forced_dry_run {
-                Mode::DryRun
-            } else {
-                policy.mode
+            let plugin = ticket.plugin().to_string();
+            // A bug in a host call must not keep the run's place taken for
+            // good: its ticket comes back whatever happens.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_and_record(&ctx, &active, own_effects, event, forced_dry_run)
+            }));
+            let (report, mutated) = match run {
+                Ok((report, mutated)) => (Some(report), mutated),
+                Err(_) => {
+                    tracing::error!(
+                        plugin,
+                        "the host failed during a run; counted as a run that changed the system"
+                    );
+                    (None, true)
+                }
             };
-            let report = ctx.runtime.run(
-                &active.loaded,
-                RunRequest {
-                    run_id: new_id("run"),
-                    event,
-                    mode,
-                    grants: active.grants.clone(),
-                    limits: policy.limits,
-                    settings: active.settings.clone(),
-                    backends: ctx.backends.clone(),
-                    state: Some(ctx.state.clone() as Arc<dyn PluginState>),
-                    own_effects: Some(own_effects),
-                },
-            );
-            let mutated = report.calls.iter().any(|c| c.mutating && c.applied);
-            let summary = match (&report.result, forced_dry_run) {
-                (RunResult::Completed(o), false) => o.summary.clone(),
-                (RunResult::Completed(o), true) => format!("[flap guard: dry run] {}", o.summary),
-                (RunResult::Failed(f), _) => f.to_string(),
-            };
-            if let Err(e) = ctx.journal.append(NewRecord {
-                kind: RecordKind::Run,
-                plugin: report.plugin.clone(),
-                run_id: report.run_id.clone(),
-                status: RecordStatus::Run(report.status()),
-                summary,
-                detail: serde_json::to_value(&report).unwrap_or_default(),
-            }) {
-                tracing::error!(plugin = %report.plugin, run = %report.run_id, "cannot record the run in the audit journal: {e}");
-            }
             // The dispatcher outlives every run it starts: it waits for them
             // before it stops, so the channel is open.
             let _ = done.send(Done {
@@ -369,8 +404,8 @@ impl Dispatcher {
                 if let Some(counters) = persist {
                     save_counters(&self.ctx, &plugin, &counters);
                 }
-                if let Some(served) = self.served.get_mut(&plugin) {
-                    served.last = Some((done.report.run_id.clone(), done.report.status(), now));
+                if let (Some(served), Some(report)) = (self.served.get_mut(&plugin), &done.report) {
+                    served.last = Some((report.run_id.clone(), report.status(), now));
                 }
             }
             Finished::Stale => {}

@@ -84,12 +84,6 @@ impl PolicyDiff {
             .collect();
         diff
     }
-
-    /// Whether the plugin's table changed in meaning (moving it in the file
-    /// is no change).
-    pub fn plugin_changed(&self, name: &str) -> bool {
-        self.added.iter().any(|n| n == name) || self.changed.iter().any(|(n, _)| n == name)
-    }
 }
 
 #[cfg(test)]
@@ -159,8 +153,6 @@ kind = "manual"
                 }
             )]
         );
-        assert!(diff.plugin_changed("b") && diff.plugin_changed("c"));
-        assert!(!diff.plugin_changed("a"));
         assert!(!diff.agent && !diff.backend);
     }
 }

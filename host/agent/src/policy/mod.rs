@@ -16,7 +16,7 @@ mod parse;
 
 pub use check::{Probe, SystemProbe};
 pub use diff::{PluginChange, PolicyDiff};
-pub use parse::resolve;
+pub use parse::{resolve, setting_value};
 
 use medic_sandbox::{Grants, Limits, Mode, Settings};
 use serde::Deserialize;
@@ -105,7 +105,9 @@ pub struct AgentSettings {
 
 /// The `[backend]` table as written: which kind of backend, and its keys.
 /// The caller's [`crate::BackendCatalog`] knows the kinds and checks them.
-#[derive(Debug, Clone, PartialEq)]
+/// Two are equal when they select the same backend, wherever they are in
+/// the file.
+#[derive(Debug, Clone)]
 pub struct BackendSection {
     /// The policy file, for messages.
     pub file: PathBuf,
@@ -117,6 +119,12 @@ pub struct BackendSection {
     pub settings: BTreeMap<String, toml::Value>,
     /// Where each key (and `kind`) is, for messages.
     pub lines: BTreeMap<String, (usize, usize)>,
+}
+
+impl PartialEq for BackendSection {
+    fn eq(&self, other: &Self) -> bool {
+        self.base == other.base && self.kind == other.kind && self.settings == other.settings
+    }
 }
 
 impl BackendSection {

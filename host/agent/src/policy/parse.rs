@@ -211,23 +211,27 @@ pub fn resolve(base: &Path, raw: &str) -> PathBuf {
     out
 }
 
-/// A setting's value as the plugin sees it; `None` for what a setting
-/// cannot be (a table, an array of anything but strings).
-fn setting_value(value: &toml::Value) -> Option<SettingValue> {
-    Some(match value {
+/// A setting's value as the plugin sees it: strings, numbers, booleans and
+/// arrays of strings typed; other arrays and tables as their JSON text.
+pub fn setting_value(value: &toml::Value) -> SettingValue {
+    match value {
         toml::Value::String(s) => SettingValue::Text(s.clone()),
         toml::Value::Integer(n) => SettingValue::Integer(*n),
         toml::Value::Float(x) => SettingValue::Float(*x),
         toml::Value::Boolean(b) => SettingValue::Boolean(*b),
         toml::Value::Datetime(d) => SettingValue::Text(d.to_string()),
-        toml::Value::Array(items) => SettingValue::TextList(
-            items
-                .iter()
-                .map(|item| item.as_str().map(str::to_string))
-                .collect::<Option<_>>()?,
-        ),
-        toml::Value::Table(_) => return None,
-    })
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map_or_else(
+                || SettingValue::Text(serde_json::to_string(value).unwrap_or_default()),
+                SettingValue::TextList,
+            ),
+        toml::Value::Table(_) => {
+            SettingValue::Text(serde_json::to_string(value).unwrap_or_default())
+        }
+    }
 }
 
 impl Policy {
@@ -572,19 +576,11 @@ impl Policy {
         if raw.triggers.is_empty() {
             c.error(Some(span.clone()), format!("plugin `{name}` has no triggers"), "add at least one [[plugins.<name>.triggers]] (kind = \"manual\" for on-demand only)");
         }
-        let mut settings = Settings::new();
-        for (key, value) in &raw.settings {
-            match setting_value(value.get_ref()) {
-                Some(setting) => {
-                    settings.insert(key.clone(), setting);
-                }
-                None => c.error(
-                    Some(value.span()),
-                    format!("setting `{key}` is a table or an array of non-strings"),
-                    "settings are strings, numbers, booleans or arrays of strings",
-                ),
-            }
-        }
+        let settings: Settings = raw
+            .settings
+            .iter()
+            .map(|(key, value)| (key.clone(), setting_value(value.get_ref())))
+            .collect();
         if c.errors.len() > errors_before {
             return None;
         }

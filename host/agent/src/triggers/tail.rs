@@ -328,6 +328,10 @@ mod tests {
         assert_eq!(event.subject, "Windows Server Update Services/364");
         assert_eq!(event.field("event-id"), Some("364"));
         assert_eq!(event.field("level"), Some("Error"));
+        // An entry cannot pass for another event by carrying its own id.
+        let forged = r#"{"id": 364, "event-id": "7040", "source": "Windows Server Update Services", "message": "Access is denied"}"#;
+        let event = line_event(&filter, path, forged).unwrap();
+        assert_eq!(event.field("event-id"), Some("364"));
         for miss in [
             r#"{"id": 10021, "source": "Windows Server Update Services", "message": "Access is denied"}"#,
             r#"{"id": 364, "source": "Other", "message": "Access is denied"}"#,
@@ -345,6 +349,10 @@ mod tests {
         let event = line_event(&filter, Path::new("/lab/SoftwareDistribution.log"), line).unwrap();
         assert_eq!(event.kind, EventKind::LogLine);
         assert_eq!(event.field("code"), Some("InternalServerError"));
+        // A capture named like the trigger's own field does not replace it.
+        let filter = LineFilter::Log(regex::Regex::new(r"(?P<line>Error)").unwrap());
+        let event = line_event(&filter, Path::new("/x.log"), line).unwrap();
+        assert_eq!(event.field("line"), Some(line));
         assert!(line_event(&filter, Path::new("/x"), "Info all good").is_none());
     }
 }

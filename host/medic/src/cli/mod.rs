@@ -366,7 +366,7 @@ fn runtime(cache: &CacheArgs) -> Result<Runtime> {
 }
 
 fn agent_run(args: &PolicyArgs) -> Result<ExitCode> {
-    let agent = medic_agent::Agent::load(&args.policy, &Catalog)?;
+    let agent = medic_agent::Agent::load(&args.policy, Arc::new(Catalog))?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -690,30 +690,20 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
 }
 
 /// `key=value` pairs into a settings map; a key given twice is an error.
-/// A value written as a TOML array of strings (`readers=["Users", "x"]`)
-/// is a list; anything else is text.
+/// A value that reads as a TOML value (`30`, `true`, `["Users", "x"]`) is
+/// typed as the same value in a policy would be; anything else is text.
 pub fn parse_settings(pairs: &[String]) -> Result<Settings> {
     let mut settings = Settings::new();
     for pair in pairs {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--setting {pair}: expected KEY=VALUE"))?;
-        let value = if value.trim_start().starts_with('[') {
-            let list: toml::Value = toml::from_str::<toml::Table>(&format!("list = {value}"))
-                .ok()
-                .and_then(|mut table| table.remove("list"))
-                .with_context(|| format!("--setting {pair}: not a TOML array"))?;
-            list.as_array()
-                .and_then(|items| {
-                    items
-                        .iter()
-                        .map(|item| item.as_str().map(str::to_string))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .map(SettingValue::TextList)
-                .with_context(|| format!("--setting {pair}: a list holds strings only"))?
-        } else {
-            SettingValue::Text(value.to_string())
+        let typed = toml::from_str::<toml::Table>(&format!("value = {value}"))
+            .ok()
+            .and_then(|mut table| table.remove("value"));
+        let value = match typed {
+            Some(typed) => medic_agent::policy::setting_value(&typed),
+            None => SettingValue::Text(value.to_string()),
         };
         if settings.insert(key.trim().to_string(), value).is_some() {
             bail!("--setting {key} is given twice");
@@ -783,4 +773,34 @@ pub fn report_text(report: &RunReport) -> String {
     }
     let _ = writeln!(out, "took     {:.3} ms", report.duration_us as f64 / 1000.0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_typed_as_in_a_policy_and_text_otherwise() {
+        let pairs: Vec<String> = [
+            "path=/srv/share",
+            "count=30",
+            "recursive=true",
+            r#"readers=["Users", "NETWORK SERVICE"]"#,
+            "pattern=[0-9]+",
+            "mixed=[1, 2]",
+        ]
+        .map(String::from)
+        .into();
+        let settings = parse_settings(&pairs).unwrap();
+        assert_eq!(settings["path"], SettingValue::Text("/srv/share".into()));
+        assert_eq!(settings["count"], SettingValue::Integer(30));
+        assert_eq!(settings["recursive"], SettingValue::Boolean(true));
+        assert_eq!(
+            settings["readers"],
+            SettingValue::TextList(vec!["Users".into(), "NETWORK SERVICE".into()])
+        );
+        assert_eq!(settings["pattern"], SettingValue::Text("[0-9]+".into()));
+        assert_eq!(settings["mixed"], SettingValue::Text("[1,2]".into()));
+        assert!(parse_settings(&["a=1".into(), "a=2".into()]).is_err());
+    }
 }

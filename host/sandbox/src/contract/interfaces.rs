@@ -415,8 +415,9 @@ macro_rules! state_interface {
     };
 }
 
-/// `types`: events, outcomes, errors and trigger hints (the same in every
-/// version so far); capabilities and `plugin-info` are the version's own.
+/// `types`: events, outcomes, errors, trigger hints and `plugin-info` (the
+/// same in every version so far); the invoking module converts its own
+/// capabilities with a `capability` function.
 macro_rules! types_interface {
     () => {
         use crate::contract::convert::{Convert, convert_enum, convert_record};
