@@ -1,7 +1,8 @@
 //! Typed access to the plugin's settings from the policy.
 //!
-//! The host hands settings over typed: text, whole numbers, numbers with a
-//! fraction, booleans, and arrays of strings. [`get`] gives any scalar as
+//! The host hands settings over typed: text, whole numbers, booleans, and
+//! arrays of strings; a number with a fraction arrives as its text (parse
+//! it with [`parse`]), which keeps float formatting out of every plugin. [`get`] gives any scalar as
 //! text, so [`parse`] reads a number written either way (`30` or `"30"`).
 
 use crate::bindings::medic::plugin::config;
@@ -25,7 +26,6 @@ pub fn get(key: &str) -> Option<String> {
     match value(key)? {
         Value::Text(text) => Some(text),
         Value::Integer(n) => Some(n.to_string()),
-        Value::Float(x) => Some(x.to_string()),
         Value::Boolean(b) => Some(b.to_string()),
         Value::TextList(_) => None,
     }

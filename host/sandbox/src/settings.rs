@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 
 /// One setting's value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettingValue {
     Text(String),
     Integer(i64),
-    Float(f64),
     Boolean(bool),
     /// An array of strings.
     TextList(Vec<String>),
@@ -25,7 +24,6 @@ impl SettingValue {
         match self {
             Self::Text(text) => text.clone(),
             Self::Integer(n) => n.to_string(),
-            Self::Float(x) => x.to_string(),
             Self::Boolean(b) => b.to_string(),
             Self::TextList(items) => serde_json::to_string(items).unwrap_or_default(),
         }

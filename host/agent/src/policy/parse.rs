@@ -217,7 +217,8 @@ pub fn setting_value(value: &toml::Value) -> SettingValue {
     match value {
         toml::Value::String(s) => SettingValue::Text(s.clone()),
         toml::Value::Integer(n) => SettingValue::Integer(*n),
-        toml::Value::Float(x) => SettingValue::Float(*x),
+        // As text: plugins need no float formatting to read it.
+        toml::Value::Float(x) => SettingValue::Text(x.to_string()),
         toml::Value::Boolean(b) => SettingValue::Boolean(*b),
         toml::Value::Datetime(d) => SettingValue::Text(d.to_string()),
         toml::Value::Array(items) => items

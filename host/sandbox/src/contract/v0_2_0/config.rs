@@ -8,7 +8,6 @@ fn value(setting: SettingValue) -> wit::Value {
     match setting {
         SettingValue::Text(text) => wit::Value::Text(text),
         SettingValue::Integer(n) => wit::Value::Integer(n),
-        SettingValue::Float(x) => wit::Value::Float(x),
         SettingValue::Boolean(b) => wit::Value::Boolean(b),
         SettingValue::TextList(items) => wit::Value::TextList(items),
     }
