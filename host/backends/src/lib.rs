@@ -4,6 +4,12 @@
 //! systemd). The sandbox checks grants and records every call; a backend
 //! only does the work, on the real system or a simulated one.
 //!
+//! The modules: [`error`] (what an operation returns when it fails),
+//! [`fs`], [`services`] and [`wsus`] (each a trait and the values it
+//! exchanges), [`local_fs`] (this machine's files), [`posix_acl`] (POSIX
+//! access lists, Linux), [`principals`] (Windows names mapped to local
+//! users and groups), [`systemd`] (services through `systemctl`).
+//!
 //! Nothing here knows a contract version: the sandbox converts between
 //! these types and each version's generated ones.
 //!

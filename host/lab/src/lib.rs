@@ -16,9 +16,15 @@
 //! Several processes may use a lab at once (the agent, `medic lab fault`,
 //! `medic lab sync`): the store is opened in multi-writer mode.
 //!
-//! [`backend`] is the downstream server seen through `medic-backends`'
-//! traits: what the agent's `fs`, `services` and `wsus` calls act on when a
-//! policy selects the lab.
+//! The modules: [`model`] (the tables' rows), [`catalog`] (the seeded
+//! update catalog), [`content`] (the content folder and its ACLs),
+//! [`logs`] (the event journals and `SoftwareDistribution.log`),
+//! [`server`] (each server's updates, approvals, services, configuration),
+//! [`sync`] (a synchronization), [`faults`] (the fault injector),
+//! [`status`] (what `medic lab status` shows), and [`backend`]: the
+//! downstream server seen through `medic-backends`' traits, what the
+//! agent's `fs`, `services` and `wsus` calls act on when a policy selects
+//! the lab.
 
 pub mod backend;
 pub mod catalog;
