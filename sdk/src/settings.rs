@@ -23,7 +23,12 @@ pub fn all() -> Vec<(String, Value)> {
 /// A scalar setting as text (a number or boolean as its literal); `None`
 /// when unset or a list.
 pub fn get(key: &str) -> Option<String> {
-    match value(key)? {
+    value(key).and_then(scalar_text)
+}
+
+/// A scalar value as text; `None` for a list.
+fn scalar_text(value: Value) -> Option<String> {
+    match value {
         Value::Text(text) => Some(text),
         Value::Integer(n) => Some(n.to_string()),
         Value::Boolean(b) => Some(b.to_string()),
@@ -32,23 +37,19 @@ pub fn get(key: &str) -> Option<String> {
 }
 
 /// A setting parsed as `T`; `Ok(None)` when unset, `Err` naming the setting
-/// when its value does not parse.
+/// when its value does not parse (or is a list).
 pub fn parse<T: FromStr>(key: &str) -> Result<Option<T>, String>
 where
     T::Err: std::fmt::Display,
 {
-    if let Some(Value::TextList(_)) = value(key) {
-        return Err(format!(
-            "setting `{key}` is a list; a single value is expected"
-        ));
-    }
-    match get(key) {
-        None => Ok(None),
-        Some(raw) => raw
-            .parse()
-            .map(Some)
-            .map_err(|e| format!("setting `{key}` = {raw:?}: {e}")),
-    }
+    let Some(value) = value(key) else {
+        return Ok(None);
+    };
+    let raw = scalar_text(value)
+        .ok_or_else(|| format!("setting `{key}` is a list; a single value is expected"))?;
+    raw.parse()
+        .map(Some)
+        .map_err(|e| format!("setting `{key}` = {raw:?}: {e}"))
 }
 
 /// A setting parsed as `T`, or `default` when unset.
