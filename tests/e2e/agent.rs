@@ -200,7 +200,8 @@ fn readable_by_nobody(path: &Path) -> bool {
     let mut names = medic_backends::PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
     let fs = medic_backends::local_fs::LocalFileSystem::new(names);
-    fs.ensure_access(path, "Users", AccessRight::Read, false, false)
+    let path = medic_backends::fs::Beneath::new(path, "").unwrap();
+    fs.ensure_access(&path, "Users", AccessRight::Read, false, false)
         .unwrap()
         .changed
         .is_empty()

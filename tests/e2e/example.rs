@@ -91,7 +91,7 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     let mut names = medic_backends::PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
     let acl = LocalFileSystem::new(names)
-        .read_access(&share.join("reports/q3.txt"))
+        .read_access(&medic_backends::fs::Beneath::new(&share, "reports/q3.txt").unwrap())
         .unwrap();
     let users = acl
         .iter()

@@ -6,7 +6,8 @@
 //!
 //! The modules: [`error`] (what an operation returns when it fails),
 //! [`fs`], [`services`] and [`wsus`] (each a trait and the values it
-//! exchanges), [`local_fs`] (this machine's files), [`posix_acl`] (POSIX
+//! exchanges), [`local_fs`] (this machine's files, reached beneath their
+//! granted root by descriptor through [`beneath`]), [`posix_acl`] (POSIX
 //! access lists, Linux), [`principals`] (Windows names mapped to local
 //! users and groups), [`systemd`] (services through `systemctl`).
 //!
@@ -17,6 +18,8 @@
 //! approve modes) it computes and returns exactly what it would change, and
 //! changes nothing.
 
+#[cfg(target_os = "linux")]
+pub mod beneath;
 pub mod error;
 pub mod fs;
 pub mod local_fs;

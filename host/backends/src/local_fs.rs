@@ -1,18 +1,18 @@
-//! The local file system: metadata and contents through `std`, access lists
-//! through the platform's native mechanism (POSIX ACLs on Linux).
+//! The local file system. On Linux every call resolves its path beneath
+//! the granted root by file descriptor ([`crate::beneath`]) and reads and
+//! writes POSIX access lists through that descriptor, so a local user who
+//! can write inside the root cannot redirect a call outside it by swapping
+//! in a symbolic link, whatever the timing. Elsewhere (until the Windows
+//! backend resolves handles beneath the root) paths are checked for links
+//! and used by name, and access lists are unsupported.
 
-use crate::fs::{AccessEntry, AccessReport, AccessRight, EntryKind, FileInfo, FileSystem};
-#[cfg(not(target_os = "linux"))]
-use crate::{BackendError, ErrorKind};
-use crate::{OpResult, PrincipalMap, io_error};
-use std::io::Read;
+use crate::fs::{AccessEntry, AccessReport, AccessRight, Beneath, EntryKind, FileInfo, FileSystem};
+use crate::{BackendError, ErrorKind, OpResult, PrincipalMap, io_error};
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 /// Files on the machine the agent runs on.
 #[derive(Debug, Clone, Default)]
 pub struct LocalFileSystem {
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     principals: PrincipalMap,
 }
 
@@ -22,125 +22,180 @@ impl LocalFileSystem {
     }
 }
 
-fn file_info(path: &Path, meta: &std::fs::Metadata) -> FileInfo {
-    let kind = if meta.is_symlink() {
-        EntryKind::Symlink
-    } else if meta.is_dir() {
-        EntryKind::Directory
-    } else if meta.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
-    };
-    let modified_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64);
-    FileInfo {
-        path: path.display().to_string(),
-        kind,
-        size: meta.len(),
-        modified_ms,
-        owner: owner_name(meta),
-    }
-}
-
-#[cfg(unix)]
-fn owner_name(meta: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt;
-    crate::Principal::User(meta.uid()).display()
-}
-
-#[cfg(not(unix))]
-fn owner_name(_meta: &std::fs::Metadata) -> String {
-    String::new()
-}
-
 impl FileSystem for LocalFileSystem {
-    fn stat(&self, path: &Path) -> OpResult<FileInfo> {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| io_error(path, &e))?;
-        Ok(file_info(path, &meta))
+    fn stat(&self, path: &Beneath) -> OpResult<FileInfo> {
+        imp::stat(path)
     }
 
-    fn list_dir(&self, path: &Path) -> OpResult<Vec<FileInfo>> {
+    fn list_dir(&self, path: &Beneath) -> OpResult<Vec<FileInfo>> {
+        imp::list_dir(path)
+    }
+
+    fn read_file(&self, path: &Beneath, max_bytes: u32) -> OpResult<Vec<u8>> {
+        imp::read_file(path, max_bytes)
+    }
+
+    fn read_access(&self, path: &Beneath) -> OpResult<Vec<AccessEntry>> {
+        imp::read_access(&self.principals, path)
+    }
+
+    fn ensure_access(
+        &self,
+        path: &Beneath,
+        principal: &str,
+        right: AccessRight,
+        recursive: bool,
+        apply: bool,
+    ) -> OpResult<AccessReport> {
+        imp::ensure_access(&self.principals, path, principal, right, recursive, apply)
+    }
+}
+
+/// The refusal of a file that has other hard links: its other names may
+/// lie outside the granted root, so reading or changing it through this
+/// one would reach beyond the grant.
+fn hard_linked(path: &Path, links: u64) -> BackendError {
+    BackendError::new(
+        ErrorKind::Denied,
+        format!(
+            "{} has {links} hard links, so it may also live outside the granted root; medic neither reads nor changes it",
+            path.display()
+        ),
+    )
+}
+
+/// The refusal of a symbolic link where a file or folder was expected.
+fn symlink_refused(path: &Path) -> BackendError {
+    BackendError::new(
+        ErrorKind::Denied,
+        format!(
+            "{} is a symbolic link; medic does not follow links under a granted root",
+            path.display()
+        ),
+    )
+}
+
+/// Files through descriptors opened beneath the granted root.
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::*;
+    use crate::beneath;
+    use crate::fs::{AccessChange, SkippedPath};
+    use crate::posix_acl::{self, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER, TAG_USER_OBJ};
+    use crate::{BackendError, Principal};
+    use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+    use rustix::fs::{FileType, Stat};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+
+    /// Open `path` beneath its root: the link itself when it is one.
+    fn open(path: &Beneath) -> OpResult<(OwnedFd, Stat)> {
+        let root = beneath::open_root(path.root()).map_err(|e| io_error(path.root(), &e))?;
+        let fd = if path.relative().as_os_str().is_empty() {
+            root
+        } else {
+            beneath::open_beneath(root.as_fd(), path.relative()).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    symlink_refused(&path.full())
+                } else {
+                    io_error(&path.full(), &e)
+                }
+            })?
+        };
+        let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&path.full(), &e))?;
+        Ok((fd, stat))
+    }
+
+    fn file_info(path: &Path, stat: &Stat) -> FileInfo {
+        let kind = match beneath::file_type(stat) {
+            FileType::Symlink => EntryKind::Symlink,
+            FileType::Directory => EntryKind::Directory,
+            FileType::RegularFile => EntryKind::File,
+            _ => EntryKind::Other,
+        };
+        let modified_ms = u64::try_from(stat.st_mtime).unwrap_or(0) * 1000
+            + u64::try_from(stat.st_mtime_nsec).unwrap_or(0) / 1_000_000;
+        FileInfo {
+            path: path.display().to_string(),
+            kind,
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            modified_ms,
+            owner: Principal::User(stat.st_uid).display(),
+        }
+    }
+
+    fn is_dir(stat: &Stat) -> bool {
+        beneath::file_type(stat) == FileType::Directory
+    }
+
+    /// The hard links that make a file suspect: a folder always has more
+    /// than one name (its `.` entries); a file should have one.
+    fn extra_links(stat: &Stat) -> Option<u64> {
+        let links = u64::from(stat.st_nlink);
+        (!is_dir(stat) && links > 1).then_some(links)
+    }
+
+    fn child(path: &Path, name: &CString) -> PathBuf {
+        path.join(std::ffi::OsStr::from_bytes(name.as_bytes()))
+    }
+
+    pub fn stat(path: &Beneath) -> OpResult<FileInfo> {
+        let (_, stat) = open(path)?;
+        Ok(file_info(&path.full(), &stat))
+    }
+
+    pub fn list_dir(path: &Beneath) -> OpResult<Vec<FileInfo>> {
+        let full = path.full();
+        let (fd, stat) = open(path)?;
+        match beneath::file_type(&stat) {
+            FileType::Directory => {}
+            FileType::Symlink => return Err(symlink_refused(&full)),
+            _ => {
+                return Err(BackendError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("{} is not a folder", full.display()),
+                ));
+            }
+        }
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(|e| io_error(path, &e))? {
-            let entry = entry.map_err(|e| io_error(path, &e))?;
-            let child = entry.path();
-            match std::fs::symlink_metadata(&child) {
-                Ok(meta) => out.push(file_info(&child, &meta)),
+        for name in beneath::entries(fd.as_fd()).map_err(|e| io_error(&full, &e))? {
+            match beneath::stat_entry(fd.as_fd(), &name) {
+                Ok(stat) => out.push(file_info(&child(&full, &name), &stat)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&child, &e)),
+                Err(e) => return Err(io_error(&child(&full, &name), &e)),
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
 
-    fn read_file(&self, path: &Path, max_bytes: u32) -> OpResult<Vec<u8>> {
-        let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+    pub fn read_file(path: &Beneath, max_bytes: u32) -> OpResult<Vec<u8>> {
+        use std::io::Read;
+        let full = path.full();
+        let (fd, stat) = open(path)?;
+        match beneath::file_type(&stat) {
+            FileType::RegularFile => {}
+            FileType::Symlink => return Err(symlink_refused(&full)),
+            _ => {
+                return Err(BackendError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("{} is not a regular file", full.display()),
+                ));
+            }
+        }
+        if let Some(links) = extra_links(&stat) {
+            return Err(hard_linked(&full, links));
+        }
+        let file = beneath::open_contents(fd.as_fd()).map_err(|e| io_error(&full, &e))?;
         let mut buf = Vec::new();
         file.take(u64::from(max_bytes))
             .read_to_end(&mut buf)
-            .map_err(|e| io_error(path, &e))?;
+            .map_err(|e| io_error(&full, &e))?;
         Ok(buf)
     }
-
-    #[cfg(target_os = "linux")]
-    fn read_access(&self, path: &Path) -> OpResult<Vec<AccessEntry>> {
-        acl::read_access(&self.principals, path)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn ensure_access(
-        &self,
-        path: &Path,
-        principal: &str,
-        right: AccessRight,
-        recursive: bool,
-        apply: bool,
-    ) -> OpResult<AccessReport> {
-        let principal = self.principals.resolve(principal)?;
-        acl::ensure_access(path, principal, right, recursive, apply)
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn read_access(&self, _path: &Path) -> OpResult<Vec<AccessEntry>> {
-        Err(unsupported())
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn ensure_access(
-        &self,
-        _path: &Path,
-        _principal: &str,
-        _right: AccessRight,
-        _recursive: bool,
-        _apply: bool,
-    ) -> OpResult<AccessReport> {
-        Err(unsupported())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn unsupported() -> BackendError {
-    BackendError::new(
-        ErrorKind::Unsupported,
-        "access lists are not supported by the local backend on this system",
-    )
-}
-
-#[cfg(target_os = "linux")]
-mod acl {
-    use super::*;
-    use crate::fs::AccessChange;
-    use crate::posix_acl::{self, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER, TAG_USER_OBJ};
-    use crate::{BackendError, Principal};
-    use std::os::unix::fs::MetadataExt;
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Condvar, Mutex};
 
     fn right_of(perm: u16) -> Option<AccessRight> {
         match perm & 7 {
@@ -151,17 +206,27 @@ mod acl {
         }
     }
 
-    pub fn read_access(names: &PrincipalMap, path: &Path) -> OpResult<Vec<AccessEntry>> {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| io_error(path, &e))?;
-        let acl = posix_acl::read(path, meta.mode()).map_err(|e| io_error(path, &e))?;
+    /// The access list of what `fd` names; a link's is its mode's (links
+    /// have no access list, and are never followed).
+    fn read_acl(fd: BorrowedFd<'_>, stat: &Stat) -> std::io::Result<posix_acl::Acl> {
+        if beneath::file_type(stat) == FileType::Symlink {
+            Ok(posix_acl::Acl::from_mode(stat.st_mode))
+        } else {
+            posix_acl::read_fd(fd, stat.st_mode)
+        }
+    }
+
+    pub fn read_access(names: &PrincipalMap, path: &Beneath) -> OpResult<Vec<AccessEntry>> {
+        let (fd, stat) = open(path)?;
+        let acl = read_acl(fd.as_fd(), &stat).map_err(|e| io_error(&path.full(), &e))?;
         let display = |p: Principal| p.display();
         Ok(acl
             .entries
             .iter()
             .map(|entry| {
                 let principal = match entry.tag {
-                    TAG_USER_OBJ => names.name_of(Principal::User(meta.uid())),
-                    TAG_GROUP_OBJ => names.name_of(Principal::Group(meta.gid())),
+                    TAG_USER_OBJ => names.name_of(Principal::User(stat.st_uid)),
+                    TAG_GROUP_OBJ => names.name_of(Principal::Group(stat.st_gid)),
                     TAG_MASK => "mask".to_string(),
                     TAG_OTHER => "other".to_string(),
                     posix_acl::TAG_USER => names.name_of(Principal::User(entry.id)),
@@ -176,92 +241,222 @@ mod acl {
             .collect())
     }
 
-    /// Give `principal` at least `right` on `root` (and, with `recursive`,
-    /// everything under it), changing only the paths that lack it.
-    /// Symbolic links are neither followed nor changed. A tree is walked by
-    /// a few threads at once: each path costs one `fstatat` and one
-    /// `lgetxattr` (plus an `lsetxattr` where something is missing), and
-    /// those scale with cores.
-    pub fn ensure_access(
-        root: &Path,
+    /// What one `ensure_access` call found so far, shared by its workers.
+    struct Tally {
+        checked: AtomicU64,
+        changed: Mutex<Vec<AccessChange>>,
+        skipped: Mutex<Vec<SkippedPath>>,
+    }
+
+    /// One access repair: who needs what, and whether to apply it.
+    struct Repair {
         principal: Principal,
+        is_read: bool,
+        apply: bool,
+        tally: Tally,
+    }
+
+    impl Repair {
+        /// Check (and repair) the inode `fd` names, through `fd`.
+        fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<()> {
+            self.tally.checked.fetch_add(1, Ordering::Relaxed);
+            let needed = posix_acl::required_perm(self.is_read, is_dir(stat), stat.st_mode);
+            let mut acl = posix_acl::read_fd(fd, stat.st_mode).map_err(|e| io_error(path, &e))?;
+            let (owner, group) = (stat.st_uid, stat.st_gid);
+            let (before, effective) = acl.effective(self.principal, owner, group);
+            if effective & needed == needed {
+                return Ok(());
+            }
+            acl.grant(self.principal, owner, group, needed);
+            let (after, _) = acl.effective(self.principal, owner, group);
+            if self.apply {
+                posix_acl::write_fd(fd, &acl).map_err(|e| io_error(path, &e))?;
+            }
+            let display = |p: Principal| p.display();
+            lock(&self.tally.changed).push(AccessChange {
+                path: path.display().to_string(),
+                before: posix_acl::entry_text(&before, display),
+                after: posix_acl::entry_text(&after, display),
+            });
+            Ok(())
+        }
+
+        fn skip(&self, path: &Path, reason: String) {
+            lock(&self.tally.skipped).push(SkippedPath {
+                path: path.display().to_string(),
+                reason,
+            });
+        }
+
+        /// Visit every entry of the open folder `dir` except links; returns
+        /// its subfolders, to be opened and visited in turn.
+        fn scan(&self, dir: &Arc<OwnedFd>, path: &Path) -> OpResult<Vec<Folder>> {
+            let names = match beneath::entries(dir.as_fd()) {
+                Ok(names) => names,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_error(path, &e)),
+            };
+            let mut folders = Vec::new();
+            for name in names {
+                let child_path = child(path, &name);
+                let fd = match beneath::open_entry(dir.as_fd(), &name) {
+                    Ok(fd) => fd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&child_path, &e)),
+                };
+                let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&child_path, &e))?;
+                match beneath::file_type(&stat) {
+                    FileType::Symlink => {}
+                    FileType::Directory => folders.push(Folder {
+                        parent: Arc::clone(dir),
+                        name,
+                        path: child_path,
+                    }),
+                    _ => self.visit_file(fd.as_fd(), &stat, &child_path)?,
+                }
+            }
+            Ok(folders)
+        }
+
+        /// Visit a file met in a walk: one with other hard links is
+        /// skipped and reported.
+        fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<()> {
+            match extra_links(stat) {
+                Some(links) => {
+                    self.skip(path, hard_linked(path, links).message);
+                    Ok(())
+                }
+                None => self.visit(fd, stat, path),
+            }
+        }
+
+        /// Open a folder found by [`Repair::scan`], visit it and scan it.
+        /// It is opened again by name beneath its parent's descriptor: if
+        /// it was swapped meanwhile, what is there now is what is checked,
+        /// and a link is still not followed.
+        fn enter(&self, folder: &Folder) -> OpResult<Vec<Folder>> {
+            let fd = match beneath::open_entry(folder.parent.as_fd(), &folder.name) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_error(&folder.path, &e)),
+            };
+            let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&folder.path, &e))?;
+            match beneath::file_type(&stat) {
+                FileType::Directory => {
+                    self.visit(fd.as_fd(), &stat, &folder.path)?;
+                    self.scan(&Arc::new(fd), &folder.path)
+                }
+                FileType::Symlink => Ok(Vec::new()),
+                _ => {
+                    self.visit_file(fd.as_fd(), &stat, &folder.path)?;
+                    Ok(Vec::new())
+                }
+            }
+        }
+    }
+
+    /// A folder to open, by its name in an open parent.
+    struct Folder {
+        parent: Arc<OwnedFd>,
+        name: CString,
+        path: PathBuf,
+    }
+
+    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Give `principal` at least `right` on `path` (and, with `recursive`,
+    /// everything under it), changing only what lacks it, always through a
+    /// descriptor opened beneath the root. Symbolic links are neither
+    /// followed nor changed; files with other hard links are skipped (in a
+    /// walk) or refused (when named). A tree is walked by a few threads.
+    pub fn ensure_access(
+        names: &PrincipalMap,
+        path: &Beneath,
+        principal: &str,
         right: AccessRight,
         recursive: bool,
         apply: bool,
     ) -> OpResult<AccessReport> {
-        let is_read = right == AccessRight::Read;
-        let checked = AtomicU64::new(0);
-        let changed = Mutex::new(Vec::new());
-        let visit = |path: &Path, meta: &std::fs::Metadata| -> OpResult<()> {
-            checked.fetch_add(1, Ordering::Relaxed);
-            let needed = posix_acl::required_perm(is_read, meta);
-            let mut acl = posix_acl::read(path, meta.mode()).map_err(|e| io_error(path, &e))?;
-            let (before, effective) = acl.effective(principal, meta.uid(), meta.gid());
-            if effective & needed == needed {
-                return Ok(());
-            }
-            acl.grant(principal, meta.uid(), meta.gid(), needed);
-            let (after, _) = acl.effective(principal, meta.uid(), meta.gid());
-            if apply {
-                posix_acl::write(path, &acl).map_err(|e| io_error(path, &e))?;
-            }
-            let display = |p: Principal| p.display();
-            let change = AccessChange {
-                path: path.display().to_string(),
-                before: posix_acl::entry_text(&before, display),
-                after: posix_acl::entry_text(&after, display),
-            };
-            changed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(change);
-            Ok(())
+        let principal = names.resolve(principal)?;
+        let full = path.full();
+        let repair = Repair {
+            principal,
+            is_read: right == AccessRight::Read,
+            apply,
+            tally: Tally {
+                checked: AtomicU64::new(0),
+                changed: Mutex::new(Vec::new()),
+                skipped: Mutex::new(Vec::new()),
+            },
         };
-        let meta = std::fs::symlink_metadata(root).map_err(|e| io_error(root, &e))?;
-        if !meta.is_symlink() {
-            visit(root, &meta)?;
-            if recursive && meta.is_dir() {
-                walk(root, &visit)?;
+        let (fd, stat) = open(path)?;
+        match beneath::file_type(&stat) {
+            FileType::Symlink => repair.skip(
+                &full,
+                "a symbolic link; medic does not follow links under a granted root".into(),
+            ),
+            FileType::Directory => {
+                repair.visit(fd.as_fd(), &stat, &full)?;
+                if recursive {
+                    let first = repair.scan(&Arc::new(fd), &full)?;
+                    walk(&repair, first)?;
+                }
+            }
+            _ => {
+                if let Some(links) = extra_links(&stat) {
+                    return Err(hard_linked(&full, links));
+                }
+                repair.visit(fd.as_fd(), &stat, &full)?;
             }
         }
+        let Tally {
+            checked,
+            changed,
+            skipped,
+        } = repair.tally;
         let mut changed = changed.into_inner().unwrap_or_else(|p| p.into_inner());
         changed.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut skipped = skipped.into_inner().unwrap_or_else(|p| p.into_inner());
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        if !skipped.is_empty() {
+            tracing::warn!(paths = skipped.len(), root = %full.display(), "access repair skipped paths that may lead outside the granted root");
+        }
         if !changed.is_empty() && !apply {
             tracing::debug!(paths = changed.len(), "access changes planned, not applied");
         }
         Ok(AccessReport {
             checked: checked.into_inner(),
             changed,
+            skipped,
             applied: apply,
         })
     }
 
-    /// Folders waiting to be read, and how many workers are reading one.
+    /// Folders waiting to be entered, and how many workers are in one.
     struct Pending {
-        folders: Vec<PathBuf>,
+        folders: Vec<Folder>,
         busy: usize,
         failed: Option<BackendError>,
     }
 
-    /// Call `visit` on everything under `root` (not `root` itself), except
-    /// symbolic links, from a few threads. Paths that vanish meanwhile are
-    /// skipped; the first other error stops the walk and is returned.
-    fn walk(
-        root: &Path,
-        visit: &(dyn Fn(&Path, &std::fs::Metadata) -> OpResult<()> + Sync),
-    ) -> OpResult<()> {
+    /// Enter every folder of `first` and everything under them, from a few
+    /// threads. Paths that vanish meanwhile are skipped; the first other
+    /// error stops the walk and is returned. Folders are taken last in,
+    /// first out, so the descriptors kept open stay near the tree's depth.
+    fn walk(repair: &Repair, first: Vec<Folder>) -> OpResult<()> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let pending = Mutex::new(Pending {
-            folders: vec![root.to_path_buf()],
+            folders: first,
             busy: 0,
             failed: None,
         });
         let wake = Condvar::new();
-        let lock = || pending.lock().unwrap_or_else(|p| p.into_inner());
         let work = || {
             loop {
                 let folder = {
-                    let mut state = lock();
+                    let mut state = lock(&pending);
                     loop {
                         if state.failed.is_some() {
                             return;
@@ -276,8 +471,12 @@ mod acl {
                         state = wake.wait(state).unwrap_or_else(|p| p.into_inner());
                     }
                 };
-                let result = read_folder(&folder, visit);
-                let mut state = lock();
+                let result = match repair.enter(&folder) {
+                    Err(e) if e.kind == ErrorKind::NotFound => Ok(Vec::new()),
+                    other => other,
+                };
+                drop(folder);
+                let mut state = lock(&pending);
                 state.busy -= 1;
                 match result {
                     Ok(found) => state.folders.extend(found),
@@ -304,45 +503,26 @@ mod acl {
         }
     }
 
-    /// Visit the entries of one folder; returns its subfolders.
-    fn read_folder(
-        folder: &Path,
-        visit: &(dyn Fn(&Path, &std::fs::Metadata) -> OpResult<()> + Sync),
-    ) -> OpResult<Vec<PathBuf>> {
-        let entries = match std::fs::read_dir(folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(folder, &e)),
-        };
-        let mut subfolders = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error(folder, &e))?;
-            // `DirEntry::metadata` is an `fstatat` on the open folder: no
-            // walk of the whole path.
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&entry.path(), &e)),
-            };
-            if meta.is_symlink() {
-                continue;
-            }
-            let path = entry.path();
-            match visit(&path, &meta) {
-                Err(e) if e.kind == crate::ErrorKind::NotFound => continue,
-                other => other?,
-            }
-            if meta.is_dir() {
-                subfolders.push(path);
-            }
-        }
-        Ok(subfolders)
-    }
-
     #[cfg(test)]
     mod tests {
         use super::*;
         use std::os::unix::fs::PermissionsExt;
+
+        fn ensure_access(
+            root: &Path,
+            principal: Principal,
+            right: AccessRight,
+            recursive: bool,
+            apply: bool,
+        ) -> OpResult<AccessReport> {
+            let names = PrincipalMap::default();
+            let beneath = Beneath::new(root, "").unwrap();
+            super::ensure_access(&names, &beneath, &principal.display(), right, recursive, apply)
+        }
+
+        fn read_access(names: &PrincipalMap, path: &Path) -> OpResult<Vec<AccessEntry>> {
+            super::read_access(names, &Beneath::new(path, "").unwrap())
+        }
 
         #[test]
         fn ensure_access_repairs_only_what_is_missing_and_dry_run_changes_nothing() {
@@ -403,5 +583,104 @@ mod acl {
                 "second pass is a no-op: {again:?}"
             );
         }
+    }
+}
+
+/// Files by name, refusing links, for systems without the Linux backend.
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::*;
+    use std::io::Read;
+
+    /// Refuse `path` if any component under the root is a link. This is
+    /// checked, then used: not safe against a local user racing it.
+    fn resolve(path: &Beneath) -> OpResult<std::path::PathBuf> {
+        let mut current = path.root().to_path_buf();
+        for component in path.relative().components() {
+            current.push(component);
+            let meta = std::fs::symlink_metadata(&current).map_err(|e| io_error(&current, &e))?;
+            if meta.file_type().is_symlink() {
+                return Err(symlink_refused(&current));
+            }
+        }
+        Ok(current)
+    }
+
+    fn file_info(path: &Path, meta: &std::fs::Metadata) -> FileInfo {
+        let kind = if meta.is_symlink() {
+            EntryKind::Symlink
+        } else if meta.is_dir() {
+            EntryKind::Directory
+        } else if meta.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        };
+        let modified_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        FileInfo {
+            path: path.display().to_string(),
+            kind,
+            size: meta.len(),
+            modified_ms,
+            owner: String::new(),
+        }
+    }
+
+    pub fn stat(path: &Beneath) -> OpResult<FileInfo> {
+        let full = path.full();
+        let meta = std::fs::symlink_metadata(&full).map_err(|e| io_error(&full, &e))?;
+        Ok(file_info(&full, &meta))
+    }
+
+    pub fn list_dir(path: &Beneath) -> OpResult<Vec<FileInfo>> {
+        let full = resolve(path)?;
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&full).map_err(|e| io_error(&full, &e))? {
+            let entry = entry.map_err(|e| io_error(&full, &e))?;
+            let child = entry.path();
+            match std::fs::symlink_metadata(&child) {
+                Ok(meta) => out.push(file_info(&child, &meta)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&child, &e)),
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub fn read_file(path: &Beneath, max_bytes: u32) -> OpResult<Vec<u8>> {
+        let full = resolve(path)?;
+        let file = std::fs::File::open(&full).map_err(|e| io_error(&full, &e))?;
+        let mut buf = Vec::new();
+        file.take(u64::from(max_bytes))
+            .read_to_end(&mut buf)
+            .map_err(|e| io_error(&full, &e))?;
+        Ok(buf)
+    }
+
+    pub fn read_access(_names: &PrincipalMap, _path: &Beneath) -> OpResult<Vec<AccessEntry>> {
+        Err(unsupported())
+    }
+
+    pub fn ensure_access(
+        _names: &PrincipalMap,
+        _path: &Beneath,
+        _principal: &str,
+        _right: AccessRight,
+        _recursive: bool,
+        _apply: bool,
+    ) -> OpResult<AccessReport> {
+        Err(unsupported())
+    }
+
+    fn unsupported() -> BackendError {
+        BackendError::new(
+            ErrorKind::Unsupported,
+            "access lists are not supported by the local backend on this system",
+        )
     }
 }

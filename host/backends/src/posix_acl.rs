@@ -7,7 +7,6 @@ use crate::Principal;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 const ACL_XATTR: &[u8] = b"system.posix_acl_access\0";
@@ -256,30 +255,42 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-/// `lgetxattr` of the ACL attribute into `buf`; an empty `buf` asks for the
-/// attribute's size.
-fn get_acl_xattr(path: &CString, buf: &mut [u8]) -> io::Result<usize> {
+/// Whether a call names the path itself or what it leads to: the path of a
+/// file is never followed (a link has no access list of its own); a
+/// descriptor's `/proc/self/fd` entry is, to reach the inode it names.
+#[derive(Clone, Copy)]
+enum Follow {
+    No,
+    Yes,
+}
+
+/// `(l)getxattr` of the ACL attribute into `buf`; an empty `buf` asks for
+/// the attribute's size.
+fn get_acl_xattr(path: &CString, follow: Follow, buf: &mut [u8]) -> io::Result<usize> {
     let ptr = if buf.is_empty() {
         std::ptr::null_mut()
     } else {
         buf.as_mut_ptr().cast()
     };
+    let name = ACL_XATTR.as_ptr().cast();
     // SAFETY: both strings are NUL-terminated; `ptr` is NULL with size 0 or
     // valid for writes of `buf.len()` bytes.
-    let n = unsafe { libc::lgetxattr(path.as_ptr(), ACL_XATTR.as_ptr().cast(), ptr, buf.len()) };
+    let n = unsafe {
+        match follow {
+            Follow::No => libc::lgetxattr(path.as_ptr(), name, ptr, buf.len()),
+            Follow::Yes => libc::getxattr(path.as_ptr(), name, ptr, buf.len()),
+        }
+    };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Read the ACL of `path` (not following symlinks); the minimal ACL from
-/// `mode` when the path has none of its own.
-pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
-    let path = c_path(path)?;
+fn read_at(path: &CString, follow: Follow, mode: u32) -> io::Result<Acl> {
     let mut buf = [0u8; 512];
-    let result = match get_acl_xattr(&path, &mut buf) {
+    let result = match get_acl_xattr(path, follow, &mut buf) {
         Ok(n) => Acl::decode(&buf[..n]),
         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
-            let mut large = vec![0u8; get_acl_xattr(&path, &mut [])?];
-            get_acl_xattr(&path, &mut large).and_then(|n| Acl::decode(&large[..n]))
+            let mut large = vec![0u8; get_acl_xattr(path, follow, &mut [])?];
+            get_acl_xattr(path, follow, &mut large).and_then(|n| Acl::decode(&large[..n]))
         }
         Err(e) => Err(e),
     };
@@ -296,19 +307,19 @@ pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
     }
 }
 
-/// Write the ACL of `path` (the kernel also updates the mode bits from it).
-pub fn write(path: &Path, acl: &Acl) -> io::Result<()> {
-    let path = c_path(path)?;
+fn write_at(path: &CString, follow: Follow, acl: &Acl) -> io::Result<()> {
     let bytes = acl.encode();
+    let name = ACL_XATTR.as_ptr().cast();
     // SAFETY: both strings are NUL-terminated; `bytes` is valid for reads.
     let rc = unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            ACL_XATTR.as_ptr().cast(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            0,
-        )
+        match follow {
+            Follow::No => {
+                libc::lsetxattr(path.as_ptr(), name, bytes.as_ptr().cast(), bytes.len(), 0)
+            }
+            Follow::Yes => {
+                libc::setxattr(path.as_ptr(), name, bytes.as_ptr().cast(), bytes.len(), 0)
+            }
+        }
     };
     if rc == 0 {
         Ok(())
@@ -317,17 +328,41 @@ pub fn write(path: &Path, acl: &Acl) -> io::Result<()> {
     }
 }
 
+/// Read the ACL of `path` (not following symlinks); the minimal ACL from
+/// `mode` when the path has none of its own. For trusted paths only (the
+/// lab's own files): a plugin's paths go through [`read_fd`].
+pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
+    read_at(&c_path(path)?, Follow::No, mode)
+}
+
+/// Write the ACL of `path` (the kernel also updates the mode bits from it).
+/// For trusted paths only, as [`read`].
+pub fn write(path: &Path, acl: &Acl) -> io::Result<()> {
+    write_at(&c_path(path)?, Follow::No, acl)
+}
+
+/// Read the ACL of the inode an open descriptor names (an `O_PATH` one
+/// will do); the minimal ACL from `mode` when it has none of its own.
+pub fn read_fd(fd: std::os::fd::BorrowedFd<'_>, mode: u32) -> io::Result<Acl> {
+    read_at(&c_path(&crate::beneath::proc_path(fd))?, Follow::Yes, mode)
+}
+
+/// Write the ACL of the inode an open descriptor names.
+pub fn write_fd(fd: std::os::fd::BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
+    write_at(&c_path(&crate::beneath::proc_path(fd))?, Follow::Yes, acl)
+}
+
 /// The permission bits that `right` needs on a path with this metadata:
 /// `read` is r (plus x on directories), `modify` and `full-control` are rw
 /// (plus x on directories, and on files the owner may execute).
-pub fn required_perm(right_is_read: bool, meta: &std::fs::Metadata) -> u16 {
-    let exec = if meta.is_dir() || (!right_is_read && meta.mode() & 0o100 != 0) {
+pub fn required_perm(right_is_read: bool, is_dir: bool, mode: u32) -> u16 {
+    let exec = if is_dir || (!right_is_read && mode & 0o100 != 0) {
         EXECUTE
     } else {
         0
     };
     if right_is_read {
-        READ | if meta.is_dir() { EXECUTE } else { 0 }
+        READ | if is_dir { EXECUTE } else { 0 }
     } else {
         READ | WRITE | exec
     }

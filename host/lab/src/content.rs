@@ -155,7 +155,7 @@ mod imp {
                     }
                 }
                 checked += 1;
-                let needed = posix_acl::required_perm(false, &meta);
+                let needed = posix_acl::required_perm(false, meta.is_dir(), meta.mode());
                 let acl = posix_acl::read(&path, meta.mode()).map_err(io_err(&path))?;
                 if acl.effective(service, meta.uid(), meta.gid()).1 & needed != needed {
                     lacking += 1;

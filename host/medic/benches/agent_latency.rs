@@ -89,7 +89,7 @@ fn measure(share: &Path, cause: impl Fn(usize)) -> (Vec<Duration>, usize) {
     let mut names = PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
     let fs = medic_backends::local_fs::LocalFileSystem::new(names);
-    let readme = share.join("readme.txt");
+    let readme = medic_backends::fs::Beneath::new(share, "readme.txt").unwrap();
     let readable = || {
         fs.ensure_access(&readme, "Users", AccessRight::Read, false, false)
             .unwrap()

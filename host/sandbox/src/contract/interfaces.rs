@@ -56,14 +56,17 @@ macro_rules! fs_interface {
                 after
             }
         );
-        convert_record!(
-            AccessReport,
-            wit::AccessReport {
-                checked,
-                changed,
-                applied
+        // The paths a repair skipped are the host's to record; the
+        // contract reports what was checked and changed.
+        impl Convert<wit::AccessReport> for AccessReport {
+            fn convert(self) -> wit::AccessReport {
+                wit::AccessReport {
+                    checked: self.checked,
+                    changed: self.changed.convert(),
+                    applied: self.applied,
+                }
             }
-        );
+        }
 
         impl wit::Host for RunState {
             fn stat(&mut self, path: String) -> wasmtime::Result<Result<wit::FileInfo, Error>> {

@@ -3,17 +3,17 @@
 
 use super::grants::{Capability, checked_path};
 use super::{RunState, denied};
-use medic_backends::fs::{AccessEntry, AccessReport, AccessRight, FileInfo};
+use medic_backends::fs::{AccessEntry, AccessReport, AccessRight, Beneath, FileInfo};
 use medic_backends::{BackendError, ErrorKind};
 use serde_json::json;
-use std::path::{Path, PathBuf};
 
 /// Largest `read-file` a plugin may ask for.
 const MAX_READ_BYTES: u32 = 16 * 1024 * 1024;
 
 impl RunState {
-    /// Check that `raw` may be read (or, with `write`, changed).
-    fn granted_path(&self, raw: &str, write: bool) -> Result<PathBuf, BackendError> {
+    /// Check that `raw` may be read (or, with `write`, changed), and say
+    /// beneath which granted root.
+    fn granted_path(&self, raw: &str, write: bool) -> Result<Beneath, BackendError> {
         let capability = if write {
             Capability::FsWrite
         } else {
@@ -22,13 +22,13 @@ impl RunState {
         self.require(capability)?;
         let path = checked_path(raw)
             .map_err(|e| BackendError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-        let allowed = if write {
-            self.grants.may_write(&path)
+        let scope = if write {
+            self.grants.write_scope(&path)
         } else {
-            self.grants.may_read(&path)
+            self.grants.read_scope(&path)
         };
-        if allowed {
-            return Ok(path);
+        if let Some(scope) = scope {
+            return Ok(scope);
         }
         let roots: Vec<String> = if write {
             self.grants
@@ -56,7 +56,7 @@ impl RunState {
         &mut self,
         function: &'static str,
         path: &str,
-        op: impl FnOnce(&RunState, &Path) -> Result<T, BackendError>,
+        op: impl FnOnce(&RunState, &Beneath) -> Result<T, BackendError>,
         summary: impl FnOnce(&T) -> String,
     ) -> wasmtime::Result<Result<T, BackendError>> {
         self.host_call(
@@ -155,11 +155,17 @@ impl RunState {
                 } else {
                     "to change"
                 };
-                let summary = format!(
+                let mut summary = format!(
                     "{} checked, {} {verb}",
                     report.checked,
                     report.changed.len()
                 );
+                if !report.skipped.is_empty() {
+                    summary.push_str(&format!(
+                        ", {} skipped (links or hard-linked files that may lead outside the root)",
+                        report.skipped.len()
+                    ));
+                }
                 (
                     summary,
                     report.changed.iter().map(|c| c.path.clone()).collect(),

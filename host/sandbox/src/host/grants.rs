@@ -2,6 +2,7 @@
 //! names and WSUS operations. Checked once at load time against what the
 //! plugin asks for, and again on every host call against its arguments.
 
+use medic_backends::fs::Beneath;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
@@ -194,17 +195,16 @@ impl Grants {
         missing
     }
 
-    /// Whether `path` (already checked by [`checked_path`]) may be read.
-    pub fn may_read(&self, path: &Path) -> bool {
-        self.fs_read
-            .iter()
-            .chain(&self.fs_write)
-            .any(|root| path.starts_with(root))
+    /// Where `path` (already checked by [`checked_path`]) may be read: the
+    /// path beneath the first root that holds it, for the backend to
+    /// resolve by descriptor.
+    pub fn read_scope(&self, path: &Path) -> Option<Beneath> {
+        Beneath::within(path, self.fs_read.iter().chain(&self.fs_write))
     }
 
-    /// Whether access on `path` may be changed.
-    pub fn may_write(&self, path: &Path) -> bool {
-        self.fs_write.iter().any(|root| path.starts_with(root))
+    /// Where access on `path` may be changed, as [`Grants::read_scope`].
+    pub fn write_scope(&self, path: &Path) -> Option<Beneath> {
+        Beneath::within(path, &self.fs_write)
     }
 
     pub fn may_query_service(&self, name: &str) -> bool {
@@ -251,14 +251,12 @@ fn known_capabilities() -> String {
         .join(", ")
 }
 
-/// A granted root: absolute, without `..`, and resolved through symlinks
-/// when it exists, so that checks compare like with like.
+/// A granted root: absolute, without `..`, spelled as the policy writes it
+/// (its components normalised; the file system is not consulted). The
+/// root and its ancestors are trusted: the backend opens the root by name
+/// and everything under it by descriptor.
 fn normalize_root(root: &str) -> Result<PathBuf, GrantError> {
-    let path = Path::new(root);
-    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-        return Err(GrantError::BadRoot(root.to_string()));
-    }
-    Ok(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    checked_path(root).map_err(|_| GrantError::BadRoot(root.to_string()))
 }
 
 /// Why a path a plugin passed cannot be used.
@@ -268,12 +266,14 @@ pub enum PathError {
     NotAbsolute(String),
     #[error("`{0}` contains `..`")]
     ParentComponent(String),
+    #[error("`{0}` contains a NUL character")]
+    Nul(String),
 }
 
-/// Turn a path a plugin passed into the path the checks and the backend use:
-/// absolute, no `..`, and with its parent resolved through symlinks so that
-/// a link inside a granted root cannot lead outside it. The last component
-/// is kept as is: a call on a symlink acts on the link itself.
+/// Turn a path a plugin passed into the path the checks use: absolute,
+/// without `..` or NUL, its components normalised (`a//b/./c` is `a/b/c`).
+/// Nothing is resolved here: the backend resolves the part under the
+/// granted root by descriptor, following no symbolic link.
 pub fn checked_path(raw: &str) -> Result<PathBuf, PathError> {
     let path = Path::new(raw);
     if !path.is_absolute() {
@@ -282,14 +282,10 @@ pub fn checked_path(raw: &str) -> Result<PathBuf, PathError> {
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(PathError::ParentComponent(raw.to_string()));
     }
-    let resolved = match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
-            Ok(parent) => parent.join(name),
-            Err(_) => path.to_path_buf(),
-        },
-        _ => path.to_path_buf(),
-    };
-    Ok(resolved)
+    if raw.contains('\0') {
+        return Err(PathError::Nul(raw.escape_debug().to_string()));
+    }
+    Ok(path.components().collect())
 }
 
 #[cfg(test)]
@@ -387,15 +383,20 @@ mod tests {
             .add_spec(&format!("fs-read={}", root.display()))
             .unwrap();
 
-        let inside = checked_path(&format!("{}/inside/file", root.display())).unwrap();
-        assert!(grants.may_read(&inside));
-        assert!(!grants.may_write(&inside));
-        assert!(!grants.may_read(&checked_path("/etc/passwd").unwrap()));
-        #[cfg(unix)]
-        {
-            let through_link = checked_path(&format!("{}/escape/passwd", root.display())).unwrap();
-            assert!(!grants.may_read(&through_link), "{through_link:?}");
-        }
+        let inside = checked_path(&format!("{}//inside/./file", root.display())).unwrap();
+        let scope = grants.read_scope(&inside).unwrap();
+        assert_eq!(scope.root(), root);
+        assert_eq!(scope.relative(), Path::new("inside/file"));
+        assert!(grants.write_scope(&inside).is_none());
+        assert!(grants.read_scope(&checked_path("/etc/passwd").unwrap()).is_none());
+        // A link under the root stays under it here: the backend refuses
+        // to follow it when it resolves the path.
+        let through_link = checked_path(&format!("{}/escape/passwd", root.display())).unwrap();
+        assert_eq!(
+            grants.read_scope(&through_link).unwrap().relative(),
+            Path::new("escape/passwd")
+        );
+        assert!(matches!(checked_path("/a\0b"), Err(PathError::Nul(_))));
         assert!(matches!(
             checked_path("relative"),
             Err(PathError::NotAbsolute(_))

@@ -1,0 +1,213 @@
+//! Opening paths beneath a granted root by file descriptor, never by name:
+//! the root is opened once, the rest of the path is resolved from it with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (one component at a
+//! time with `O_NOFOLLOW` on kernels without `openat2`), and everything
+//! afterwards (status, listing, contents, access lists) goes through the
+//! descriptor. A local user who can write inside the root may swap any
+//! part of the path for a symbolic link at any moment: the swap is either
+//! seen (the link itself is opened, and refused or skipped by the caller)
+//! or too late (the descriptor already names the original inode).
+//!
+//! Descriptors are opened with `O_PATH`, which neither reads nor blocks nor
+//! triggers a device's open routine; contents and extended attributes are
+//! reached through the descriptor's `/proc/self/fd` entry, which names that
+//! exact inode.
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+use std::ffi::CString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Open the granted root itself (a folder, or a single granted file). The
+/// root and its ancestors are the policy author's choice and are trusted;
+/// nothing below them is.
+pub fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Open `relative` beneath the directory `dir` as an `O_PATH` descriptor,
+/// following no symbolic link: when the last component is a link, the
+/// descriptor names the link itself; a link anywhere before it is an
+/// error (`ELOOP`). An empty `relative` names `dir`.
+pub fn open_beneath(dir: BorrowedFd<'_>, relative: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if relative.as_os_str().is_empty() {
+        return Ok(rustix::fs::openat(dir, c".", flags, Mode::empty())?);
+    }
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a path beneath a root has only plain components",
+        ));
+    }
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    for _ in 0..8 {
+        match rustix::fs::openat2(dir, relative, flags, Mode::empty(), resolve) {
+            // The kernel asks for a retry when a rename raced the lookup.
+            Err(Errno::AGAIN) => continue,
+            // No openat2 (before Linux 5.6, or filtered by a seccomp policy).
+            Err(Errno::NOSYS) | Err(Errno::PERM) => break,
+            other => return Ok(other?),
+        }
+    }
+    open_by_components(dir, relative, flags)
+}
+
+/// The same walk without `openat2`: one `openat` per component, each with
+/// `O_NOFOLLOW`, each checked to be a directory before the next.
+fn open_by_components(dir: BorrowedFd<'_>, relative: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    let mut components = relative.components().peekable();
+    let mut current: Option<OwnedFd> = None;
+    while let Some(Component::Normal(name)) = components.next() {
+        let base = current.as_ref().map_or(dir, |fd| fd.as_fd());
+        let next = rustix::fs::openat(base, name, flags, Mode::empty())?;
+        if components.peek().is_some() {
+            match FileType::from_raw_mode(rustix::fs::fstat(&next)?.st_mode) {
+                FileType::Directory => {}
+                FileType::Symlink => return Err(Errno::LOOP.into()),
+                _ => return Err(Errno::NOTDIR.into()),
+            }
+        }
+        current = Some(next);
+    }
+    current.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
+}
+
+/// Open the entry `name` of the directory `dir` (one component), as
+/// [`open_beneath`] does.
+pub fn open_entry(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Status of what `fd` names (the link itself for a link).
+pub fn stat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    Ok(rustix::fs::fstat(fd)?)
+}
+
+/// Status of the entry `name` of `dir`, not following a link.
+pub fn stat_entry(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// The kind of file a status describes.
+pub fn file_type(stat: &Stat) -> FileType {
+    FileType::from_raw_mode(stat.st_mode)
+}
+
+/// The `/proc/self/fd` entry of `fd`: a name for exactly that inode, for
+/// the calls that take a name (reopening, extended attributes).
+pub fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Open the directory `fd` names for reading its entries.
+fn open_listing(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        fd,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The names in the directory `fd` names, without `.` and `..`.
+pub fn entries(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::new(open_listing(fd)?)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Open the regular file `fd` names for reading, without blocking.
+pub fn open_contents(fd: BorrowedFd<'_>) -> io::Result<std::fs::File> {
+    let file = rustix::fs::open(
+        proc_path(fd),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root() -> (tempfile::TempDir, OwnedFd) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("d/sub")).unwrap();
+        std::fs::write(dir.path().join("d/sub/f"), b"inside").unwrap();
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        symlink(dir.path().join("secret"), dir.path().join("d/link")).unwrap();
+        symlink(dir.path(), dir.path().join("d/up")).unwrap();
+        let fd = open_root(&dir.path().join("d")).unwrap();
+        (dir, fd)
+    }
+
+    #[test]
+    fn a_link_is_opened_as_itself_or_refused_never_followed() {
+        let (_dir, fd) = root();
+        let link = open_beneath(fd.as_fd(), Path::new("link")).unwrap();
+        assert_eq!(file_type(&stat(link.as_fd()).unwrap()), FileType::Symlink);
+        let through = open_beneath(fd.as_fd(), Path::new("up/secret")).unwrap_err();
+        assert_eq!(through.raw_os_error(), Some(libc::ELOOP), "{through}");
+        let file = open_beneath(fd.as_fd(), Path::new("sub/f")).unwrap();
+        assert_eq!(file_type(&stat(file.as_fd()).unwrap()), FileType::RegularFile);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut open_contents(file.as_fd()).unwrap(), &mut text)
+            .unwrap();
+        assert_eq!(text, "inside");
+    }
+
+    #[test]
+    fn the_component_walk_refuses_links_as_openat2_does() {
+        let (_dir, fd) = root();
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let err = open_by_components(fd.as_fd(), Path::new("up/secret"), flags).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        let link = open_by_components(fd.as_fd(), Path::new("link"), flags).unwrap();
+        assert_eq!(file_type(&stat(link.as_fd()).unwrap()), FileType::Symlink);
+        let file = open_by_components(fd.as_fd(), Path::new("sub/f"), flags).unwrap();
+        assert_eq!(file_type(&stat(file.as_fd()).unwrap()), FileType::RegularFile);
+    }
+
+    #[test]
+    fn parent_and_absolute_components_are_refused() {
+        let (_dir, fd) = root();
+        for bad in ["../secret", "/etc/passwd", "sub/../../secret"] {
+            assert!(open_beneath(fd.as_fd(), Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entries_lists_names_without_dots() {
+        let (_dir, fd) = root();
+        let mut names: Vec<_> = entries(fd.as_fd())
+            .unwrap()
+            .into_iter()
+            .map(|n| n.into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["link", "sub", "up"]);
+    }
+}
