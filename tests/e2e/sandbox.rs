@@ -30,9 +30,13 @@ fn an_infinite_loop_is_killed_at_its_timeout() {
     let started = Instant::now();
     let report = Run::default().limits(limits).on(&spin);
     let elapsed = started.elapsed();
-    assert_eq!(
-        failure(&report.result),
-        &RunFailure::Timeout { limit_ms: 200 }
+    assert!(
+        matches!(
+            failure(&report.result),
+            RunFailure::Timeout { limit_ms: 200, elapsed_ms } if *elapsed_ms >= 200
+        ),
+        "{:?}",
+        report.result
     );
     // Generous bound: the point is that the run is killed, not how fast.
     assert!(elapsed < Duration::from_secs(10), "run took {elapsed:?}");

@@ -71,7 +71,11 @@ pub fn load_plugin(
     let loaded: LoadedPlugin = match previous {
         Some(old) if old.loaded.hash == content_hash(&bytes) => old.loaded.clone(),
         _ => runtime
-            .load_bytes(&bytes, &plugin.component.display().to_string())
+            .load_bytes_within(
+                &bytes,
+                &plugin.component.display().to_string(),
+                plugin.limits.memory_bytes,
+            )
             .map_err(|e| {
                 plugin_error(
                     policy,

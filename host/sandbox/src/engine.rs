@@ -85,7 +85,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         crate::contract::add_to_linker(&mut linker).map_err(err)?;
         spawn_epoch_ticker(&engine);
-        let cache = CompileCache::new(&engine, config.cache_dir.clone());
+        let cache = CompileCache::new(&engine, config.cache_dir.clone())
+            .map_err(|e| RuntimeError(e.to_string()))?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),

@@ -101,36 +101,71 @@ fn missing_list(missing: &[Capability]) -> String {
         .join(", ")
 }
 
-/// Limits for `describe()`: it should return at once.
-const DESCRIBE_LIMITS: Limits = Limits {
-    timeout: Duration::from_secs(5),
-    memory_bytes: 64 << 20,
-    fuel: None,
-    max_host_calls: 100,
-};
+/// How long `describe()` may take: it should return at once, and a plugin
+/// that blocks in it must not hang a check, an inspection or a reload.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limits for `describe()`: its deadline, and the memory the plugin's
+/// runs may use (a plugin that needs more initial memory than a default
+/// must still be able to describe itself).
+fn describe_limits(memory_bytes: usize) -> Limits {
+    Limits {
+        timeout: DESCRIBE_TIMEOUT,
+        memory_bytes,
+        fuel: None,
+        max_host_calls: 100,
+    }
+}
 
 impl Runtime {
-    /// Load a plugin from a component file.
+    /// Load a plugin from a component file, describing it within the
+    /// default memory limit.
     pub fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        self.load_file_within(path, Limits::default().memory_bytes)
+    }
+
+    /// Load a plugin from a component file; `describe()` may use up to
+    /// `memory_bytes`, the limit its runs will have.
+    pub fn load_file_within(
+        &self,
+        path: &Path,
+        memory_bytes: usize,
+    ) -> Result<LoadedPlugin, LoadError> {
         let bytes = std::fs::read(path).map_err(|cause| LoadError::Read {
             path: path.to_path_buf(),
             cause,
         })?;
-        self.load_bytes(&bytes, &path.display().to_string())
+        self.load_bytes_within(&bytes, &path.display().to_string(), memory_bytes)
     }
 
     /// Load a plugin from component bytes; `origin` names it in messages.
     pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<LoadedPlugin, LoadError> {
+        self.load_bytes_within(bytes, origin, Limits::default().memory_bytes)
+    }
+
+    /// [`Runtime::load_bytes`], with `describe()` allowed `memory_bytes`.
+    pub fn load_bytes_within(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        memory_bytes: usize,
+    ) -> Result<LoadedPlugin, LoadError> {
         let origin = origin.to_string();
         let started = std::time::Instant::now();
         let hash = content_hash(bytes);
-        let (component, cache) = self
-            .cache
-            .component(&self.engine, bytes, &hash)
-            .map_err(|e| LoadError::Compile {
-                origin: origin.clone(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, compiled) = match self.cache.lookup(&self.engine, &hash) {
+            Some(component) => (component, None),
+            None => {
+                let compiled =
+                    self.cache
+                        .compile(&self.engine, bytes)
+                        .map_err(|e| LoadError::Compile {
+                            origin: origin.clone(),
+                            reason: format!("{e:#}"),
+                        })?;
+                (compiled.component.clone(), Some(compiled))
+            }
+        };
         let contract = contract::contract_use(&self.engine, &component).map_err(|cause| {
             LoadError::Contract {
                 origin: origin.clone(),
@@ -145,17 +180,22 @@ impl Runtime {
         })?;
         tracing::debug!(
             origin,
-            ?cache,
+            cached = compiled.is_none(),
             micros = started.elapsed().as_micros() as u64,
             "component compiled and linked"
         );
-        let info = self.describe(&bindings, &origin)?;
+        let info = self.describe(&bindings, &origin, &describe_limits(memory_bytes))?;
         if !valid_plugin_name(&info.name) {
             return Err(LoadError::BadName {
                 origin,
                 name: info.name,
             });
         }
+        // Only a component that loaded is worth keeping compiled.
+        let cache = match &compiled {
+            None => CacheUse::Hit,
+            Some(compiled) => self.cache.store(&hash, compiled),
+        };
         Ok(LoadedPlugin {
             info,
             contract,
@@ -168,7 +208,12 @@ impl Runtime {
     }
 
     /// Call `describe()` in a store with no grants at all.
-    fn describe(&self, bindings: &Bindings, origin: &str) -> Result<PluginInfo, LoadError> {
+    fn describe(
+        &self,
+        bindings: &Bindings,
+        origin: &str,
+        limits: &Limits,
+    ) -> Result<PluginInfo, LoadError> {
         let state = RunState::new(
             "(loading)".into(),
             "describe".into(),
@@ -177,16 +222,25 @@ impl Runtime {
             Arc::default(),
             Backends::local(PrincipalMap::default()),
             None,
-            MemoryLimiter::new(DESCRIBE_LIMITS.memory_bytes),
-            DESCRIBE_LIMITS.max_host_calls,
+            MemoryLimiter::new(limits.memory_bytes),
+            limits.max_host_calls,
         );
-        let mut store = self.new_store(state, &DESCRIBE_LIMITS);
-        bindings
-            .describe(&mut store)
-            .map_err(|e| LoadError::Describe {
+        let mut store = self.new_store(state, limits);
+        let started = std::time::Instant::now();
+        bindings.describe(&mut store).map_err(|e| {
+            let failure = crate::run::classify(&e, &store, limits, started);
+            let reason = match failure {
+                crate::RunFailure::Timeout { .. } => format!(
+                    "it did not return within {} s (describe() must return at once)",
+                    limits.timeout.as_secs()
+                ),
+                other => other.to_string(),
+            };
+            LoadError::Describe {
                 origin: origin.to_string(),
-                reason: format!("{e:#}"),
-            })
+                reason,
+            }
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::contract::CallError;
 use crate::engine::EPOCH_TICK;
 use crate::event::{EventRecord, OutcomeRecord, Status};
+use crate::host::deadline::DeadlinePassed;
 use crate::host::grants::Grants;
 use crate::host::{HostCall, Mode, OwnEffects, PluginLog, PluginState, RunState};
 use crate::limits::{Limits, MemoryLimiter, mib};
@@ -14,7 +15,7 @@ use medic_backends::Backends;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// Everything a run needs besides the plugin.
 #[derive(Debug, Clone)]
@@ -37,8 +38,8 @@ pub struct RunRequest {
 pub enum RunFailure {
     /// `handle` returned an error value.
     PluginError { message: String },
-    /// Killed at its wall-clock timeout.
-    Timeout { limit_ms: u64 },
+    /// Ended at its wall-clock timeout, in wasm or in a host call.
+    Timeout { limit_ms: u64, elapsed_ms: u64 },
     /// Stopped at its memory cap.
     MemoryCap {
         limit_bytes: usize,
@@ -58,7 +59,13 @@ impl std::fmt::Display for RunFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::PluginError { message } => write!(f, "the plugin reported an error: {message}"),
-            Self::Timeout { limit_ms } => write!(f, "killed after its timeout of {limit_ms} ms"),
+            Self::Timeout {
+                limit_ms,
+                elapsed_ms,
+            } => write!(
+                f,
+                "ended at its timeout of {limit_ms} ms, after {elapsed_ms} ms"
+            ),
             Self::MemoryCap {
                 limit_bytes,
                 asked_bytes,
@@ -117,12 +124,23 @@ impl RunReport {
 }
 
 impl Runtime {
-    pub(crate) fn new_store(&self, state: RunState, limits: &Limits) -> Store<RunState> {
+    pub(crate) fn new_store(&self, mut state: RunState, limits: &Limits) -> Store<RunState> {
+        state.deadline = Instant::now() + limits.timeout;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
-        store.set_epoch_deadline(ticks.max(1) + 1);
-        store.epoch_deadline_trap();
+        // The epoch only wakes the check; the wall clock decides. Each
+        // check sets the next one halfway to the deadline, so a ticker
+        // that runs slow cannot stretch the run, and a run that comes
+        // back from a blocking host call after its deadline stops at once.
+        store.set_epoch_deadline(half_way(limits.timeout));
+        store.epoch_deadline_callback(|store| {
+            let remaining = store.data().remaining();
+            if remaining.is_zero() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(half_way(remaining)))
+            }
+        });
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
             .expect("fuel is enabled on the engine");
@@ -160,7 +178,7 @@ impl Runtime {
                 CallError::Instantiate(e) => RunFailure::Instantiate {
                     message: format!("{e:#}"),
                 },
-                CallError::Trap(e) => classify(&e, &store, &request.limits),
+                CallError::Trap(e) => classify(&e, &store, &request.limits, started),
             });
         let result = match outcome {
             Ok(Ok(outcome)) => RunResult::Completed(outcome),
@@ -199,18 +217,34 @@ impl Runtime {
     }
 }
 
+/// Epoch ticks to about half of `time`, at least one.
+fn half_way(time: std::time::Duration) -> u64 {
+    let ticks = time.as_micros() / EPOCH_TICK.as_micros() / 2;
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}
+
 /// Turn an error from a call into wasm into the reason the run ended.
-fn classify(error: &wasmtime::Error, store: &Store<RunState>, limits: &Limits) -> RunFailure {
+pub(crate) fn classify(
+    error: &wasmtime::Error,
+    store: &Store<RunState>,
+    limits: &Limits,
+    started: Instant,
+) -> RunFailure {
     if let Some(asked) = store.data().limiter.exceeded {
         return RunFailure::MemoryCap {
             limit_bytes: limits.memory_bytes,
             asked_bytes: asked,
         };
     }
+    let timeout = || RunFailure::Timeout {
+        limit_ms: limits.timeout.as_millis() as u64,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    if error.is::<DeadlinePassed>() {
+        return timeout();
+    }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => RunFailure::Timeout {
-            limit_ms: limits.timeout.as_millis() as u64,
-        },
+        Some(Trap::Interrupt) => timeout(),
         Some(Trap::OutOfFuel) => RunFailure::FuelExhausted {
             fuel: limits.fuel.unwrap_or(u64::MAX),
         },

@@ -653,7 +653,7 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
     };
 
     let runtime = runtime(&args.cache)?;
-    let plugin = runtime.load_file(&args.component)?;
+    let plugin = runtime.load_file_within(&args.component, limits.memory_bytes)?;
     plugin.check_grants(&grants)?;
     let state_dir = args
         .state_dir

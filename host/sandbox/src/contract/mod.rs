@@ -30,6 +30,7 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     v0_1_0::add_to_linker(linker)?;
     v0_2_0::add_to_linker(linker)?;
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    crate::host::deadline::shadow_clock(linker)?;
     Ok(())
 }
 

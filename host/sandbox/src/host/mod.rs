@@ -5,6 +5,7 @@
 //! functions here take and return the backends' types; each contract
 //! version's module in [`crate::contract`] converts its own types to them.
 
+pub mod deadline;
 pub mod fs;
 pub mod grants;
 pub mod log;
@@ -17,7 +18,7 @@ use grants::{Capability, Grants};
 use medic_backends::{BackendError, Backends, ErrorKind};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -146,6 +147,8 @@ pub struct RunState {
     pub own_effects: Option<Arc<OwnEffects>>,
     /// Set when the plugin said it panicked, with its message.
     pub panic: Option<String>,
+    /// When the run must end, host calls included: set with the store.
+    pub(crate) deadline: Instant,
     /// Built on first use: Rust plugins import no WASI, so most runs never
     /// pay for it.
     wasi: Option<WasiCtx>,
@@ -183,6 +186,7 @@ impl RunState {
             limiter,
             own_effects: None,
             panic: None,
+            deadline: Instant::now(),
             wasi: None,
             table: ResourceTable::new(),
         }
@@ -213,6 +217,7 @@ impl RunState {
         op: impl FnOnce(&mut Self, bool) -> Result<T, BackendError>,
         summary: impl FnOnce(&T) -> (String, Vec<String>),
     ) -> wasmtime::Result<Result<T, BackendError>> {
+        self.check_deadline()?;
         if self.calls.len() >= self.max_calls {
             return Err(wasmtime::format_err!(
                 "plugin made more than {} host calls in one run",
@@ -265,7 +270,23 @@ impl RunState {
             effects,
             micros,
         });
+        // A call that ran past the deadline ends the run as it returns.
+        self.check_deadline()?;
         Ok(result)
+    }
+
+    /// What is left of the run's time.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// End the run (a trap) once its deadline has passed.
+    pub(crate) fn check_deadline(&self) -> wasmtime::Result<()> {
+        if Instant::now() >= self.deadline {
+            Err(wasmtime::Error::new(deadline::DeadlinePassed))
+        } else {
+            Ok(())
+        }
     }
 
     /// Refuse a call whose capability is not granted at all.

@@ -72,7 +72,10 @@ impl RunState {
             Control::Stop => "services.stop",
             Control::Restart => "services.restart",
         };
-        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_TIMEOUT);
+        // The wait asked for, within what is left of the run.
+        let timeout = Duration::from_millis(u64::from(timeout_ms))
+            .min(MAX_TIMEOUT)
+            .min(self.remaining());
         self.host_call(
             function,
             json!({ "name": name, "timeout-ms": timeout_ms }),
