@@ -109,6 +109,8 @@ mod imp {
         Ok((fd, stat))
     }
 
+    // The field types of `stat` differ between architectures.
+    #[allow(clippy::useless_conversion)]
     fn file_info(path: &Path, stat: &Stat) -> FileInfo {
         let kind = match beneath::file_type(stat) {
             FileType::Symlink => EntryKind::Symlink,
@@ -133,6 +135,7 @@ mod imp {
 
     /// The hard links that make a file suspect: a folder always has more
     /// than one name (its `.` entries); a file should have one.
+    #[allow(clippy::useless_conversion)]
     fn extra_links(stat: &Stat) -> Option<u64> {
         let links = u64::from(stat.st_nlink);
         (!is_dir(stat) && links > 1).then_some(links)
