@@ -211,6 +211,31 @@ pub struct OutcomeRecord {
     pub actions: Vec<ActionRecord>,
 }
 
+/// Actions kept from one outcome.
+pub const MAX_ACTIONS: usize = 1_000;
+
+impl OutcomeRecord {
+    /// The outcome as a plugin returned it, cleaned and cut to its budget
+    /// (see [`crate::text`]): a summary of at most a few KiB, at most
+    /// [`MAX_ACTIONS`] actions of bounded fields, the rest counted.
+    pub fn bounded(mut self) -> Self {
+        use crate::text::{MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, clean_in_place};
+        clean_in_place(&mut self.summary, MAX_MESSAGE_BYTES);
+        if self.actions.len() > MAX_ACTIONS {
+            let more = self.actions.len() - MAX_ACTIONS;
+            self.actions.truncate(MAX_ACTIONS);
+            self.summary
+                .push_str(&format!(" ({more} more actions not recorded)"));
+        }
+        for action in &mut self.actions {
+            clean_in_place(&mut action.verb, MAX_FIELD_BYTES);
+            clean_in_place(&mut action.target, MAX_FIELD_BYTES);
+            clean_in_place(&mut action.detail, MAX_FIELD_BYTES);
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

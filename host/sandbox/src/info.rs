@@ -17,6 +17,28 @@ pub struct PluginInfo {
     pub triggers: Vec<TriggerHint>,
 }
 
+impl PluginInfo {
+    /// What a plugin said about itself, cleaned and cut (see
+    /// [`crate::text`]); the name is checked separately, and strictly.
+    pub fn bounded(mut self) -> Self {
+        use crate::text::{MAX_FIELD_BYTES, clean, clean_in_place};
+        clean_in_place(&mut self.name, MAX_FIELD_BYTES);
+        clean_in_place(&mut self.version, MAX_FIELD_BYTES);
+        clean_in_place(&mut self.description, MAX_FIELD_BYTES);
+        self.triggers.truncate(100);
+        for trigger in &mut self.triggers {
+            match trigger {
+                TriggerHint::File(text) | TriggerHint::LogLine(text) => {
+                    *text = clean(text, MAX_FIELD_BYTES)
+                }
+                TriggerHint::SystemEvent { source, .. } => *source = clean(source, MAX_FIELD_BYTES),
+                _ => {}
+            }
+        }
+        self
+    }
+}
+
 /// A trigger a plugin suggests; the policy decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerHint {

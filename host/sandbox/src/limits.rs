@@ -1,6 +1,6 @@
 //! Per-plugin limits: wall-clock timeout (enforced by epoch interruption),
-//! memory cap (enforced by a resource limiter), optional fuel, and a cap on
-//! host calls per run.
+//! memory cap (enforced by a resource limiter), optional fuel, a cap on
+//! host calls per run, and the plugin's state quota.
 
 use std::time::Duration;
 
@@ -15,7 +15,13 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Host calls a run may make before it is killed.
     pub max_host_calls: usize,
+    /// Bytes of keys and values the plugin may keep in its state, across
+    /// runs; a write past it fails (the plugin sees the error).
+    pub state_quota_bytes: u64,
 }
+
+/// The state quota when the policy sets none.
+pub const DEFAULT_STATE_QUOTA_BYTES: u64 = 1 << 20;
 
 /// The largest memory cap a policy may set.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
@@ -62,6 +68,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             fuel: None,
             max_host_calls: 100_000,
+            state_quota_bytes: DEFAULT_STATE_QUOTA_BYTES,
         }
     }
 }

@@ -114,6 +114,7 @@ fn describe_limits(memory_bytes: usize) -> Limits {
         memory_bytes,
         fuel: None,
         max_host_calls: 100,
+        state_quota_bytes: 0,
     }
 }
 
@@ -184,7 +185,9 @@ impl Runtime {
             micros = started.elapsed().as_micros() as u64,
             "component compiled and linked"
         );
-        let info = self.describe(&bindings, &origin, &describe_limits(memory_bytes))?;
+        let info = self
+            .describe(&bindings, &origin, &describe_limits(memory_bytes))?
+            .bounded();
         if !valid_plugin_name(&info.name) {
             return Err(LoadError::BadName {
                 origin,
@@ -234,7 +237,7 @@ impl Runtime {
                     "it did not return within {} s (describe() must return at once)",
                     limits.timeout.as_secs()
                 ),
-                other => other.to_string(),
+                other => crate::text::clean(&other.to_string(), crate::text::MAX_MESSAGE_BYTES),
             };
             LoadError::Describe {
                 origin: origin.to_string(),

@@ -10,6 +10,7 @@ use crate::host::deadline::DeadlinePassed;
 use crate::host::grants::Grants;
 use crate::host::{HostCall, Mode, OwnEffects, PluginLog, PluginState, RunState};
 use crate::limits::{Limits, MemoryLimiter, mib};
+use crate::text::{MAX_MESSAGE_BYTES, clean};
 use crate::{LoadedPlugin, Runtime};
 use medic_backends::Backends;
 use serde::Serialize;
@@ -103,7 +104,10 @@ pub struct RunReport {
     pub result: RunResult,
     pub calls: Vec<HostCall>,
     pub logs: Vec<PluginLog>,
+    /// Messages past the run's log budget: counted, not kept.
     pub dropped_logs: usize,
+    /// Calls past the run's record budget: made and counted, not kept.
+    pub dropped_calls: usize,
     pub duration_us: u64,
     pub fuel_used: Option<u64>,
 }
@@ -126,6 +130,7 @@ impl RunReport {
 impl Runtime {
     pub(crate) fn new_store(&self, mut state: RunState, limits: &Limits) -> Store<RunState> {
         state.deadline = Instant::now() + limits.timeout;
+        state.state_quota = limits.state_quota_bytes;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // The epoch only wakes the check; the wall clock decides. Each
@@ -176,13 +181,15 @@ impl Runtime {
             .handle(&mut store, &request.event)
             .map_err(|e| match e {
                 CallError::Instantiate(e) => RunFailure::Instantiate {
-                    message: format!("{e:#}"),
+                    message: clean(&format!("{e:#}"), MAX_MESSAGE_BYTES),
                 },
                 CallError::Trap(e) => classify(&e, &store, &request.limits, started),
             });
         let result = match outcome {
-            Ok(Ok(outcome)) => RunResult::Completed(outcome),
-            Ok(Err(message)) => RunResult::Failed(RunFailure::PluginError { message }),
+            Ok(Ok(outcome)) => RunResult::Completed(outcome.bounded()),
+            Ok(Err(message)) => RunResult::Failed(RunFailure::PluginError {
+                message: clean(&message, MAX_MESSAGE_BYTES),
+            }),
             Err(failure) => RunResult::Failed(failure),
         };
         let fuel_used = request
@@ -201,9 +208,16 @@ impl Runtime {
             calls: state.calls,
             logs: state.logs,
             dropped_logs: state.dropped_logs,
+            dropped_calls: state.dropped_calls,
             duration_us: started.elapsed().as_micros() as u64,
             fuel_used,
         };
+        if report.dropped_logs > 0 {
+            tracing::warn!(
+                dropped = report.dropped_logs,
+                "the plugin logged past its budget; the rest of its messages were counted and dropped"
+            );
+        }
         match &report.result {
             RunResult::Completed(outcome) => tracing::info!(
                 status = %outcome.status, actions = outcome.actions.len(),
@@ -253,7 +267,7 @@ pub(crate) fn classify(
                 message: message.clone(),
             },
             None => RunFailure::Trap {
-                message: format!("{error:#}"),
+                message: clean(&format!("{error:#}"), MAX_MESSAGE_BYTES),
             },
         },
     }

@@ -1,12 +1,53 @@
 //! Per-plugin key/value state in the embedded store. Keys are namespaced by
 //! plugin name, so a plugin sees only its own, across restarts and new
-//! versions of itself.
+//! versions of itself. Each plugin's usage (bytes of keys and values) is
+//! kept beside its keys and checked against its quota in the same write,
+//! so a plugin cannot grow the store past what its policy allows.
 
 use super::{Store, StoreError};
 use medic_sandbox::StateError;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const STATE: TableDefinition<&str, &str> = TableDefinition::new("plugin_state");
+/// Bytes of keys and values per plugin.
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("plugin_state_usage");
+
+/// Why a write was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum StateWriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the plugin's state would take {needed} bytes, over its quota of {quota} bytes")]
+    QuotaExceeded { needed: u64, quota: u64 },
+}
+
+fn entry_size(key: &str, value: &str) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// A plugin's usage as recorded, or counted from its keys when a store
+/// written before usage was kept has none.
+fn usage_of(
+    usage: Option<&impl ReadableTable<&'static str, u64>>,
+    state: &impl ReadableTable<&'static str, &'static str>,
+    plugin: &str,
+) -> Result<u64, StoreError> {
+    if let Some(usage) = usage
+        && let Some(bytes) = usage.get(plugin)?
+    {
+        return Ok(bytes.value());
+    }
+    let start = full_key(plugin, "");
+    let end = format!("{plugin}\u{1}");
+    let mut total = 0;
+    for entry in state.range(start.as_str()..end.as_str())? {
+        let (key, value) = entry?;
+        let key = key.value();
+        let own = key.split_once('\u{0}').map_or(key, |(_, k)| k);
+        total += entry_size(own, value.value());
+    }
+    Ok(total)
+}
 
 /// Plugins' state, in the shared store.
 #[derive(Debug, Clone)]
@@ -35,13 +76,35 @@ impl StateStore {
             .map(|v| v.value().to_string()))
     }
 
-    pub fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        let txn = self.store.database().begin_write()?;
+    /// Set `key` to `value`, unless the plugin's state would then take
+    /// more than `quota` bytes (a write that shrinks it is always allowed).
+    pub fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        quota: u64,
+    ) -> Result<(), StateWriteError> {
+        let txn = self.store.database().begin_write().map_err(StoreError::from)?;
         {
-            let mut table = txn.open_table(STATE)?;
-            table.insert(full_key(plugin, key).as_str(), value)?;
+            let mut table = txn.open_table(STATE).map_err(StoreError::from)?;
+            let mut usage = txn.open_table(USAGE).map_err(StoreError::from)?;
+            let used = usage_of(Some(&usage), &table, plugin)?;
+            let full = full_key(plugin, key);
+            let old = table
+                .get(full.as_str())
+                .map_err(StoreError::from)?
+                .map_or(0, |v| entry_size(key, v.value()));
+            let needed = used - old.min(used) + entry_size(key, value);
+            if needed > quota && needed > used {
+                return Err(StateWriteError::QuotaExceeded { needed, quota });
+            }
+            table
+                .insert(full.as_str(), value)
+                .map_err(StoreError::from)?;
+            usage.insert(plugin, needed).map_err(StoreError::from)?;
         }
-        txn.commit()?;
+        txn.commit().map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -49,10 +112,27 @@ impl StateStore {
         let txn = self.store.database().begin_write()?;
         {
             let mut table = txn.open_table(STATE)?;
-            table.remove(full_key(plugin, key).as_str())?;
+            let mut usage = txn.open_table(USAGE)?;
+            let used = usage_of(Some(&usage), &table, plugin)?;
+            let removed = table
+                .remove(full_key(plugin, key).as_str())?
+                .map_or(0, |v| entry_size(key, v.value()));
+            usage.insert(plugin, used - removed.min(used))?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Bytes of keys and values `plugin` keeps.
+    pub fn usage(&self, plugin: &str) -> Result<u64, StoreError> {
+        let txn = self.store.database().begin_read()?;
+        let table = match txn.open_table(STATE) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let usage = txn.open_table(USAGE).ok();
+        usage_of(usage.as_ref(), &table, plugin)
     }
 
     /// The plugin's keys, sorted.
@@ -81,8 +161,13 @@ impl medic_sandbox::PluginState for StateStore {
         StateStore::get(self, plugin, key).map_err(state_error)
     }
 
-    fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), StateError> {
-        StateStore::set(self, plugin, key, value).map_err(state_error)
+    fn set(&self, plugin: &str, key: &str, value: &str, quota: u64) -> Result<(), StateError> {
+        StateStore::set(self, plugin, key, value, quota).map_err(|e| match e {
+            StateWriteError::QuotaExceeded { needed, quota } => {
+                StateError::QuotaExceeded { needed, quota }
+            }
+            StateWriteError::Store(e) => state_error(e),
+        })
     }
 
     fn remove(&self, plugin: &str, key: &str) -> Result<(), StateError> {
@@ -95,7 +180,7 @@ impl medic_sandbox::PluginState for StateStore {
 }
 
 fn state_error(error: StoreError) -> StateError {
-    StateError(error.to_string())
+    StateError::Store(error.to_string())
 }
 
 #[cfg(test)]
@@ -107,9 +192,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let state = StateStore::new(Store::open(dir.path()).unwrap());
-            state.set("a", "count", "1").unwrap();
-            state.set("a", "last", "x").unwrap();
-            state.set("ab", "count", "9").unwrap();
+            state.set("a", "count", "1", 1 << 20).unwrap();
+            state.set("a", "last", "x", 1 << 20).unwrap();
+            state.set("ab", "count", "9", 1 << 20).unwrap();
             assert_eq!(state.keys("a").unwrap(), vec!["count", "last"]);
         }
         let state = StateStore::new(Store::open(dir.path()).unwrap());
@@ -120,5 +205,35 @@ mod tests {
         assert_eq!(state.get("a", "count").unwrap(), None);
         assert_eq!(state.keys("a").unwrap(), vec!["last"]);
         assert_eq!(state.keys("nobody").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_quota_bounds_each_plugins_state_and_shrinking_is_always_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::new(Store::open(dir.path()).unwrap());
+        let quota = 100;
+        for i in 0..9 {
+            state.set("p", &format!("k{i}"), "123456789", quota).unwrap();
+        }
+        assert_eq!(state.usage("p").unwrap(), 99);
+        let over = state.set("p", "k9", "123456789", quota).unwrap_err();
+        assert!(
+            matches!(over, StateWriteError::QuotaExceeded { needed: 110, quota: 100 }),
+            "{over}"
+        );
+        // Rewriting a key with a value of the same size or smaller is fine.
+        state.set("p", "k0", "x", quota).unwrap();
+        assert_eq!(state.usage("p").unwrap(), 91);
+        state.remove("p", "k1").unwrap();
+        assert_eq!(state.usage("p").unwrap(), 80);
+        state.set("p", "k9", "123456789", quota).unwrap();
+        // Another plugin has a quota of its own.
+        state.set("q", "k", &"v".repeat(99), quota).unwrap();
+        // Usage survives reopening, and a lowered quota still lets it shrink.
+        drop(state);
+        let state = StateStore::new(Store::open(dir.path()).unwrap());
+        assert_eq!(state.usage("p").unwrap(), 91);
+        state.set("p", "k2", "", 10).unwrap();
+        assert!(state.set("p", "new", "x", 10).is_err());
     }
 }

@@ -26,6 +26,9 @@ struct RawAgent {
 
 type RawBackend = BTreeMap<String, Spanned<toml::Value>>;
 
+/// The largest state quota a policy may give a plugin.
+const MAX_STATE_QUOTA_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -33,6 +36,7 @@ struct RawLimits {
     memory: Option<Spanned<String>>,
     fuel: Option<Spanned<i64>>,
     max_host_calls: Option<Spanned<i64>>,
+    state_quota: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,6 +541,23 @@ impl Policy {
                 limits.max_host_calls = c
                     .positive(v, "limits.max_host_calls", 10_000_000)
                     .unwrap_or(100_000) as usize;
+            }
+            if let Some(v) = &raw_limits.state_quota {
+                match parse_size(v.get_ref()) {
+                    Ok(bytes) if bytes as u64 <= MAX_STATE_QUOTA_BYTES => {
+                        limits.state_quota_bytes = bytes as u64
+                    }
+                    Ok(_) => c.error(
+                        Some(v.span()),
+                        format!("limits.state_quota = {} is out of range", v.get_ref()),
+                        "use at most 64MiB; state is for a plugin's memory between runs, not for data",
+                    ),
+                    Err(e) => c.error(
+                        Some(v.span()),
+                        format!("limits.state_quota: {e}"),
+                        "write a size such as 1MiB",
+                    ),
+                }
             }
         }
         let rate = raw.rate.as_ref().and_then(|r| {

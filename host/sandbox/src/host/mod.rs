@@ -14,6 +14,7 @@ pub mod state;
 pub mod wsus;
 
 use crate::limits::MemoryLimiter;
+use crate::text::{MAX_ARGUMENT_BYTES, MAX_FIELD_BYTES, clean};
 use grants::{Capability, Grants};
 use medic_backends::{BackendError, Backends, ErrorKind};
 use serde::Serialize;
@@ -125,8 +126,13 @@ pub struct PluginLog {
 /// Changed paths kept in a host call's record.
 const MAX_RECORDED_EFFECTS: usize = 100;
 
-/// Logs kept per run; more are counted and dropped.
-const MAX_LOGS_PER_RUN: usize = 1_000;
+/// Refused calls logged per run; the record keeps them all (within its
+/// budget).
+const MAX_LOGGED_REFUSALS: usize = 10;
+
+/// Records kept per run of calls that change nothing; more are counted.
+/// Mutating calls are always kept (the call quota bounds them).
+const MAX_RECORDED_READS: usize = 1_000;
 
 /// Everything a run's host calls can see: the store data of one run.
 pub struct RunState {
@@ -140,6 +146,16 @@ pub struct RunState {
     pub calls: Vec<HostCall>,
     pub logs: Vec<PluginLog>,
     pub dropped_logs: usize,
+    /// Bytes of the messages in `logs`.
+    log_bytes: usize,
+    /// Calls made and counted, but not recorded (past the budget).
+    pub dropped_calls: usize,
+    /// Calls made, recorded or not: what the call quota counts.
+    made_calls: usize,
+    /// Recorded calls that change nothing.
+    recorded_reads: usize,
+    /// Refused calls so far (only the first few are logged).
+    refused_calls: usize,
     pub max_calls: usize,
     pub limiter: MemoryLimiter,
     /// Where applied changes are registered as they happen, if anyone
@@ -149,6 +165,8 @@ pub struct RunState {
     pub panic: Option<String>,
     /// When the run must end, host calls included: set with the store.
     pub(crate) deadline: Instant,
+    /// Bytes the plugin's state may take: set with the store.
+    pub(crate) state_quota: u64,
     /// Built on first use: Rust plugins import no WASI, so most runs never
     /// pay for it.
     wasi: Option<WasiCtx>,
@@ -182,11 +200,17 @@ impl RunState {
             calls: Vec::new(),
             logs: Vec::new(),
             dropped_logs: 0,
+            log_bytes: 0,
+            dropped_calls: 0,
+            made_calls: 0,
+            recorded_reads: 0,
+            refused_calls: 0,
             max_calls,
             limiter,
             own_effects: None,
             panic: None,
             deadline: Instant::now(),
+            state_quota: 0,
             wasi: None,
             table: ResourceTable::new(),
         }
@@ -218,12 +242,14 @@ impl RunState {
         summary: impl FnOnce(&T) -> (String, Vec<String>),
     ) -> wasmtime::Result<Result<T, BackendError>> {
         self.check_deadline()?;
-        if self.calls.len() >= self.max_calls {
+        if self.made_calls >= self.max_calls {
             return Err(wasmtime::format_err!(
                 "plugin made more than {} host calls in one run",
                 self.max_calls
             ));
         }
+        self.made_calls += 1;
+        let args = crate::text::bound_json(args);
         let apply = mutating && self.mode == Mode::Enforce;
         let started = Instant::now();
         let result = op(self, apply);
@@ -231,6 +257,7 @@ impl RunState {
         let (text, effects, error, denied) = match &result {
             Ok(value) => {
                 let (text, effects) = summary(value);
+                let text = clean(&text, MAX_FIELD_BYTES);
                 let mut effects = if apply { effects } else { Vec::new() };
                 if let Some(registry) = &self.own_effects {
                     registry.record(&effects);
@@ -242,22 +269,36 @@ impl RunState {
                     effects.truncate(MAX_RECORDED_EFFECTS);
                     effects.push(format!("... and {more} more"));
                 }
+                for effect in &mut effects {
+                    crate::text::clean_in_place(effect, MAX_ARGUMENT_BYTES);
+                }
                 (text, effects, None, false)
             }
             Err(e) => (
                 String::new(),
                 Vec::new(),
-                Some(format!("{}: {}", e.kind, e.message)),
+                Some(clean(&format!("{}: {}", e.kind, e.message), MAX_FIELD_BYTES)),
                 e.kind == ErrorKind::Denied,
             ),
         };
         if denied {
+            self.refused_calls += 1;
+        }
+        if denied && self.refused_calls <= MAX_LOGGED_REFUSALS {
             tracing::warn!(
                 plugin = %self.plugin, run = %self.run_id, function,
                 "call outside the plugin's grants refused: {}", error.as_deref().unwrap_or("")
             );
         } else {
             tracing::debug!(plugin = %self.plugin, run = %self.run_id, function, micros, "host call");
+        }
+        if !mutating {
+            if self.recorded_reads >= MAX_RECORDED_READS {
+                self.dropped_calls += 1;
+                self.check_deadline()?;
+                return Ok(result);
+            }
+            self.recorded_reads += 1;
         }
         self.calls.push(HostCall {
             function: function.to_string(),

@@ -9,15 +9,23 @@ use serde_json::json;
 const MAX_KEY: usize = 256;
 const MAX_VALUE: usize = 64 * 1024;
 
-/// The store behind the `state` interface could not be used.
+/// The store behind the `state` interface could not do what was asked.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StateError(pub String);
+pub enum StateError {
+    #[error("{0}")]
+    Store(String),
+    #[error(
+        "the plugin's state would take {needed} bytes, over its quota of {quota} bytes; remove keys it no longer needs, or raise `limits.state_quota` in the policy"
+    )]
+    QuotaExceeded { needed: u64, quota: u64 },
+}
 
 /// Where plugins' state lives, keyed by plugin name.
 pub trait PluginState: Send + Sync + std::fmt::Debug {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, StateError>;
-    fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), StateError>;
+    /// Set `key`, unless the plugin's keys and values would then take more
+    /// than `quota` bytes in all.
+    fn set(&self, plugin: &str, key: &str, value: &str, quota: u64) -> Result<(), StateError>;
     fn remove(&self, plugin: &str, key: &str) -> Result<(), StateError>;
     fn keys(&self, plugin: &str) -> Result<Vec<String>, StateError>;
 }
@@ -27,7 +35,10 @@ fn no_store() -> BackendError {
 }
 
 fn store_error(e: StateError) -> BackendError {
-    BackendError::new(ErrorKind::Failed, format!("state store: {e}"))
+    match e {
+        StateError::QuotaExceeded { .. } => BackendError::new(ErrorKind::Conflict, e.to_string()),
+        StateError::Store(_) => BackendError::new(ErrorKind::Failed, format!("state store: {e}")),
+    }
 }
 
 impl RunState {
@@ -67,7 +78,9 @@ impl RunState {
                     ));
                 }
                 let store = run.state.as_ref().ok_or_else(no_store)?;
-                store.set(&run.plugin, &key, &value).map_err(store_error)
+                store
+                    .set(&run.plugin, &key, &value, run.state_quota)
+                    .map_err(store_error)
             },
             |_| "stored".into(),
         )
