@@ -1,9 +1,11 @@
 //! The `medic` program: the command line ([`cli`]: arguments, logging
-//! set-up, exit codes) and the one place that chooses backends from a
-//! policy ([`catalog`]). Everything else lives in the library crates:
+//! set-up, exit codes), the one place that chooses backends from a
+//! policy ([`catalog`]), and making plugin keys and signatures
+//! ([`signing`]). Everything else lives in the library crates:
 //! `medic-agent` (policy, triggers, dispatch, audit, serving), `medic-sandbox`
 //! (where plugins run), `medic-backends` (the system operations) and
 //! `medic-lab` (the simulated WSUS hierarchy).
 
 pub mod catalog;
 pub mod cli;
+pub mod signing;

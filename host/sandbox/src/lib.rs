@@ -11,7 +11,8 @@
 //! medic's own types: grants, modes, recording), [`contract`] (one module
 //! per contract version converting to [`host`]), [`event`] and [`info`]
 //! (events, outcomes and plugin descriptions as medic's own values),
-//! [`settings`] (a plugin's settings, typed), [`text`] (everything a
+//! [`settings`] (a plugin's settings, typed), [`signature`] (who signed a
+//! component: detached minisign signatures checked against trusted keys), [`text`] (everything a
 //! plugin says, cleaned of terminal controls and cut to a budget).
 //!
 //! It knows nothing of policies, triggers, stores or the lab: the caller
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod load;
 pub mod run;
 pub mod settings;
+pub mod signature;
 pub mod text;
 
 pub use cache::{CacheUse, CompileCache, content_hash};
