@@ -168,6 +168,33 @@ pub struct NewRecord {
     pub detail: serde_json::Value,
 }
 
+/// The largest detail a record keeps; a larger one (a run that made
+/// thousands of recorded calls, an event carrying a huge field) is cut.
+pub const MAX_DETAIL_BYTES: usize = 1 << 20;
+
+/// The largest summary a record keeps.
+pub const MAX_SUMMARY_BYTES: usize = 8 * 1024;
+
+impl NewRecord {
+    /// The record cut to the journal's size budget: a summary of at most
+    /// [`MAX_SUMMARY_BYTES`], and a detail of at most [`MAX_DETAIL_BYTES`]
+    /// once serialised. A detail over the budget keeps its shape with every
+    /// string and list cut (see [`medic_sandbox::text::bound_json`]), and
+    /// says how large it was (`cut_from_bytes`).
+    fn within_size(mut self) -> Self {
+        medic_sandbox::text::clean_in_place(&mut self.summary, MAX_SUMMARY_BYTES);
+        let size = serde_json::to_vec(&self.detail).map_or(0, |b| b.len());
+        if size > MAX_DETAIL_BYTES {
+            let mut cut = medic_sandbox::text::bound_json(std::mem::take(&mut self.detail));
+            if let serde_json::Value::Object(map) = &mut cut {
+                map.insert("cut_from_bytes".into(), size.into());
+            }
+            self.detail = cut;
+        }
+        self
+    }
+}
+
 /// A filter for [`Journal::list`].
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -243,6 +270,7 @@ impl Journal {
 
     /// Append one record, durably; returns it with its sequence and hash.
     pub fn append(&self, new: NewRecord) -> Result<AuditRecord, StoreError> {
+        let new = new.within_size();
         let txn = self.store.database().begin_write()?;
         let record = {
             let mut table = txn.open_table(JOURNAL)?;
@@ -376,6 +404,24 @@ mod tests {
             summary: format!("{plugin} {status}"),
             detail: serde_json::json!({ "calls": [] }),
         }
+    }
+
+    #[test]
+    fn a_record_over_the_size_budget_is_cut_and_still_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(Store::open(dir.path()).unwrap());
+        let mut huge = run_record("a", "healthy");
+        huge.summary = "s".repeat(1 << 20);
+        huge.detail = serde_json::json!({
+            "event": { "fields": { "line": "x".repeat(10 << 20) } },
+            "calls": (0..50_000).map(|i| serde_json::json!({ "function": "fs.stat", "n": i })).collect::<Vec<_>>(),
+        });
+        let record = journal.append(huge).unwrap();
+        let stored = serde_json::to_vec(&record).unwrap().len();
+        assert!(stored < MAX_DETAIL_BYTES, "{stored} bytes stored");
+        assert!(record.entry.summary.len() < MAX_SUMMARY_BYTES + 64);
+        assert!(record.entry.detail["cut_from_bytes"].as_u64().unwrap() > 10 << 20);
+        assert_eq!(journal.verify().unwrap(), Ok(1));
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! threads (so a slow or hung plugin holds only its own slot, and is killed
 //! at its timeout), records each run, and publishes the status snapshot.
 //! File events caused by a plugin's own changes are not fed back to it.
+//!
+//! A watchdog on the dispatcher's own loop reports any run still in flight
+//! well past its timeout (a host call the sandbox could not bound), in the
+//! log and in the status snapshot; and the snapshot is rewritten at least
+//! every second, so its age shows that the dispatcher keeps serving.
 
 pub mod schedule;
 
@@ -49,6 +54,9 @@ pub struct PluginStatus {
     pub coalesced: u64,
     pub dropped: u64,
     pub own_effects_ignored: u64,
+    /// Runs in flight well past their timeout.
+    #[serde(default)]
+    pub overdue: usize,
     pub flap_guard_tripped: bool,
     pub last_run: Option<String>,
     pub last_status: Option<Status>,
@@ -82,9 +90,26 @@ pub enum Control {
 /// A finished run, back from its blocking thread; no report when the
 /// host itself failed during the run.
 struct Done {
+    key: u64,
     ticket: RunTicket,
     report: Option<RunReport>,
     mutated: bool,
+}
+
+/// How long past its timeout a run may still be in flight before the
+/// watchdog reports it: the sandbox ends runs at their deadline, so only a
+/// host call it cannot interrupt keeps one longer.
+const OVERDUE_AFTER: Duration = Duration::from_secs(5);
+
+/// How often the status snapshot is rewritten even when nothing changed.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A run in flight, as the watchdog sees it.
+struct InFlight {
+    plugin: String,
+    started: std::time::Instant,
+    timeout: Duration,
+    overdue: bool,
 }
 
 /// What the shell keeps of a served plugin besides its scheduling state.
@@ -105,6 +130,9 @@ pub struct Dispatcher {
     done_rx: mpsc::UnboundedReceiver<Done>,
     started_ms: u64,
     dirty: bool,
+    in_flight: BTreeMap<u64, InFlight>,
+    next_key: u64,
+    published: std::time::Instant,
 }
 
 /// Run `active` on `event` and record the run in the journal; returns the
@@ -195,6 +223,9 @@ impl Dispatcher {
             done_rx,
             started_ms: now_ms(),
             dirty: true,
+            in_flight: BTreeMap::new(),
+            next_key: 0,
+            published: std::time::Instant::now(),
         };
         dispatcher.swap(plugins);
         dispatcher
@@ -224,7 +255,10 @@ impl Dispatcher {
                     Control::Swap(plugins) => self.swap(plugins),
                 },
                 Some(done) = self.done_rx.recv() => self.finish(done),
-                _ = tick.tick() => self.publish_status(),
+                _ = tick.tick() => {
+                    self.watch();
+                    self.publish_status();
+                }
             }
             if open {
                 self.pump();
@@ -358,14 +392,42 @@ impl Dispatcher {
         }
     }
 
+    /// Report runs in flight well past their timeout, once each.
+    fn watch(&mut self) {
+        for (key, run) in &mut self.in_flight {
+            let elapsed = run.started.elapsed();
+            if !run.overdue && elapsed > run.timeout + OVERDUE_AFTER {
+                run.overdue = true;
+                self.dirty = true;
+                tracing::error!(
+                    plugin = %run.plugin, run = key,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    timeout_ms = run.timeout.as_millis() as u64,
+                    "a run is still in flight well past its timeout: a host call is not returning; its place stays taken until it does"
+                );
+            }
+        }
+    }
+
     fn start_run(
-        &self,
+        &mut self,
         ticket: RunTicket,
         active: Arc<ActivePlugin>,
         own_effects: Arc<OwnEffects>,
         event: EventRecord,
         forced_dry_run: bool,
     ) {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.in_flight.insert(
+            key,
+            InFlight {
+                plugin: ticket.plugin().to_string(),
+                started: std::time::Instant::now(),
+                timeout: active.policy.limits.timeout,
+                overdue: false,
+            },
+        );
         let ctx = self.ctx.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
@@ -388,6 +450,7 @@ impl Dispatcher {
             // The dispatcher outlives every run it starts: it waits for them
             // before it stops, so the channel is open.
             let _ = done.send(Done {
+                key,
                 ticket,
                 report,
                 mutated,
@@ -397,6 +460,15 @@ impl Dispatcher {
 
     fn finish(&mut self, done: Done) {
         self.dirty = true;
+        if let Some(run) = self.in_flight.remove(&done.key)
+            && run.overdue
+        {
+            tracing::warn!(
+                plugin = %run.plugin, run = done.key,
+                elapsed_ms = run.started.elapsed().as_millis() as u64,
+                "an overdue run came back"
+            );
+        }
         let plugin = done.ticket.plugin().to_string();
         let now = now_ms();
         match self.scheduler.finish(done.ticket, done.mutated, now) {
@@ -413,10 +485,11 @@ impl Dispatcher {
     }
 
     fn publish_status(&mut self) {
-        if !self.dirty {
+        if !self.dirty && self.published.elapsed() < HEARTBEAT {
             return;
         }
         self.dirty = false;
+        self.published = std::time::Instant::now();
         let plugins = self
             .scheduler
             .plugins()
@@ -433,6 +506,11 @@ impl Dispatcher {
                     coalesced: view.coalesced,
                     dropped: view.dropped,
                     own_effects_ignored: served.own_effects_ignored,
+                    overdue: self
+                        .in_flight
+                        .values()
+                        .filter(|r| r.overdue && r.plugin == view.name)
+                        .count(),
                     flap_guard_tripped: view.guard_tripped,
                     last_run: served.last.as_ref().map(|l| l.0.clone()),
                     last_status: served.last.as_ref().map(|l| l.1),
