@@ -172,7 +172,10 @@ mod tests {
         let through = open_beneath(fd.as_fd(), Path::new("up/secret")).unwrap_err();
         assert_eq!(through.raw_os_error(), Some(libc::ELOOP), "{through}");
         let file = open_beneath(fd.as_fd(), Path::new("sub/f")).unwrap();
-        assert_eq!(file_type(&stat(file.as_fd()).unwrap()), FileType::RegularFile);
+        assert_eq!(
+            file_type(&stat(file.as_fd()).unwrap()),
+            FileType::RegularFile
+        );
         let mut text = String::new();
         std::io::Read::read_to_string(&mut open_contents(file.as_fd()).unwrap(), &mut text)
             .unwrap();
@@ -188,7 +191,10 @@ mod tests {
         let link = open_by_components(fd.as_fd(), Path::new("link"), flags).unwrap();
         assert_eq!(file_type(&stat(link.as_fd()).unwrap()), FileType::Symlink);
         let file = open_by_components(fd.as_fd(), Path::new("sub/f"), flags).unwrap();
-        assert_eq!(file_type(&stat(file.as_fd()).unwrap()), FileType::RegularFile);
+        assert_eq!(
+            file_type(&stat(file.as_fd()).unwrap()),
+            FileType::RegularFile
+        );
     }
 
     #[test]

@@ -520,7 +520,14 @@ mod imp {
         ) -> OpResult<AccessReport> {
             let names = PrincipalMap::default();
             let beneath = Beneath::new(root, "").unwrap();
-            super::ensure_access(&names, &beneath, &principal.display(), right, recursive, apply)
+            super::ensure_access(
+                &names,
+                &beneath,
+                &principal.display(),
+                right,
+                recursive,
+                apply,
+            )
         }
 
         fn read_access(names: &PrincipalMap, path: &Path) -> OpResult<Vec<AccessEntry>> {

@@ -139,7 +139,10 @@ fn recursive_and_single_file_repairs_never_change_anything_outside_the_root() {
     }
     stop.store(true, Ordering::Relaxed);
     let swaps = swaps.join().unwrap();
-    assert!(swaps > 1_000, "the swapper raced the repairs ({swaps} swaps)");
+    assert!(
+        swaps > 1_000,
+        "the swapper raced the repairs ({swaps} swaps)"
+    );
     assert!(
         changed_inside.into_inner() > 0,
         "the repairs did change files inside"
@@ -201,7 +204,10 @@ fn a_link_as_the_last_component_is_refused_however_it_is_spelled() {
     std::os::unix::fs::symlink(scene.outside.join("f0"), scene.share.join("link")).unwrap();
     let fs = LocalFileSystem::new(PrincipalMap::default());
     for spelling in ["link", "alt", "alt/", "alt/.", "./alt"] {
-        let Some(path) = Beneath::new(&scene.share, Path::new(spelling).components().collect::<PathBuf>()) else {
+        let Some(path) = Beneath::new(
+            &scene.share,
+            Path::new(spelling).components().collect::<PathBuf>(),
+        ) else {
             continue;
         };
         let read = fs.read_file(&path, 1024).unwrap_err();
@@ -249,6 +255,9 @@ fn a_hard_link_to_a_file_outside_is_neither_read_nor_changed() {
         .unwrap();
     assert_eq!(walk.skipped.len(), 1, "{walk:?}");
     assert!(walk.skipped[0].path.ends_with("sub/hard"));
-    assert!(walk.changed.len() > FILES, "the rest was repaired: {walk:?}");
+    assert!(
+        walk.changed.len() > FILES,
+        "the rest was repaired: {walk:?}"
+    );
     assert_eq!(outside_acl_changed(&scene.outside), Vec::<PathBuf>::new());
 }

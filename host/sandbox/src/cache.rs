@@ -47,10 +47,7 @@ impl std::fmt::Debug for CompileCache {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cannot prepare the compile cache {}: {cause}", dir.display())]
-    Io {
-        dir: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { dir: PathBuf, cause: std::io::Error },
     #[error(
         "refusing the compile cache {}: {reason}; compiled code in it is run as native code, so it must belong to this user and be writable by no one else (fix it, e.g. `chown $(id -u) DIR && chmod 700 DIR`, or point the cache elsewhere)",
         dir.display()
@@ -113,7 +110,10 @@ impl CompileCache {
 
     fn mac(&self, name: &Path) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        let name = name.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+        let name = name
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default();
         mac.update(&(name.len() as u64).to_le_bytes());
         mac.update(name);
         mac

@@ -85,7 +85,11 @@ impl StateStore {
         value: &str,
         quota: u64,
     ) -> Result<(), StateWriteError> {
-        let txn = self.store.database().begin_write().map_err(StoreError::from)?;
+        let txn = self
+            .store
+            .database()
+            .begin_write()
+            .map_err(StoreError::from)?;
         {
             let mut table = txn.open_table(STATE).map_err(StoreError::from)?;
             let mut usage = txn.open_table(USAGE).map_err(StoreError::from)?;
@@ -213,12 +217,20 @@ mod tests {
         let state = StateStore::new(Store::open(dir.path()).unwrap());
         let quota = 100;
         for i in 0..9 {
-            state.set("p", &format!("k{i}"), "123456789", quota).unwrap();
+            state
+                .set("p", &format!("k{i}"), "123456789", quota)
+                .unwrap();
         }
         assert_eq!(state.usage("p").unwrap(), 99);
         let over = state.set("p", "k9", "123456789", quota).unwrap_err();
         assert!(
-            matches!(over, StateWriteError::QuotaExceeded { needed: 110, quota: 100 }),
+            matches!(
+                over,
+                StateWriteError::QuotaExceeded {
+                    needed: 110,
+                    quota: 100
+                }
+            ),
             "{over}"
         );
         // Rewriting a key with a value of the same size or smaller is fine.

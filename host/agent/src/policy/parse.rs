@@ -820,7 +820,12 @@ interval = "1h"
         assert_eq!(plugin.line, 11);
         assert_eq!(plugin.mode, Mode::DryRun);
         assert_eq!(plugin.component, dir.path().join("plugins/guard.wasm"));
-        assert!(plugin.grants.write_scope(Path::new("/srv/share/x")).is_some());
+        assert!(
+            plugin
+                .grants
+                .write_scope(Path::new("/srv/share/x"))
+                .is_some()
+        );
         assert!(plugin.grants.may_query_service("BITS"));
         assert!(plugin.grants.has(Capability::parse("wsus-sync").unwrap()));
         assert_eq!(plugin.limits.timeout, Duration::from_secs(5));

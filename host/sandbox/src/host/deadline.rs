@@ -78,8 +78,11 @@ fn subscribe(
     let now = tokio::time::Instant::now();
     // Wake just after the deadline: the engine's next check ends the run
     // as soon as the plugin runs again.
-    let deadline = tokio::time::Instant::from_std(state.deadline) + std::time::Duration::from_millis(1);
-    let at = now.checked_add(asked).map_or(deadline, |at| at.min(deadline));
+    let deadline =
+        tokio::time::Instant::from_std(state.deadline) + std::time::Duration::from_millis(1);
+    let at = now
+        .checked_add(asked)
+        .map_or(deadline, |at| at.min(deadline));
     let wakeup = state.table.push(Wakeup(at))?;
     wasmtime_wasi::p2::subscribe(&mut state.table, wakeup)
 }

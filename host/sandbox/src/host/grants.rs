@@ -388,7 +388,11 @@ mod tests {
         assert_eq!(scope.root(), root);
         assert_eq!(scope.relative(), Path::new("inside/file"));
         assert!(grants.write_scope(&inside).is_none());
-        assert!(grants.read_scope(&checked_path("/etc/passwd").unwrap()).is_none());
+        assert!(
+            grants
+                .read_scope(&checked_path("/etc/passwd").unwrap())
+                .is_none()
+        );
         // A link under the root stays under it here: the backend refuses
         // to follow it when it resolves the path.
         let through_link = checked_path(&format!("{}/escape/passwd", root.display())).unwrap();

@@ -277,7 +277,10 @@ impl RunState {
             Err(e) => (
                 String::new(),
                 Vec::new(),
-                Some(clean(&format!("{}: {}", e.kind, e.message), MAX_FIELD_BYTES)),
+                Some(clean(
+                    &format!("{}: {}", e.kind, e.message),
+                    MAX_FIELD_BYTES,
+                )),
                 e.kind == ErrorKind::Denied,
             ),
         };
