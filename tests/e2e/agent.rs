@@ -402,7 +402,7 @@ fn events_for_a_subject_already_queued_are_coalesced() {
     );
     assert!(
         runs.iter()
-            .all(|r| r.summary.contains("killed after its timeout of 400 ms"))
+            .all(|r| r.summary.contains("ended at its timeout of 400 ms"))
     );
     let status = medic_agent::dispatch::read_status(&agent.ctx.store).unwrap();
     assert_eq!(status.plugins[0].coalesced, 19);
@@ -692,7 +692,7 @@ fn a_hung_plugin_does_not_hold_up_the_others() {
     );
     let spin = agent.wait_for_run("of the hung plugin", |r| r.plugin == "fixture-spin");
     assert!(
-        spin.summary.contains("killed after its timeout of 3000 ms"),
+        spin.summary.contains("ended at its timeout of 3000 ms"),
         "{}",
         spin.summary
     );

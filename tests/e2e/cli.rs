@@ -349,7 +349,7 @@ fn the_audit_survives_kill_9_mid_run_and_its_chain_verifies() {
         "fixture-spin",
     ]);
     assert!(
-        text(&out.stdout).contains("killed after its timeout of 300 ms"),
+        text(&out.stdout).contains("ended at its timeout of 300 ms"),
         "{}",
         text(&out.stdout)
     );
