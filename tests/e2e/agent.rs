@@ -366,7 +366,7 @@ kind = "manual"
     )
 }
 
-fn send_manual(state: &Path, plugin: &str, subject: &str) {
+pub(crate) fn send_manual(state: &Path, plugin: &str, subject: &str) {
     medic_agent::triggers::inbox::send(
         state,
         &medic_agent::triggers::inbox::InboxRequest {

@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod example;
+mod hostile;
 mod sandbox;
 mod support;
 mod wsus;
