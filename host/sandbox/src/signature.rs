@@ -233,6 +233,11 @@ impl TrustedKeys {
         self.keys.is_empty()
     }
 
+    /// The trusted keys, in a stable order.
+    pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
+        self.keys.iter()
+    }
+
     /// Checks that `signature_text` (contents of a `.minisig` file) is a
     /// prehashed minisign signature of `bytes` by one of the trusted keys.
     pub fn verify(&self, bytes: &[u8], signature_text: &str) -> Result<Signer, VerifyError> {

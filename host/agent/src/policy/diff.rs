@@ -1,6 +1,7 @@
 //! What changed between two policies, as typed values: which plugins were
 //! added, removed or changed (and in what), and whether the `[agent]` or
-//! `[backend]` tables changed (which take effect only at a restart).
+//! `[backend]` tables changed (which take effect only at a restart, but
+//! for the keys trusted, which reach every plugin's [`PluginChange::trust`]).
 
 use super::{PluginPolicy, Policy};
 
@@ -11,6 +12,9 @@ pub struct PluginChange {
     pub triggers: bool,
     /// Mode, grants, limits, rate, flap guard, concurrency or settings.
     pub rules: bool,
+    /// The keys trusted for its component, or whether a signature is
+    /// required: its component is checked again.
+    pub trust: bool,
 }
 
 impl PluginChange {
@@ -28,6 +32,7 @@ impl PluginChange {
             flap_guard,
             concurrency,
             settings,
+            trust,
             line: _,
         } = new;
         let change = Self {
@@ -40,6 +45,7 @@ impl PluginChange {
                 || old.flap_guard != *flap_guard
                 || old.concurrency != *concurrency
                 || old.settings != *settings,
+            trust: old.trust != *trust,
         };
         (change != Self::default()).then_some(change)
     }
@@ -149,10 +155,52 @@ kind = "manual"
                 PluginChange {
                     component: false,
                     triggers: true,
-                    rules: true
+                    rules: true,
+                    trust: false,
                 }
             )]
         );
         assert!(!diff.agent && !diff.backend);
+    }
+
+    #[test]
+    fn a_change_of_trusted_keys_reaches_the_plugins_it_applies_to() {
+        const KEY_A: &str = "RWQ4/U1bBuKY9I4G3pL8NkZ8I4WcZKv0+UdIP6ONt+sY0CkZyqKZmhdD";
+        const KEY_B: &str = "RWRrm/mOAqslUSeNIUT+oyQ0VgZJ13Tiwit3VHTP9owZ1FLE1O3iz0YF";
+        let with_keys = |agent: &str, b: &str| {
+            BASE.replacen(
+                "[plugins.a]",
+                &format!("[agent]\ntrusted_keys = [\"{agent}\"]\n\n[plugins.a]"),
+                1,
+            )
+            .replace(
+                "settings = { x = 1 }",
+                &format!("settings = {{ x = 1 }}\ntrusted_keys = [\"{b}\"]"),
+            )
+        };
+        let before = policy(&with_keys(KEY_A, KEY_B));
+        // The agent's key changes: only `a`, which has none of its own.
+        let diff = PolicyDiff::between(&before, &policy(&with_keys(KEY_B, KEY_B)));
+        assert_eq!(
+            diff.changed,
+            [(
+                "a".to_string(),
+                PluginChange {
+                    trust: true,
+                    ..PluginChange::default()
+                }
+            )]
+        );
+        assert!(!diff.agent, "trust is taken at a reload, not at a restart");
+        // `b`'s own key changes.
+        let diff = PolicyDiff::between(&before, &policy(&with_keys(KEY_A, KEY_A)));
+        assert_eq!(diff.changed.len(), 1);
+        assert_eq!(diff.changed[0].0, "b");
+        // Signatures no longer required for `a`.
+        let optional =
+            with_keys(KEY_A, KEY_B).replace("[agent]\n", "[agent]\nrequire_signatures = false\n");
+        let diff = PolicyDiff::between(&before, &policy(&optional));
+        assert_eq!(diff.changed[0].0, "a");
+        assert!(diff.changed[0].1.trust);
     }
 }

@@ -1,6 +1,7 @@
 //! The policy: one TOML file holding the agent's settings, the backend, and
 //! per plugin its component, triggers, mode, grants, limits, rate limits,
-//! flap guard, concurrency and settings.
+//! flap guard, concurrency, settings and the keys its component must be
+//! signed with.
 //!
 //! Parsing collects every error it can find, each with the file, line and
 //! column and the fix, instead of stopping at the first one: a TOML syntax
@@ -13,10 +14,12 @@
 mod check;
 mod diff;
 mod parse;
+mod trust;
 
 pub use check::{Probe, SystemProbe};
 pub use diff::{PluginChange, PolicyDiff};
 pub use parse::{resolve, setting_value};
+pub use trust::{KeyEntryError, Trust, read_key};
 
 use medic_sandbox::{Grants, Limits, Mode, Settings};
 use serde::Deserialize;
@@ -272,6 +275,8 @@ pub struct PluginPolicy {
     /// Runs of this plugin in flight at once.
     pub concurrency: usize,
     pub settings: Settings,
+    /// The keys its component must be signed with, and whether it must be.
+    pub trust: Trust,
     /// Where the plugin's table starts, for messages.
     pub line: usize,
 }
@@ -287,6 +292,10 @@ impl PartialEq for PluginPolicy {
 pub struct Policy {
     pub file: PathBuf,
     pub agent: AgentSettings,
+    /// `[agent] trusted_keys` and `require_signatures`: the trust of every
+    /// plugin without keys of its own. Unlike the rest of `[agent]`, it is
+    /// taken at a reload (through each plugin's [`PluginPolicy::trust`]).
+    pub trust: Trust,
     pub backend: BackendSection,
     pub plugins: Vec<PluginPolicy>,
 }

@@ -1,10 +1,11 @@
 //! Parsing a policy: TOML text into [`Policy`], every problem collected
 //! with its line, column and fix. What the file system says (does a folder
-//! or component exist, where does a relative grant lead) is asked of a
-//! [`Probe`], so the parse itself is pure.
+//! or component exist, where does a relative grant lead, what does a key
+//! file hold) is asked of a [`Probe`], so the parse itself is pure.
 
 use super::*;
 use crate::units::{parse_duration, parse_size};
+use medic_sandbox::signature::TrustedKeys;
 use medic_sandbox::{Capability, SettingValue, valid_plugin_name};
 use std::ops::Range;
 use toml::Spanned;
@@ -22,7 +23,12 @@ struct RawAgent {
     log_format: LogFormat,
     max_concurrent_runs: Option<Spanned<i64>>,
     queue_capacity: Option<Spanned<i64>>,
+    trusted_keys: Option<RawKeys>,
+    require_signatures: Option<Spanned<bool>>,
 }
+
+/// A `trusted_keys` list: key lines or key files.
+type RawKeys = Spanned<Vec<Spanned<String>>>;
 
 type RawBackend = BTreeMap<String, Spanned<toml::Value>>;
 
@@ -85,6 +91,17 @@ struct RawPlugin {
     concurrency: Option<Spanned<i64>>,
     #[serde(default)]
     settings: BTreeMap<String, Spanned<toml::Value>>,
+    trusted_keys: Option<RawKeys>,
+}
+
+/// `[agent]`'s trust, with what a plugin without keys of its own needs to
+/// report a signature it requires but cannot check.
+struct AgentTrust {
+    trust: Trust,
+    /// Why signatures are required, for messages.
+    why: &'static str,
+    /// `[agent]`'s trust had errors already: say nothing more of it.
+    reported: bool,
 }
 
 /// Collects errors with positions in one file.
@@ -179,6 +196,37 @@ impl Collector<'_> {
         } else {
             Some(n as u64)
         }
+    }
+
+    /// A `trusted_keys` list of `table`: every entry a key (relative files
+    /// under `base`), or `None` after recording what is wrong.
+    fn trusted_keys(&mut self, base: &Path, raw: &RawKeys, table: &str) -> Option<TrustedKeys> {
+        if raw.get_ref().is_empty() {
+            self.error(
+                Some(raw.span()),
+                format!("{table} trusted_keys is empty: it trusts no key"),
+                "list minisign public keys (a key line, or the path of a .pub file), or remove trusted_keys",
+            );
+            return None;
+        }
+        let mut keys = TrustedKeys::default();
+        let mut ok = true;
+        for entry in raw.get_ref() {
+            match read_key(entry.get_ref(), base, self.probe) {
+                Ok(key) => {
+                    keys.insert(key);
+                }
+                Err(e) => {
+                    self.error(
+                        Some(entry.span()),
+                        format!("{table} trusted_keys: {}", e.message),
+                        e.fix,
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(keys)
     }
 
     fn regex(&mut self, value: &Spanned<String>, what: &str) -> Option<Pattern> {
@@ -317,12 +365,29 @@ impl Policy {
             );
         }
 
-        let agent = Self::agent(&mut c, &base, raw_agent.unwrap_or_default());
+        let mut raw_agent = raw_agent.unwrap_or_default();
+        let plugins_trust_keys = raw_plugins.iter().any(|(_, _, p)| p.trusted_keys.is_some());
+        let agent_trust = Self::agent_trust(
+            &mut c,
+            &base,
+            raw_agent.trusted_keys.take().as_ref(),
+            raw_agent.require_signatures.take().as_ref(),
+            plugins_trust_keys,
+        );
+        let agent = Self::agent(&mut c, &base, raw_agent);
         let backend = Self::backend(&mut c, file, &base, raw_backend);
         c.errors.extend(check_backend(&backend));
         let mut plugins = Vec::new();
         for (name, span, raw) in raw_plugins {
-            if let Some(plugin) = Self::plugin(&mut c, &base, &agent.plugin_dir, name, &span, raw) {
+            if let Some(plugin) = Self::plugin(
+                &mut c,
+                &base,
+                &agent.plugin_dir,
+                &agent_trust,
+                name,
+                &span,
+                raw,
+            ) {
                 plugins.push(plugin);
             }
         }
@@ -330,6 +395,7 @@ impl Policy {
             Ok(Self {
                 file: file.to_path_buf(),
                 agent,
+                trust: agent_trust.trust,
                 backend,
                 plugins,
             })
@@ -380,6 +446,46 @@ impl Policy {
         }
     }
 
+    /// `[agent] trusted_keys` and `require_signatures`. Signatures are
+    /// required by default exactly when some key is trusted somewhere in
+    /// the policy (`any_plugin_keys`: in a plugin's table).
+    fn agent_trust(
+        c: &mut Collector<'_>,
+        base: &Path,
+        keys: Option<&RawKeys>,
+        require: Option<&Spanned<bool>>,
+        any_plugin_keys: bool,
+    ) -> AgentTrust {
+        let errors_before = c.errors.len();
+        let agent_keys = keys.and_then(|raw| c.trusted_keys(base, raw, "[agent]"));
+        let any_key = keys.is_some() || any_plugin_keys;
+        let (required, why) = match require {
+            Some(value) => (*value.get_ref(), "[agent] require_signatures = true"),
+            None => (
+                any_key,
+                "the policy trusts keys elsewhere, so [agent] require_signatures defaults to true",
+            ),
+        };
+        if let Some(value) = require
+            && *value.get_ref()
+            && !any_key
+        {
+            c.error(
+                Some(value.span()),
+                "require_signatures = true, but the policy trusts no key",
+                "add trusted_keys = [\"<public key line, or the path of a .pub file>\"] to [agent] (medic plugins keygen makes a key pair), or remove require_signatures",
+            );
+        }
+        AgentTrust {
+            trust: Trust {
+                keys: agent_keys.unwrap_or_default(),
+                required,
+            },
+            why,
+            reported: c.errors.len() > errors_before,
+        }
+    }
+
     fn backend(
         c: &mut Collector<'_>,
         file: &Path,
@@ -415,6 +521,7 @@ impl Policy {
         c: &mut Collector<'_>,
         base: &Path,
         plugin_dir: &Path,
+        agent_trust: &AgentTrust,
         name: String,
         span: &Range<usize>,
         raw: RawPlugin,
@@ -603,6 +710,33 @@ impl Policy {
             .iter()
             .map(|(key, value)| (key.clone(), setting_value(value.get_ref())))
             .collect();
+        // A plugin's own keys replace the agent's, and make a signature
+        // required for it.
+        let trust = match &raw.trusted_keys {
+            Some(list) => Trust {
+                keys: c
+                    .trusted_keys(base, list, &format!("[plugins.{name}]"))
+                    .unwrap_or_default(),
+                required: true,
+            },
+            None => agent_trust.trust.clone(),
+        };
+        if raw.trusted_keys.is_none()
+            && trust.required
+            && trust.keys.is_empty()
+            && !agent_trust.reported
+        {
+            c.error(
+                Some(span.clone()),
+                format!(
+                    "plugin `{name}` must be signed ({}), but no key is trusted for it",
+                    agent_trust.why
+                ),
+                format!(
+                    "add trusted_keys to [agent] (for every plugin) or to [plugins.{name}], or set require_signatures = false in [agent]"
+                ),
+            );
+        }
         if c.errors.len() > errors_before {
             return None;
         }
@@ -618,6 +752,7 @@ impl Policy {
             flap_guard,
             concurrency,
             settings,
+            trust,
         })
     }
 
@@ -954,6 +1089,210 @@ kind = "file"
                 "missing {expected:?} in {messages:#?}"
             );
         }
+    }
+
+    const KEY_A: &str = "RWQ4/U1bBuKY9I4G3pL8NkZ8I4WcZKv0+UdIP6ONt+sY0CkZyqKZmhdD";
+    const KEY_A_ID: &str = "F498E2065B4DFD38";
+    const KEY_B: &str = "RWRrm/mOAqslUSeNIUT+oyQ0VgZJ13Tiwit3VHTP9owZ1FLE1O3iz0YF";
+    const KEY_B_ID: &str = "5125AB028EF99B6B";
+
+    /// A folder with `plugins/p.wasm`, `plugins/q.wasm`, the public key
+    /// file `keys/a.pub`, and `policy.toml` holding `text`.
+    fn signed_layout(text: &str) -> (tempfile::TempDir, Result<Policy, PolicyErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        for name in ["p", "q"] {
+            std::fs::write(dir.path().join(format!("plugins/{name}.wasm")), b"").unwrap();
+        }
+        std::fs::write(
+            dir.path().join("keys/a.pub"),
+            format!("untrusted comment: minisign public key {KEY_A_ID}\n{KEY_A}\n"),
+        )
+        .unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, text).unwrap();
+        let parsed = Policy::parse(&file, text);
+        (dir, parsed)
+    }
+
+    const TWO_PLUGINS: &str = "[plugins.p]\ncomponent = \"p.wasm\"\n[[plugins.p.triggers]]\nkind = \"manual\"\n\n[plugins.q]\ncomponent = \"q.wasm\"\n[[plugins.q.triggers]]\nkind = \"manual\"\n";
+
+    fn key_ids(trust: &Trust) -> String {
+        trust.key_ids()
+    }
+
+    #[test]
+    fn signatures_are_required_once_a_key_is_trusted() {
+        // No key: nothing is checked.
+        let (_dir, policy) = signed_layout(TWO_PLUGINS);
+        let policy = policy.unwrap();
+        assert_eq!(policy.trust, Trust::default());
+        assert!(policy.plugins.iter().all(|p| p.trust == Trust::default()));
+
+        // [agent] keys, by file (relative to the policy) and by line: every
+        // plugin must be signed by one of them.
+        let text =
+            format!("[agent]\ntrusted_keys = [\"keys/a.pub\", \"{KEY_B}\"]\n\n{TWO_PLUGINS}");
+        let (_dir, policy) = signed_layout(&text);
+        let policy = policy.unwrap();
+        assert!(policy.trust.required);
+        for plugin in &policy.plugins {
+            assert!(plugin.trust.required);
+            assert_eq!(key_ids(&plugin.trust), format!("{KEY_A_ID}, {KEY_B_ID}"));
+        }
+
+        // require_signatures = false: signatures that are there are checked,
+        // unsigned components load.
+        let text = format!(
+            "[agent]\ntrusted_keys = [\"keys/a.pub\"]\nrequire_signatures = false\n\n{TWO_PLUGINS}"
+        );
+        let (_dir, policy) = signed_layout(&text);
+        let policy = policy.unwrap();
+        assert!(!policy.plugins[0].trust.required);
+        assert_eq!(key_ids(&policy.plugins[0].trust), KEY_A_ID);
+
+        // A plugin's own keys replace the agent's and require a signature,
+        // whatever require_signatures says.
+        let text = format!(
+            "[agent]\ntrusted_keys = [\"keys/a.pub\"]\nrequire_signatures = false\n\n{}",
+            TWO_PLUGINS.replace(
+                "component = \"q.wasm\"",
+                &format!("component = \"q.wasm\"\ntrusted_keys = [\"{KEY_B}\"]")
+            )
+        );
+        let (_dir, policy) = signed_layout(&text);
+        let policy = policy.unwrap();
+        let q = policy.plugins.iter().find(|p| p.name == "q").unwrap();
+        assert!(q.trust.required);
+        assert_eq!(key_ids(&q.trust), KEY_B_ID);
+        let p = policy.plugins.iter().find(|p| p.name == "p").unwrap();
+        assert!(!p.trust.required);
+        assert_eq!(key_ids(&p.trust), KEY_A_ID);
+    }
+
+    /// `errors` as `line:column: message`, every one with a fix.
+    fn located(errors: &[PolicyError]) -> Vec<String> {
+        assert!(errors.iter().all(|e| !e.fix.is_empty()), "{errors:#?}");
+        errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect()
+    }
+
+    fn assert_has(messages: &[String], expected: &str) {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "missing {expected:?} in {messages:#?}"
+        );
+    }
+
+    #[test]
+    fn bad_trusted_keys_are_located_with_a_fix() {
+        let text = format!(
+            "[agent]\ntrusted_keys = [\"keys/missing.pub\", \"{}\", \"plugins/p.wasm\"]\n\n{}",
+            KEY_A.replacen('W', "X", 1),
+            TWO_PLUGINS.replace(
+                "component = \"q.wasm\"",
+                "component = \"q.wasm\"\ntrusted_keys = []"
+            )
+        );
+        let (dir, policy) = signed_layout(&text);
+        let errors = policy.unwrap_err().0;
+        let messages = located(&errors);
+        let root = dir.path().display();
+        assert_has(
+            &messages,
+            &format!(
+                "2:17: [agent] trusted_keys: cannot read the key file {root}/keys/missing.pub: "
+            ),
+        );
+        assert_has(
+            &messages,
+            "2:37: [agent] trusted_keys: `RXQ4/U1bBuKY9I4G3pL8NkZ8I4WcZKv0+UdIP6ONt+sY0CkZyqKZmhdD` is not a minisign public key: malformed minisign public key: not an Ed25519 key",
+        );
+        assert_has(
+            &messages,
+            &format!(
+                "2:97: [agent] trusted_keys: {root}/plugins/p.wasm is not a minisign public key file: malformed minisign public key: empty"
+            ),
+        );
+        assert_has(
+            &messages,
+            "11:16: [plugins.q] trusted_keys is empty: it trusts no key",
+        );
+        // [agent]'s keys are wrong already: no more said of plugin `p`.
+        assert_eq!(messages.len(), 4, "{messages:#?}");
+        let fix = &errors
+            .iter()
+            .find(|e| e.message.contains("missing.pub"))
+            .unwrap()
+            .fix;
+        assert!(fix.contains("medic plugins keygen"), "{fix}");
+    }
+
+    #[test]
+    fn required_signatures_need_a_key() {
+        // Required, with no key anywhere.
+        let text = format!("[agent]\nrequire_signatures = true\n\n{TWO_PLUGINS}");
+        let (_dir, policy) = signed_layout(&text);
+        let errors = policy.unwrap_err().0;
+        let messages = located(&errors);
+        assert_eq!(
+            messages,
+            ["2:22: require_signatures = true, but the policy trusts no key"]
+        );
+        assert!(
+            errors[0].fix.contains("trusted_keys = ["),
+            "{}",
+            errors[0].fix
+        );
+
+        // Keys for `q` only: `p` must be signed too, and nothing can check it.
+        let text = TWO_PLUGINS.replace(
+            "component = \"q.wasm\"",
+            &format!("component = \"q.wasm\"\ntrusted_keys = [\"{KEY_B}\"]"),
+        );
+        let (_dir, policy) = signed_layout(&text);
+        let errors = policy.unwrap_err().0;
+        let messages = located(&errors);
+        assert_eq!(
+            messages,
+            [
+                "1:10: plugin `p` must be signed (the policy trusts keys elsewhere, so [agent] require_signatures defaults to true), but no key is trusted for it"
+            ]
+        );
+        assert!(
+            errors[0].fix.contains("require_signatures = false"),
+            "{}",
+            errors[0].fix
+        );
+        // ...which require_signatures = false allows.
+        let (_dir, policy) =
+            signed_layout(&format!("[agent]\nrequire_signatures = false\n\n{text}"));
+        let policy = policy.unwrap();
+        assert!(!policy.plugins[0].trust.required);
+    }
+
+    #[test]
+    fn trust_keys_of_the_wrong_type_are_errors() {
+        let text = format!(
+            "[agent]\nrequire_signatures = \"yes\"\n\n{}",
+            TWO_PLUGINS.replace(
+                "component = \"q.wasm\"",
+                &format!("component = \"q.wasm\"\ntrusted_keys = \"{KEY_B}\"")
+            )
+        );
+        let (_dir, policy) = signed_layout(&text);
+        let messages = located(&policy.unwrap_err().0);
+        assert_has(
+            &messages,
+            "2:22: in [agent]: invalid type: string \"yes\", expected a boolean",
+        );
+        assert_has(
+            &messages,
+            "11:16: in [plugins.q]: invalid type: string \"RWRrm/mOAqslUSeNIUT+oyQ0VgZJ13Tiwit3VHTP9owZ1FLE1O3iz0YF\", expected a sequence",
+        );
     }
 
     #[test]

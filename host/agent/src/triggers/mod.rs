@@ -326,6 +326,7 @@ mod tests {
             flap_guard: None,
             concurrency: 1,
             settings: Settings::new(),
+            trust: crate::policy::Trust::default(),
             line: 1,
         }
     }
