@@ -8,6 +8,7 @@ use crate::audit::journal::Journal;
 use crate::audit::state::StateStore;
 use crate::policy::{PluginPolicy, Policy};
 use medic_backends::Backends;
+use medic_sandbox::signature::Signer;
 use medic_sandbox::{Grants, LoadedPlugin, Runtime, Settings};
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub struct ActivePlugin {
     pub loaded: LoadedPlugin,
     pub grants: Arc<Grants>,
     pub settings: Arc<Settings>,
+    /// Who signed the component, when its signature was checked.
+    pub signer: Option<Signer>,
 }
 
 /// What every run of the agent shares.

@@ -1,16 +1,19 @@
 //! The one loading path, for start-up, reload, `medic check` and
 //! `medic approve`: read the policy, open its backends, load every plugin it
-//! names and check that each describes itself with the policy's name for it
-//! and is granted what it asks for. Every problem is reported at once.
+//! names and check that its component is signed as its policy requires
+//! (before anything of it is compiled), that it describes itself with the
+//! policy's name for it and is granted what it asks for. Every problem is
+//! reported at once.
 
 use crate::audit::StoreError;
 use crate::backend::BackendCatalog;
 use crate::context::ActivePlugin;
-use crate::policy::{PluginPolicy, Policy, PolicyError, PolicyErrors};
+use crate::policy::{PluginPolicy, Policy, PolicyError, PolicyErrors, Trust};
 use crate::triggers;
 use medic_backends::Backends;
+use medic_sandbox::signature::{MAX_SIGNATURE_TEXT_LEN, Signer, VerifyError, signature_path};
 use medic_sandbox::{LoadedPlugin, Runtime, RuntimeConfig, RuntimeError, content_hash};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Why the agent did not start.
@@ -46,9 +49,133 @@ pub(crate) fn plugin_error(
     }
 }
 
-/// Load the plugin `plugin` names and check it against its table. When
-/// `previous` was loaded from the same bytes, its compiled component is
-/// reused rather than loaded again.
+/// Why a component's signature is refused. Each reads after the
+/// component's name: "x.wasm (sha256 …) is unsigned: …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// Required, and there is no signature file.
+    #[error(
+        "is unsigned: there is no {} beside it, and a signature is required",
+        signature.display()
+    )]
+    Unsigned { signature: PathBuf },
+    /// Required, and no key is trusted to check it with.
+    #[error("must be signed, but the policy trusts no key for it")]
+    NoTrustedKey,
+    /// The signature file is there but cannot be read.
+    #[error("has a signature that cannot be read, {}: {reason}", signature.display())]
+    Unreadable { signature: PathBuf, reason: String },
+    /// The signature file is not a minisign signature medic accepts.
+    #[error("has a signature that is not a valid minisign signature, {}: {detail}", signature.display())]
+    Malformed { signature: PathBuf, detail: String },
+    /// Signed by a key not trusted for this plugin.
+    #[error("is signed by key {key_id}, which is not trusted for it (trusted: {trusted})")]
+    UntrustedKey { key_id: String, trusted: String },
+    /// Signed by a trusted key, but not these bytes.
+    #[error(
+        "does not match its signature {}: the signature by trusted key {key_id} was made for other bytes",
+        signature.display()
+    )]
+    BadSignature { signature: PathBuf, key_id: String },
+}
+
+impl SignatureError {
+    /// What to do about it.
+    pub fn fix(&self, component: &Path) -> String {
+        let sign = format!(
+            "medic plugins sign --key <secret .key> {}",
+            component.display()
+        );
+        match self {
+            Self::Unsigned { .. } => format!("sign it with a key the policy trusts: {sign}"),
+            Self::NoTrustedKey => {
+                "add trusted_keys to [agent] or to the plugin's table".to_string()
+            }
+            Self::Unreadable { .. } | Self::Malformed { .. } => {
+                format!("sign the component again: {sign}")
+            }
+            Self::UntrustedKey { key_id, .. } => format!(
+                "sign it with a key the policy trusts ({sign}), or add key {key_id}'s public key to trusted_keys if you trust it"
+            ),
+            Self::BadSignature { .. } => format!(
+                "sign this build again ({sign}), or install the component its signature was made for"
+            ),
+        }
+    }
+}
+
+/// Check `bytes`, read from `component`, against the detached signature
+/// beside it (`<component>.minisig`) and the keys `trust` names. Returns
+/// who signed it, or `None` when nothing was to be checked: no key is
+/// trusted, or no signature is there and none is required. A signature
+/// that is there is always checked when some key is trusted.
+pub fn check_signature(
+    trust: &Trust,
+    component: &Path,
+    bytes: &[u8],
+) -> Result<Option<Signer>, SignatureError> {
+    if trust.keys.is_empty() {
+        return if trust.required {
+            Err(SignatureError::NoTrustedKey)
+        } else {
+            Ok(None)
+        };
+    }
+    let signature = signature_path(component);
+    let text = match read_signature(&signature) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return if trust.required {
+                Err(SignatureError::Unsigned { signature })
+            } else {
+                Ok(None)
+            };
+        }
+        Err(e) => {
+            return Err(SignatureError::Unreadable {
+                signature,
+                reason: e.to_string(),
+            });
+        }
+    };
+    trust
+        .keys
+        .verify(bytes, &text)
+        .map(Some)
+        .map_err(|e| match e {
+            VerifyError::MalformedSignature(detail) => {
+                SignatureError::Malformed { signature, detail }
+            }
+            VerifyError::UntrustedKey { key_id } => SignatureError::UntrustedKey {
+                key_id,
+                trusted: trust.key_ids(),
+            },
+            VerifyError::BadSignature { key_id } => {
+                SignatureError::BadSignature { signature, key_id }
+            }
+        })
+}
+
+/// A signature file's text, read no further than a signature can be long.
+fn read_signature(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    // Asked before opening: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SIGNATURE_TEXT_LEN as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    // Too long or not text: the check says it is malformed.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Load the plugin `plugin` names and check it against its table: its
+/// signature first, on the bytes that are then compiled. When `previous`
+/// was loaded from the same bytes, its compiled component is reused rather
+/// than loaded again (the signature is checked all the same: the keys or
+/// the signature may have changed).
 pub fn load_plugin(
     runtime: &Runtime,
     policy: &Policy,
@@ -68,6 +195,19 @@ pub fn load_plugin(
         )
     };
     let bytes = std::fs::read(&plugin.component).map_err(unreadable)?;
+    let signer = check_signature(&plugin.trust, &plugin.component, &bytes).map_err(|e| {
+        plugin_error(
+            policy,
+            plugin,
+            format!(
+                "plugin `{}`: {} (sha256 {}) {e}",
+                plugin.name,
+                plugin.component.display(),
+                &content_hash(&bytes)[..12]
+            ),
+            &e.fix(&plugin.component),
+        )
+    })?;
     let loaded: LoadedPlugin = match previous {
         Some(old) if old.loaded.hash == content_hash(&bytes) => old.loaded.clone(),
         _ => runtime
@@ -112,6 +252,7 @@ pub fn load_plugin(
         settings: Arc::new(plugin.settings.clone()),
         policy: plugin.clone(),
         loaded,
+        signer,
     })
 }
 
@@ -161,5 +302,101 @@ pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Loaded, 
             plugins,
         }),
         _ => Err(PolicyErrors(errors).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sandbox::signature::{PublicKey, TrustedKeys};
+
+    // Made with the minisign tool: `minisign -S -t file:c.wasm` of BYTES.
+    const BYTES: &[u8] = b"component bytes";
+    const KEY: &str = "RWQ4/U1bBuKY9I4G3pL8NkZ8I4WcZKv0+UdIP6ONt+sY0CkZyqKZmhdD";
+    const KEY_ID: &str = "F498E2065B4DFD38";
+    const OTHER_KEY: &str = "RWRrm/mOAqslUSeNIUT+oyQ0VgZJ13Tiwit3VHTP9owZ1FLE1O3iz0YF";
+    const SIGNATURE: &str = "untrusted comment: signature from minisign secret key
+RUQ4/U1bBuKY9MPPdGrqOYO7b2XYdQm3TdozGbxAF7hpfWkh4iLr+nuBsHKTJuAGTbfj8cRLzxKTqbW8d4ljRsj6QLuWQqN2egU=
+trusted comment: file:c.wasm
+TP2Z4Ci6OzMTZu8T7dAyHJc6hZmSZfhzGfHcaFDBacs+YEDj1IyFZ/xzFa1TYqA8lFDWV1apA2aZCP2k4r5DCQ==
+";
+
+    fn trust(key: &str, required: bool) -> Trust {
+        Trust {
+            keys: TrustedKeys::new([PublicKey::parse(key).unwrap()]),
+            required,
+        }
+    }
+
+    #[test]
+    fn a_signature_is_checked_as_the_trust_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("c.wasm");
+        let signature = dir.path().join("c.wasm.minisig");
+        std::fs::write(&component, BYTES).unwrap();
+        let check = |trust: &Trust| check_signature(trust, &component, BYTES);
+
+        // Nothing trusted: nothing checked, unless a signature is required.
+        assert_eq!(check(&Trust::default()), Ok(None));
+        let required_without_keys = Trust {
+            required: true,
+            ..Trust::default()
+        };
+        assert_eq!(
+            check(&required_without_keys),
+            Err(SignatureError::NoTrustedKey)
+        );
+        // No signature: refused when required only.
+        assert_eq!(
+            check(&trust(KEY, true)),
+            Err(SignatureError::Unsigned {
+                signature: signature.clone()
+            })
+        );
+        assert_eq!(check(&trust(KEY, false)), Ok(None));
+
+        // Signed: accepted, with who signed it.
+        std::fs::write(&signature, SIGNATURE).unwrap();
+        let signer = check(&trust(KEY, true)).unwrap().unwrap();
+        assert_eq!(signer.key_id, KEY_ID);
+        assert_eq!(signer.trusted_comment, "file:c.wasm");
+
+        // A signature that is there is checked even when not required.
+        let refused = check(&trust(OTHER_KEY, false)).unwrap_err();
+        assert_eq!(
+            refused,
+            SignatureError::UntrustedKey {
+                key_id: KEY_ID.into(),
+                trusted: "5125AB028EF99B6B".into()
+            }
+        );
+        assert!(refused.fix(&component).contains("medic plugins sign"));
+        let mut tampered = BYTES.to_vec();
+        tampered[0] ^= 1;
+        assert_eq!(
+            check_signature(&trust(KEY, false), &component, &tampered),
+            Err(SignatureError::BadSignature {
+                signature: signature.clone(),
+                key_id: KEY_ID.into()
+            })
+        );
+        std::fs::write(&signature, "untrusted comment: x\nnot base64\n").unwrap();
+        assert!(matches!(
+            check(&trust(KEY, false)),
+            Err(SignatureError::Malformed { .. })
+        ));
+        // A huge file is not read whole, and is refused.
+        std::fs::write(&signature, vec![b'a'; 10 << 20]).unwrap();
+        assert!(matches!(
+            check(&trust(KEY, true)),
+            Err(SignatureError::Malformed { detail, .. }) if detail == "too long"
+        ));
+        // A folder where the signature should be.
+        std::fs::remove_file(&signature).unwrap();
+        std::fs::create_dir(&signature).unwrap();
+        assert!(matches!(
+            check(&trust(KEY, true)),
+            Err(SignatureError::Unreadable { .. })
+        ));
     }
 }

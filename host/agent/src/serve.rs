@@ -1,7 +1,8 @@
 //! Serving: open the store, start the triggers and the dispatcher, and
 //! serve until asked to stop, taking changes to the policy file and the
 //! plugin folder without a restart (a broken change is rejected, recorded,
-//! and the last good version keeps serving).
+//! and the last good version keeps serving, unless the keys the policy
+//! trusts changed and it is signed by none of them).
 
 use crate::audit::Store;
 use crate::audit::journal::{Journal, NewRecord, RecordKind, RecordStatus};
@@ -10,7 +11,7 @@ use crate::backend::BackendCatalog;
 use crate::context::{ActivePlugin, AgentContext};
 use crate::dispatch::{Control, Dispatcher};
 use crate::loading::{self, AgentError, Loaded, load_plugin};
-use crate::policy::{PluginPolicy, Policy, PolicyDiff};
+use crate::policy::{PluginPolicy, Policy, PolicyDiff, Trust};
 use crate::triggers::{self, TriggerSet};
 use std::future::Future;
 use std::path::Path;
@@ -50,17 +51,14 @@ impl Agent {
                 run_id: String::new(),
                 status: RecordStatus::Loaded,
                 summary: format!(
-                    "{} {} ({}) in {} mode",
+                    "{} {} ({}) in {} mode{}",
                     plugin.loaded.info.name,
                     plugin.loaded.info.version,
                     &plugin.loaded.hash[..12],
-                    plugin.policy.mode.as_str()
+                    plugin.policy.mode.as_str(),
+                    signed_by(plugin)
                 ),
-                detail: serde_json::json!({
-                    "hash": plugin.loaded.hash,
-                    "component": plugin.policy.component,
-                    "grants": plugin.policy.grants.describe(),
-                }),
+                detail: load_detail(plugin),
             })?;
         }
         let ctx = AgentContext {
@@ -158,6 +156,50 @@ impl Agent {
     }
 }
 
+/// `, signed by KEYID` for a plugin whose signature was checked.
+fn signed_by(plugin: &ActivePlugin) -> String {
+    plugin
+        .signer
+        .as_ref()
+        .map_or_else(String::new, |s| format!(", signed by {}", s.key_id))
+}
+
+/// The detail of a plugin-loaded record: what was loaded, with what
+/// grants, signed by whom.
+fn load_detail(plugin: &ActivePlugin) -> serde_json::Value {
+    serde_json::json!({
+        "hash": plugin.loaded.hash,
+        "component": plugin.policy.component,
+        "grants": plugin.policy.grants.describe(),
+        "signer": plugin.signer.as_ref().map(|s| serde_json::json!({
+            "key_id": s.key_id,
+            "trusted_comment": s.trusted_comment,
+        })),
+    })
+}
+
+/// Why the version of a plugin that is serving would not pass `trust`
+/// (the keys trusted for it now), or `None` if it would: a plugin whose
+/// key is no longer trusted does not keep serving on a rejected reload.
+fn distrusted(serving: &ActivePlugin, trust: &Trust) -> Option<String> {
+    match &serving.signer {
+        Some(signer) if !trust.keys.is_empty() => (!trust
+            .keys
+            .iter()
+            .any(|k| k.key_id() == signer.key_id))
+        .then(|| {
+            format!(
+                "the version serving is signed by key {}, which the policy no longer trusts",
+                signer.key_id
+            )
+        }),
+        _ if trust.required => Some(
+            "the version serving is not signed by a key the policy trusts, and a signature is now required".to_string(),
+        ),
+        _ => None,
+    }
+}
+
 /// Record that a plugin's new version was refused.
 fn record_rejection(ctx: &AgentContext, plugin: &str, reason: String) {
     if let Err(e) = ctx.journal.append(NewRecord {
@@ -178,7 +220,9 @@ const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A notification for every change to the policy file or to a file in the
 /// plugin directory, except hidden ones (an installer's or an editor's
-/// temporary files). The watcher must be kept alive.
+/// temporary files). A component's signature (`<component>.minisig`) is
+/// such a file: a component refused for want of its signature is taken
+/// when the signature lands. The watcher must be kept alive.
 fn watch_for_changes(
     policy_file: &Path,
     plugin_dir: &Path,
@@ -239,17 +283,24 @@ enum Change {
 /// the old one entirely; a broken component keeps its last good version).
 /// Every rejection is logged and recorded.
 fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<ActivePlugin>>> {
-    let record = |kind: RecordKind, status: RecordStatus, plugin: &str, summary: String| {
+    let record_with = |kind: RecordKind,
+                       status: RecordStatus,
+                       plugin: &str,
+                       summary: String,
+                       detail: serde_json::Value| {
         if let Err(e) = ctx.journal.append(NewRecord {
             kind,
             plugin: plugin.into(),
             run_id: String::new(),
             status,
             summary,
-            detail: serde_json::Value::Null,
+            detail,
         }) {
             tracing::error!("cannot record a reload in the audit journal: {e}");
         }
+    };
+    let record = |kind, status, plugin: &str, summary| {
+        record_with(kind, status, plugin, summary, serde_json::Value::Null)
     };
     tracing::debug!("reloading the policy and the plugin folder");
     // The backend is checked as at start-up, though a change to it takes
@@ -282,48 +333,87 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
     }
     let mut next = Vec::new();
     let mut changed = false;
+    // Plugins whose serving version the policy no longer trusts.
+    let mut stopped: Vec<String> = Vec::new();
     for plugin in &policy.plugins {
         let old = current.iter().find(|p| p.policy.name == plugin.name);
         match load_plugin(&ctx.runtime, &policy, plugin, old.map(|o| o.as_ref())) {
             Ok(active) => {
-                let is_new =
-                    old.is_none_or(|o| o.loaded.hash != active.loaded.hash || o.policy != *plugin);
+                let is_new = old.is_none_or(|o| {
+                    o.loaded.hash != active.loaded.hash
+                        || o.policy != *plugin
+                        || o.signer != active.signer
+                });
                 if is_new {
                     changed = true;
                     let loaded = &active.loaded;
-                    tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], "plugin (re)loaded");
-                    record(
+                    let signer = active.signer.as_ref().map_or("-", |s| s.key_id.as_str());
+                    tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], signer, "plugin (re)loaded");
+                    record_with(
                         RecordKind::PluginLoaded,
                         RecordStatus::Loaded,
                         &plugin.name,
                         format!(
-                            "{} {} ({}) loaded",
+                            "{} {} ({}) loaded{}",
                             loaded.info.name,
                             loaded.info.version,
-                            &loaded.hash[..12]
+                            &loaded.hash[..12],
+                            signed_by(&active)
                         ),
+                        load_detail(&active),
                     );
                 }
                 next.push(Arc::new(active));
             }
             Err(e) => {
                 let reason = e.message;
-                tracing::error!(plugin = %plugin.name, "new version rejected; the last good one keeps serving: {reason}");
-                record(
-                    RecordKind::PluginRejected,
-                    RecordStatus::Rejected,
-                    &plugin.name,
-                    reason,
-                );
-                if let Some(old) = old {
-                    next.push(old.clone());
+                let Some(old) = old else {
+                    tracing::error!(plugin = %plugin.name, "plugin rejected: {reason}");
+                    record(
+                        RecordKind::PluginRejected,
+                        RecordStatus::Rejected,
+                        &plugin.name,
+                        reason,
+                    );
+                    continue;
+                };
+                match distrusted(old, &plugin.trust) {
+                    None => {
+                        tracing::error!(plugin = %plugin.name, "new version rejected; the last good one keeps serving: {reason}");
+                        record(
+                            RecordKind::PluginRejected,
+                            RecordStatus::Rejected,
+                            &plugin.name,
+                            reason,
+                        );
+                        next.push(old.clone());
+                    }
+                    // The keys changed and the version serving would not
+                    // load now either: it stops.
+                    Some(why) => {
+                        tracing::error!(plugin = %plugin.name, "plugin stopped: {why}; and its component is rejected: {reason}");
+                        record(
+                            RecordKind::PluginRejected,
+                            RecordStatus::Rejected,
+                            &plugin.name,
+                            reason,
+                        );
+                        record(
+                            RecordKind::PluginRemoved,
+                            RecordStatus::Removed,
+                            &plugin.name,
+                            format!("stopped: {why}"),
+                        );
+                        stopped.push(plugin.name.clone());
+                        changed = true;
+                    }
                 }
             }
         }
     }
-    let removed = current
-        .iter()
-        .filter(|p| !next.iter().any(|n| n.policy.name == p.policy.name));
+    let removed = current.iter().filter(|p| {
+        !next.iter().any(|n| n.policy.name == p.policy.name) && !stopped.contains(&p.policy.name)
+    });
     for plugin in removed {
         changed = true;
         record(
