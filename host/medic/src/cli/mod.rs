@@ -16,6 +16,7 @@ use medic_sandbox::{
 };
 
 mod lab;
+mod sign;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -162,6 +163,15 @@ pub enum PluginsCommand {
     /// Show a component's name, version, contract version, the capabilities
     /// it asks for, its suggested triggers, imports and exports.
     Inspect(InspectArgs),
+    /// Make a signing key pair: PATH.key (secret, mode 600) and PATH.pub;
+    /// print its key id and the policy line that trusts it.
+    Keygen(sign::KeygenArgs),
+    /// Sign components: write COMPONENT.minisig beside each (a detached
+    /// minisign signature; `minisign -V` checks it too).
+    Sign(sign::SignArgs),
+    /// Check a component's signature against keys, or as a policy's agent
+    /// would; print who signed it, or why it is refused (exit 1).
+    Verify(sign::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +345,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
+        Command::Plugins(PluginsCommand::Keygen(args)) => sign::keygen(&args),
+        Command::Plugins(PluginsCommand::Sign(args)) => sign::sign(&args),
+        Command::Plugins(PluginsCommand::Verify(args)) => sign::verify(&args),
         Command::Trigger(args) => trigger(&args),
         Command::Lab(command) => lab::run(command),
     }
@@ -405,8 +418,13 @@ fn check(args: &PolicyArgs) -> Result<ExitCode> {
         }) => {
             println!("{}: ok", policy.file.display());
             for plugin in plugins {
+                let signature = match (&plugin.signer, plugin.policy.trust.keys.is_empty()) {
+                    (Some(signer), _) => format!(", signed by {}", signer.key_id),
+                    (None, false) => ", unsigned (require_signatures = false)".to_string(),
+                    (None, true) => String::new(),
+                };
                 println!(
-                    "  {} {} ({}), {} mode, {} trigger(s), grants: {}",
+                    "  {} {} ({}), {} mode, {} trigger(s), grants: {}{signature}",
                     plugin.policy.name,
                     plugin.loaded.info.version,
                     &plugin.loaded.hash[..12],
