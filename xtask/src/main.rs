@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
 //! - `plugins`: build every plugin crate (built-ins, examples, test
-//!   fixtures) into components under `target/plugins/`.
+//!   fixtures) into components under `target/plugins/`, each signed with
+//!   the development key `target/signing/dev.key` (made on first use).
 //! - `test`: build the plugins, run the whole test suite, build (not run)
 //!   the benchmarks.
 //! - `lint`: `cargo fmt --check`, clippy with warnings as errors, and a type
@@ -17,6 +18,7 @@
 mod bench;
 mod demo;
 mod plugins;
+mod sign;
 mod toolchain;
 
 use anyhow::{Context, Result, bail};
@@ -25,7 +27,8 @@ use std::process::Command;
 
 const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo|bench>
 
-  plugins   build every plugin crate into a component under target/plugins/
+  plugins   build every plugin crate into a component under target/plugins/,
+            signed with the development key target/signing/dev.key
   test      build the plugins, then run the whole test suite
   lint      cargo fmt --check, clippy -D warnings, Windows type check
   demo      build, then show the agent repairing every fault of a lab

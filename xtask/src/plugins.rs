@@ -1,7 +1,9 @@
 //! Building plugin crates into components: compile each crate to a core
 //! wasm module for `wasm32-unknown-unknown`, then wrap the module into a
 //! component with `wit-component` (the module imports no WASI, so no
-//! adapter is needed). Output: `target/plugins/<crate name>.wasm`.
+//! adapter is needed), and sign it with the development key
+//! ([`crate::sign`]). Output: `target/plugins/<crate name>.wasm` and
+//! `<crate name>.wasm.minisig`.
 
 use crate::run_command;
 use crate::toolchain;
@@ -134,6 +136,7 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
         out_dir.display(),
         started.elapsed().as_secs_f64()
     );
+    crate::sign::sign_components(root, &built)?;
     Ok(built)
 }
 
