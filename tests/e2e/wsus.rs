@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 /// A lab in a temporary folder and the example policy, verbatim, in a
 /// copy of the layout it expects: `examples/wsus-pack.toml` beside
-/// `target/demo/lab` (the lab), `target/plugins` (the suite's components)
-/// and `target/demo/state` (whose compile cache is the suite's).
+/// `target/demo/lab` (the lab), `target/plugins` (the suite's components),
+/// `target/signing` (the development key they are signed with) and
+/// `target/demo/state`.
 pub struct WsusLab {
     /// Holds the lab, the policy and the state until the test ends.
     _dir: tempfile::TempDir,
@@ -46,15 +47,12 @@ pub fn example_layout(
         },
     )
     .unwrap();
-    std::os::unix::fs::symlink(
-        workspace().join("target/plugins"),
-        dir.join("target/plugins"),
-    )
-    .unwrap();
-    let state = dir.join("target/demo/state");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::create_dir_all(workspace().join("target/test-cache")).unwrap();
-    std::os::unix::fs::symlink(workspace().join("target/test-cache"), state.join("cache")).unwrap();
+    for what in ["target/plugins", "target/signing"] {
+        std::os::unix::fs::symlink(workspace().join(what), dir.join(what)).unwrap();
+    }
+    // The state keeps a compile cache of its own: the agent refuses a
+    // linked one (compiled code in it runs as native code).
+    std::fs::create_dir_all(dir.join("target/demo/state")).unwrap();
     std::fs::create_dir_all(dir.join("examples")).unwrap();
     let text = std::fs::read_to_string(workspace().join("examples/wsus-pack.toml")).unwrap();
     let policy = dir.join("examples/wsus-pack.toml");

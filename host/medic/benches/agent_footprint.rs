@@ -6,12 +6,13 @@
 //! - idle memory with the five plugins loaded (target: < 30 MB RSS), two
 //!   seconds after ready;
 //! - hot reload (target: new version serving < 100 ms after the file
-//!   lands): a rebuilt `content-acl.wasm` is renamed into the plugin
-//!   folder, timed to the `plugin (re)loaded` log line with its new hash;
-//!   median of five.
+//!   lands): a rebuilt `content-acl.wasm`, signed with the development key
+//!   as the policy requires (its signature written first), is renamed
+//!   into the plugin folder, timed to the `plugin (re)loaded` log line
+//!   with its new hash; median of five.
 //!
-//! Needs the components from `cargo xtask plugins`. Run with
-//! `cargo bench -p medic --bench agent_footprint`.
+//! Needs the components and the development key from `cargo xtask
+//! plugins`. Run with `cargo bench -p medic --bench agent_footprint`.
 
 use medic_lab::{InitOptions, Lab};
 use std::path::{Path, PathBuf};
@@ -48,15 +49,24 @@ impl Agent {
     }
 
     fn wait_for(&self, text: &str, limit: Duration) {
+        self.wait_for_line(&[text], limit);
+    }
+
+    /// Wait for a log line holding every one of `texts`.
+    fn wait_for_line(&self, texts: &[&str], limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             if std::fs::read_to_string(&self.log)
                 .unwrap_or_default()
-                .contains(text)
+                .lines()
+                .any(|line| texts.iter().all(|t| line.contains(t)))
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "no `{text}` in the agent's log");
+            assert!(
+                Instant::now() < deadline,
+                "no line with {texts:?} in the agent's log"
+            );
             std::thread::sleep(Duration::from_micros(500));
         }
     }
@@ -108,13 +118,24 @@ fn main() {
         "language-approvals",
         "bits-foreground",
     ] {
-        let file = format!("{name}.wasm");
-        std::fs::copy(
-            workspace.join("target/plugins").join(&file),
-            plugins.join(&file),
-        )
-        .unwrap_or_else(|e| panic!("{file}: {e}: build the plugins with `cargo xtask plugins`"));
+        for file in [format!("{name}.wasm"), format!("{name}.wasm.minisig")] {
+            std::fs::copy(
+                workspace.join("target/plugins").join(&file),
+                plugins.join(&file),
+            )
+            .unwrap_or_else(|e| {
+                panic!("{file}: {e}: build the plugins with `cargo xtask plugins`")
+            });
+        }
     }
+    // The policy trusts the development key `cargo xtask plugins` signs with.
+    std::fs::create_dir_all(root.join("target/signing")).unwrap();
+    std::fs::copy(
+        workspace.join("target/signing/dev.pub"),
+        root.join("target/signing/dev.pub"),
+    )
+    .unwrap();
+    let dev_key = std::fs::read_to_string(workspace.join("target/signing/dev.key")).unwrap();
     std::fs::create_dir_all(root.join("examples")).unwrap();
     std::fs::copy(
         workspace.join("examples/wsus-pack.toml"),
@@ -133,11 +154,15 @@ fn main() {
     for build in 0..RELOADS {
         let bytes = rebuilt(&original, build);
         let hash = medic_sandbox::content_hash(&bytes);
+        let signature = medic::signing::sign(&dev_key, &bytes, "file:content-acl.wasm").unwrap();
+        let partial = plugins.join(".content-acl.wasm.minisig.partial");
+        std::fs::write(&partial, signature).unwrap();
+        std::fs::rename(&partial, plugins.join("content-acl.wasm.minisig")).unwrap();
         let partial = plugins.join(".content-acl.wasm.partial");
         std::fs::write(&partial, &bytes).unwrap();
         let landed = Instant::now();
         std::fs::rename(&partial, plugins.join("content-acl.wasm")).unwrap();
-        agent.wait_for(&hash[..12], Duration::from_secs(10));
+        agent.wait_for_line(&["(re)loaded", &hash[..12]], Duration::from_secs(10));
         reloads.push(landed.elapsed());
         std::thread::sleep(Duration::from_millis(300));
     }
