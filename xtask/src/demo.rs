@@ -1,7 +1,9 @@
-//! `cargo xtask demo`: the WSUS pack at work. Builds the plugins and the
-//! agent, creates a lab, starts the agent with `examples/wsus-pack.toml`,
-//! injects every fault in turn, waits for the agent to notice and repair
-//! it, runs the next sync, and ends with a report and the audit trail.
+//! `cargo xtask demo`: the WSUS pack at work. Builds the plugins (signed
+//! with the development key) and the agent, creates a lab, checks the
+//! policy (which requires signatures) and shows a changed component
+//! refused, starts the agent with `examples/wsus-pack.toml`, injects every
+//! fault in turn, waits for the agent to notice and repair it, runs the
+//! next sync, and ends with a report and the audit trail.
 
 use crate::{cargo, plugins, run_command};
 use anyhow::{Context, Result, bail};
@@ -112,6 +114,45 @@ pub fn run(root: &Path) -> Result<()> {
     print!("{}", indent(&text));
     if !ok {
         bail!("the example policy does not check");
+    }
+    println!(
+        "    signatures are required: each component is signed with the development key ({})",
+        crate::sign::DEV_PUB
+    );
+    println!("    one byte changed after signing, and the component is refused:");
+    let tampered_dir = scratch.join("tampered");
+    std::fs::create_dir_all(&tampered_dir)?;
+    let tampered = tampered_dir.join("content-acl.wasm");
+    let mut bytes = std::fs::read(root.join("target/plugins/content-acl.wasm"))?;
+    if let Some(last) = bytes.last_mut() {
+        *last ^= 1;
+    }
+    std::fs::write(&tampered, bytes)?;
+    std::fs::copy(
+        root.join("target/plugins/content-acl.wasm.minisig"),
+        tampered_dir.join("content-acl.wasm.minisig"),
+    )?;
+    let tampered_arg = tampered
+        .strip_prefix(root)
+        .unwrap_or(&tampered)
+        .display()
+        .to_string();
+    let (ok, text) = medic_output(
+        &medic,
+        root,
+        &[
+            "plugins",
+            "verify",
+            "--policy",
+            POLICY,
+            "--plugin",
+            "content-acl",
+            &tampered_arg,
+        ],
+    )?;
+    print!("{}", indent(&text));
+    if ok {
+        bail!("a changed component was not refused");
     }
 
     println!("== 3. the agent starts (its log: target/demo/agent.log)");
