@@ -66,6 +66,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Memory the store may use to cache pages.
+const STORE_CACHE_BYTES: usize = 16 << 20;
+
 impl Store {
     /// Open (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
@@ -78,6 +81,9 @@ impl Store {
         // may have the store open at the same time.
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            // redb caches up to 1 GiB by default: the agent's memory would
+            // grow with its journal.
+            .set_cache_size(STORE_CACHE_BYTES)
             .create(&path)
             .map_err(|cause| StoreError::Open {
                 path: path.clone(),
