@@ -479,7 +479,7 @@ fn approve_mode_records_a_plan_that_an_operator_applies_or_rejects() {
 
 /// The same component with a custom section appended: identical behaviour,
 /// a different file and hash, as a rebuilt plugin would be.
-fn new_build_of(component: &[u8], tag: &str) -> Vec<u8> {
+pub(crate) fn new_build_of(component: &[u8], tag: &str) -> Vec<u8> {
     let name = b"medic-test-build";
     let mut payload = vec![name.len() as u8];
     payload.extend_from_slice(name);
@@ -491,7 +491,7 @@ fn new_build_of(component: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
-fn install(dir: &Path, name: &str, bytes: &[u8]) {
+pub(crate) fn install(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.partial"));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();

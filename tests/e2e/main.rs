@@ -7,5 +7,6 @@ mod cli;
 mod example;
 mod hostile;
 mod sandbox;
+mod signing;
 mod support;
 mod wsus;
