@@ -178,3 +178,52 @@ pub fn sign_components(root: &Path, components: &[PathBuf]) -> Result<usize> {
     );
     Ok(signed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_once_per_build_with_a_key_made_on_first_use() {
+        let root = std::env::temp_dir().join(format!("xtask-sign-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("target/plugins")).unwrap();
+        let component = root.join("target/plugins/a.wasm");
+        std::fs::write(&component, b"\0asm first build").unwrap();
+        let components = [component.clone()];
+
+        assert_eq!(sign_components(&root, &components).unwrap(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root.join(DEV_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let key = dev_key(&root).unwrap();
+        assert!(signed_by(
+            &key,
+            &signature_path(&component),
+            b"\0asm first build"
+        ));
+        let text = std::fs::read_to_string(signature_path(&component)).unwrap();
+        assert!(
+            text.contains("trusted comment: file:a.wasm sha256:"),
+            "{text}"
+        );
+
+        // Signed already: left alone. Rebuilt: signed again.
+        assert_eq!(sign_components(&root, &components).unwrap(), 0);
+        std::fs::write(&component, b"\0asm second build").unwrap();
+        assert_eq!(sign_components(&root, &components).unwrap(), 1);
+        assert!(signed_by(
+            &key,
+            &signature_path(&component),
+            b"\0asm second build"
+        ));
+
+        // Half a key pair is an error, not a new key.
+        std::fs::remove_file(root.join(DEV_PUB)).unwrap();
+        assert!(sign_components(&root, &components).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
