@@ -314,7 +314,10 @@ fn compiled_components_are_cached_on_disk() {
 
     // A corrupt cache entry is recompiled, not trusted.
     for entry in std::fs::read_dir(dir.path()).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            std::fs::write(path, b"garbage").unwrap();
+        }
     }
     let third = Runtime::new(&config)
         .unwrap()
