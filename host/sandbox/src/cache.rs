@@ -5,7 +5,10 @@
 //! Compiled code is loaded as native code with `Component::deserialize`,
 //! which trusts its input. So the cache trusts nothing it did not write:
 //! - the folder must belong to the agent's user and be writable by no one
-//!   else (the runtime refuses to start otherwise);
+//!   else (the runtime refuses to start otherwise); it is opened once, not
+//!   through a link, checked through that descriptor, and every entry and
+//!   the key are reached beneath it, so renaming folders around it later
+//!   changes nothing;
 //! - each entry carries an HMAC-SHA256 of its name and contents under a
 //!   key that lives in the folder, readable by the agent alone; an entry
 //!   whose code does not match is deleted and compiled again, never run;
@@ -16,6 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -31,6 +35,10 @@ const KEY_FILE: &str = "cache.key";
 #[derive(Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// The folder, opened once and checked: every entry and the key are
+    /// reached beneath this, so swapping the folder's name afterwards
+    /// changes nothing.
+    folder: Option<Arc<Folder>>,
     key: [u8; 32],
     engine_key: String,
 }
@@ -84,56 +92,61 @@ impl CompileCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
-        let key = match &dir {
+        let (folder, key) = match &dir {
             Some(dir) => {
-                prepare_dir(dir)?;
-                load_or_create_key(dir)?
+                let folder = Folder::open(dir)?;
+                let key = folder.key()?;
+                (Some(Arc::new(folder)), key)
             }
-            None => [0; 32],
+            None => (None, [0; 32]),
         };
         Ok(Self {
             dir,
+            folder,
             key,
             engine_key,
         })
     }
 
+    fn entry_name(&self, hash: &str) -> String {
+        format!("{hash}-{}.cwasm", self.engine_key)
+    }
+
+    #[cfg(test)]
     fn entry(&self, hash: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{hash}-{}.cwasm", self.engine_key)))
+        self.dir.as_ref().map(|dir| dir.join(self.entry_name(hash)))
     }
 
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
-    fn mac(&self, name: &Path) -> HmacSha256 {
+    fn mac(&self, name: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        let name = name
-            .file_name()
-            .map(|n| n.as_encoded_bytes())
-            .unwrap_or_default();
         mac.update(&(name.len() as u64).to_le_bytes());
-        mac.update(name);
+        mac.update(name.as_bytes());
         mac
     }
 
     /// The cached component for `hash`, if the cache holds an authentic
     /// one. An entry that fails authentication is deleted.
     pub fn lookup(&self, engine: &Engine, hash: &str) -> Option<Component> {
-        let entry = self.entry(hash)?;
+        let folder = self.folder.as_ref()?;
+        let entry = self.entry_name(hash);
         // Read into memory rather than map the file: a cache file truncated
         // or rewritten under a running agent must not bring it down.
-        let stored = std::fs::read(&entry).ok()?;
+        let stored = folder.read(&entry).ok()?;
         let authentic = stored.split_at_checked(MAC_LEN).filter(|(tag, code)| {
             let mut mac = self.mac(&entry);
             mac.update(code);
             mac.verify_slice(tag).is_ok()
         });
         let Some((_, code)) = authentic else {
-            tracing::warn!(path = %entry.display(), "deleting a compiled component that fails authentication");
-            let _ = std::fs::remove_file(&entry);
+            tracing::warn!(
+                entry,
+                "deleting a compiled component that fails authentication"
+            );
+            folder.remove(&entry);
             return None;
         };
         // SAFETY: `code` was written by this agent (it carries a valid code
@@ -143,7 +156,7 @@ impl CompileCache {
         match unsafe { Component::deserialize(engine, code) } {
             Ok(component) => Some(component),
             Err(e) => {
-                tracing::warn!(path = %entry.display(), "discarding unreadable compiled component: {e}");
+                tracing::warn!(entry, "discarding unreadable compiled component: {e}");
                 None
             }
         }
@@ -159,112 +172,230 @@ impl CompileCache {
 
     /// Write a component that loaded to the cache; says how it went.
     pub fn store(&self, hash: &str, compiled: &Compiled) -> CacheUse {
-        let Some(entry) = self.entry(hash) else {
+        let Some(folder) = &self.folder else {
             return CacheUse::Uncached;
         };
+        let entry = self.entry_name(hash);
         let mut mac = self.mac(&entry);
         mac.update(&compiled.code);
         let mut stored = mac.finalize().into_bytes().to_vec();
         stored.extend_from_slice(&compiled.code);
-        match write_atomically(&entry, &stored) {
+        match folder.write(&entry, &stored) {
             Ok(()) => CacheUse::Compiled,
             Err(e) => {
-                tracing::warn!(path = %entry.display(), "cannot write compiled component to the cache: {e}");
+                tracing::warn!(entry, "cannot write compiled component to the cache: {e}");
                 CacheUse::Uncached
             }
         }
     }
 }
 
-/// Create `dir` (mode 700) if needed and check that it is a real folder of
-/// this user's that no one else can write.
-fn prepare_dir(dir: &Path) -> Result<(), CacheError> {
-    let io = |cause| CacheError::Io {
-        dir: dir.to_path_buf(),
-        cause,
-    };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
+/// The cache folder, opened once (not through a link) and checked to be a
+/// folder of this user's that no one else can write; the key and every
+/// entry are reached beneath its descriptor.
+struct Folder {
+    dir: PathBuf,
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(io)?;
-    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
-    let untrusted = |reason: String| CacheError::Untrusted {
-        dir: dir.to_path_buf(),
-        reason,
-    };
-    if !meta.is_dir() {
-        return Err(untrusted("it is not a folder (a symbolic link?)".into()));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me {
-            return Err(untrusted(format!(
-                "it belongs to user {}, not to this agent's user {me}",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(untrusted(format!(
-                "its mode {:o} lets others write it",
-                meta.mode() & 0o7777
-            )));
-        }
-    }
-    Ok(())
+    fd: rustix::fd::OwnedFd,
 }
 
-/// The cache's key: read from the folder, or made (32 random bytes, mode
-/// 600) on first use.
-fn load_or_create_key(dir: &Path) -> Result<[u8; 32], CacheError> {
-    let path = dir.join(KEY_FILE);
-    let io = |cause| CacheError::Io {
-        dir: dir.to_path_buf(),
-        cause,
-    };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            return bytes.try_into().map_err(|_| CacheError::Untrusted {
+impl Folder {
+    fn io(&self, cause: std::io::Error) -> CacheError {
+        CacheError::Io {
+            dir: self.dir.clone(),
+            cause,
+        }
+    }
+
+    fn untrusted(&self, reason: String) -> CacheError {
+        CacheError::Untrusted {
+            dir: self.dir.clone(),
+            reason,
+        }
+    }
+
+    /// Create `dir` (mode 700) if needed, open it and check it.
+    fn open(dir: &Path) -> Result<Self, CacheError> {
+        let io = |cause| CacheError::Io {
+            dir: dir.to_path_buf(),
+            cause,
+        };
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use rustix::fs::{FileType, Mode, OFlags};
+            let untrusted = |reason: String| CacheError::Untrusted {
                 dir: dir.to_path_buf(),
-                reason: format!("its key file {KEY_FILE} is not 32 bytes"),
-            });
+                reason,
+            };
+            let fd = rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+                    untrusted("it is not a folder (a symbolic link?)".into())
+                }
+                e => io(e.into()),
+            })?;
+            let stat = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
+            if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+                return Err(untrusted("it is not a folder".into()));
+            }
+            let me = rustix::process::geteuid().as_raw();
+            if stat.st_uid != me {
+                return Err(untrusted(format!(
+                    "it belongs to user {}, not to this agent's user {me}",
+                    stat.st_uid
+                )));
+            }
+            if stat.st_mode & 0o022 != 0 {
+                return Err(untrusted(format!(
+                    "its mode {:o} lets others write it",
+                    stat.st_mode & 0o7777
+                )));
+            }
+            Ok(Self {
+                dir: dir.to_path_buf(),
+                fd,
+            })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+        #[cfg(not(unix))]
+        {
+            if std::fs::symlink_metadata(dir)
+                .map_err(io)?
+                .file_type()
+                .is_symlink()
+            {
+                return Err(CacheError::Untrusted {
+                    dir: dir.to_path_buf(),
+                    reason: "it is not a folder (a symbolic link?)".into(),
+                });
+            }
+            Ok(Self {
+                dir: dir.to_path_buf(),
+            })
+        }
     }
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    let tmp = dir.join(format!("{KEY_FILE}.tmp{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io)?;
-    std::io::Write::write_all(&mut file, &key).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    // Another process may have made a key meanwhile: the first one wins.
-    match std::fs::hard_link(&tmp, &path) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&tmp);
-            Ok(key)
+
+    /// The cache's key: read, or made (32 random bytes, mode 600) on first
+    /// use; the first process to make one wins.
+    fn key(&self) -> Result<[u8; 32], CacheError> {
+        match self.read(KEY_FILE) {
+            Ok(bytes) => {
+                return bytes.try_into().map_err(|_| {
+                    self.untrusted(format!("its key file {KEY_FILE} is not 32 bytes"))
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io(e)),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(&tmp);
-            load_or_create_key(dir)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(io(e))
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| self.io(std::io::Error::other(e.to_string())))?;
+        let tmp = format!("{KEY_FILE}.tmp{}", std::process::id());
+        self.create(&tmp, &key, 0o600).map_err(|e| self.io(e))?;
+        let linked = self.link(&tmp, KEY_FILE);
+        self.remove(&tmp);
+        match linked {
+            Ok(()) => Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.key(),
+            Err(e) => Err(self.io(e)),
         }
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+#[cfg(unix)]
+impl Folder {
+    /// The whole of the file `name` in the folder (not through a link).
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Create `name` (it must not exist) holding `bytes`.
+    fn create(&self, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    }
+
+    fn link(&self, from: &str, to: &str) -> std::io::Result<()> {
+        Ok(rustix::fs::linkat(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::AtFlags::empty(),
+        )?)
+    }
+
+    fn remove(&self, name: &str) {
+        let _ = rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty());
+    }
+
+    /// Replace `name` with `bytes` atomically.
+    fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = format!("{name}.tmp{}", std::process::id());
+        self.remove(&tmp);
+        let written = self
+            .create(&tmp, bytes, 0o600)
+            .and_then(|()| Ok(rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?));
+        if written.is_err() {
+            self.remove(&tmp);
+        }
+        written
+    }
+}
+
+#[cfg(not(unix))]
+impl Folder {
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.dir.join(name))
+    }
+
+    fn create(&self, name: &str, bytes: &[u8], _mode: u32) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.dir.join(name))?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    }
+
+    fn link(&self, from: &str, to: &str) -> std::io::Result<()> {
+        std::fs::hard_link(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn remove(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(name));
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = format!("{name}.tmp{}", std::process::id());
+        self.remove(&tmp);
+        self.create(&tmp, bytes, 0o600)?;
+        std::fs::rename(self.dir.join(&tmp), self.dir.join(name))
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +474,70 @@ mod tests {
         std::os::unix::fs::symlink(&cache_dir, &link).unwrap();
         let error = CompileCache::new(&engine, Some(link)).unwrap_err();
         assert!(error.to_string().contains("not a folder"), "{error}");
+    }
+
+    /// A local user who can write the folder holding the cache swaps it,
+    /// as fast as they can, with a folder of their own holding an entry
+    /// they authenticated with their own key: nothing of theirs is loaded.
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_folder_swapped_under_the_agent_never_serves_the_swappers_code() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to give the swapper's folder to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (dir.path().join("cache"), dir.path().join("evil"));
+        let engine = engine();
+        let bytes = empty_component();
+        let hash = content_hash(&bytes);
+        CompileCache::new(&engine, Some(ours.clone())).unwrap();
+        let evil = CompileCache::new(&engine, Some(theirs.clone())).unwrap();
+        let compiled = evil.compile(&engine, &bytes).unwrap();
+        assert_eq!(evil.store(&hash, &compiled), CacheUse::Compiled);
+        for entry in std::fs::read_dir(&theirs).unwrap() {
+            std::os::unix::fs::lchown(entry.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+        std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                let fd = rustix::fs::open(
+                    &dir,
+                    rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                    rustix::fs::Mode::empty(),
+                )
+                .unwrap();
+                let mut swaps = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let exchange = rustix::fs::RenameFlags::EXCHANGE;
+                    rustix::fs::renameat_with(&fd, "cache", &fd, "evil", exchange).unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let (mut opened, mut refused) = (0, 0);
+        for _ in 0..2_000 {
+            match CompileCache::new(&engine, Some(ours.clone())) {
+                Ok(cache) => {
+                    opened += 1;
+                    assert!(
+                        cache.lookup(&engine, &hash).is_none(),
+                        "the swapper's code was served"
+                    );
+                }
+                Err(CacheError::Untrusted { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(
+            swaps > 1_000 && opened > 0 && refused > 0,
+            "{swaps} swaps, {opened} opened, {refused} refused"
+        );
     }
 
     fn empty_component() -> Vec<u8> {
