@@ -201,7 +201,7 @@ fn readable_by_nobody(path: &Path) -> bool {
     names.insert_spec("Users=user:nobody").unwrap();
     let fs = medic_backends::local_fs::LocalFileSystem::new(names);
     let path = medic_backends::fs::Beneath::new(path, "").unwrap();
-    fs.ensure_access(&path, "Users", AccessRight::Read, false, false)
+    fs.ensure_access(&path, "Users", AccessRight::Read, false, false, None)
         .unwrap()
         .changed
         .is_empty()

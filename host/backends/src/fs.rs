@@ -119,6 +119,9 @@ pub struct AccessChange {
     pub after: String,
 }
 
+/// Changes an [`AccessReport`] lists; more are counted.
+pub const MAX_LISTED_CHANGES: usize = 10_000;
+
 /// A path `ensure_access` did not change, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedPath {
@@ -130,7 +133,10 @@ pub struct SkippedPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessReport {
     pub checked: u64,
+    /// The changes, the first [`MAX_LISTED_CHANGES`] of them.
     pub changed: Vec<AccessChange>,
+    /// Changes made (or planned) beyond those listed.
+    pub unlisted_changes: u64,
     /// Paths left alone, and why (a file with other hard links lives
     /// outside the root too).
     pub skipped: Vec<SkippedPath>,
@@ -146,6 +152,9 @@ pub trait FileSystem: Send + Sync {
     fn list_dir(&self, path: &Beneath) -> OpResult<Vec<FileInfo>>;
     fn read_access(&self, path: &Beneath) -> OpResult<Vec<AccessEntry>>;
     fn read_file(&self, path: &Beneath, max_bytes: u32) -> OpResult<Vec<u8>>;
+    /// Give `principal` at least `right` on `path` (and everything under
+    /// it with `recursive`). A walk still going at `deadline` stops there
+    /// and says what it left unchecked.
     fn ensure_access(
         &self,
         path: &Beneath,
@@ -153,5 +162,6 @@ pub trait FileSystem: Send + Sync {
         right: AccessRight,
         recursive: bool,
         apply: bool,
+        deadline: Option<std::time::Instant>,
     ) -> OpResult<AccessReport>;
 }

@@ -46,8 +46,17 @@ impl FileSystem for LocalFileSystem {
         right: AccessRight,
         recursive: bool,
         apply: bool,
+        deadline: Option<std::time::Instant>,
     ) -> OpResult<AccessReport> {
-        imp::ensure_access(&self.principals, path, principal, right, recursive, apply)
+        imp::ensure_access(
+            &self.principals,
+            path,
+            principal,
+            right,
+            recursive,
+            apply,
+            deadline,
+        )
     }
 }
 
@@ -80,7 +89,7 @@ fn symlink_refused(path: &Path) -> BackendError {
 mod imp {
     use super::*;
     use crate::beneath;
-    use crate::fs::{AccessChange, SkippedPath};
+    use crate::fs::{AccessChange, MAX_LISTED_CHANGES, SkippedPath};
     use crate::posix_acl::{self, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER, TAG_USER_OBJ};
     use crate::{BackendError, Principal};
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -248,14 +257,25 @@ mod imp {
     struct Tally {
         checked: AtomicU64,
         changed: Mutex<Vec<AccessChange>>,
+        unlisted: AtomicU64,
         skipped: Mutex<Vec<SkippedPath>>,
+        unlisted_skips: AtomicU64,
     }
+
+    /// Skipped paths a report lists; more are counted.
+    const MAX_LISTED_SKIPS: usize = 1_000;
+
+    /// The longest path a walk enters: deeper folders are skipped and
+    /// reported, so that a tree built to be deep cannot make the agent
+    /// hold paths of unbounded length.
+    const MAX_PATH_BYTES: usize = 4096;
 
     /// One access repair: who needs what, and whether to apply it.
     struct Repair {
         principal: Principal,
         is_read: bool,
         apply: bool,
+        deadline: Option<std::time::Instant>,
         tally: Tally,
     }
 
@@ -276,19 +296,35 @@ mod imp {
                 posix_acl::write_fd(fd, &acl).map_err(|e| io_error(path, &e))?;
             }
             let display = |p: Principal| p.display();
-            lock(&self.tally.changed).push(AccessChange {
-                path: path.display().to_string(),
-                before: posix_acl::entry_text(&before, display),
-                after: posix_acl::entry_text(&after, display),
-            });
+            let mut changed = lock(&self.tally.changed);
+            if changed.len() < MAX_LISTED_CHANGES {
+                changed.push(AccessChange {
+                    path: path.display().to_string(),
+                    before: posix_acl::entry_text(&before, display),
+                    after: posix_acl::entry_text(&after, display),
+                });
+            } else {
+                self.tally.unlisted.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(())
         }
 
         fn skip(&self, path: &Path, reason: String) {
-            lock(&self.tally.skipped).push(SkippedPath {
-                path: path.display().to_string(),
-                reason,
-            });
+            let mut skipped = lock(&self.tally.skipped);
+            if skipped.len() < MAX_LISTED_SKIPS {
+                skipped.push(SkippedPath {
+                    path: path.display().to_string(),
+                    reason,
+                });
+            } else {
+                self.tally.unlisted_skips.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        /// Whether the run's deadline has come.
+        fn out_of_time(&self) -> bool {
+            self.deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
         }
 
         /// Visit every entry of the open folder `dir` except links; returns
@@ -310,6 +346,13 @@ mod imp {
                 let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&child_path, &e))?;
                 match beneath::file_type(&stat) {
                     FileType::Symlink => {}
+                    FileType::Directory if child_path.as_os_str().len() > MAX_PATH_BYTES => self
+                        .skip(
+                            &child_path,
+                            format!(
+                                "a folder deeper than {MAX_PATH_BYTES} bytes of path; not entered"
+                            ),
+                        ),
                     FileType::Directory => folders.push(Folder {
                         parent: Arc::clone(dir),
                         name,
@@ -381,6 +424,7 @@ mod imp {
         right: AccessRight,
         recursive: bool,
         apply: bool,
+        deadline: Option<std::time::Instant>,
     ) -> OpResult<AccessReport> {
         let principal = names.resolve(principal)?;
         let full = path.full();
@@ -388,10 +432,13 @@ mod imp {
             principal,
             is_read: right == AccessRight::Read,
             apply,
+            deadline,
             tally: Tally {
                 checked: AtomicU64::new(0),
                 changed: Mutex::new(Vec::new()),
+                unlisted: AtomicU64::new(0),
                 skipped: Mutex::new(Vec::new()),
+                unlisted_skips: AtomicU64::new(0),
             },
         };
         let (fd, stat) = open(path)?;
@@ -414,17 +461,33 @@ mod imp {
                 repair.visit(fd.as_fd(), &stat, &full)?;
             }
         }
+        if repair.out_of_time() && recursive {
+            repair.skip(
+                &full,
+                "the run's deadline came before the walk ended: the rest was not checked".into(),
+            );
+        }
         let Tally {
             checked,
             changed,
+            unlisted,
             skipped,
+            unlisted_skips,
         } = repair.tally;
         let mut changed = changed.into_inner().unwrap_or_else(|p| p.into_inner());
         changed.sort_by(|a, b| a.path.cmp(&b.path));
         let mut skipped = skipped.into_inner().unwrap_or_else(|p| p.into_inner());
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        let unlisted_skips = unlisted_skips.into_inner();
+        if unlisted_skips > 0 {
+            skipped.push(SkippedPath {
+                path: full.display().to_string(),
+                reason: format!("and {unlisted_skips} more paths skipped"),
+            });
+        }
         if !skipped.is_empty() {
-            tracing::warn!(paths = skipped.len(), root = %full.display(), "access repair skipped paths that may lead outside the granted root");
+            // Debug formatting: the path is the plugin's to choose.
+            tracing::warn!(paths = skipped.len(), root = ?full, "access repair skipped paths");
         }
         if !changed.is_empty() && !apply {
             tracing::debug!(paths = changed.len(), "access changes planned, not applied");
@@ -432,6 +495,7 @@ mod imp {
         Ok(AccessReport {
             checked: checked.into_inner(),
             changed,
+            unlisted_changes: unlisted.into_inner(),
             skipped,
             applied: apply,
         })
@@ -461,7 +525,7 @@ mod imp {
                 let folder = {
                     let mut state = lock(&pending);
                     loop {
-                        if state.failed.is_some() {
+                        if state.failed.is_some() || repair.out_of_time() {
                             return;
                         }
                         if let Some(folder) = state.folders.pop() {
@@ -527,6 +591,7 @@ mod imp {
                 right,
                 recursive,
                 apply,
+                None,
             )
         }
 
@@ -683,6 +748,7 @@ mod imp {
         _right: AccessRight,
         _recursive: bool,
         _apply: bool,
+        _deadline: Option<std::time::Instant>,
     ) -> OpResult<AccessReport> {
         Err(unsupported())
     }

@@ -121,7 +121,7 @@ fn recursive_and_single_file_repairs_never_change_anything_outside_the_root() {
         } else {
             beneath(&scene.share, &format!("sub/f{}", round % FILES))
         };
-        match fs.ensure_access(&target, "user:nobody", AccessRight::Read, true, true) {
+        match fs.ensure_access(&target, "user:nobody", AccessRight::Read, true, true, None) {
             Ok(report) => {
                 changed_inside.fetch_add(report.changed.len() as u64, Ordering::Relaxed);
                 for change in &report.changed {
@@ -215,7 +215,7 @@ fn a_link_as_the_last_component_is_refused_however_it_is_spelled() {
         let list = fs.list_dir(&path).unwrap_err();
         assert_eq!(list.kind, ErrorKind::Denied, "{spelling}: {list}");
         let ensure = fs
-            .ensure_access(&path, "user:nobody", AccessRight::Read, true, true)
+            .ensure_access(&path, "user:nobody", AccessRight::Read, true, true, None)
             .unwrap();
         assert_eq!(ensure.checked, 0, "{spelling}");
         assert_eq!(ensure.skipped.len(), 1, "{spelling}");
@@ -241,6 +241,7 @@ fn a_hard_link_to_a_file_outside_is_neither_read_nor_changed() {
             AccessRight::Read,
             false,
             true,
+            None,
         )
         .unwrap_err();
     assert_eq!(single.kind, ErrorKind::Denied, "{single}");
@@ -251,6 +252,7 @@ fn a_hard_link_to_a_file_outside_is_neither_read_nor_changed() {
             AccessRight::Read,
             true,
             true,
+            None,
         )
         .unwrap();
     assert_eq!(walk.skipped.len(), 1, "{walk:?}");
@@ -260,4 +262,80 @@ fn a_hard_link_to_a_file_outside_is_neither_read_nor_changed() {
         "the rest was repaired: {walk:?}"
     );
     assert_eq!(outside_acl_changed(&scene.outside), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_walk_stops_at_its_deadline_and_does_not_descend_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    for folder in 0..20 {
+        let folder = share.join(format!("d{folder}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for file in 0..1_000 {
+            std::fs::write(folder.join(format!("f{file}")), b"").unwrap();
+        }
+    }
+    let fs = LocalFileSystem::new(PrincipalMap::default());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(20);
+    let report = fs
+        .ensure_access(
+            &beneath(&share, ""),
+            "user:nobody",
+            AccessRight::Read,
+            true,
+            false,
+            Some(deadline),
+        )
+        .unwrap();
+    assert!(
+        report.checked < 20_021,
+        "the walk went on: {}",
+        report.checked
+    );
+    assert!(
+        report.skipped.iter().any(|s| s.reason.contains("deadline")),
+        "{:?}",
+        report.skipped
+    );
+    assert!(report.changed.len() + report.unlisted_changes as usize == report.checked as usize);
+
+    // A chain of folders with long names: entered down to a bounded path.
+    let deep = dir.path().join("deep");
+    let mut path = deep.clone();
+    std::fs::create_dir_all(&path).unwrap();
+    let dir_fd = std::fs::File::open(&path).unwrap();
+    let mut fd = dir_fd;
+    for _ in 0..100 {
+        // Made by descriptor: the whole path is longer than the kernel takes.
+        let name = "n".repeat(250);
+        rustix::fs::mkdirat(&fd, name.as_str(), rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        let next = rustix::fs::openat(
+            &fd,
+            name.as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        fd = std::fs::File::from(next);
+        path.push(&name);
+    }
+    let report = fs
+        .ensure_access(
+            &beneath(&deep, ""),
+            "user:nobody",
+            AccessRight::Read,
+            true,
+            false,
+            None,
+        )
+        .unwrap();
+    assert!(report.checked < 20, "{}", report.checked);
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("deeper than")),
+        "{:?}",
+        report.skipped
+    );
 }

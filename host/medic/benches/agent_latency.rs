@@ -91,7 +91,7 @@ fn measure(share: &Path, cause: impl Fn(usize)) -> (Vec<Duration>, usize) {
     let fs = medic_backends::local_fs::LocalFileSystem::new(names);
     let readme = medic_backends::fs::Beneath::new(share, "readme.txt").unwrap();
     let readable = || {
-        fs.ensure_access(&readme, "Users", AccessRight::Read, false, false)
+        fs.ensure_access(&readme, "Users", AccessRight::Read, false, false, None)
             .unwrap()
             .changed
             .is_empty()

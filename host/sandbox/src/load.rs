@@ -9,6 +9,7 @@ use crate::host::grants::{Capability, Grants};
 use crate::host::{Mode, RunState};
 use crate::info::PluginInfo;
 use crate::limits::{Limits, MemoryLimiter};
+use crate::text::{MAX_MESSAGE_BYTES, clean};
 use medic_backends::{Backends, PrincipalMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,7 +163,7 @@ impl Runtime {
                         .compile(&self.engine, bytes)
                         .map_err(|e| LoadError::Compile {
                             origin: origin.clone(),
-                            reason: format!("{e:#}"),
+                            reason: clean(&format!("{e:#}"), MAX_MESSAGE_BYTES),
                         })?;
                 (compiled.component.clone(), Some(compiled))
             }
@@ -176,7 +177,7 @@ impl Runtime {
         let bindings = Bindings::new(&contract.version, &self.linker, &component).map_err(|e| {
             LoadError::Link {
                 origin: origin.clone(),
-                reason: format!("{e:#}"),
+                reason: clean(&format!("{e:#}"), MAX_MESSAGE_BYTES),
             }
         })?;
         tracing::debug!(

@@ -21,8 +21,13 @@ pub enum StateWriteError {
     QuotaExceeded { needed: u64, quota: u64 },
 }
 
+/// What one key costs besides its bytes: the store keeps the plugin's
+/// name with it and a page's bookkeeping, so that many empty keys are
+/// not free.
+const ENTRY_OVERHEAD: u64 = 64;
+
 fn entry_size(key: &str, value: &str) -> u64 {
-    (key.len() + value.len()) as u64
+    (key.len() + value.len()) as u64 + ENTRY_OVERHEAD
 }
 
 /// A plugin's usage as recorded, or counted from its keys when a store
@@ -215,36 +220,39 @@ mod tests {
     fn the_quota_bounds_each_plugins_state_and_shrinking_is_always_allowed() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::new(Store::open(dir.path()).unwrap());
-        let quota = 100;
+        // Each entry costs its key, its value and the overhead: 2 + 9 + 64.
+        let quota = 9 * 75 + 10;
         for i in 0..9 {
             state
                 .set("p", &format!("k{i}"), "123456789", quota)
                 .unwrap();
         }
-        assert_eq!(state.usage("p").unwrap(), 99);
+        assert_eq!(state.usage("p").unwrap(), 675);
         let over = state.set("p", "k9", "123456789", quota).unwrap_err();
         assert!(
             matches!(
                 over,
                 StateWriteError::QuotaExceeded {
-                    needed: 110,
-                    quota: 100
+                    needed: 750,
+                    quota: 685
                 }
             ),
             "{over}"
         );
+        // Many empty keys are not free.
+        assert!(state.set("p", "k9", "", quota).is_err());
         // Rewriting a key with a value of the same size or smaller is fine.
         state.set("p", "k0", "x", quota).unwrap();
-        assert_eq!(state.usage("p").unwrap(), 91);
+        assert_eq!(state.usage("p").unwrap(), 667);
         state.remove("p", "k1").unwrap();
-        assert_eq!(state.usage("p").unwrap(), 80);
+        assert_eq!(state.usage("p").unwrap(), 592);
         state.set("p", "k9", "123456789", quota).unwrap();
         // Another plugin has a quota of its own.
-        state.set("q", "k", &"v".repeat(99), quota).unwrap();
+        state.set("q", "k", &"v".repeat(600), quota).unwrap();
         // Usage survives reopening, and a lowered quota still lets it shrink.
         drop(state);
         let state = StateStore::new(Store::open(dir.path()).unwrap());
-        assert_eq!(state.usage("p").unwrap(), 91);
+        assert_eq!(state.usage("p").unwrap(), 667);
         state.set("p", "k2", "", 10).unwrap();
         assert!(state.set("p", "new", "x", 10).is_err());
     }

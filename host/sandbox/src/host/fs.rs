@@ -145,9 +145,14 @@ impl RunState {
             true,
             |run, apply| {
                 let checked = run.granted_path(&path, true)?;
-                run.backends
-                    .fs
-                    .ensure_access(&checked, &principal, right, recursive, apply)
+                run.backends.fs.ensure_access(
+                    &checked,
+                    &principal,
+                    right,
+                    recursive,
+                    apply,
+                    Some(run.deadline),
+                )
             },
             |report| {
                 let verb = if report.applied {
@@ -158,7 +163,7 @@ impl RunState {
                 let mut summary = format!(
                     "{} checked, {} {verb}",
                     report.checked,
-                    report.changed.len()
+                    report.changed.len() as u64 + report.unlisted_changes
                 );
                 if !report.skipped.is_empty() {
                     summary.push_str(&format!(

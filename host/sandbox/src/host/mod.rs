@@ -131,8 +131,11 @@ const MAX_RECORDED_EFFECTS: usize = 100;
 const MAX_LOGGED_REFUSALS: usize = 10;
 
 /// Records kept per run of calls that change nothing; more are counted.
-/// Mutating calls are always kept (the call quota bounds them).
 const MAX_RECORDED_READS: usize = 1_000;
+
+/// Records kept per run of calls that change (or would change) something;
+/// more are counted. A journal record holds far fewer in any case.
+const MAX_RECORDED_CHANGES: usize = 2_000;
 
 /// Everything a run's host calls can see: the store data of one run.
 pub struct RunState {
@@ -154,6 +157,8 @@ pub struct RunState {
     made_calls: usize,
     /// Recorded calls that change nothing.
     recorded_reads: usize,
+    /// Recorded calls that change something.
+    recorded_changes: usize,
     /// Refused calls so far (only the first few are logged).
     refused_calls: usize,
     pub max_calls: usize,
@@ -204,6 +209,7 @@ impl RunState {
             dropped_calls: 0,
             made_calls: 0,
             recorded_reads: 0,
+            recorded_changes: 0,
             refused_calls: 0,
             max_calls,
             limiter,
@@ -295,14 +301,17 @@ impl RunState {
         } else {
             tracing::debug!(plugin = %self.plugin, run = %self.run_id, function, micros, "host call");
         }
-        if !mutating {
-            if self.recorded_reads >= MAX_RECORDED_READS {
-                self.dropped_calls += 1;
-                self.check_deadline()?;
-                return Ok(result);
-            }
-            self.recorded_reads += 1;
+        let (recorded, budget) = if mutating {
+            (&mut self.recorded_changes, MAX_RECORDED_CHANGES)
+        } else {
+            (&mut self.recorded_reads, MAX_RECORDED_READS)
+        };
+        if *recorded >= budget {
+            self.dropped_calls += 1;
+            self.check_deadline()?;
+            return Ok(result);
         }
+        *recorded += 1;
         self.calls.push(HostCall {
             function: function.to_string(),
             args,
