@@ -549,6 +549,12 @@ fn status(args: &StateArgs) -> Result<ExitCode> {
         age as f64 / 1000.0,
         status.running
     );
+    // A serving dispatcher rewrites the snapshot every second.
+    if age > 5_000 {
+        println!(
+            "  the snapshot is stale: the agent has stopped, or its dispatcher is not serving"
+        );
+    }
     for p in &status.plugins {
         println!(
             "  {:<20} {:<8} {}  {:<8} queued {:<4} running {:<2} coalesced {:<6} last {} {}{}",
@@ -567,6 +573,12 @@ fn status(args: &StateArgs) -> Result<ExitCode> {
                 ""
             }
         );
+        if p.overdue > 0 {
+            println!(
+                "  {:<20} {} run(s) in flight well past their timeout: a host call is not returning",
+                "", p.overdue
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
