@@ -63,6 +63,7 @@ impl FileSystem for LocalFileSystem {
 /// The refusal of a file that has other hard links: its other names may
 /// lie outside the granted root, so reading or changing it through this
 /// one would reach beyond the grant.
+#[cfg(target_os = "linux")]
 fn hard_linked(path: &Path, links: u64) -> BackendError {
     BackendError::new(
         ErrorKind::Denied,
