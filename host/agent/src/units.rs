@@ -3,27 +3,43 @@
 
 use std::time::Duration;
 
-/// Parse `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
+/// The longest duration medic takes anywhere: longer ones are refused by
+/// the parser, so that no deadline or window computed from one can
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parse `500ms`, `30s`, `2m`, `1h` (a bare number is seconds), at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 30s, 2m or 1h"))?;
-    let duration = match unit.trim() {
-        "ms" => Duration::from_millis(value),
-        "" | "s" => Duration::from_secs(value),
-        "m" | "min" => Duration::from_secs(value * 60),
-        "h" => Duration::from_secs(value * 3600),
+    let too_long = || format!("`{text}` is longer than the longest duration medic takes, 366 days");
+    let value: u64 = number.parse().map_err(|e: std::num::ParseIntError| {
+        if number.is_empty() || !matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
+            format!("`{text}` is not a duration; write e.g. 500ms, 30s, 2m or 1h")
+        } else {
+            too_long()
+        }
+    })?;
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
         other => {
             return Err(format!(
                 "`{text}`: unknown unit `{other}`; use ms, s, m or h"
             ));
         }
     };
+    let duration = value
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(too_long)?;
     Ok(duration)
 }
 
@@ -65,6 +81,50 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert_eq!(
+            parse_duration("366d").unwrap_err(),
+            "`366d`: unknown unit `d`; use ms, s, m or h"
+        );
+        for long in [
+            "9999999999999999h",
+            "18446744073709551615ms",
+            "99999999999999999999999s",
+            "8785h",
+        ] {
+            let error = parse_duration(long).unwrap_err();
+            assert!(error.contains("366 days"), "{long}: {error}");
+        }
+        assert_eq!(parse_duration("8784h"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn no_text_panics_the_parsers() {
+        let pieces = [
+            "",
+            "0",
+            "9",
+            "18446744073709551615",
+            "99999999999999999999",
+            "ms",
+            "s",
+            "m",
+            "h",
+            "KiB",
+            "GiB",
+            " ",
+            "-",
+            "é",
+            "\u{0}",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let text = format!("{a}{b}{c}");
+                    let _ = parse_duration(&text);
+                    let _ = parse_size(&text);
+                }
+            }
+        }
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl Systemd {
         want: ServiceState,
         timeout: Duration,
     ) -> OpResult<ServiceStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(600));
         loop {
             let status = self.query(name)?;
             if status.state == want {

@@ -15,7 +15,7 @@ use crate::{LoadedPlugin, Runtime};
 use medic_backends::Backends;
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// Everything a run needs besides the plugin.
@@ -129,7 +129,11 @@ impl RunReport {
 
 impl Runtime {
     pub(crate) fn new_store(&self, mut state: RunState, limits: &Limits) -> Store<RunState> {
-        state.deadline = Instant::now() + limits.timeout;
+        let now = Instant::now();
+        // A timeout too long to add is as good as none: a year will do.
+        state.deadline = now
+            .checked_add(limits.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(366 * 24 * 3600));
         state.state_quota = limits.state_quota_bytes;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

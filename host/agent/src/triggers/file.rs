@@ -87,7 +87,9 @@ pub fn spawn(
             } else {
                 changed.clone()
             };
-            let due = Instant::now() + debounce;
+            let due = Instant::now()
+                .checked_add(debounce)
+                .unwrap_or_else(Instant::now);
             let entry = pending.entry(key).or_insert_with(|| Pending {
                 due,
                 changes: BTreeSet::new(),
