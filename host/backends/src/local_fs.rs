@@ -155,6 +155,19 @@ mod imp {
         path.join(std::ffi::OsStr::from_bytes(name.as_bytes()))
     }
 
+    /// Refuse what `stat` describes unless it is of kind `want` (`what`
+    /// names it for the message); a link is refused as a link.
+    fn expect_kind(full: &Path, stat: &Stat, want: FileType, what: &str) -> OpResult<()> {
+        match beneath::file_type(stat) {
+            kind if kind == want => Ok(()),
+            FileType::Symlink => Err(symlink_refused(full)),
+            _ => Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!("{} is not {what}", full.display()),
+            )),
+        }
+    }
+
     pub fn stat(path: &Beneath) -> OpResult<FileInfo> {
         let (_, stat) = open(path)?;
         Ok(file_info(&path.full(), &stat))
@@ -163,16 +176,7 @@ mod imp {
     pub fn list_dir(path: &Beneath) -> OpResult<Vec<FileInfo>> {
         let full = path.full();
         let (fd, stat) = open(path)?;
-        match beneath::file_type(&stat) {
-            FileType::Directory => {}
-            FileType::Symlink => return Err(symlink_refused(&full)),
-            _ => {
-                return Err(BackendError::new(
-                    ErrorKind::InvalidArgument,
-                    format!("{} is not a folder", full.display()),
-                ));
-            }
-        }
+        expect_kind(&full, &stat, FileType::Directory, "a folder")?;
         let mut out = Vec::new();
         for name in beneath::entries(fd.as_fd()).map_err(|e| io_error(&full, &e))? {
             match beneath::stat_entry(fd.as_fd(), &name) {
@@ -189,16 +193,7 @@ mod imp {
         use std::io::Read;
         let full = path.full();
         let (fd, stat) = open(path)?;
-        match beneath::file_type(&stat) {
-            FileType::RegularFile => {}
-            FileType::Symlink => return Err(symlink_refused(&full)),
-            _ => {
-                return Err(BackendError::new(
-                    ErrorKind::InvalidArgument,
-                    format!("{} is not a regular file", full.display()),
-                ));
-            }
-        }
+        expect_kind(&full, &stat, FileType::RegularFile, "a regular file")?;
         if let Some(links) = extra_links(&stat) {
             return Err(hard_linked(&full, links));
         }
