@@ -270,33 +270,42 @@ impl Journal {
 
     /// Append one record, durably; returns it with its sequence and hash.
     pub fn append(&self, new: NewRecord) -> Result<AuditRecord, StoreError> {
-        let new = new.within_size();
         let txn = self.store.database().begin_write()?;
-        let record = {
-            let mut table = txn.open_table(JOURNAL)?;
-            let (seq, prev_hash) = match table.last()? {
-                Some((seq, bytes)) => {
-                    let last: AuditRecord = serde_json::from_slice(bytes.value()).map_err(|e| {
-                        StoreError::Corrupt(format!("journal record {}: {e}", seq.value()))
-                    })?;
-                    (seq.value() + 1, last.hash)
-                }
-                None => (1, GENESIS.to_string()),
-            };
-            let mut record = AuditRecord {
-                seq,
-                time_ms: now_ms(),
-                entry: new,
-                prev_hash,
-                hash: String::new(),
-            };
-            record.hash = record_hash(&record);
-            let bytes =
-                serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            table.insert(seq, bytes.as_slice())?;
-            record
-        };
+        let record = self.append_in(&txn, new)?;
         txn.commit()?;
+        Ok(record)
+    }
+
+    /// Append one record inside the caller's write transaction, so that it
+    /// lands together with the caller's other writes (a run's record with
+    /// the removal of its event from the durable queue) or not at all. The
+    /// record is durable once the caller commits.
+    pub fn append_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        new: NewRecord,
+    ) -> Result<AuditRecord, StoreError> {
+        let new = new.within_size();
+        let mut table = txn.open_table(JOURNAL)?;
+        let (seq, prev_hash) = match table.last()? {
+            Some((seq, bytes)) => {
+                let last: AuditRecord = serde_json::from_slice(bytes.value()).map_err(|e| {
+                    StoreError::Corrupt(format!("journal record {}: {e}", seq.value()))
+                })?;
+                (seq.value() + 1, last.hash)
+            }
+            None => (1, GENESIS.to_string()),
+        };
+        let mut record = AuditRecord {
+            seq,
+            time_ms: now_ms(),
+            entry: new,
+            prev_hash,
+            hash: String::new(),
+        };
+        record.hash = record_hash(&record);
+        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        table.insert(seq, bytes.as_slice())?;
         Ok(record)
     }
 
