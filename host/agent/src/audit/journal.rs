@@ -105,15 +105,19 @@ pub enum RecordStatus {
     Removed,
     Tripped,
     Released,
+    /// A run cut off by the agent's end (a kill, a crash, a power loss):
+    /// recorded at the next start, when its event runs again.
+    Interrupted,
 }
 
 impl RecordStatus {
-    const OTHERS: [RecordStatus; 5] = [
+    const OTHERS: [RecordStatus; 6] = [
         Self::Loaded,
         Self::Rejected,
         Self::Removed,
         Self::Tripped,
         Self::Released,
+        Self::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +128,7 @@ impl RecordStatus {
             Self::Removed => "removed",
             Self::Tripped => "tripped",
             Self::Released => "released",
+            Self::Interrupted => "interrupted",
         }
     }
 

@@ -106,7 +106,7 @@ pub struct AuditArgs {
     pub plugin: Option<String>,
 
     /// Only this status: healthy, remediated, failed, needs-approval (runs),
-    /// loaded, rejected, removed, tripped, released.
+    /// loaded, rejected, removed, tripped, released, interrupted.
     #[arg(long, value_parser = parse_record_status)]
     pub status: Option<RecordStatus>,
 
@@ -293,7 +293,7 @@ pub fn main() -> ExitCode {
 
 fn parse_record_status(text: &str) -> Result<RecordStatus, String> {
     RecordStatus::parse(text).ok_or_else(|| {
-        format!("`{text}`: expected healthy, remediated, failed, needs-approval, loaded, rejected, removed, tripped or released")
+        format!("`{text}`: expected healthy, remediated, failed, needs-approval, loaded, rejected, removed, tripped, released or interrupted")
     })
 }
 
