@@ -274,9 +274,33 @@ pub struct Loaded {
     pub plugins: Vec<ActivePlugin>,
 }
 
+/// A plugin the policy names whose component or table was refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub plugin: String,
+    pub error: PolicyError,
+}
+
 /// Read `policy_file`, open its backends through `catalog`, load and check
-/// every plugin; all problems at once.
+/// every plugin; all problems at once. Any problem refuses the whole
+/// policy: what `medic check` and `medic approve` want.
 pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Loaded, AgentError> {
+    let (loaded, refused) = load_serving(policy_file, catalog)?;
+    if refused.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(PolicyErrors(refused.into_iter().map(|r| r.error).collect()).into())
+    }
+}
+
+/// As [`load`], but a plugin whose component or checks fail is left out
+/// and returned with why, so that one bad plugin does not keep the others
+/// from serving. A policy that cannot be read, or whose backend cannot be
+/// opened, is still refused whole.
+pub fn load_serving(
+    policy_file: &Path,
+    catalog: &dyn BackendCatalog,
+) -> Result<(Loaded, Vec<Refused>), AgentError> {
     let mut backends = None;
     let policy = Policy::load_with(policy_file, &mut |section| match catalog.open(section) {
         Ok(opened) => {
@@ -285,24 +309,31 @@ pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Loaded, 
         }
         Err(errors) => errors,
     })?;
-    let mut errors = Vec::new();
     let runtime = runtime_for(&policy)?;
     let mut plugins = Vec::new();
+    let mut refused = Vec::new();
     for plugin in &policy.plugins {
         match load_plugin(&runtime, &policy, plugin, None) {
             Ok(active) => plugins.push(active),
-            Err(e) => errors.push(e),
+            Err(error) => refused.push(Refused {
+                plugin: plugin.name.clone(),
+                error,
+            }),
         }
     }
-    match backends {
-        Some(backends) if errors.is_empty() => Ok(Loaded {
+    let Some(backends) = backends else {
+        // The callback reported why, and the policy was refused with it.
+        return Err(PolicyErrors(refused.into_iter().map(|r| r.error).collect()).into());
+    };
+    Ok((
+        Loaded {
             policy,
             runtime,
             backends,
             plugins,
-        }),
-        _ => Err(PolicyErrors(errors).into()),
-    }
+        },
+        refused,
+    ))
 }
 
 #[cfg(test)]

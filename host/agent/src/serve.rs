@@ -2,15 +2,17 @@
 //! serve until asked to stop, taking changes to the policy file and the
 //! plugin folder without a restart (a broken change is rejected, recorded,
 //! and the last good version keeps serving, unless the keys the policy
-//! trusts changed and it is signed by none of them).
+//! trusts changed and it is signed by none of them). A plugin refused at
+//! start-up is disabled, loudly (log, journal, status), and the others
+//! serve; a later change that fixes it is taken like any other.
 
 use crate::audit::Store;
 use crate::audit::journal::{Journal, NewRecord, RecordKind, RecordStatus};
 use crate::audit::state::StateStore;
 use crate::backend::BackendCatalog;
 use crate::context::{ActivePlugin, AgentContext};
-use crate::dispatch::{Control, Dispatcher};
-use crate::loading::{self, AgentError, Loaded, load_plugin};
+use crate::dispatch::{Control, DisabledPlugin, Dispatcher};
+use crate::loading::{self, AgentError, Loaded, Refused, load_plugin};
 use crate::policy::{PluginPolicy, Policy, PolicyDiff, Trust};
 use crate::triggers::{self, TriggerSet};
 use std::future::Future;
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 pub struct Agent {
     ctx: Arc<AgentContext>,
     plugins: Vec<Arc<ActivePlugin>>,
+    disabled: Vec<DisabledPlugin>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -33,17 +36,37 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Validate the policy and load everything; refuses a bad policy with
-    /// every problem found.
+    /// Validate the policy and load everything; refuses a policy that
+    /// cannot be read with every problem found. A plugin whose component
+    /// or checks fail is disabled, logged and recorded; the others serve.
     pub fn load(policy_file: &Path, catalog: Arc<dyn BackendCatalog>) -> Result<Self, AgentError> {
-        let Loaded {
-            policy,
-            runtime,
-            backends,
-            plugins: active,
-        } = loading::load(policy_file, catalog.as_ref())?;
+        let (
+            Loaded {
+                policy,
+                runtime,
+                backends,
+                plugins: active,
+            },
+            refused,
+        ) = loading::load_serving(policy_file, catalog.as_ref())?;
         let store = Store::open(&policy.agent.state_dir)?;
         let journal = Journal::new(store.clone());
+        let mut disabled = Vec::new();
+        for Refused { plugin, error } in refused {
+            tracing::error!(plugin = %plugin, "plugin DISABLED: {error}");
+            journal.append(NewRecord {
+                kind: RecordKind::PluginRejected,
+                plugin: plugin.clone(),
+                run_id: String::new(),
+                status: RecordStatus::Rejected,
+                summary: format!("disabled at start-up: {}", error.message),
+                detail: serde_json::json!({ "error": error.to_string() }),
+            })?;
+            disabled.push(DisabledPlugin {
+                name: plugin,
+                reason: error.message,
+            });
+        }
         for plugin in &active {
             journal.append(NewRecord {
                 kind: RecordKind::PluginLoaded,
@@ -73,6 +96,7 @@ impl Agent {
         Ok(Self {
             ctx: Arc::new(ctx),
             plugins: active.into_iter().map(Arc::new).collect(),
+            disabled,
         })
     }
 
@@ -102,7 +126,10 @@ impl Agent {
             .map(|p| p.policy.name.as_str())
             .collect();
         tracing::info!(plugins = ?names, state_dir = %agent_settings.state_dir.display(), "agent ready");
-        let dispatcher = Dispatcher::new(ctx.clone(), self.plugins.clone());
+        let dispatcher = Dispatcher::new(ctx.clone(), self.plugins.clone())?;
+        if !self.disabled.is_empty() {
+            let _ = control.send(Control::Disabled(self.disabled)).await;
+        }
         let serving = tokio::spawn(dispatcher.serve(events, control_rx));
         let mut current = self.plugins;
         tokio::pin!(shutdown);
@@ -117,9 +144,12 @@ impl Agent {
                     }
                     while changes.try_recv().is_ok() {}
                     let (context, previous) = (ctx.clone(), current.clone());
-                    let Ok(Some(next)) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
+                    let Ok(Some((next, disabled))) = tokio::task::spawn_blocking(move || reload(&context, &previous)).await else {
                         continue;
                     };
+                    if control.send(Control::Disabled(disabled)).await.is_err() {
+                        break;
+                    }
                     // The dispatcher serves the new set before its triggers
                     // start, so no event of theirs finds it unknown.
                     let mut next = next;
@@ -279,10 +309,14 @@ enum Change {
 }
 
 /// Read the policy and the plugin directory again. Returns the plugin set
-/// to serve, or `None` when nothing should change (a broken policy keeps
-/// the old one entirely; a broken component keeps its last good version).
-/// Every rejection is logged and recorded.
-fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<ActivePlugin>>> {
+/// to serve with the plugins the policy names that do not serve, or `None`
+/// when nothing should change (a broken policy keeps the old one entirely;
+/// a broken component keeps its last good version). Every rejection is
+/// logged and recorded.
+fn reload(
+    ctx: &AgentContext,
+    current: &[Arc<ActivePlugin>],
+) -> Option<(Vec<Arc<ActivePlugin>>, Vec<DisabledPlugin>)> {
     let record_with = |kind: RecordKind,
                        status: RecordStatus,
                        plugin: &str,
@@ -332,6 +366,7 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
         tracing::warn!("[agent] and [backend] changes take effect at the next restart");
     }
     let mut next = Vec::new();
+    let mut disabled = Vec::new();
     let mut changed = false;
     // Plugins whose serving version the policy no longer trusts.
     let mut stopped: Vec<String> = Vec::new();
@@ -369,6 +404,10 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
                 let reason = e.message;
                 let Some(old) = old else {
                     tracing::error!(plugin = %plugin.name, "plugin rejected: {reason}");
+                    disabled.push(DisabledPlugin {
+                        name: plugin.name.clone(),
+                        reason: reason.clone(),
+                    });
                     record(
                         RecordKind::PluginRejected,
                         RecordStatus::Rejected,
@@ -404,6 +443,10 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
                             &plugin.name,
                             format!("stopped: {why}"),
                         );
+                        disabled.push(DisabledPlugin {
+                            name: plugin.name.clone(),
+                            reason: why,
+                        });
                         stopped.push(plugin.name.clone());
                         changed = true;
                     }
@@ -423,5 +466,5 @@ fn reload(ctx: &AgentContext, current: &[Arc<ActivePlugin>]) -> Option<Vec<Arc<A
             "removed from the policy".into(),
         );
     }
-    changed.then_some(next)
+    changed.then_some((next, disabled))
 }

@@ -1,27 +1,34 @@
 //! Dispatch: which event runs when, and running it. The decisions (queues,
 //! coalescing, the agent's and each plugin's concurrency, rate limits, the
 //! flap guard) are a pure state machine in [`schedule`]; this module is its
-//! I/O shell: it feeds it events, persists its counters, records flap-guard
-//! transitions in the journal, spawns the runs it starts on blocking
-//! threads (so a slow or hung plugin holds only its own slot, and is killed
-//! at its timeout), records each run, and publishes the status snapshot.
-//! File events caused by a plugin's own changes are not fed back to it.
+//! I/O shell: it feeds it events, keeps every accepted event in the
+//! durable queue ([`queue`]) with its counters and flap-guard records,
+//! spawns the runs it starts on blocking threads (so a slow or hung plugin
+//! holds only its own slot, and is killed at its timeout), records each
+//! run in the same transaction that takes its event off the queue, and
+//! publishes the status snapshot. File events caused by a plugin's own
+//! changes are not fed back to it. At start it takes up what a previous
+//! agent left in the queue: cut-off runs are recorded as interrupted, and
+//! every event left runs (again).
 //!
 //! A watchdog on the dispatcher's own loop reports any run still in flight
 //! well past its timeout (a host call the sandbox could not bound), in the
 //! log and in the status snapshot; and the snapshot is rewritten at least
 //! every second, so its age shows that the dispatcher keeps serving.
 
+pub mod queue;
 pub mod schedule;
 
+use crate::audit::StoreError;
 use crate::audit::journal::{NewRecord, RecordKind, RecordStatus};
 use crate::context::{ActivePlugin, AgentContext};
-use crate::triggers::Routed;
+use crate::triggers::{Intake, Routed};
 use medic_sandbox::{
     EventKind, EventRecord, Mode, OwnEffects, PluginState, RunReport, RunRequest, RunResult,
     Status, new_id, now_ms,
 };
-use schedule::{Counters, Finished, GuardChange, Offer, Rules, RunTicket, Scheduler};
+use queue::{DurableQueue, EventId, QueuedEvent, StartedRun};
+use schedule::{Counters, Finished, GuardChange, Offer, Rules, RunTicket, Scheduler, Start};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,12 +41,6 @@ const STATUS: &str = "agent_status";
 /// Read a plugin's counters.
 pub fn load_counters(ctx: &AgentContext, plugin: &str) -> Counters {
     ctx.store.get_json(COUNTERS, plugin).unwrap_or_default()
-}
-
-fn save_counters(ctx: &AgentContext, plugin: &str, counters: &Counters) {
-    if let Err(e) = ctx.store.put_json(COUNTERS, plugin, counters) {
-        tracing::error!(plugin, "cannot persist rate-limit counters: {e}");
-    }
 }
 
 /// What `medic status` shows of one plugin.
@@ -63,6 +64,14 @@ pub struct PluginStatus {
     pub last_run_ms: Option<u64>,
 }
 
+/// A plugin the policy names that does not serve: its component or its
+/// table was refused at start-up or on a reload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DisabledPlugin {
+    pub name: String,
+    pub reason: String,
+}
+
 /// The snapshot the agent keeps in the store for `medic status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgentStatus {
@@ -71,6 +80,16 @@ pub struct AgentStatus {
     pub updated_ms: u64,
     pub running: usize,
     pub plugins: Vec<PluginStatus>,
+    /// Plugins the policy names that are not served, and why.
+    #[serde(default)]
+    pub disabled: Vec<DisabledPlugin>,
+    /// Why the store cannot be written, while it cannot: events, runs and
+    /// records wait in memory meanwhile.
+    #[serde(default)]
+    pub store_failing: Option<String>,
+    /// Writes waiting for the store.
+    #[serde(default)]
+    pub writes_waiting: usize,
 }
 
 /// Read the last snapshot the agent wrote.
@@ -85,14 +104,26 @@ pub enum Control {
     /// version they started with; queued events stay queued and run on the
     /// new version; plugins no longer in the set lose their queue.
     Swap(Vec<Arc<ActivePlugin>>),
+    /// These plugins the policy names are not served, and why.
+    Disabled(Vec<DisabledPlugin>),
 }
 
-/// A finished run, back from its blocking thread; no report when the
-/// host itself failed during the run.
+/// An event in the scheduler's queues: its place in the durable queue and
+/// the event itself.
+#[derive(Debug)]
+pub struct Queued {
+    pub id: EventId,
+    pub event: EventRecord,
+}
+
+/// A finished run, back from its blocking thread, with its journal record.
 struct Done {
     key: u64,
     ticket: RunTicket,
-    report: Option<RunReport>,
+    id: EventId,
+    record: NewRecord,
+    /// The run's id and outcome; none when the host itself failed.
+    outcome: Option<(String, Status)>,
     mutated: bool,
 }
 
@@ -103,6 +134,16 @@ const OVERDUE_AFTER: Duration = Duration::from_secs(5);
 
 /// How often the status snapshot is rewritten even when nothing changed.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How often dropped events are reported, with their count.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How often a failing store is tried again when nothing else happens.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// The most events taken from the triggers before their writes are
+/// committed: one commit covers a burst.
+const INTAKE_BATCH: usize = 4096;
 
 /// A run in flight, as the watchdog sees it.
 struct InFlight {
@@ -119,28 +160,38 @@ struct Served {
     own_effects: Arc<OwnEffects>,
     own_effects_ignored: u64,
     last: Option<(String, Status, u64)>,
+    /// Events dropped (queue full) since they were last reported.
+    dropped_unreported: u64,
 }
 
-/// The dispatcher: owns the scheduler; runs on one task.
+/// The dispatcher: owns the scheduler and the durable queue; runs on one
+/// task.
 pub struct Dispatcher {
     ctx: Arc<AgentContext>,
-    scheduler: Scheduler<EventRecord>,
+    scheduler: Scheduler<Queued>,
+    queue: DurableQueue,
     served: BTreeMap<String, Served>,
+    disabled: Vec<DisabledPlugin>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Runs decided and written to the queue, to spawn after the commit.
+    to_start: Vec<(Start<Queued>, String)>,
     started_ms: u64,
     dirty: bool,
     in_flight: BTreeMap<u64, InFlight>,
     next_key: u64,
     published: std::time::Instant,
+    drops_reported: std::time::Instant,
+    store_tried: std::time::Instant,
 }
 
-/// Run `active` on `event` and record the run in the journal; returns the
-/// report and whether the run changed the system.
-fn run_and_record(
+/// Run `active` on `event`; returns the report and whether the run changed
+/// the system.
+fn run_plugin(
     ctx: &AgentContext,
     active: &ActivePlugin,
     own_effects: Arc<OwnEffects>,
+    run_id: String,
     event: EventRecord,
     forced_dry_run: bool,
 ) -> (RunReport, bool) {
@@ -153,7 +204,7 @@ fn run_and_record(
     let report = ctx.runtime.run(
         &active.loaded,
         RunRequest {
-            run_id: new_id("run"),
+            run_id,
             event,
             mode,
             grants: active.grants.clone(),
@@ -165,22 +216,48 @@ fn run_and_record(
         },
     );
     let mutated = report.calls.iter().any(|c| c.mutating && c.applied);
+    (report, mutated)
+}
+
+/// The journal record of a run.
+fn run_record(report: &RunReport, forced_dry_run: bool) -> NewRecord {
     let summary = match (&report.result, forced_dry_run) {
         (RunResult::Completed(o), false) => o.summary.clone(),
         (RunResult::Completed(o), true) => format!("[flap guard: dry run] {}", o.summary),
         (RunResult::Failed(f), _) => f.to_string(),
     };
-    if let Err(e) = ctx.journal.append(NewRecord {
+    NewRecord {
         kind: RecordKind::Run,
         plugin: report.plugin.clone(),
         run_id: report.run_id.clone(),
         status: RecordStatus::Run(report.status()),
         summary,
-        detail: serde_json::to_value(&report).unwrap_or_default(),
-    }) {
-        tracing::error!(plugin = %report.plugin, run = %report.run_id, "cannot record the run in the audit journal: {e}");
+        detail: serde_json::to_value(report).unwrap_or_default(),
     }
-    (report, mutated)
+}
+
+/// The record of a run cut off by the end of the agent that started it.
+fn interrupted_record(queued: &QueuedEvent, started: &StartedRun) -> NewRecord {
+    NewRecord {
+        kind: RecordKind::Run,
+        plugin: queued.plugin.clone(),
+        run_id: started.run_id.clone(),
+        status: RecordStatus::Interrupted,
+        summary: format!(
+            "cut off: the agent ended during this run (started at {} ms){}; what it changed was not recorded; its event runs again",
+            started.at_ms,
+            if started.forced_dry_run {
+                ", a dry run under the flap guard"
+            } else {
+                ""
+            }
+        ),
+        detail: serde_json::json!({
+            "event": queued.event,
+            "started_ms": started.at_ms,
+            "forced_dry_run": started.forced_dry_run,
+        }),
+    }
 }
 
 /// Whether a file event is only the echo of the plugin's own changes: its
@@ -209,32 +286,93 @@ fn rules(active: &ActivePlugin) -> Rules {
 }
 
 impl Dispatcher {
-    pub fn new(ctx: Arc<AgentContext>, plugins: Vec<Arc<ActivePlugin>>) -> Self {
+    /// A dispatcher serving `plugins`, with what a previous agent left in
+    /// the durable queue taken up: runs it cut off are recorded as
+    /// interrupted, and their events, with every other event left, queued
+    /// again (those of plugins no longer served are dropped, and said so).
+    pub fn new(
+        ctx: Arc<AgentContext>,
+        plugins: Vec<Arc<ActivePlugin>>,
+    ) -> Result<Self, StoreError> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let scheduler = Scheduler::new(
             ctx.policy.agent.max_concurrent_runs,
             ctx.policy.agent.queue_capacity,
         );
+        let (queue, left) = DurableQueue::open(ctx.store.clone(), ctx.journal.clone())?;
+        let now = std::time::Instant::now();
         let mut dispatcher = Self {
             ctx,
             scheduler,
+            queue,
             served: BTreeMap::new(),
+            disabled: Vec::new(),
             done_tx,
             done_rx,
+            to_start: Vec::new(),
             started_ms: now_ms(),
             dirty: true,
             in_flight: BTreeMap::new(),
             next_key: 0,
-            published: std::time::Instant::now(),
+            published: now,
+            drops_reported: now,
+            store_tried: now,
         };
         dispatcher.swap(plugins);
-        dispatcher
+        dispatcher.take_up(left);
+        // A failure is kept and said loudly; the agent serves meanwhile.
+        let _ = dispatcher.queue.commit();
+        Ok(dispatcher)
     }
 
-    /// Serve until `events` closes and every run in flight has finished.
+    /// Queue again what a previous agent left.
+    fn take_up(&mut self, left: Vec<(EventId, QueuedEvent)>) {
+        let (mut again, mut interrupted, mut gone) = (0, 0, 0);
+        for (id, mut queued) in left {
+            if let Some(started) = queued.started.take() {
+                interrupted += 1;
+                tracing::warn!(plugin = %queued.plugin, run = %started.run_id, "a run was cut off by the end of the last agent; its event runs again");
+                self.queue.record(interrupted_record(&queued, &started));
+                self.queue.put(id, &queued);
+            }
+            let subject = queued.event.subject.clone();
+            let offer = self.scheduler.offer(
+                &queued.plugin,
+                &subject,
+                Queued {
+                    id,
+                    event: queued.event,
+                },
+            );
+            match offer {
+                Offer::Queued => again += 1,
+                Offer::Coalesced => self.queue.remove(id),
+                Offer::QueueFull => {
+                    self.note_drop(&queued.plugin);
+                    self.queue.remove(id);
+                }
+                Offer::UnknownPlugin => {
+                    gone += 1;
+                    tracing::warn!(plugin = %queued.plugin, "an event left in the queue is for a plugin no longer served; dropped");
+                    self.queue.remove(id);
+                }
+            }
+        }
+        if again + gone > 0 {
+            tracing::info!(
+                queued_again = again,
+                interrupted,
+                dropped = gone,
+                "took up the events the last agent left in its queue"
+            );
+        }
+    }
+
+    /// Serve until `events` closes and every run in flight has finished
+    /// and is recorded (or kept, while the store cannot be written).
     pub async fn serve(
         mut self,
-        mut events: mpsc::Receiver<Routed>,
+        mut events: mpsc::Receiver<Intake>,
         mut control: mpsc::Receiver<Control>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -247,27 +385,82 @@ impl Dispatcher {
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
-                routed = events.recv(), if open => match routed {
-                    Some(routed) => self.accept(routed),
+                intake = events.recv(), if open => match intake {
+                    Some(intake) => {
+                        self.intake(intake);
+                        // A burst is taken whole, and committed once.
+                        for _ in 1..INTAKE_BATCH {
+                            match events.try_recv() {
+                                Ok(intake) => self.intake(intake),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => open = false,
                 },
                 Some(order) = control.recv() => match order {
                     Control::Swap(plugins) => self.swap(plugins),
+                    Control::Disabled(disabled) => {
+                        self.disabled = disabled;
+                        self.dirty = true;
+                    }
                 },
-                Some(done) = self.done_rx.recv() => self.finish(done),
+                Some(done) = self.done_rx.recv() => {
+                    self.finish(done);
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.finish(done);
+                    }
+                }
                 _ = tick.tick() => {
                     self.watch();
+                    self.report_drops(false);
+                    if self.queue.failing().is_some() && self.store_tried.elapsed() >= STORE_RETRY {
+                        self.commit();
+                    }
                     self.publish_status();
                 }
             }
             if open {
                 self.pump();
             }
+            if self.queue.failing().is_none() || !self.to_start.is_empty() {
+                self.commit();
+            }
+            self.spawn_started();
             if !open && self.scheduler.running() == 0 {
+                self.report_drops(true);
+                // Give a failing store a last few tries before the end.
+                for _ in 0..3 {
+                    if self.queue.waiting() == 0 || self.commit_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+                if self.queue.waiting() > 0 {
+                    tracing::error!(
+                        waiting = self.queue.waiting(),
+                        "the agent ends with writes the store did not take: their events run again at the next start, and runs since are not recorded"
+                    );
+                }
                 self.publish_status();
                 break;
             }
         }
+    }
+
+    fn commit(&mut self) {
+        self.store_tried = std::time::Instant::now();
+        let was_failing = self.queue.failing().is_some();
+        // A failure is kept, and said once by the queue.
+        let _ = self.queue.commit();
+        if was_failing != self.queue.failing().is_some() {
+            self.dirty = true;
+        }
+    }
+
+    fn commit_ok(&mut self) -> bool {
+        self.commit();
+        self.queue.failing().is_none()
     }
 
     fn swap(&mut self, plugins: Vec<Arc<ActivePlugin>>) {
@@ -278,10 +471,14 @@ impl Dispatcher {
             (name, rules(p), counters)
         }));
         for (name, dropped) in removed {
-            tracing::info!(plugin = %name, dropped, "plugin removed from the policy");
+            tracing::info!(plugin = %name, dropped = dropped.len(), "plugin removed from the policy");
+            for queued in dropped {
+                self.queue.remove(queued.id);
+            }
             self.served.remove(&name);
         }
         for active in plugins {
+            self.disabled.retain(|d| d.name != active.policy.name);
             match self.served.get_mut(&active.policy.name) {
                 Some(served) => served.active = active,
                 None => {
@@ -292,12 +489,21 @@ impl Dispatcher {
                             own_effects: Arc::default(),
                             own_effects_ignored: 0,
                             last: None,
+                            dropped_unreported: 0,
                         },
                     );
                 }
             }
         }
         self.dirty = true;
+    }
+
+    fn intake(&mut self, intake: Intake) {
+        match intake {
+            Intake::Event(routed) => self.accept(routed),
+            Intake::TailPosition { key, position } => self.queue.position(key, position),
+            Intake::InboxConsumed(file) => self.queue.consumed(file),
+        }
     }
 
     fn accept(&mut self, routed: Routed) {
@@ -311,28 +517,79 @@ impl Dispatcher {
         }
         let event = routed.event;
         let subject = event.subject.clone();
-        match self.scheduler.offer(&routed.plugin, &subject, event) {
-            Offer::Queued => self.dirty = true,
-            Offer::Coalesced => {}
-            Offer::QueueFull => {
-                tracing::warn!(plugin = %routed.plugin, capacity = self.ctx.policy.agent.queue_capacity, "queue full; event dropped")
+        let id = self.queue.next_id();
+        let queued = QueuedEvent {
+            plugin: routed.plugin.clone(),
+            event: event.clone(),
+            started: None,
+        };
+        match self
+            .scheduler
+            .offer(&routed.plugin, &subject, Queued { id, event })
+        {
+            Offer::Queued => {
+                self.queue.put(id, &queued);
+                self.dirty = true;
             }
+            Offer::Coalesced => {}
+            Offer::QueueFull => self.note_drop(&routed.plugin),
             Offer::UnknownPlugin => {
                 tracing::warn!(plugin = %routed.plugin, "event for a plugin the dispatcher does not serve; dropped")
             }
         }
     }
 
-    /// Start every run that the limits allow now.
+    fn note_drop(&mut self, plugin: &str) {
+        if let Some(served) = self.served.get_mut(plugin) {
+            served.dropped_unreported += 1;
+        }
+    }
+
+    /// One line per plugin that dropped events since the last report,
+    /// with the count, at most every [`DROP_REPORT_EVERY`].
+    fn report_drops(&mut self, now: bool) {
+        if !now && self.drops_reported.elapsed() < DROP_REPORT_EVERY {
+            return;
+        }
+        self.drops_reported = std::time::Instant::now();
+        let capacity = self.ctx.policy.agent.queue_capacity;
+        for (name, served) in &mut self.served {
+            let dropped = std::mem::take(&mut served.dropped_unreported);
+            if dropped > 0 {
+                let total = self.scheduler.plugin(name).map_or(0, |p| p.dropped);
+                tracing::warn!(plugin = %name, dropped, total, capacity, "queue full: events dropped since the last report");
+            }
+        }
+    }
+
+    /// Decide every run that the limits allow now; they are marked as
+    /// started in the durable queue and spawned once that is committed.
     fn pump(&mut self) {
         let decisions = self.scheduler.next_runs(now_ms());
         for (plugin, counters) in &decisions.persist {
-            save_counters(&self.ctx, plugin, counters);
+            self.queue.counters(plugin, counters);
         }
         for change in decisions.guard_changes {
             self.record_guard_change(change);
         }
         for start in decisions.starts {
+            let run_id = new_id("run");
+            let queued = QueuedEvent {
+                plugin: start.plugin.clone(),
+                event: start.event.event.clone(),
+                started: Some(StartedRun {
+                    run_id: run_id.clone(),
+                    at_ms: now_ms(),
+                    forced_dry_run: start.forced_dry_run,
+                }),
+            };
+            self.queue.put(start.event.id, &queued);
+            self.to_start.push((start, run_id));
+        }
+    }
+
+    fn spawn_started(&mut self) {
+        for (start, run_id) in std::mem::take(&mut self.to_start) {
             let Some(served) = self.served.get(&start.plugin) else {
                 // Cannot happen: the scheduler serves the same names.
                 let _ = self.scheduler.finish(start.ticket, false, now_ms());
@@ -340,17 +597,11 @@ impl Dispatcher {
             };
             let (active, own_effects) = (served.active.clone(), served.own_effects.clone());
             self.dirty = true;
-            self.start_run(
-                start.ticket,
-                active,
-                own_effects,
-                start.event,
-                start.forced_dry_run,
-            );
+            self.start_run(start, run_id, active, own_effects);
         }
     }
 
-    fn record_guard_change(&self, change: GuardChange) {
+    fn record_guard_change(&mut self, change: GuardChange) {
         let record = match change {
             GuardChange::Tripped {
                 plugin,
@@ -387,9 +638,8 @@ impl Dispatcher {
                 }
             }
         };
-        if let Err(e) = self.ctx.journal.append(record) {
-            tracing::error!("cannot record a flap-guard change in the audit journal: {e}");
-        }
+        // With the counters that say so, in one transaction.
+        self.queue.record(record);
     }
 
     /// Report runs in flight well past their timeout, once each.
@@ -411,18 +661,23 @@ impl Dispatcher {
 
     fn start_run(
         &mut self,
-        ticket: RunTicket,
+        start: Start<Queued>,
+        run_id: String,
         active: Arc<ActivePlugin>,
         own_effects: Arc<OwnEffects>,
-        event: EventRecord,
-        forced_dry_run: bool,
     ) {
         let key = self.next_key;
         self.next_key += 1;
+        let Start {
+            ticket,
+            plugin,
+            event: Queued { id, event },
+            forced_dry_run,
+        } = start;
         self.in_flight.insert(
             key,
             InFlight {
-                plugin: ticket.plugin().to_string(),
+                plugin: plugin.clone(),
                 started: std::time::Instant::now(),
                 timeout: active.policy.limits.timeout,
                 overdue: false,
@@ -431,20 +686,41 @@ impl Dispatcher {
         let ctx = self.ctx.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let plugin = ticket.plugin().to_string();
             // A bug in a host call must not keep the run's place taken for
             // good: its ticket comes back whatever happens.
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_and_record(&ctx, &active, own_effects, event, forced_dry_run)
+                run_plugin(
+                    &ctx,
+                    &active,
+                    own_effects,
+                    run_id.clone(),
+                    event.clone(),
+                    forced_dry_run,
+                )
             }));
-            let (report, mutated) = match run {
-                Ok((report, mutated)) => (Some(report), mutated),
+            let (record, outcome, mutated) = match run {
+                Ok((report, mutated)) => (
+                    run_record(&report, forced_dry_run),
+                    Some((report.run_id.clone(), report.status())),
+                    mutated,
+                ),
                 Err(_) => {
                     tracing::error!(
                         plugin,
+                        run = %run_id,
                         "the host failed during a run; counted as a run that changed the system"
                     );
-                    (None, true)
+                    let record = NewRecord {
+                        kind: RecordKind::Run,
+                        plugin,
+                        run_id,
+                        status: RecordStatus::Run(Status::Failed),
+                        summary:
+                            "the host failed during this run; what it changed was not recorded"
+                                .into(),
+                        detail: serde_json::json!({ "event": event }),
+                    };
+                    (record, None, true)
                 }
             };
             // The dispatcher outlives every run it starts: it waits for them
@@ -452,7 +728,9 @@ impl Dispatcher {
             let _ = done.send(Done {
                 key,
                 ticket,
-                report,
+                id,
+                record,
+                outcome,
                 mutated,
             });
         });
@@ -469,15 +747,20 @@ impl Dispatcher {
                 "an overdue run came back"
             );
         }
+        // The run's record and its event's removal land together.
+        self.queue.record(done.record);
+        self.queue.remove(done.id);
         let plugin = done.ticket.plugin().to_string();
         let now = now_ms();
         match self.scheduler.finish(done.ticket, done.mutated, now) {
             Finished::Current { persist } => {
                 if let Some(counters) = persist {
-                    save_counters(&self.ctx, &plugin, &counters);
+                    self.queue.counters(&plugin, &counters);
                 }
-                if let (Some(served), Some(report)) = (self.served.get_mut(&plugin), &done.report) {
-                    served.last = Some((report.run_id.clone(), report.status(), now));
+                if let (Some(served), Some((run_id, status))) =
+                    (self.served.get_mut(&plugin), done.outcome)
+                {
+                    served.last = Some((run_id, status, now));
                 }
             }
             Finished::Stale => {}
@@ -524,9 +807,11 @@ impl Dispatcher {
             updated_ms: now_ms(),
             running: self.scheduler.running(),
             plugins,
+            disabled: self.disabled.clone(),
+            store_failing: self.queue.failing().map(str::to_string),
+            writes_waiting: self.queue.waiting(),
         };
-        if let Err(e) = self.ctx.store.put_json(STATUS, "agent", &status) {
-            tracing::warn!("cannot write the status snapshot: {e}");
-        }
+        // While the store fails this fails too; the queue says so loudly.
+        let _ = self.ctx.store.put_json(STATUS, "agent", &status);
     }
 }

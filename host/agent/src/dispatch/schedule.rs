@@ -290,12 +290,12 @@ impl<E> Scheduler<E> {
     /// One already served keeps its queue, counters and statistics and takes
     /// the new rules (its given counters are ignored); a new one starts with
     /// the given counters; one no longer listed loses its queue. Returns every
-    /// removed plugin with the number of events dropped from its queue. If a
-    /// name is listed twice, the last entry wins.
+    /// removed plugin with the events dropped from its queue. If a name is
+    /// listed twice, the last entry wins.
     pub fn set_plugins(
         &mut self,
         plugins: impl IntoIterator<Item = (String, Rules, Counters)>,
-    ) -> Vec<(String, usize)> {
+    ) -> Vec<(String, Vec<E>)> {
         let listed: BTreeMap<String, (Rules, Counters)> =
             plugins.into_iter().map(|(n, r, c)| (n, (r, c))).collect();
         let gone: Vec<String> = self
@@ -307,7 +307,7 @@ impl<E> Scheduler<E> {
         let mut removed = Vec::with_capacity(gone.len());
         for name in gone {
             if let Some(slot) = self.slots.remove(&name) {
-                removed.push((name, slot.queue.len()));
+                removed.push((name, slot.queue.into_iter().map(|(_, e)| e).collect()));
             }
         }
         for (name, (rules, counters)) in listed {

@@ -3,6 +3,11 @@
 //! has been quiet for the debounce time) and filtered by kind. With
 //! `whole_tree`, every change under the watched path feeds one event for
 //! the tree, whose `paths` field lists the changed paths.
+//!
+//! A change made while no trigger watched (the agent was down, or the
+//! trigger is new) is not missed: when the trigger starts, and whenever
+//! the kernel reports lost events, the plugin gets one event for the
+//! watched root with `rescan = "true"`, so it looks at everything again.
 
 use super::{ChangedPaths, EventSink, Routed, make_event};
 use crate::policy::FileChange;
@@ -50,6 +55,8 @@ struct Pending {
     /// The changed paths (whole-tree events only).
     paths: Vec<PathBuf>,
     truncated: bool,
+    /// Asks the plugin to look at everything under the root.
+    rescan: bool,
 }
 
 /// Start watching `path` for `plugin`.
@@ -95,6 +102,7 @@ pub fn spawn(
                 changes: BTreeSet::new(),
                 paths: Vec::new(),
                 truncated: false,
+                rescan: false,
             });
             entry.due = due;
             entry.changes.insert(change);
@@ -106,6 +114,15 @@ pub fn spawn(
                 }
             }
         };
+        let rescan = |pending: &mut HashMap<PathBuf, Pending>| {
+            note(pending, root.clone(), FileChange::Modify);
+            if let Some(entry) = pending.get_mut(&root) {
+                entry.truncated = true;
+                entry.rescan = true;
+            }
+        };
+        // What changed while nothing watched is looked at once.
+        rescan(&mut pending);
         loop {
             let next_due = pending.values().map(|p| p.due).min();
             tokio::select! {
@@ -115,10 +132,7 @@ pub fn spawn(
                         // The kernel dropped events (queue overflow): report
                         // the watched root itself, so the plugin looks again.
                         tracing::warn!(plugin, path = %source, "file events were lost; asking for a rescan of the root");
-                        note(&mut pending, root.clone(), FileChange::Modify);
-                        if let Some(entry) = pending.get_mut(&root) {
-                            entry.truncated = true;
-                        }
+                        rescan(&mut pending);
                         continue;
                     }
                     let Some(change) = classify(&raw.kind) else { continue };
@@ -141,6 +155,9 @@ pub fn spawn(
                         let change_list = entry.changes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",");
                         let subject = key.display().to_string();
                         let mut fields = vec![("change".into(), change_list), ("path".into(), subject.clone())];
+                        if entry.rescan {
+                            fields.push(("rescan".into(), "true".into()));
+                        }
                         let changed = whole_tree.then(|| {
                             let mut paths = entry.paths;
                             paths.sort();
@@ -154,7 +171,7 @@ pub fn spawn(
                         });
                         let event = make_event(EventKind::FileChanged, source.clone(), subject, fields);
                         let routed = Routed { plugin: plugin.clone(), event, changed };
-                        if sink.send(routed).await.is_err() {
+                        if sink.send(routed.into()).await.is_err() {
                             return;
                         }
                     }

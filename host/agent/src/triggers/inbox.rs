@@ -1,11 +1,13 @@
 //! Manual events: `medic send` drops a JSON file into the agent's inbox
 //! folder (written aside and renamed, so the agent never sees half a file);
-//! the agent routes each one like any other event and removes it.
+//! the agent routes each one like any other event, and removes the file
+//! once the event is durably queued (a kill before then sends it again).
 
-use super::{EventSink, Routed};
+use super::{EventSink, Intake, Routed};
 use medic_sandbox::EventRecord;
 use notify::{RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,10 +41,12 @@ pub fn send(state_dir: &Path, request: &InboxRequest) -> std::io::Result<PathBuf
     Ok(path)
 }
 
-/// Route every complete request in the inbox, oldest first.
-async fn drain(dir: &Path, sink: &EventSink) {
+/// Route every complete request in the inbox, oldest first, but for those
+/// already sent (`sent`) whose removal waits for the dispatcher's commit.
+/// Returns false when the dispatcher is gone.
+async fn drain(dir: &Path, sink: &EventSink, sent: &mut HashSet<PathBuf>) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return true;
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -50,24 +54,53 @@ async fn drain(dir: &Path, sink: &EventSink) {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
+    // Files removed since are forgotten.
+    sent.retain(|p| files.contains(p));
     for file in files {
-        let request = std::fs::read(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                serde_json::from_slice::<InboxRequest>(&bytes).map_err(|e| e.to_string())
-            });
-        let _ = std::fs::remove_file(&file);
+        if sent.contains(&file) {
+            continue;
+        }
+        let request = read_request(&file);
         match request.map(|r| Routed::new(r.plugin, r.event.completed())) {
             Ok(routed) => {
-                if sink.send(routed).await.is_err() {
-                    return;
+                if sink.send(routed.into()).await.is_err()
+                    || sink
+                        .send(Intake::InboxConsumed(file.clone()))
+                        .await
+                        .is_err()
+                {
+                    return false;
                 }
+                sent.insert(file);
             }
             Err(e) => {
-                tracing::warn!(file = %file.display(), "ignoring a malformed manual request: {e}")
+                tracing::warn!(file = %file.display(), "ignoring a malformed manual request: {e}");
+                let _ = std::fs::remove_file(&file);
             }
         }
     }
+    true
+}
+
+/// The largest request file read; a larger one is malformed.
+const MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+fn read_request(file: &Path) -> Result<InboxRequest, String> {
+    use std::io::Read;
+    // A link or a FIFO put there is not a request (and opening a FIFO
+    // would wait for a writer).
+    let meta = std::fs::symlink_metadata(file).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_REQUEST_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_REQUEST_BYTES {
+        return Err(format!("larger than {MAX_REQUEST_BYTES} bytes"));
+    }
+    serde_json::from_slice::<InboxRequest>(&bytes).map_err(|e| e.to_string())
 }
 
 /// Watch the inbox.
@@ -84,8 +117,11 @@ pub fn spawn(state_dir: &Path, sink: EventSink) -> Result<JoinHandle<()>, String
         .map_err(|e| e.to_string())?;
     Ok(tokio::spawn(async move {
         let _watcher = watcher;
+        let mut sent = HashSet::new();
         loop {
-            drain(&dir, &sink).await;
+            if !drain(&dir, &sink, &mut sent).await {
+                return;
+            }
             tokio::select! {
                 _ = wake_rx.recv() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -4,8 +4,10 @@
 //! remembered offset after a restart), intervals, the agent's start, and
 //! manual requests dropped into the agent's inbox by `medic send`.
 //!
-//! Every trigger runs as a task sending [`Routed`] events to the dispatcher;
-//! dropping the returned [`TriggerSet`] stops them all.
+//! Every trigger runs as a task sending [`Intake`] to the dispatcher:
+//! events, and the progress that must be saved only once the events before
+//! it are durably queued (a tail's read position, a consumed inbox file).
+//! Dropping the returned [`TriggerSet`] stops them all.
 
 pub mod file;
 pub mod inbox;
@@ -49,8 +51,30 @@ pub struct ChangedPaths {
     pub truncated: bool,
 }
 
-/// Where triggers send their events.
-pub type EventSink = mpsc::Sender<Routed>;
+/// What triggers hand the dispatcher, in order.
+#[derive(Debug)]
+pub enum Intake {
+    Event(Routed),
+    /// A tail has read its file up to `position`: saved in the same
+    /// transaction as the events it sent before, so a restart neither
+    /// loses nor repeats them.
+    TailPosition {
+        key: tail::PositionKey,
+        position: tail::Position,
+    },
+    /// The inbox request in this file was sent before: the file is removed
+    /// once its event is durably queued.
+    InboxConsumed(std::path::PathBuf),
+}
+
+impl From<Routed> for Intake {
+    fn from(routed: Routed) -> Self {
+        Self::Event(routed)
+    }
+}
+
+/// Where triggers send what they saw.
+pub type EventSink = mpsc::Sender<Intake>;
 
 /// A new event with a fresh id and the current time.
 pub fn make_event(
@@ -276,7 +300,7 @@ async fn start_plugin(
                     String::new(),
                     Vec::new(),
                 );
-                let _ = sink.send(Routed::new(name, event)).await;
+                let _ = sink.send(Routed::new(name, event).into()).await;
             })),
             Trigger::Manual => continue,
         };
@@ -300,7 +324,11 @@ fn spawn_every(plugin: String, interval: Duration, sink: EventSink) -> JoinHandl
             ticker.tick().await;
             let source = format!("every {}ms", interval.as_millis());
             let event = make_event(EventKind::Schedule, source, String::new(), Vec::new());
-            if sink.send(Routed::new(plugin.clone(), event)).await.is_err() {
+            if sink
+                .send(Routed::new(plugin.clone(), event).into())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -340,18 +368,21 @@ mod tests {
     /// The events that arrive until `count` have (however long that takes
     /// on a loaded machine), and any that follow at once: a duplicate shows
     /// as one too many.
-    async fn collect(events: &mut mpsc::Receiver<Routed>, count: usize) -> Vec<Routed> {
+    async fn collect(events: &mut mpsc::Receiver<Intake>, count: usize) -> Vec<Routed> {
         let mut got = Vec::new();
         while got.len() < count {
             match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
-                Ok(Some(routed)) => got.push(routed),
+                Ok(Some(Intake::Event(routed))) => got.push(routed),
+                Ok(Some(_)) => {}
                 _ => panic!("only {} of {count} events came: {got:?}", got.len()),
             }
         }
-        while let Ok(Some(routed)) =
+        while let Ok(Some(intake)) =
             tokio::time::timeout(Duration::from_millis(200), events.recv()).await
         {
-            got.push(routed);
+            if let Intake::Event(routed) = intake {
+                got.push(routed);
+            }
         }
         got
     }

@@ -2,14 +2,15 @@
 //!
 //! New complete lines are read from the remembered offset; a file that
 //! shrank was truncated (read again from the start), a file with a new
-//! inode was rotated (read the new one from the start). The offset is kept
-//! in the store after every read, so a restarted agent resumes where it
-//! stopped; on the very first start it begins at the end of the file.
+//! inode was rotated (read the new one from the start). The offset goes to
+//! the dispatcher after the events of each read, which saves it with them
+//! in one transaction, so a restarted agent resumes where its queue was
+//! saved; on the very first start it begins at the end of the file.
 //! A watcher on the file's folder wakes the reader at once; a slow poll
 //! covers file systems that do not notify.
 
-use super::{EventSink, Routed, make_event};
-use crate::audit::Store;
+use super::{EventSink, Intake, Routed, make_event};
+use crate::audit::{Store, StoreError};
 use medic_sandbox::{EventKind, EventRecord};
 use notify::{RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
@@ -45,18 +46,32 @@ pub struct Position {
     pub offset: u64,
 }
 
-fn offset_key(plugin: &str, path: &Path) -> String {
-    format!("{plugin}\u{0}{}", path.display())
-}
+/// Whose read position of which file: one per plugin and path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PositionKey(String);
 
-fn load_position(store: &Store, key: &str) -> Option<Position> {
-    store.get_json(OFFSETS, key)
-}
-
-fn save_position(store: &Store, key: &str, position: Position) {
-    if let Err(e) = store.put_json(OFFSETS, key, &position) {
-        tracing::warn!("cannot remember the read position of {key}: {e}");
+impl PositionKey {
+    pub fn new(plugin: &str, path: &Path) -> Self {
+        Self(format!("{plugin}\u{0}{}", path.display()))
     }
+}
+
+fn load_position(store: &Store, key: &PositionKey) -> Option<Position> {
+    store.get_json(OFFSETS, &key.0)
+}
+
+/// Save a read position inside the dispatcher's transaction, with the
+/// events read before it.
+pub fn write_position(
+    txn: &redb::WriteTransaction,
+    key: &PositionKey,
+    position: &Position,
+) -> Result<(), StoreError> {
+    let definition = redb::TableDefinition::<&str, &[u8]>::new(OFFSETS);
+    let bytes = serde_json::to_vec(position).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    txn.open_table(definition)?
+        .insert(key.0.as_str(), bytes.as_slice())?;
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -221,7 +236,7 @@ pub fn spawn(
     watcher
         .watch(&folder, RecursiveMode::NonRecursive)
         .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
-    let key = offset_key(&plugin, &path);
+    let key = PositionKey::new(&plugin, &path);
     let mut tail = Tail {
         position: load_position(&store, &key),
         path,
@@ -234,7 +249,10 @@ pub fn spawn(
                 Ok(lines) => {
                     for line in lines {
                         if let Some(event) = line_event(&filter, &tail.path, &line)
-                            && sink.send(Routed::new(plugin.clone(), event)).await.is_err()
+                            && sink
+                                .send(Routed::new(plugin.clone(), event).into())
+                                .await
+                                .is_err()
                         {
                             return;
                         }
@@ -245,7 +263,13 @@ pub fn spawn(
             if tail.position != before
                 && let Some(position) = tail.position
             {
-                save_position(&store, &key, position);
+                let saved = Intake::TailPosition {
+                    key: key.clone(),
+                    position,
+                };
+                if sink.send(saved).await.is_err() {
+                    return;
+                }
             }
             tokio::select! {
                 _ = wake_rx.recv() => {}

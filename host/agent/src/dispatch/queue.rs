@@ -1,0 +1,316 @@
+//! The durable queue: every event the dispatcher accepts is written to the
+//! store before it runs, marked when its run starts, and removed in the
+//! same transaction that records the run in the journal. So a `kill -9` at
+//! any moment loses no accepted event: at the next start the events left
+//! run again, and a run that was cut off is recorded as interrupted.
+//!
+//! The writes of one turn of the dispatcher (events accepted, runs started
+//! and finished, tail positions, rate-limit counters, flap-guard records)
+//! go in one transaction ([`DurableQueue::commit`]), so a tail's position
+//! never runs ahead of the events it read, and the flap guard's counters
+//! never disagree with its journal records. A commit that fails (a full
+//! disk) keeps its writes, in order, for the next one: nothing is lost
+//! while the process lives, and the agent says that it is behind.
+
+use crate::audit::journal::{AuditRecord, Journal, NewRecord};
+use crate::audit::{Store, StoreError};
+use crate::dispatch::schedule::Counters;
+use crate::triggers::tail::{self, Position, PositionKey};
+use medic_sandbox::EventRecord;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("event_queue");
+const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_counters");
+
+/// Identifies one accepted event in the durable queue.
+pub type EventId = u64;
+
+/// An accepted event, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub plugin: String,
+    pub event: EventRecord,
+    /// Set when its run started; a start-up that finds it set knows the
+    /// run was cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<StartedRun>,
+}
+
+/// A run in flight, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedRun {
+    pub run_id: String,
+    pub at_ms: u64,
+    pub forced_dry_run: bool,
+}
+
+/// One write waiting for the next commit.
+#[derive(Debug)]
+enum Write {
+    Put(EventId, Vec<u8>),
+    Remove(EventId),
+    Position(PositionKey, Position),
+    Counters(String, Vec<u8>),
+    Record(NewRecord),
+}
+
+/// Records kept whole while the store cannot be written; beyond this,
+/// records keep their summary and lose their detail, so a long outage
+/// cannot exhaust memory.
+const MAX_DETAILED_RECORDS_WAITING: usize = 200;
+
+/// The writes of the dispatcher, committed together.
+#[derive(Debug)]
+pub struct DurableQueue {
+    store: Store,
+    journal: Journal,
+    next_id: EventId,
+    writes: Vec<Write>,
+    records_waiting: usize,
+    /// Inbox files to remove once their events are committed.
+    consumed: Vec<PathBuf>,
+    /// The error of the last commit, while commits fail.
+    failing: Option<String>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these types cannot fail: no maps with non-string keys.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl DurableQueue {
+    /// Open the queue and read what a previous agent left in it, oldest
+    /// first. An entry that cannot be read is removed at the next commit
+    /// and reported.
+    pub fn open(
+        store: Store,
+        journal: Journal,
+    ) -> Result<(Self, Vec<(EventId, QueuedEvent)>), StoreError> {
+        let mut left = Vec::new();
+        let mut unreadable = Vec::new();
+        {
+            let txn = store.database().begin_read()?;
+            match txn.open_table(QUEUE) {
+                Ok(table) => {
+                    for entry in table.iter()? {
+                        let (id, bytes) = entry?;
+                        match serde_json::from_slice::<QueuedEvent>(bytes.value()) {
+                            Ok(queued) => left.push((id.value(), queued)),
+                            Err(e) => unreadable.push((id.value(), e.to_string())),
+                        }
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let last = left
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(unreadable.iter().map(|(id, _)| *id))
+            .max();
+        let mut queue = Self {
+            store,
+            journal,
+            next_id: last.map_or(1, |id| id + 1),
+            writes: Vec::new(),
+            records_waiting: 0,
+            consumed: Vec::new(),
+            failing: None,
+        };
+        for (id, reason) in unreadable {
+            tracing::error!(
+                event = id,
+                "an event left in the durable queue cannot be read and is dropped: {reason}"
+            );
+            queue.remove(id);
+        }
+        Ok((queue, left))
+    }
+
+    /// A fresh id for an event about to be queued.
+    pub fn next_id(&mut self) -> EventId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Keep (or update) an event.
+    pub fn put(&mut self, id: EventId, queued: &QueuedEvent) {
+        self.writes.push(Write::Put(id, encode(queued)));
+    }
+
+    /// The event is done with: ran and recorded, coalesced, or dropped.
+    pub fn remove(&mut self, id: EventId) {
+        self.writes.push(Write::Remove(id));
+    }
+
+    pub fn position(&mut self, key: PositionKey, position: Position) {
+        self.writes.push(Write::Position(key, position));
+    }
+
+    pub fn counters(&mut self, plugin: &str, counters: &Counters) {
+        self.writes
+            .push(Write::Counters(plugin.to_string(), encode(counters)));
+    }
+
+    /// Append a journal record with the other writes.
+    pub fn record(&mut self, mut record: NewRecord) {
+        if self.records_waiting >= MAX_DETAILED_RECORDS_WAITING {
+            record.detail = serde_json::json!({
+                "detail_dropped": "the store could not be written for a long time; this record keeps only its summary",
+            });
+        }
+        self.records_waiting += 1;
+        self.writes.push(Write::Record(record));
+    }
+
+    /// Remove this inbox file once what was read from it is committed.
+    pub fn consumed(&mut self, file: PathBuf) {
+        self.consumed.push(file);
+    }
+
+    /// Writes waiting for a commit.
+    pub fn waiting(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// The error of the last commit, while commits fail.
+    pub fn failing(&self) -> Option<&str> {
+        self.failing.as_deref()
+    }
+
+    /// Commit every waiting write in one transaction. On failure every
+    /// write is kept, in order, for the next commit. Returns the journal
+    /// records appended.
+    pub fn commit(&mut self) -> Result<Vec<AuditRecord>, StoreError> {
+        if self.writes.is_empty() {
+            self.remove_consumed();
+            return Ok(Vec::new());
+        }
+        match self.try_commit() {
+            Ok(records) => {
+                self.writes.clear();
+                self.records_waiting = 0;
+                if let Some(error) = self.failing.take() {
+                    tracing::warn!(
+                        "the store can be written again (it failed with: {error}); every write kept meanwhile is saved"
+                    );
+                }
+                self.remove_consumed();
+                Ok(records)
+            }
+            Err(e) => {
+                if self.failing.is_none() {
+                    tracing::error!(
+                        waiting = self.writes.len(),
+                        "CANNOT WRITE THE STORE: {e}; events, runs and records are kept in memory and saved when it can be written again"
+                    );
+                }
+                self.failing = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn try_commit(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.store.database().begin_write()?;
+        let mut records = Vec::new();
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut counters = txn.open_table(COUNTERS)?;
+            for write in &self.writes {
+                match write {
+                    Write::Put(id, bytes) => {
+                        queue.insert(*id, bytes.as_slice())?;
+                    }
+                    Write::Remove(id) => {
+                        queue.remove(*id)?;
+                    }
+                    Write::Position(key, position) => tail::write_position(&txn, key, position)?,
+                    Write::Counters(plugin, bytes) => {
+                        counters.insert(plugin.as_str(), bytes.as_slice())?;
+                    }
+                    Write::Record(record) => {
+                        records.push(self.journal.append_in(&txn, record.clone())?);
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(records)
+    }
+
+    fn remove_consumed(&mut self) {
+        for file in self.consumed.drain(..) {
+            if let Err(e) = std::fs::remove_file(&file)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %file.display(), "cannot remove a consumed inbox request: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::journal::{RecordKind, RecordStatus};
+    use medic_sandbox::EventKind;
+
+    fn queued(plugin: &str, subject: &str) -> QueuedEvent {
+        QueuedEvent {
+            plugin: plugin.into(),
+            event: EventRecord::new(
+                EventKind::Manual,
+                "test".into(),
+                subject.into(),
+                Default::default(),
+            ),
+            started: None,
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> (DurableQueue, Vec<(EventId, QueuedEvent)>) {
+        let store = Store::open(dir).unwrap();
+        DurableQueue::open(store.clone(), Journal::new(store)).unwrap()
+    }
+
+    #[test]
+    fn what_is_committed_is_there_after_reopening_and_what_is_not_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, left) = open(dir.path());
+        assert!(left.is_empty());
+        let (a, b, c) = (queue.next_id(), queue.next_id(), queue.next_id());
+        queue.put(a, &queued("p", "a"));
+        queue.put(b, &queued("p", "b"));
+        queue.put(c, &queued("q", "c"));
+        queue.commit().unwrap();
+        let mut started = queued("p", "b");
+        started.started = Some(StartedRun {
+            run_id: "run-1".into(),
+            at_ms: 5,
+            forced_dry_run: false,
+        });
+        queue.put(b, &started);
+        queue.remove(a);
+        queue.record(NewRecord {
+            kind: RecordKind::Run,
+            plugin: "p".into(),
+            run_id: "run-0".into(),
+            status: RecordStatus::Interrupted,
+            summary: "x".into(),
+            detail: serde_json::Value::Null,
+        });
+        assert_eq!(queue.commit().unwrap().len(), 1);
+        // Not committed: lost with the process, as a kill would lose it.
+        queue.remove(c);
+        drop(queue);
+
+        let (mut queue, left) = open(dir.path());
+        assert_eq!(left, vec![(b, started), (c, queued("q", "c"))]);
+        assert!(queue.next_id() > c, "ids are never reused");
+    }
+}
