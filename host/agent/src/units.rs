@@ -43,16 +43,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// Parse `64MiB`, `1GiB`, `512KiB`, `64MB` (taken as MiB) or a byte count.
+/// The largest size medic takes anywhere (1 TiB): larger ones are refused
+/// by the parser, whatever the caller's own, narrower limit, so that no
+/// size can overflow what is computed from it.
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// Parse `64MiB`, `1GiB`, `512KiB`, `64MB` (taken as MiB) or a byte count,
+/// at most [`MAX_SIZE`] (and what this machine can address).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: usize = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. 64MiB or 1GiB"))?;
+    let too_large = || format!("`{text}` is larger than the largest size medic takes, 1 TiB");
+    let value: u64 = number.parse().map_err(|e: std::num::ParseIntError| {
+        if number.is_empty() || !matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
+            format!("`{text}` is not a size; write e.g. 64MiB or 1GiB")
+        } else {
+            too_large()
+        }
+    })?;
     let shift = match unit.trim() {
         "" | "B" => 0,
         "K" | "KB" | "KiB" => 10,
@@ -66,7 +77,9 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     };
     value
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .filter(|bytes| *bytes <= MAX_SIZE)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(too_large)
 }
 
 #[cfg(test)]
@@ -134,5 +147,19 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("1TiB").is_err());
+        assert_eq!(parse_size("1024GiB"), Ok(1 << 40));
+        for large in [
+            "1025GiB",
+            "1099511627777",
+            "18446744073709551615",
+            "18446744073709551616",
+            "17179869184GiB",
+            "99999999999999999999999KiB",
+        ] {
+            let error = parse_size(large).unwrap_err();
+            assert!(error.contains("1 TiB"), "{large}: {error}");
+        }
+        assert!(parse_size("").unwrap_err().contains("not a size"));
+        assert!(parse_size("-1").unwrap_err().contains("not a size"));
     }
 }

@@ -265,8 +265,8 @@ mod tests {
             plugin: plugin.into(),
             event: EventRecord::new(
                 EventKind::Manual,
-                "test".into(),
-                subject.into(),
+                "test".to_string(),
+                subject.to_string(),
                 Default::default(),
             ),
             started: None,
@@ -286,7 +286,8 @@ mod tests {
         let (a, b, c) = (queue.next_id(), queue.next_id(), queue.next_id());
         queue.put(a, &queued("p", "a"));
         queue.put(b, &queued("p", "b"));
-        queue.put(c, &queued("q", "c"));
+        let c_entry = queued("q", "c");
+        queue.put(c, &c_entry);
         queue.commit().unwrap();
         let mut started = queued("p", "b");
         started.started = Some(StartedRun {
@@ -310,7 +311,7 @@ mod tests {
         drop(queue);
 
         let (mut queue, left) = open(dir.path());
-        assert_eq!(left, vec![(b, started), (c, queued("q", "c"))]);
+        assert_eq!(left, vec![(b, started), (c, c_entry)]);
         assert!(queue.next_id() > c, "ids are never reused");
     }
 }

@@ -122,6 +122,9 @@ pub struct BackendSection {
     pub settings: BTreeMap<String, toml::Value>,
     /// Where each key (and `kind`) is, for messages.
     pub lines: BTreeMap<String, (usize, usize)>,
+    /// Where the table is (its header), or where one would go: the place
+    /// of a problem with a key that is missing.
+    pub table: (usize, usize),
 }
 
 impl PartialEq for BackendSection {
@@ -138,7 +141,7 @@ impl BackendSection {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) -> PolicyError {
-        let (line, column) = self.lines.get(key).copied().unwrap_or((0, 0));
+        let (line, column) = self.lines.get(key).copied().unwrap_or(self.table);
         PolicyError {
             file: self.file.clone(),
             line,
@@ -313,15 +316,47 @@ impl Policy {
         file: &Path,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
     ) -> Result<Self, PolicyErrors> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let bytes = read_policy(file).map_err(|(message, fix)| {
             PolicyErrors(vec![PolicyError {
                 file: file.to_path_buf(),
                 line: 0,
                 column: 0,
-                message: format!("cannot read the policy: {e}"),
-                fix: "check the path given to --policy".into(),
+                message,
+                fix: fix.into(),
             }])
         })?;
-        Self::parse_with(file, &text, &SystemProbe, check_backend)
+        Self::parse_bytes_with(file, &bytes, &SystemProbe, check_backend)
     }
+}
+
+/// The largest policy file medic reads: a policy is a page or two of
+/// TOML; anything near this is not one.
+pub const MAX_POLICY_BYTES: u64 = 4 << 20;
+
+/// A policy file's bytes, at most [`MAX_POLICY_BYTES`] of them; on failure
+/// the message and the fix.
+fn read_policy(file: &Path) -> Result<Vec<u8>, (String, &'static str)> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
+        (
+            format!("cannot read the policy: {e}"),
+            "check the path given to --policy",
+        )
+    };
+    let opened = std::fs::File::open(file).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err((
+            format!(
+                "the policy is larger than the largest policy medic reads, {} MiB",
+                MAX_POLICY_BYTES >> 20
+            ),
+            "give --policy the policy's TOML file",
+        ));
+    }
+    Ok(bytes)
 }

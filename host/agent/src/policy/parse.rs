@@ -113,8 +113,13 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
+    /// The 1-based line and column (in bytes) of a byte offset.
     fn position(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         (line, column)
@@ -130,7 +135,7 @@ impl Collector<'_> {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        let (line, column) = span.map_or((0, 0), |s| self.position(s.start));
+        let (line, column) = self.position(span.map_or(self.text.len(), |s| s.start));
         self.errors.push(PolicyError {
             file: self.file.to_path_buf(),
             line,
@@ -244,6 +249,27 @@ impl Collector<'_> {
     }
 }
 
+/// Where a TOML syntax error the parser gives no place for most likely is.
+/// The one known is a dotted key of too many parts ("recursion limit"):
+/// the first line with that many dots. `None`: nowhere better than the
+/// end of the text.
+fn unplaced_syntax_error(text: &str, message: &str) -> Option<Range<usize>> {
+    /// The parser's limit on the parts of a dotted key, less some slack.
+    const MANY_DOTS: usize = 64;
+    if !message.contains("recursion") {
+        return None;
+    }
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.matches('.').count() >= MANY_DOTS {
+            let column = line.len() - line.trim_start().len();
+            return Some(offset + column..offset + column);
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// Resolve `raw` against `base` when it is relative, as an absolute path
 /// without `.` or `..` components (so that logs and audit records show
 /// `/srv/lab/...`, not `examples/../target/lab/...`).
@@ -294,6 +320,42 @@ impl Policy {
         Self::parse_with(file, text, &SystemProbe, &mut |_| Vec::new())
     }
 
+    /// Validate the bytes of a policy file: text that is not UTF-8 is one
+    /// error, at its first byte that is not; otherwise as
+    /// [`Policy::parse_with`].
+    pub fn parse_bytes_with(
+        file: &Path,
+        bytes: &[u8],
+        probe: &dyn Probe,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> Result<Self, PolicyErrors> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::parse_with(file, text, probe, check_backend),
+            Err(e) => {
+                let offset = e.valid_up_to();
+                // The text before the bad byte is UTF-8: place it there.
+                let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+                let c = Collector {
+                    file,
+                    text: valid,
+                    probe,
+                    errors: Vec::new(),
+                };
+                let (line, column) = c.position(offset);
+                Err(PolicyErrors(vec![PolicyError {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    message: format!(
+                        "the policy is not UTF-8 text: byte {offset} (0x{:02x}) is not part of a UTF-8 character",
+                        bytes[offset]
+                    ),
+                    fix: "save the policy as UTF-8 (or remove the stray byte)".into(),
+                }]))
+            }
+        }
+    }
+
     /// [`Policy::parse`], checking the `[backend]` table with
     /// `check_backend`.
     pub fn parse_with(
@@ -311,9 +373,11 @@ impl Policy {
         };
         let (document, syntax) = DeTable::parse_recoverable(text);
         for e in syntax {
+            let message = e.message().trim();
+            let span = e.span().or_else(|| unplaced_syntax_error(text, message));
             c.error(
-                e.span(),
-                format!("TOML syntax: {}", e.message().trim()),
+                span,
+                format!("TOML syntax: {message}"),
                 "fix the TOML syntax at this place",
             );
         }
@@ -321,11 +385,15 @@ impl Policy {
         let mut raw_backend: Option<RawBackend> = None;
         let mut raw_plugins: Vec<(String, Range<usize>, RawPlugin)> = Vec::new();
         let mut saw_plugins = false;
+        let mut backend_at = None;
         for (key, value) in document.into_inner() {
             let span = key.span();
             match key.get_ref().as_ref() {
                 "agent" => raw_agent = c.section("[agent]", value),
-                "backend" => raw_backend = c.section("[backend]", value),
+                "backend" => {
+                    backend_at = Some(span.start);
+                    raw_backend = c.section("[backend]", value);
+                }
                 "plugins" => {
                     saw_plugins = true;
                     let value_span = value.span();
@@ -375,7 +443,7 @@ impl Policy {
             plugins_trust_keys,
         );
         let agent = Self::agent(&mut c, &base, raw_agent);
-        let backend = Self::backend(&mut c, file, &base, raw_backend);
+        let backend = Self::backend(&mut c, file, &base, backend_at, raw_backend);
         c.errors.extend(check_backend(&backend));
         let mut plugins = Vec::new();
         for (name, span, raw) in raw_plugins {
@@ -490,6 +558,7 @@ impl Policy {
         c: &mut Collector<'_>,
         file: &Path,
         base: &Path,
+        at: Option<usize>,
         raw: Option<RawBackend>,
     ) -> BackendSection {
         let mut section = BackendSection {
@@ -498,6 +567,7 @@ impl Policy {
             kind: "local".into(),
             settings: BTreeMap::new(),
             lines: BTreeMap::new(),
+            table: c.position(at.unwrap_or(c.text.len())),
         };
         for (key, value) in raw.unwrap_or_default() {
             let span = value.span();

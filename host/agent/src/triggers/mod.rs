@@ -368,21 +368,39 @@ mod tests {
     /// The events that arrive until `count` have (however long that takes
     /// on a loaded machine), and any that follow at once: a duplicate shows
     /// as one too many.
-    async fn collect(events: &mut mpsc::Receiver<Intake>, count: usize) -> Vec<Routed> {
+    /// Tail positions are saved as the dispatcher saves them.
+    async fn collect(
+        events: &mut mpsc::Receiver<Intake>,
+        store: &Store,
+        count: usize,
+    ) -> Vec<Routed> {
         let mut got = Vec::new();
-        while got.len() < count {
+        let mut take = |intake| match intake {
+            Intake::Event(routed) => got.push(routed),
+            Intake::TailPosition { key, position } => {
+                let txn = store.database().begin_write().unwrap();
+                tail::write_position(&txn, &key, &position).unwrap();
+                txn.commit().unwrap();
+            }
+            Intake::InboxConsumed(_) => {}
+        };
+        let mut taken = 0;
+        loop {
             match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
-                Ok(Some(Intake::Event(routed))) => got.push(routed),
-                Ok(Some(_)) => {}
-                _ => panic!("only {} of {count} events came: {got:?}", got.len()),
+                Ok(Some(intake)) => {
+                    taken += usize::from(matches!(intake, Intake::Event(_)));
+                    take(intake);
+                }
+                _ => panic!("only {taken} of {count} events came"),
+            }
+            if taken >= count {
+                break;
             }
         }
         while let Ok(Some(intake)) =
             tokio::time::timeout(Duration::from_millis(200), events.recv()).await
         {
-            if let Intake::Event(routed) = intake {
-                got.push(routed);
-            }
+            take(intake);
         }
         got
     }
@@ -403,7 +421,7 @@ mod tests {
             plugin("tailer", vec![Trigger::Startup, tail.clone()]),
         ];
         let mut set = TriggerSet::start(&first, &sink, &store).await.unwrap();
-        let started = collect(&mut events, 2).await;
+        let started = collect(&mut events, &store, 2).await;
         assert_eq!(started.len(), 2, "{started:?}");
 
         for round in 0..20 {
@@ -418,7 +436,7 @@ mod tests {
             ];
             assert!(set.update(&next, &sink, &store).await.is_empty());
             append(&log, &format!("ERROR line {round}\n"));
-            let got = collect(&mut events, 2).await;
+            let got = collect(&mut events, &store, 2).await;
             let startups: Vec<&str> = got
                 .iter()
                 .filter(|r| r.event.kind == EventKind::Startup)
@@ -447,7 +465,7 @@ mod tests {
         // The restored tail serves on, without a new startup event; nothing
         // of `steady`, which was left out.
         append(&log, "ERROR after\n");
-        let got = collect(&mut events, 1).await;
+        let got = collect(&mut events, &store, 1).await;
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].plugin, "tailer");
         assert_eq!(got[0].event.field("line"), Some("ERROR after"));
