@@ -194,7 +194,7 @@ fn event_kind(record: &AuditRecord) -> String {
 
 /// Whether `nobody` can read `path`, mask included: a dry-run
 /// `ensure-access` that would change nothing.
-fn readable_by_nobody(path: &Path) -> bool {
+pub(crate) fn readable_by_nobody(path: &Path) -> bool {
     use medic_backends::FileSystem;
     use medic_backends::fs::AccessRight;
     let mut names = medic_backends::PrincipalMap::default();

@@ -4,6 +4,7 @@
 
 mod agent;
 mod cli;
+mod crash;
 mod example;
 mod hostile;
 mod sandbox;

@@ -1,0 +1,227 @@
+//! The real `medic run`, killed with SIGKILL at random moments while a log
+//! grows steadily: every event it accepted runs, exactly once where no
+//! run was cut off, and every repair has a record.
+//!
+//! Each log line names one file, broken (unreadable by `nobody`) before
+//! the line is written; `fixture-per-event` repairs that one file. So
+//! after the last restart: every file must be readable (no event lost),
+//! each line must have exactly one completed run (the tail's position and
+//! the queued events land together, so nothing is read twice, and a run
+//! cut off is recorded as interrupted and runs again), and each repaired
+//! file must have a run that says it repaired it, or an interrupted run
+//! that may have (no repair without a record).
+
+use crate::agent::readable_by_nobody;
+use crate::support::workspace;
+use medic_agent::audit::Store;
+use medic_agent::audit::journal::{AuditRecord, Filter, Journal, RecordKind, RecordStatus};
+use medic_sandbox::Status;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn policy(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+[agent]
+state_dir = "state"
+plugin_dir = "{plugins}"
+max_concurrent_runs = 4
+
+[backend]
+kind = "local"
+
+[plugins.fixture-per-event]
+component = "fixture-per-event.wasm"
+grants = {{ fs-write = ["{files}"] }}
+settings = {{ root = "{files}" }}
+concurrency = 2
+
+[[plugins.fixture-per-event.triggers]]
+kind = "log"
+path = "{log}"
+pattern = "broken: (?P<subject>f[0-9]+)"
+"#,
+        plugins = workspace().join("target/plugins").display(),
+        files = dir.join("files").display(),
+        log = dir.join("app.log").display(),
+    );
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn start(policy: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["run", "--policy"])
+        .arg(policy)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn records(state: &Path) -> Vec<AuditRecord> {
+    Journal::new(Store::open(state).unwrap())
+        .list(&Filter {
+            kind: Some(RecordKind::Run),
+            ..Filter::default()
+        })
+        .unwrap()
+}
+
+/// Whether the agent has saved where its tail starts: before that, lines
+/// written would be taken for the file's old content and skipped.
+fn tail_position_saved(state: &Path) -> bool {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let Ok(store) = Store::open(state) else {
+        return false;
+    };
+    let txn = store.database().begin_read().unwrap();
+    let table = redb::TableDefinition::<&str, &[u8]>::new("tail_offsets");
+    txn.open_table(table)
+        .is_ok_and(|t| t.len().unwrap_or(0) > 0)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let policy = policy(dir.path());
+    let state = dir.path().join("state");
+
+    let mut agent = start(&policy);
+    wait_until(
+        "the first agent saves its tail position",
+        Duration::from_secs(60),
+        || tail_position_saved(&state),
+    );
+
+    // A steady stream: a broken file, then the line that names it.
+    let written = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (written, stop, files, log) =
+            (written.clone(), stop.clone(), files.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let n = written.load(Ordering::Relaxed);
+                let file = files.join(format!("f{n}"));
+                std::fs::write(&file, "x").unwrap();
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+                writeln!(out, "2026-11-25 10:00:00 ERROR broken: f{n}").unwrap();
+                written.store(n + 1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        })
+    };
+
+    let mut rng = fastrand::Rng::with_seed(0x6d65_6469_63);
+    let kills = 25;
+    for _ in 0..kills {
+        // Anywhere: during start-up, mid-backlog, mid-run, mid-commit.
+        std::thread::sleep(Duration::from_millis(rng.u64(20..1200)));
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+        agent = start(&policy);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let accepted = written.load(Ordering::Relaxed);
+
+    // The last agent takes up every line and every event left.
+    let mut completed: BTreeMap<String, Vec<Status>> = BTreeMap::new();
+    let mut interrupted: BTreeMap<String, usize> = BTreeMap::new();
+    wait_until(
+        "every line has a completed run",
+        Duration::from_secs(300),
+        || {
+            let runs = records(&state);
+            completed.clear();
+            interrupted.clear();
+            for run in &runs {
+                let subject = run.detail["event"]["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                match run.status {
+                    RecordStatus::Interrupted => *interrupted.entry(subject).or_default() += 1,
+                    RecordStatus::Run(status) => completed.entry(subject).or_default().push(status),
+                    _ => {}
+                }
+            }
+            completed.len() >= accepted
+        },
+    );
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+
+    let mut lost = Vec::new();
+    let mut twice = Vec::new();
+    let mut unrecorded_repairs = Vec::new();
+    for n in 0..accepted {
+        let name = format!("f{n}");
+        if !readable_by_nobody(&files.join(&name)) {
+            lost.push(name.clone());
+        }
+        let runs = completed.get(&name).cloned().unwrap_or_default();
+        if runs.len() > 1 {
+            twice.push((name.clone(), runs.clone()));
+        }
+        let repaired_on_record =
+            runs.contains(&Status::Remediated) || interrupted.get(&name).is_some_and(|n| *n > 0);
+        if !repaired_on_record {
+            unrecorded_repairs.push((name.clone(), runs));
+        }
+    }
+    let cut_off: usize = interrupted.values().sum();
+    eprintln!(
+        "{kills} kills: {accepted} events accepted, {} run, {cut_off} runs cut off and run again",
+        completed.len()
+    );
+    assert!(lost.is_empty(), "events never run: {lost:?}");
+    assert!(twice.is_empty(), "events run more than once: {twice:?}");
+    assert!(
+        unrecorded_repairs.is_empty(),
+        "repairs with no record: {unrecorded_repairs:?}"
+    );
+    assert_eq!(
+        completed.len(),
+        accepted,
+        "runs for lines never written: {:?}",
+        completed.keys().filter(|k| {
+            k.trim_start_matches('f')
+                .parse::<usize>()
+                .is_ok_and(|n| n >= accepted)
+        })
+    );
+
+    let verify = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["audit", "--verify", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
