@@ -35,6 +35,7 @@ max_concurrent_runs = 4
 
 [backend]
 kind = "local"
+principals = {{ "nobody" = "user:nobody" }}
 
 [plugins.fixture-per-event]
 component = "fixture-per-event.wasm"
@@ -56,15 +57,28 @@ pattern = "broken: (?P<subject>f[0-9]+)"
     file
 }
 
+/// Start the agent, its log appended to `agent.log` beside the policy.
 fn start(policy: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(policy.with_file_name("agent.log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(["run", "--policy"])
         .arg(policy)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// The end of the agents' log, for a failure's message.
+fn agent_log(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 fn records(state: &Path) -> Vec<AuditRecord> {
@@ -89,10 +103,17 @@ fn tail_position_saved(state: &Path) -> bool {
         .is_ok_and(|t| t.len().unwrap_or(0) > 0)
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+/// Wait until `done` says `Ok`; its last `Err` says how far it got.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+    loop {
+        match done() {
+            Ok(()) => return,
+            Err(progress) => assert!(
+                Instant::now() < deadline,
+                "not within {limit:?}: {what}; {progress}"
+            ),
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -111,7 +132,11 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
     wait_until(
         "the first agent saves its tail position",
         Duration::from_secs(60),
-        || tail_position_saved(&state),
+        || {
+            tail_position_saved(&state)
+                .then_some(())
+                .ok_or_else(|| agent_log(dir.path()))
+        },
     );
 
     // A steady stream: a broken file, then the line that names it.
@@ -168,7 +193,15 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
                     _ => {}
                 }
             }
-            completed.len() >= accepted
+            if completed.len() >= accepted {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {accepted} lines have a completed run; agent log:\n{}",
+                    completed.len(),
+                    agent_log(dir.path())
+                ))
+            }
         },
     );
     agent.kill().unwrap();

@@ -176,6 +176,11 @@ pub struct Dispatcher {
     done_rx: mpsc::UnboundedReceiver<Done>,
     /// Runs decided and written to the queue, to spawn after the commit.
     to_start: Vec<(Start<Queued>, String)>,
+    /// A line read by a tail that found its plugin's queue full: taking
+    /// more from the triggers waits until it fits, so a tail's backlog
+    /// slows down instead of being dropped (and its position, sent after
+    /// it, is not saved before it).
+    held: Option<Routed>,
     started_ms: u64,
     dirty: bool,
     in_flight: BTreeMap<u64, InFlight>,
@@ -310,6 +315,7 @@ impl Dispatcher {
             done_tx,
             done_rx,
             to_start: Vec::new(),
+            held: None,
             started_ms: now_ms(),
             dirty: true,
             in_flight: BTreeMap::new(),
@@ -336,7 +342,7 @@ impl Dispatcher {
                 self.queue.put(id, &queued);
             }
             let subject = queued.event.subject.clone();
-            let offer = self.scheduler.offer(
+            let offer = self.scheduler.requeue(
                 &queued.plugin,
                 &subject,
                 Queued {
@@ -385,11 +391,14 @@ impl Dispatcher {
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
-                intake = events.recv(), if open => match intake {
+                intake = events.recv(), if open && self.held.is_none() => match intake {
                     Some(intake) => {
                         self.intake(intake);
                         // A burst is taken whole, and committed once.
                         for _ in 1..INTAKE_BATCH {
+                            if self.held.is_some() {
+                                break;
+                            }
                             match events.try_recv() {
                                 Ok(intake) => self.intake(intake),
                                 Err(_) => break,
@@ -422,6 +431,9 @@ impl Dispatcher {
             }
             if open {
                 self.pump();
+                if let Some(routed) = self.held.take() {
+                    self.accept(routed);
+                }
             }
             if self.queue.failing().is_none() || !self.to_start.is_empty() {
                 self.commit();
@@ -532,6 +544,16 @@ impl Dispatcher {
                 self.dirty = true;
             }
             Offer::Coalesced => {}
+            Offer::QueueFull
+                if matches!(
+                    queued.event.kind,
+                    EventKind::LogLine | EventKind::SystemEvent
+                ) =>
+            {
+                // Read again from the log rather than dropped: held until
+                // it fits, and the triggers wait meanwhile.
+                self.held = Some(Routed::new(queued.plugin, queued.event));
+            }
             Offer::QueueFull => self.note_drop(&routed.plugin),
             Offer::UnknownPlugin => {
                 tracing::warn!(plugin = %routed.plugin, "event for a plugin the dispatcher does not serve; dropped")

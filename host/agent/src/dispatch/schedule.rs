@@ -334,6 +334,17 @@ impl<E> Scheduler<E> {
 
     /// Offer an event about `subject` to `plugin`'s queue.
     pub fn offer(&mut self, plugin: &str, subject: &str, event: E) -> Offer {
+        self.offer_within(plugin, subject, event, self.queue_capacity)
+    }
+
+    /// Offer again an event accepted before (by an agent that ended with
+    /// it queued): it was within the capacity then, and is not dropped now,
+    /// though runs cut off come back on top of a full queue.
+    pub fn requeue(&mut self, plugin: &str, subject: &str, event: E) -> Offer {
+        self.offer_within(plugin, subject, event, usize::MAX)
+    }
+
+    fn offer_within(&mut self, plugin: &str, subject: &str, event: E, capacity: usize) -> Offer {
         let Some(slot) = self.slots.get_mut(plugin) else {
             return Offer::UnknownPlugin;
         };
@@ -341,7 +352,7 @@ impl<E> Scheduler<E> {
             slot.coalesced += 1;
             return Offer::Coalesced;
         }
-        if slot.queue.len() >= self.queue_capacity {
+        if slot.queue.len() >= capacity {
             slot.dropped += 1;
             return Offer::QueueFull;
         }
