@@ -70,15 +70,17 @@ impl StateStore {
     }
 
     pub fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.store.database().begin_read()?;
-        let table = match txn.open_table(STATE) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(table
-            .get(full_key(plugin, key).as_str())?
-            .map(|v| v.value().to_string()))
+        self.store.read(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(STATE) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table
+                .get(full_key(plugin, key).as_str())?
+                .map(|v| v.value().to_string()))
+        })
     }
 
     /// Set `key` to `value`, unless the plugin's state would then take
@@ -90,36 +92,28 @@ impl StateStore {
         value: &str,
         quota: u64,
     ) -> Result<(), StateWriteError> {
-        let txn = self
-            .store
-            .database()
-            .begin_write()
-            .map_err(StoreError::from)?;
-        {
-            let mut table = txn.open_table(STATE).map_err(StoreError::from)?;
-            let mut usage = txn.open_table(USAGE).map_err(StoreError::from)?;
+        let refused = self.store.write(|txn| {
+            let mut table = txn.open_table(STATE)?;
+            let mut usage = txn.open_table(USAGE)?;
             let used = usage_of(Some(&usage), &table, plugin)?;
             let full = full_key(plugin, key);
             let old = table
-                .get(full.as_str())
-                .map_err(StoreError::from)?
+                .get(full.as_str())?
                 .map_or(0, |v| entry_size(key, v.value()));
             let needed = used - old.min(used) + entry_size(key, value);
             if needed > quota && needed > used {
-                return Err(StateWriteError::QuotaExceeded { needed, quota });
+                // Nothing written: the commit is empty.
+                return Ok(Some(StateWriteError::QuotaExceeded { needed, quota }));
             }
-            table
-                .insert(full.as_str(), value)
-                .map_err(StoreError::from)?;
-            usage.insert(plugin, needed).map_err(StoreError::from)?;
-        }
-        txn.commit().map_err(StoreError::from)?;
-        Ok(())
+            table.insert(full.as_str(), value)?;
+            usage.insert(plugin, needed)?;
+            Ok(None)
+        })?;
+        refused.map_or(Ok(()), Err)
     }
 
     pub fn remove(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
-        let txn = self.store.database().begin_write()?;
-        {
+        self.store.write(|txn| {
             let mut table = txn.open_table(STATE)?;
             let mut usage = txn.open_table(USAGE)?;
             let used = usage_of(Some(&usage), &table, plugin)?;
@@ -127,41 +121,44 @@ impl StateStore {
                 .remove(full_key(plugin, key).as_str())?
                 .map_or(0, |v| entry_size(key, v.value()));
             usage.insert(plugin, used - removed.min(used))?;
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Bytes of keys and values `plugin` keeps.
     pub fn usage(&self, plugin: &str) -> Result<u64, StoreError> {
-        let txn = self.store.database().begin_read()?;
-        let table = match txn.open_table(STATE) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
-        let usage = txn.open_table(USAGE).ok();
-        usage_of(usage.as_ref(), &table, plugin)
+        self.store.read(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(STATE) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            let usage = txn.open_table(USAGE).ok();
+            usage_of(usage.as_ref(), &table, plugin)
+        })
     }
 
     /// The plugin's keys, sorted.
     pub fn keys(&self, plugin: &str) -> Result<Vec<String>, StoreError> {
-        let txn = self.store.database().begin_read()?;
-        let table = match txn.open_table(STATE) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let start = full_key(plugin, "");
-        let end = format!("{plugin}\u{1}");
-        let mut keys = Vec::new();
-        for entry in table.range(start.as_str()..end.as_str())? {
-            let (key, _) = entry?;
-            if let Some((_, k)) = key.value().split_once('\u{0}') {
-                keys.push(k.to_string());
+        self.store.read(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(STATE) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let start = full_key(plugin, "");
+            let end = format!("{plugin}\u{1}");
+            let mut keys = Vec::new();
+            for entry in table.range(start.as_str()..end.as_str())? {
+                let (key, _) = entry?;
+                if let Some((_, k)) = key.value().split_once('\u{0}') {
+                    keys.push(k.to_string());
+                }
             }
-        }
-        Ok(keys)
+            Ok(keys)
+        })
     }
 }
 
