@@ -1,26 +1,53 @@
-//! The verbs that read the agent's records: `medic audit` (list, filter
-//! and verify the journal) and `medic status` (the running agent's
-//! snapshot).
+//! The verbs that read the agent's records: `medic audit` (list, filter,
+//! verify and repair the journal) and `medic status` (the running agent's
+//! snapshot). Reading never creates a store: a state directory no agent
+//! has used is reported as such.
 
 use super::{AuditArgs, StateArgs, state_dir};
 use anyhow::{Context, Result};
-use medic_agent::audit::Store;
+use medic_agent::audit::journal::{Filter, Journal};
+use medic_agent::audit::{Store, StoreError, agent_lock_held, repair};
 use medic_agent::units::parse_duration;
 use std::process::ExitCode;
 
+/// `medic status`: the agent whose snapshot is shown is not running.
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
+
+/// A snapshot older than this, from an agent that took no lock, is taken
+/// as the last word of a stopped agent (a serving dispatcher rewrites it
+/// every second).
+const STALE_MS: u64 = 5_000;
+
+/// Say a damaged store's error and exit 1; other errors go up.
+fn damaged(error: StoreError) -> Result<ExitCode> {
+    if error.is_corrupt() {
+        eprintln!("error: {error}");
+        return Ok(ExitCode::from(1));
+    }
+    Err(error.into())
+}
+
 pub(crate) fn audit(args: &AuditArgs) -> Result<ExitCode> {
-    let store = Store::open(&state_dir(&args.state)?)?;
-    let journal = medic_agent::audit::journal::Journal::new(store);
+    let store = match Store::open_existing(&state_dir(&args.state)?) {
+        Ok(store) => store,
+        Err(e) => return damaged(e),
+    };
+    let journal = Journal::new(store);
     if args.verify {
-        return Ok(match journal.verify()? {
-            Ok(count) => {
+        return Ok(match journal.verify() {
+            Ok(Ok(count)) => {
                 println!("audit chain intact: {count} records");
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("audit chain BROKEN: {e}");
+            Ok(Err(e)) => {
+                eprintln!("audit chain BROKEN after record {}: {e}", e.intact_until());
+                eprintln!(
+                    "`medic audit --repair` keeps the damaged store aside and rebuilds it from records 1 to {}",
+                    e.intact_until()
+                );
                 ExitCode::from(1)
             }
+            Err(e) => return damaged(e),
         });
     }
     let since_ms = match &args.since {
@@ -32,14 +59,17 @@ pub(crate) fn audit(args: &AuditArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let records = journal.list(&medic_agent::audit::journal::Filter {
+    let records = match journal.list(&Filter {
         plugin: args.plugin.clone(),
         status: args.status,
         kind: args.kind,
         since_ms,
         until_ms: None,
         limit: args.limit,
-    })?;
+    }) {
+        Ok(records) => records,
+        Err(e) => return damaged(e),
+    };
     if args.state.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else {
@@ -70,27 +100,99 @@ pub(crate) fn audit(args: &AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `medic audit --repair`: keep the damaged store aside and rebuild it
+/// from what can still be read; refused while an agent runs there.
+// Not reachable until `AuditArgs` has a `--repair` flag.
+#[allow(dead_code)]
+pub(crate) fn repair(args: &StateArgs) -> Result<ExitCode> {
+    let dir = state_dir(args)?;
+    let report = repair::repair(&dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store rebuilt: {}", report.store.display());
+    if let Some(kept) = &report.kept_as {
+        println!("  the damaged file is kept as {}", kept.display());
+    }
+    if let Some(why) = &report.unreadable {
+        println!("  the damaged file could not be read: {why}");
+    }
+    println!(
+        "  journal: {} record(s) kept{}",
+        report.records_kept,
+        report
+            .chain_break
+            .as_deref()
+            .map_or(String::new(), |b| format!("; the chain broke: {b}"))
+    );
+    for table in &report.tables {
+        println!(
+            "  table {}: {} entr{} copied{}",
+            table.name,
+            table.entries,
+            if table.entries == 1 { "y" } else { "ies" },
+            table
+                .incomplete
+                .as_deref()
+                .map_or(String::new(), |why| format!(", then: {why}"))
+        );
+    }
+    println!(
+        "  recorded as record {}: {}",
+        report.record.seq, report.record.summary
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
-    let store = Store::open(&state_dir(args)?)?;
+    let dir = state_dir(args)?;
+    let store = match Store::open_existing(&dir) {
+        Ok(store) => store,
+        Err(e) => return damaged(e),
+    };
     let Some(status) = medic_agent::dispatch::read_status(&store) else {
         println!("no agent has run with this state directory");
         return Ok(ExitCode::from(1));
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(ExitCode::SUCCESS);
-    }
     let age = medic_sandbox::now_ms().saturating_sub(status.updated_ms);
-    println!(
-        "agent pid {} — snapshot {:.1}s old, {} run(s) in flight",
-        status.pid,
-        age as f64 / 1000.0,
-        status.running
-    );
-    // A serving dispatcher rewrites the snapshot every second.
-    if age > 5_000 {
+    // The agent lock says whether an agent runs; an agent that took none
+    // is judged by the age of its snapshot.
+    let running = agent_lock_held(&dir).unwrap_or(age <= STALE_MS);
+    let code = if running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_RUNNING)
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&status)?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("agent_running".into(), running.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(code);
+    }
+    if running {
         println!(
-            "  the snapshot is stale: the agent has stopped, or its dispatcher is not serving"
+            "agent pid {} running — snapshot {:.1}s old, {} run(s) in flight",
+            status.pid,
+            age as f64 / 1000.0,
+            status.running
+        );
+        if age > STALE_MS {
+            println!("  the snapshot is stale: the agent runs, but its dispatcher is not serving");
+        }
+    } else {
+        println!(
+            "agent pid {} NOT RUNNING (last seen {:.1}s ago); what it last said:",
+            status.pid,
+            age as f64 / 1000.0
+        );
+    }
+    if let Some(failing) = &status.store_failing {
+        println!(
+            "  the store cannot be written ({failing}); {} write(s) wait in memory",
+            status.writes_waiting
         );
     }
     for p in &status.plugins {
@@ -118,5 +220,5 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
