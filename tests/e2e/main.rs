@@ -9,5 +9,6 @@ mod example;
 mod hostile;
 mod sandbox;
 mod signing;
+mod store;
 mod support;
 mod wsus;
