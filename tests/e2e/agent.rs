@@ -155,6 +155,40 @@ impl Running {
         }
     }
 
+    /// Wait (up to 20 s) for a flap-guard record with this status.
+    pub fn wait_for_guard(&self, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .ctx
+            .journal
+            .list(&Filter {
+                kind: Some(medic_agent::audit::journal::RecordKind::FlapGuard),
+                ..Filter::default()
+            })
+            .unwrap()
+            .iter()
+            .any(|r| r.status.as_str() == status)
+        {
+            assert!(Instant::now() < deadline, "the flap guard never {status}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Wait (up to 20 s) until the status snapshot shows no event queued
+    /// and no run in flight.
+    pub fn wait_until_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let idle = medic_agent::dispatch::read_status(&self.ctx.store)
+                .is_some_and(|s| s.running == 0 && s.plugins.iter().all(|p| p.queued == 0));
+            if idle {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the agent never became idle");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     pub fn runs(&self) -> Vec<AuditRecord> {
         self.ctx
             .journal
@@ -285,24 +319,26 @@ fn the_flap_guard_trips_and_holds_across_a_restart() {
         .unwrap();
     };
     {
+        // The file trigger's look at start-up repairs the locked file: one
+        // run that changed the system. A manual event after a new lock
+        // makes the second, and the guard trips.
         let agent = Running::start(&policy);
-        for n in 1..=2 {
-            lab.lock("readme.txt");
-            send();
-            agent.wait_for_run("that repairs", |r| {
-                r.status.as_str() == "remediated"
-                    && agent
-                        .runs()
-                        .iter()
-                        .filter(|x| x.status.as_str() == "remediated")
-                        .count()
-                        >= n
-            });
-        }
+        agent.wait_for_run("the look at start-up that repairs", |r| {
+            r.status.as_str() == "remediated"
+        });
         lab.lock("readme.txt");
         send();
+        agent.wait_for_guard("tripped");
+        // Runs decided before the guard tripped may still change the file:
+        // wait until none is queued or in flight, then break it again.
+        agent.wait_until_idle();
+        lab.lock("readme.txt");
+        let before = agent.runs().len();
+        send();
         let held = agent.wait_for_run("held by the flap guard", |r| {
-            r.summary.starts_with("[flap guard: dry run]")
+            agent.runs().len() > before
+                && r.summary.starts_with("[flap guard: dry run]")
+                && r.seq > agent.runs()[before - 1].seq
         });
         assert_eq!(held.status.as_str(), "needs-approval");
         assert!(

@@ -57,21 +57,39 @@ pattern = "broken: (?P<subject>f[0-9]+)"
     file
 }
 
+/// A running agent, killed when dropped (a failing test leaves none).
+struct Agent(Child);
+
+impl Agent {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Start the agent, its log appended to `agent.log` beside the policy.
-fn start(policy: &Path) -> Child {
+fn start(policy: &Path) -> Agent {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(policy.with_file_name("agent.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(["run", "--policy"])
-        .arg(policy)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    Agent(
+        Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["run", "--policy"])
+            .arg(policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The end of the agents' log, for a failure's message.
@@ -164,8 +182,7 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
     for _ in 0..kills {
         // Anywhere: during start-up, mid-backlog, mid-run, mid-commit.
         std::thread::sleep(Duration::from_millis(rng.u64(20..1200)));
-        agent.kill().unwrap();
-        agent.wait().unwrap();
+        agent.kill();
         agent = start(&policy);
     }
     stop.store(true, Ordering::Relaxed);
@@ -204,8 +221,7 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
             }
         },
     );
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    agent.kill();
 
     let mut lost = Vec::new();
     let mut twice = Vec::new();

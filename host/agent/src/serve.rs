@@ -4,11 +4,12 @@
 //! and the last good version keeps serving, unless the keys the policy
 //! trusts changed and it is signed by none of them). A plugin refused at
 //! start-up is disabled, loudly (log, journal, status), and the others
-//! serve; a later change that fixes it is taken like any other.
+//! serve; a later change that fixes it is taken like any other. A policy
+//! none of whose plugins can serve is refused.
 
-use crate::audit::Store;
 use crate::audit::journal::{Journal, NewRecord, RecordKind, RecordStatus};
 use crate::audit::state::StateStore;
+use crate::audit::{AgentLock, Store};
 use crate::backend::BackendCatalog;
 use crate::context::{ActivePlugin, AgentContext};
 use crate::dispatch::{Control, DisabledPlugin, Dispatcher};
@@ -25,6 +26,9 @@ pub struct Agent {
     ctx: Arc<AgentContext>,
     plugins: Vec<Arc<ActivePlugin>>,
     disabled: Vec<DisabledPlugin>,
+    /// Held while the agent lives: one agent per state directory, and
+    /// `medic status` tells a live agent from a dead one by it.
+    lock: AgentLock,
 }
 
 impl std::fmt::Debug for Agent {
@@ -49,6 +53,15 @@ impl Agent {
             },
             refused,
         ) = loading::load_serving(policy_file, catalog.as_ref())?;
+        // With nothing to serve, there is no agent to start: the policy is
+        // refused as `medic check` refuses it.
+        if active.is_empty() && !refused.is_empty() {
+            return Err(crate::policy::PolicyErrors(
+                refused.into_iter().map(|r| r.error).collect(),
+            )
+            .into());
+        }
+        let lock = Store::lock_agent(&policy.agent.state_dir)?;
         let store = Store::open(&policy.agent.state_dir)?;
         let journal = Journal::new(store.clone());
         let mut disabled = Vec::new();
@@ -97,6 +110,7 @@ impl Agent {
             ctx: Arc::new(ctx),
             plugins: active.into_iter().map(Arc::new).collect(),
             disabled,
+            lock,
         })
     }
 
@@ -108,6 +122,7 @@ impl Agent {
     /// runs in flight finish. Watches the plugin directory and the policy
     /// file meanwhile and takes their changes without a restart.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let _lock = self.lock;
         let ctx = self.ctx.clone();
         let agent_settings = &ctx.policy.agent;
         let (sink, events) = mpsc::channel(agent_settings.queue_capacity.max(1024));

@@ -19,8 +19,8 @@
 pub mod queue;
 pub mod schedule;
 
-use crate::audit::StoreError;
 use crate::audit::journal::{NewRecord, RecordKind, RecordStatus};
+use crate::audit::{StoreError, StoreHealth};
 use crate::context::{ActivePlugin, AgentContext};
 use crate::triggers::{Intake, Routed};
 use medic_sandbox::{
@@ -87,9 +87,13 @@ pub struct AgentStatus {
     /// records wait in memory meanwhile.
     #[serde(default)]
     pub store_failing: Option<String>,
-    /// Writes waiting for the store.
+    /// The dispatcher's writes waiting for the store.
     #[serde(default)]
     pub writes_waiting: usize,
+    /// The store's own account of its health: since when it fails, and
+    /// the journal records waiting or lost.
+    #[serde(default)]
+    pub store: StoreHealth,
 }
 
 /// Read the last snapshot the agent wrote.
@@ -423,7 +427,15 @@ impl Dispatcher {
                 _ = tick.tick() => {
                     self.watch();
                     self.report_drops(false);
-                    if self.queue.failing().is_some() && self.store_tried.elapsed() >= STORE_RETRY {
+                    let health = self.ctx.store.health();
+                    if (self.queue.failing().is_some()
+                        || health.degraded_since_ms.is_some()
+                        || health.records_waiting > 0)
+                        && self.store_tried.elapsed() >= STORE_RETRY
+                    {
+                        // Also writes the journal records other parts of
+                        // the agent could not.
+                        self.queue.retry();
                         self.commit();
                     }
                     self.publish_status();
@@ -832,6 +844,7 @@ impl Dispatcher {
             disabled: self.disabled.clone(),
             store_failing: self.queue.failing().map(str::to_string),
             writes_waiting: self.queue.waiting(),
+            store: self.ctx.store.health(),
         };
         // While the store fails this fails too; the queue says so loudly.
         let _ = self.ctx.store.put_json(STATUS, "agent", &status);

@@ -73,6 +73,8 @@ pub struct DurableQueue {
     consumed: Vec<PathBuf>,
     /// The error of the last commit, while commits fail.
     failing: Option<String>,
+    /// Commit even with no write of our own.
+    flush: bool,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -119,6 +121,7 @@ impl DurableQueue {
             records_waiting: 0,
             consumed: Vec::new(),
             failing: None,
+            flush: false,
         };
         for (id, reason) in unreadable {
             tracing::error!(
@@ -182,11 +185,17 @@ impl DurableQueue {
         self.failing.as_deref()
     }
 
+    /// Commit at the next [`Self::commit`] even with no write of its own,
+    /// to write the journal's waiting records.
+    pub fn retry(&mut self) {
+        self.flush = true;
+    }
+
     /// Commit every waiting write in one transaction. On failure every
     /// write is kept, in order, for the next commit. Returns the journal
     /// records appended.
     pub fn commit(&mut self) -> Result<Vec<AuditRecord>, StoreError> {
-        if self.writes.is_empty() {
+        if self.writes.is_empty() && !std::mem::take(&mut self.flush) {
             self.remove_consumed();
             return Ok(Vec::new());
         }
@@ -216,9 +225,11 @@ impl DurableQueue {
     }
 
     fn try_commit(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        let txn = self.store.database().begin_write()?;
-        let mut records = Vec::new();
-        {
+        // Journal records that waited in memory (appended outside the
+        // dispatcher while the store failed) go first, in order.
+        self.journal.flush_backlog()?;
+        let records = self.store.write(|txn| {
+            let mut records = Vec::new();
             let mut queue = txn.open_table(QUEUE)?;
             let mut counters = txn.open_table(COUNTERS)?;
             for write in &self.writes {
@@ -229,17 +240,19 @@ impl DurableQueue {
                     Write::Remove(id) => {
                         queue.remove(*id)?;
                     }
-                    Write::Position(key, position) => tail::write_position(&txn, key, position)?,
+                    Write::Position(key, position) => tail::write_position(txn, key, position)?,
                     Write::Counters(plugin, bytes) => {
                         counters.insert(plugin.as_str(), bytes.as_slice())?;
                     }
                     Write::Record(record) => {
-                        records.push(self.journal.append_in(&txn, record.clone())?);
+                        records.push(self.journal.append_in(txn, record.clone())?);
                     }
                 }
             }
-        }
-        txn.commit()?;
+            Ok(records)
+        })?;
+        // The chain's head, outside the store, moves on.
+        self.journal.committed(&records);
         Ok(records)
     }
 

@@ -195,6 +195,15 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
             status.writes_waiting
         );
     }
+    if status.store.records_waiting > 0 || status.store.records_lost > 0 {
+        println!(
+            "  journal records waiting for the store: {}, lost: {}",
+            status.store.records_waiting, status.store.records_lost
+        );
+    }
+    for disabled in &status.disabled {
+        println!("  {:<20} DISABLED: {}", disabled.name, disabled.reason);
+    }
     for p in &status.plugins {
         println!(
             "  {:<20} {:<8} {}  {:<8} queued {:<4} running {:<2} coalesced {:<6} last {} {}{}",
@@ -213,6 +222,12 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
                 ""
             }
         );
+        if p.dropped > 0 {
+            println!(
+                "  {:<20} {} event(s) dropped: its queue was full",
+                "", p.dropped
+            );
+        }
         if p.overdue > 0 {
             println!(
                 "  {:<20} {} run(s) in flight well past their timeout: a host call is not returning",
