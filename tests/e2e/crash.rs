@@ -177,7 +177,7 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
         })
     };
 
-    let mut rng = fastrand::Rng::with_seed(0x6d65_6469_63);
+    let mut rng = fastrand::Rng::with_seed(0x006d_6564_6963);
     let kills = 25;
     for _ in 0..kills {
         // Anywhere: during start-up, mid-backlog, mid-run, mid-commit.
