@@ -63,7 +63,7 @@ impl Fault {
             }
             Self::BitsStopped => "BITS stops (7036): downloads fail with 364",
             Self::BitsDisabled => {
-                "BITS is set to Disabled (7040) and stops (7036): downloads fail with 364"
+                "BITS stops (7036) and is set to Disabled (7040): downloads fail with 364"
             }
             Self::UpstreamLostUpdates => {
                 "the upstream is rebuilt without Windows Server 2012 R2 and Office 2013: their approved downloads fail (364, HTTP 404) and the sync fails (GetUpdateData, 10021)"
@@ -142,9 +142,12 @@ impl Lab {
                 vec!["BITS stopped".into()]
             }
             Fault::BitsDisabled => {
-                self.set_startup(ds, "BITS", StartupType::Disabled, true)?;
+                // Stopped first: the 7040 that says Disabled, which is what
+                // triggers the repair, comes once both changes are made,
+                // so an agent that reacts at once never sees half a fault.
                 self.set_service_state(ds, "BITS", ServiceState::Stopped)?;
-                vec!["BITS startup type set to Disabled; BITS stopped".into()]
+                self.set_startup(ds, "BITS", StartupType::Disabled, true)?;
+                vec!["BITS stopped; BITS startup type set to Disabled".into()]
             }
             Fault::UpstreamLostUpdates => self.lose_upstream_products(ORPHANS, TRANSIENT)?,
             Fault::LanguageShrink => self.shrink_languages()?,
