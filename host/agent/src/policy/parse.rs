@@ -1369,5 +1369,264 @@ kind = "file"
     fn a_policy_without_plugins_is_an_error() {
         let errors = errors("[agent]\nstate_dir = \"s\"\n");
         assert_eq!(errors[0].message, "the policy configures no plugins");
+        // Located where the table would go: the end of the file.
+        assert_eq!((errors[0].line, errors[0].column), (3, 1));
+    }
+
+    /// A layout with `plugins/p.wasm`, and `text` parsed as its policy.
+    fn with_component(text: &str) -> Result<Policy, PolicyErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/p.wasm"), b"").unwrap();
+        Policy::parse(&dir.path().join("policy.toml"), text)
+    }
+
+    const LONGEST: &str = "8784h";
+
+    #[test]
+    fn every_duration_is_capped_where_it_is_parsed() {
+        let template = r#"[plugins.p]
+component = "p.wasm"
+limits = { timeout = "TIMEOUT" }
+rate = { max_runs = 1, per = "PER", cooldown = "COOLDOWN" }
+flap_guard = { max_mutating_runs = 1, within = "WITHIN" }
+[[plugins.p.triggers]]
+kind = "file"
+path = "/srv"
+debounce = "DEBOUNCE"
+[[plugins.p.triggers]]
+kind = "every"
+interval = "INTERVAL"
+"#;
+        let keys = [
+            "TIMEOUT", "PER", "COOLDOWN", "WITHIN", "DEBOUNCE", "INTERVAL",
+        ];
+        for long in ["18446744073709551615ms", "8785h", "99999999999999999999s"] {
+            for key in keys {
+                let mut text = template.to_string();
+                for other in keys {
+                    text = text.replace(other, if other == key { long } else { "1s" });
+                }
+                let errors = with_component(&text).unwrap_err().0;
+                assert_eq!(errors.len(), 1, "{key} = {long}: {errors:#?}");
+                assert!(
+                    errors[0].message.contains("366 days") && errors[0].line > 0,
+                    "{key} = {long}: {errors:#?}"
+                );
+            }
+        }
+        let mut text = template.to_string();
+        for key in keys {
+            text = text.replace(key, LONGEST);
+        }
+        let policy = with_component(&text).unwrap();
+        let plugin = &policy.plugins[0];
+        assert_eq!(plugin.limits.timeout, crate::units::MAX_DURATION);
+        assert_eq!(plugin.rate.unwrap().cooldown, crate::units::MAX_DURATION);
+        assert_eq!(
+            plugin.flap_guard.unwrap().within,
+            crate::units::MAX_DURATION
+        );
+    }
+
+    /// What `check` accepts must not panic `run`: the longest durations,
+    /// the largest counts, driven through the dispatcher's scheduler at
+    /// every edge of the clock.
+    #[test]
+    fn the_longest_limits_a_policy_takes_cannot_overflow_the_scheduler() {
+        use crate::dispatch::schedule::{Counters, Rules, Scheduler};
+        let text = format!(
+            r#"[agent]
+max_concurrent_runs = 256
+queue_capacity = 1000000
+[plugins.p]
+component = "p.wasm"
+concurrency = 64
+rate = {{ max_runs = 4294967295, per = "{LONGEST}", cooldown = "{LONGEST}" }}
+flap_guard = {{ max_mutating_runs = 1, within = "{LONGEST}" }}
+[[plugins.p.triggers]]
+kind = "manual"
+[plugins.q]
+component = "p.wasm"
+rate = {{ max_runs = 1, per = "{LONGEST}", cooldown = "0ms" }}
+flap_guard = {{ max_mutating_runs = 4294967295, within = "1ms" }}
+[[plugins.q.triggers]]
+kind = "manual"
+"#
+        );
+        let policy = with_component(&text).unwrap();
+        let mut scheduler: Scheduler<u64> = Scheduler::new(
+            policy.agent.max_concurrent_runs,
+            policy.agent.queue_capacity,
+        );
+        let _ = scheduler.set_plugins(policy.plugins.iter().map(|p| {
+            let rules = Rules {
+                concurrency: p.concurrency,
+                rate: p.rate,
+                flap_guard: p.flap_guard,
+            };
+            (p.name.clone(), rules, Counters::default())
+        }));
+        let longest = crate::units::MAX_DURATION.as_millis() as u64;
+        let times = [
+            0,
+            1,
+            longest,
+            u64::MAX / 2,
+            u64::MAX - longest,
+            u64::MAX - 1,
+            u64::MAX,
+            0,
+        ];
+        let mut started = 0;
+        for (n, now) in times.into_iter().enumerate() {
+            for plugin in ["p", "q"] {
+                let _ = scheduler.offer(plugin, &format!("s{n}"), now);
+            }
+            let decisions = scheduler.next_runs(now);
+            for start in decisions.starts {
+                started += 1;
+                let _ = scheduler.finish(start.ticket, true, now);
+            }
+            let _ = scheduler.next_wake(now);
+        }
+        assert!(started >= 2, "{started}");
+    }
+
+    #[test]
+    fn sizes_are_capped_where_they_are_parsed() {
+        for (limits, expected) in [
+            ("memory = \"18446744073709551615KiB\"", "1 TiB"),
+            ("memory = \"2GiB\"", "out of range"),
+            ("memory = \"0\"", "out of range"),
+            ("state_quota = \"99999999999999999999\"", "1 TiB"),
+            ("state_quota = \"65MiB\"", "out of range"),
+            ("state_quota = \"1024GiB\"", "out of range"),
+        ] {
+            let text = format!(
+                "[plugins.p]\ncomponent = \"p.wasm\"\nlimits = {{ {limits} }}\n[[plugins.p.triggers]]\nkind = \"manual\"\n"
+            );
+            let errors = with_component(&text).unwrap_err().0;
+            assert_eq!(errors.len(), 1, "{limits}: {errors:#?}");
+            assert!(
+                errors[0].message.contains(expected) && errors[0].line == 3,
+                "{limits}: {errors:#?}"
+            );
+        }
+        let errors = with_component(
+            "[agent]\nqueue_capacity = 9223372036854775807\n[plugins.p]\ncomponent = \"p.wasm\"\n[[plugins.p.triggers]]\nkind = \"manual\"\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(errors[0].message.contains("out of range"), "{errors:#?}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+        let mut bytes = b"[agent]\nstate_dir = \"caf\xc3\xa9\"\nplugin_dir = \"x".to_vec();
+        bytes.push(0xff);
+        bytes.extend_from_slice(b"\"\n");
+        let errors = Policy::parse_bytes_with(
+            Path::new("/etc/medic/policy.toml"),
+            &bytes,
+            &SystemProbe,
+            &mut |_| Vec::new(),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errors.len(), 1);
+        let shown = errors[0].to_string();
+        assert!(
+            shown.starts_with(
+                "/etc/medic/policy.toml:3:16: the policy is not UTF-8 text: byte 43 (0xff)"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("fix: save the policy as UTF-8"), "{shown}");
+        // A sequence cut short at the very end.
+        let errors = Policy::parse_bytes_with(
+            Path::new("p.toml"),
+            b"\n\xe2\x82",
+            &SystemProbe,
+            &mut |_| Vec::new(),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!((errors[0].line, errors[0].column), (2, 1), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_syntax_error_without_a_place_in_the_parser_is_placed_all_the_same() {
+        // A dotted key of more parts than the parser recurses into.
+        let key = vec!["a"; 100].join(".");
+        let text = format!("[agent]\nstate_dir = \"s\"\n\n  {key} = 1\n");
+        let errors = errors(&text);
+        let recursion = errors
+            .iter()
+            .find(|e| e.message.contains("recursion"))
+            .unwrap_or_else(|| panic!("{errors:#?}"));
+        assert_eq!((recursion.line, recursion.column), (4, 3), "{errors:#?}");
+        // Deep nesting of arrays and tables.
+        for deep in [
+            "x = ".to_string() + &"[".repeat(200),
+            "x = ".to_string() + &"{a=".repeat(200),
+        ] {
+            let nested = parse(&deep).unwrap_err().0;
+            assert!(
+                nested
+                    .iter()
+                    .all(|e| e.line > 0 && e.column > 0 && !e.fix.is_empty()),
+                "{nested:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_backend_key_is_located_at_its_table() {
+        let text = "[plugins.p]\ncomponent = \"p.wasm\"\n[[plugins.p.triggers]]\nkind = \"manual\"\n\n[backend]\nkind = \"lab\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/p.wasm"), b"").unwrap();
+        let errors = Policy::parse_with(
+            &dir.path().join("policy.toml"),
+            text,
+            &SystemProbe,
+            &mut |section| vec![section.error("lab", "a lab backend needs `lab`", "add lab")],
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!((errors[0].line, errors[0].column), (6, 2), "{errors:#?}");
+        // With no [backend] table at all: where one would go.
+        let errors = Policy::parse_with(
+            &dir.path().join("policy.toml"),
+            &text[..text.find("[backend]").unwrap()],
+            &SystemProbe,
+            &mut |section| vec![section.error("lab", "needs `lab`", "add lab")],
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!((errors[0].line, errors[0].column), (6, 1), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_policy_file_is_read_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(MAX_POLICY_BYTES + 1)
+            .unwrap();
+        let errors = Policy::load(&file).unwrap_err().0;
+        assert!(errors[0].message.contains("4 MiB"), "{errors:#?}");
+        #[cfg(unix)]
+        {
+            let errors = Policy::load(Path::new("/dev/zero")).unwrap_err().0;
+            assert!(errors[0].message.contains("4 MiB"), "{errors:#?}");
+        }
+        let errors = Policy::load(dir.path()).unwrap_err().0;
+        assert!(
+            errors[0].message.starts_with("cannot read the policy"),
+            "{errors:#?}"
+        );
     }
 }
