@@ -53,6 +53,15 @@ pub enum LoadError {
         cause: std::io::Error,
     },
     #[error(
+        "cannot read plugin {path}: it is {what}, not a regular file; give the path of a `.wasm` component"
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "plugin {path} is larger than the largest component medic reads ({} MiB): {size} bytes; give the path of a `.wasm` component",
+        MAX_COMPONENT_BYTES >> 20
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error(
         "{origin} is not a valid WebAssembly component: {reason}; build it with `cargo xtask plugins` (or wasm-tools component new)"
     )]
     Compile { origin: String, reason: String },
@@ -102,6 +111,89 @@ fn missing_list(missing: &[Capability]) -> String {
         .join(", ")
 }
 
+/// The largest component file medic reads (128 MiB): a Rust plugin is tens
+/// of KiB, a Python or JavaScript one with its interpreter tens of MiB.
+pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Read a component file: a regular file (symlinks followed) of at most
+/// [`MAX_COMPONENT_BYTES`]. A FIFO is refused without waiting for a
+/// writer, a device without reading it.
+pub fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let read_error = |cause| LoadError::Read {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let check = |meta: &std::fs::Metadata| {
+        if !meta.is_file() {
+            Err(LoadError::NotAFile {
+                path: path.to_path_buf(),
+                what: file_kind(meta.file_type()),
+            })
+        } else if meta.len() > MAX_COMPONENT_BYTES {
+            Err(LoadError::TooLarge {
+                path: path.to_path_buf(),
+                size: meta.len(),
+            })
+        } else {
+            Ok(meta.len())
+        }
+    };
+    // Asked before opening (opening a FIFO waits for a writer, opening
+    // some devices does something), and again of what was opened, in case
+    // the path changed in between: opened without blocking, a FIFO put in
+    // its place is refused all the same.
+    check(&std::fs::metadata(path).map_err(read_error)?)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(
+            (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32,
+        );
+    }
+    let file = options.open(path).map_err(read_error)?;
+    let len = check(&file.metadata().map_err(read_error)?)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        // It grew while it was read.
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
 /// How long `describe()` may take: it should return at once, and a plugin
 /// that blocks in it must not hang a check, an inspection or a reload.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,10 +225,7 @@ impl Runtime {
         path: &Path,
         memory_bytes: usize,
     ) -> Result<LoadedPlugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|cause| LoadError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let bytes = read_component(path)?;
         self.load_bytes_within(&bytes, &path.display().to_string(), memory_bytes)
     }
 
@@ -275,4 +364,75 @@ pub fn valid_plugin_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `read_component(path)`, failing the test if it does not return
+    /// within a few seconds (a FIFO must not wait for a writer).
+    fn read_soon(path: &Path) -> Result<Vec<u8>, LoadError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_component(&path));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("read_component returned within 10 s")
+    }
+
+    #[test]
+    fn a_component_is_a_regular_file_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.wasm");
+        std::fs::write(&small, b"\0asm").unwrap();
+        assert_eq!(read_soon(&small).unwrap(), b"\0asm");
+
+        // Sparse: larger than the limit without using the disk.
+        let large = dir.path().join("large.wasm");
+        std::fs::File::create(&large)
+            .unwrap()
+            .set_len(MAX_COMPONENT_BYTES + 1)
+            .unwrap();
+        let error = read_soon(&large).unwrap_err();
+        assert!(matches!(error, LoadError::TooLarge { .. }), "{error}");
+        assert!(error.to_string().contains("128 MiB"), "{error}");
+        std::fs::File::create(&large)
+            .unwrap()
+            .set_len(MAX_COMPONENT_BYTES)
+            .unwrap();
+        assert_eq!(read_soon(&large).unwrap().len() as u64, MAX_COMPONENT_BYTES);
+
+        let error = read_soon(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("a directory"), "{error}");
+        let error = read_soon(&dir.path().join("missing.wasm")).unwrap_err();
+        assert!(matches!(error, LoadError::Read { .. }), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_fifos_are_refused_without_reading_or_waiting() {
+        let error = read_soon(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("a character device, not a regular file"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("plugin.wasm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = read_soon(&fifo).unwrap_err();
+        assert!(error.to_string().contains("a FIFO"), "{error}");
+        // Through a symlink too.
+        let link = dir.path().join("link.wasm");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let error = read_soon(&link).unwrap_err();
+        assert!(matches!(error, LoadError::NotAFile { .. }), "{error}");
+    }
 }
