@@ -59,6 +59,8 @@ pub enum LabError {
     NotALab(PathBuf),
     #[error("{0} already holds a lab; remove it first or pick another folder")]
     Exists(PathBuf),
+    #[error("{0} is not empty: a lab is made in an empty or missing folder; pick another")]
+    NotEmpty(PathBuf),
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
@@ -274,10 +276,71 @@ impl Lab {
 
     /// Create a lab in `root` (an empty or missing folder), seeded with a
     /// catalog, approvals, downloaded content and a first successful sync.
+    ///
+    /// All or nothing: the lab is built in a hidden folder beside `root`
+    /// and renamed into place once complete, so a failure (or a kill) part
+    /// way leaves no half lab at `root` to block the next attempt; on a
+    /// failure the hidden folder, and any parent folder made for it, is
+    /// removed.
     pub fn init(root: &Path, options: &InitOptions) -> LabResult<Self> {
         if root.join(DATABASE_FILE).exists() {
             return Err(LabError::Exists(root.to_path_buf()));
         }
+        let root = match std::fs::read_dir(root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(LabError::NotEmpty(root.to_path_buf()));
+                }
+                std::fs::canonicalize(root).map_err(io_err(root))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::path::absolute(root).map_err(io_err(root))?
+            }
+            Err(e) => return Err(io_err(root)(e)),
+        };
+        let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+            return Err(LabError::Invalid(format!(
+                "{} cannot hold a lab: name a folder",
+                root.display()
+            )));
+        };
+        let made_parents = create_parents(parent)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let building = parent.join(format!(
+            ".{}.partial-{}-{nanos}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if let Err(e) = std::fs::create_dir(&building) {
+            for dir in made_parents.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(io_err(&building)(e));
+        }
+        let built = Self::build(&building, options)
+            .and_then(|lab| {
+                // Closed before the move, opened again where it lands.
+                drop(lab);
+                std::fs::rename(&building, &root).map_err(|cause| match cause.kind() {
+                    std::io::ErrorKind::DirectoryNotEmpty => LabError::NotEmpty(root.clone()),
+                    _ => io_err(&root)(cause),
+                })
+            })
+            .and_then(|()| Self::open(&root));
+        if built.is_err() {
+            let _ = std::fs::remove_dir_all(&building);
+            for dir in made_parents.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        built
+    }
+
+    /// Build a complete lab in the folder `root`, which exists and is
+    /// empty.
+    fn build(root: &Path, options: &InitOptions) -> LabResult<Self> {
         for dir in [layout::WSUS_CONTENT, layout::LOG_DIR, layout::EVENT_LOG_DIR] {
             let dir = root.join(dir);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -521,6 +584,30 @@ impl Lab {
     }
 }
 
+/// Create `dir` and its missing parents; the folders made, outermost
+/// first.
+fn create_parents(dir: &Path) -> LabResult<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    let mut made = Vec::new();
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(&d) {
+            Ok(()) => made.push(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                for d in made.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
+                }
+                return Err(io_err(&d)(e));
+            }
+        }
+    }
+    Ok(made)
+}
+
 /// Whether update `index` is approved when the lab is created: every
 /// update the automatic approval rule takes, and one in five of the rest.
 fn approved_at_seed(seed: u64, index: u64, meta: &model::UpdateMeta) -> bool {
@@ -552,4 +639,76 @@ pub(crate) fn small_lab(mode: SyncMode) -> (tempfile::TempDir, Lab) {
     )
     .unwrap();
     (dir, lab)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(principal: &str) -> InitOptions {
+        InitOptions {
+            upstream_updates: 50,
+            principals: vec![
+                ("NETWORK SERVICE".into(), "user:nobody".into()),
+                ("Users".into(), principal.into()),
+            ],
+            ..InitOptions::default()
+        }
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failed_init_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/b/lab");
+        for _ in 0..20 {
+            let error = Lab::init(&root, &options("user:medic-no-such-user")).unwrap_err();
+            assert!(matches!(error, LabError::Principal(_)), "{error}");
+            assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+        }
+        // Into an empty folder that exists: it stays when the init fails.
+        std::fs::create_dir_all(&root).unwrap();
+        for _ in 0..5 {
+            Lab::init(&root, &options("user:medic-no-such-user")).unwrap_err();
+            assert_eq!(listing(dir.path()), ["a"]);
+            assert!(listing(&root).is_empty());
+        }
+        let lab = Lab::init(&root, &options("group:users")).unwrap();
+        assert_eq!(lab.root(), std::fs::canonicalize(&root).unwrap());
+        assert!(root.join(DATABASE_FILE).is_file());
+        assert!(lab.wsus_content().is_dir());
+        assert_eq!(listing(root.parent().unwrap()), ["lab"]);
+        drop(lab);
+        let error = Lab::init(&root, &options("group:users")).unwrap_err();
+        assert!(matches!(error, LabError::Exists(_)), "{error}");
+        Lab::open(&root).unwrap();
+    }
+
+    #[test]
+    fn a_lab_is_made_only_where_it_can_be_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Under a file: nothing can be made.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let error = Lab::init(&file.join("lab"), &options("group:users")).unwrap_err();
+        assert!(matches!(error, LabError::Io { .. }), "{error}");
+        assert_eq!(listing(dir.path()), ["file"]);
+        // A folder with something in it is not taken over.
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("notes.txt"), "mine").unwrap();
+        let error = Lab::init(&full, &options("group:users")).unwrap_err();
+        assert!(matches!(error, LabError::NotEmpty(_)), "{error}");
+        assert!(error.to_string().contains("not empty"), "{error}");
+        assert_eq!(listing(&full), ["notes.txt"]);
+        assert_eq!(listing(dir.path()), ["file", "full"]);
+    }
 }
