@@ -155,6 +155,11 @@ pub struct SendArgs {
     #[arg(long, default_value = "")]
     pub subject: String,
 
+    /// Queue the event even when the plugin is not known to be served
+    /// (with --state-dir: no agent has left a status there yet).
+    #[arg(long)]
+    pub force: bool,
+
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -268,6 +273,9 @@ pub struct TriggerArgs {
 /// code: 0 success, 1 error, 2 a run that failed.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        end_quietly_on_broken_pipe();
+    }
     let format = cli.log_format.unwrap_or_else(|| match &cli.command {
         // A policy with errors is reported by `run` itself.
         Command::Run(args) => match Policy::load(&args.policy) {
@@ -285,10 +293,36 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say_error(format_args!("error: {e:#}"));
             ExitCode::from(1)
         }
     }
+}
+
+/// A one-shot verb whose output goes to a pipe that closes early (`medic
+/// audit | head -1`) ends there, quietly, as `cat` or `grep` would: the
+/// default action of SIGPIPE, which Rust's runtime sets to "ignore" so
+/// that every write after the reader left would fail (and `println!`
+/// panic). Everything such a verb writes to the store is committed before
+/// its output is printed, and the store survives a kill at any point.
+/// `medic run` keeps SIGPIPE ignored: it is a long-lived agent whose
+/// standard output and error may be a pipe to a logger that restarts, and
+/// a failed log write must cost that line, not the agent.
+fn end_quietly_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default is
+    // async-signal-safe and touches no memory of this program; no handler
+    // of ours is replaced (the runtime only ignores SIGPIPE).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A message on standard error; a standard error that cannot be written
+/// to is no reason to panic.
+fn say_error(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
 
 fn parse_record_status(text: &str) -> Result<RecordStatus, String> {
@@ -315,9 +349,12 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A log line that cannot be written (standard error is a closed pipe)
+    // is dropped, not reported on that same standard error with a panic.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -437,7 +474,7 @@ fn check(args: &PolicyArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("{e}");
+            say_error(format_args!("{e}"));
             Ok(ExitCode::from(1))
         }
     }
@@ -458,7 +495,28 @@ fn send(args: &SendArgs) -> Result<ExitCode> {
         Some(json) => EventRecord::from_json(json)?,
         None => EventRecord::manual(&args.subject),
     };
-    let dir = state_dir(&args.state)?;
+    let dir = match (&args.state.state_dir, &args.state.policy) {
+        (None, Some(file)) => {
+            let policy = Policy::load(file)?;
+            let names: Vec<&str> = policy.plugins.iter().map(|p| p.name.as_str()).collect();
+            if !args.force && !names.contains(&args.plugin.as_str()) {
+                bail!(
+                    "the policy {} names no plugin `{}`; it names {}",
+                    policy.file.display(),
+                    args.plugin,
+                    listed(&names)
+                );
+            }
+            policy.agent.state_dir
+        }
+        _ => {
+            let dir = state_dir(&args.state)?;
+            if !args.force {
+                served_here(&dir, &args.plugin)?;
+            }
+            dir
+        }
+    };
     let path = medic_agent::triggers::inbox::send(
         &dir,
         &medic_agent::triggers::inbox::InboxRequest {
@@ -469,6 +527,56 @@ fn send(args: &SendArgs) -> Result<ExitCode> {
     .with_context(|| format!("cannot write to the inbox in {}", dir.display()))?;
     println!("queued for `{}`: {}", args.plugin, path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names for a message: `a, b` or "none".
+fn listed(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Whether the agent using `dir` serves `plugin`, by the last status it
+/// left there; an error that says why not. The store is only read: a
+/// folder without one is not given one.
+fn served_here(dir: &std::path::Path, plugin: &str) -> Result<()> {
+    let force = "give --policy to check against the policy, or --force to queue it anyway";
+    let status = match Store::open_existing(dir) {
+        Ok(store) => medic_agent::dispatch::read_status(&store),
+        Err(medic_agent::audit::StoreError::Missing { .. }) => None,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the agent's status in {}", dir.display()));
+        }
+    };
+    let Some(status) = status else {
+        bail!(
+            "no agent has left a status in {}, so whether it serves `{plugin}` is unknown; {force}",
+            dir.display()
+        );
+    };
+    if status.plugins.iter().any(|p| p.name == plugin) {
+        return Ok(());
+    }
+    if let Some(disabled) = status.disabled.iter().find(|d| d.name == plugin) {
+        bail!(
+            "the agent using {} does not serve `{plugin}`: {}; {force}",
+            dir.display(),
+            disabled.reason
+        );
+    }
+    let names: Vec<&str> = status.plugins.iter().map(|p| p.name.as_str()).collect();
+    bail!(
+        "the agent using {} does not serve `{plugin}`; it serves {}; {force}",
+        dir.display(),
+        listed(&names)
+    )
 }
 
 fn inspect(args: &InspectArgs) -> Result<ExitCode> {
