@@ -305,8 +305,8 @@ fn the_audit_survives_kill_9_mid_run_and_its_chain_verifies() {
             "fixture-spin",
             "--subject",
             &format!("s{n}"),
-            "--state-dir",
-            state.to_str().unwrap(),
+            "--policy",
+            policy_arg,
         ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -324,8 +324,8 @@ fn the_audit_survives_kill_9_mid_run_and_its_chain_verifies() {
         "fixture-spin",
         "--subject",
         "s4",
-        "--state-dir",
-        state.to_str().unwrap(),
+        "--policy",
+        policy_arg,
     ]);
     std::thread::sleep(std::time::Duration::from_millis(150));
     agent.kill().unwrap(); // SIGKILL
@@ -444,4 +444,419 @@ fn a_lab_policy_without_its_lab_is_refused_with_the_fix() {
         stderr.contains("the lab maps Windows principals itself"),
         "{stderr}"
     );
+}
+
+/// A policy serving `fixture-noop` on manual events, with its state in
+/// `dir/state`.
+fn noop_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let plugins = crate::support::workspace().join("target/plugins");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nplugin_dir = \"{}\"\n\n[plugins.fixture-noop]\ncomponent = \"fixture-noop.wasm\"\ngrants = {{ fs-read = [\"{}\"] }}\n[[plugins.fixture-noop.triggers]]\nkind = \"manual\"\n",
+            plugins.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// A running agent, killed when dropped (a failed test leaves none).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait for `child` at most `limit`; kill it and fail if it is still
+/// running then.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Ended as a one-shot verb may when its reader has gone: by SIGPIPE
+/// (as `cat` would), or having finished; with no panic.
+fn ended_quietly(status: std::process::ExitStatus, stderr: &str, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(
+        status.signal() == Some(libc::SIGPIPE) || status.success(),
+        "{what}: {status:?}\n{stderr}"
+    );
+}
+
+/// Run `medic args` with its standard output a pipe whose reader is
+/// already gone; its standard error.
+fn into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let cache = crate::support::workspace().join("target/test-cache");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(args)
+        .env("MEDIC_CACHE_DIR", cache)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = wait_at_most(&mut child, std::time::Duration::from_secs(60), "medic");
+    (status, stderr)
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_every_verb_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A journal far larger than a pipe holds.
+    {
+        let store = medic_agent::audit::Store::open(&state).unwrap();
+        let journal = medic_agent::audit::journal::Journal::new(store);
+        for n in 0..2000 {
+            journal
+                .append(medic_agent::audit::journal::NewRecord {
+                    kind: medic_agent::audit::journal::RecordKind::Run,
+                    plugin: "fixture-noop".into(),
+                    run_id: format!("run-{n}"),
+                    status: medic_agent::audit::journal::RecordStatus::Run(
+                        medic_sandbox::Status::Healthy,
+                    ),
+                    summary: "all is well with a summary long enough to fill a pipe".into(),
+                    detail: serde_json::json!({}),
+                })
+                .unwrap();
+        }
+    }
+    let state_arg = state.to_str().unwrap();
+    // `medic audit | head -1`, many times.
+    for _ in 0..20 {
+        let cache = crate::support::workspace().join("target/test-cache");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["audit", "--state-dir", state_arg])
+            .env("MEDIC_CACHE_DIR", cache)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        assert!(first.contains("fixture-noop"), "{first}");
+        drop(stdout);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let status = wait_at_most(&mut child, std::time::Duration::from_secs(60), "audit");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+
+    // Every verb that prints, into a pipe already closed.
+    let policy = noop_policy(dir.path());
+    let policy_arg = policy.to_str().unwrap();
+    let lab = dir.path().join("lab");
+    let lab_arg = lab.to_str().unwrap();
+    let out = medic(&["lab", "init", lab_arg, "--updates", "50"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let noop = component("fixture-noop");
+    let noop_arg = noop.to_str().unwrap();
+    let trigger_state = dir.path().join("trigger-state");
+    let grant = format!("fs-read={}", dir.path().display());
+    let verbs: [&[&str]; 9] = [
+        &["audit", "--state-dir", state_arg],
+        &["audit", "--state-dir", state_arg, "--json"],
+        &["audit", "--state-dir", state_arg, "--verify"],
+        &["check", "-p", policy_arg],
+        &[
+            "trigger",
+            "--json",
+            noop_arg,
+            "--grant",
+            &grant,
+            "--state-dir",
+            trigger_state.to_str().unwrap(),
+        ],
+        &["lab", "status", "--lab", lab_arg],
+        &["lab", "fault", "--list"],
+        &["plugins", "inspect", noop_arg],
+        &["plugins", "inspect", "--json", noop_arg],
+    ];
+    for verb in verbs {
+        for _ in 0..5 {
+            let (status, stderr) = into_closed_pipe(verb);
+            ended_quietly(status, &stderr, &format!("{verb:?}"));
+        }
+    }
+}
+
+#[test]
+fn the_agent_outlives_a_closed_stdout_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = noop_policy(dir.path());
+    let state = dir.path().join("state");
+    let (out_reader, out_writer) = std::io::pipe().unwrap();
+    let (err_reader, err_writer) = std::io::pipe().unwrap();
+    drop((out_reader, err_reader));
+    let mut agent = Running(
+        Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["--log", "debug", "run", "--policy"])
+            .arg(&policy)
+            .stdout(out_writer)
+            .stderr(err_writer)
+            .spawn()
+            .unwrap(),
+    );
+    let state_arg = state.to_str().unwrap();
+    let runs = || {
+        let out = medic(&["audit", "--state-dir", state_arg, "--kind", "run", "--json"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).map_or(0, |v| v.len())
+    };
+    for n in 1..=3 {
+        let out = medic(&[
+            "send",
+            "fixture-noop",
+            "--subject",
+            &format!("s{n}"),
+            "--policy",
+            policy.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while runs() < n {
+            assert!(
+                agent.0.try_wait().unwrap().is_none(),
+                "the agent died: {:?}",
+                agent.0.try_wait()
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {n} was not recorded"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent died");
+}
+
+#[test]
+fn send_refuses_a_plugin_the_agent_does_not_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = noop_policy(dir.path());
+    let policy_arg = policy.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+
+    let out = medic(&["send", "fixture-nope", "--policy", policy_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("names no plugin `fixture-nope`; it names `fixture-noop`"),
+        "{stderr}"
+    );
+    assert!(!state.join("inbox").exists(), "nothing was queued");
+    let out = medic(&["send", "fixture-noop", "--policy", policy_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("queued for `fixture-noop`"));
+
+    // A state folder no agent has used: nothing to check against, and
+    // no store is made there by asking.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = medic(&[
+        "send",
+        "fixture-noop",
+        "--state-dir",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no agent has left a status") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    let out = medic(&[
+        "send",
+        "fixture-noop",
+        "--state-dir",
+        empty.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An agent's last status says what it serves.
+    let agent = Running(
+        Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["run", "--policy", policy_arg])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = medic(&["status", "--state-dir", state_arg, "--json"]);
+        if text(&out.stdout).contains("fixture-noop") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no status");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(agent);
+    let out = medic(&["send", "fixture-nope", "--state-dir", state_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("does not serve `fixture-nope`; it serves `fixture-noop`"),
+        "{stderr}"
+    );
+    let out = medic(&["send", "fixture-noop", "--state-dir", state_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_failed_lab_init_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("labs/lab");
+    let lab_arg = lab.to_str().unwrap();
+    for _ in 0..10 {
+        let out = medic(&[
+            "lab",
+            "init",
+            lab_arg,
+            "--updates",
+            "50",
+            "--principal",
+            "Users=user:medic-no-such-user",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("medic-no-such-user"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+    // Somewhere nothing can be made.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    for _ in 0..5 {
+        let out = medic(&["lab", "init", file.join("lab").to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+    let out = medic(&["lab", "init", lab_arg, "--updates", "50"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = medic(&["lab", "status", "--lab", lab_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn inspect_reads_only_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.wasm");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let large = dir.path().join("large.wasm");
+    std::fs::File::create(&large)
+        .unwrap()
+        .set_len(medic_sandbox::MAX_COMPONENT_BYTES + 1)
+        .unwrap();
+    for (path, expected) in [
+        (std::path::Path::new("/dev/zero"), "a character device"),
+        (fifo.as_path(), "a FIFO"),
+        (
+            large.as_path(),
+            "larger than the largest component medic reads (128 MiB)",
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["plugins", "inspect", "--no-cache", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let status = wait_at_most(
+            &mut child,
+            std::time::Duration::from_secs(20),
+            &format!("inspect {}", path.display()),
+        );
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[test]
+fn check_and_run_refuse_the_same_bad_numbers_and_bytes_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(noop_policy(dir.path())).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "cooldown",
+            good.replace(
+                "[[plugins",
+                "rate = { max_runs = 1, per = \"1s\", cooldown = \"18446744073709551615ms\" }\n[[plugins",
+            )
+            .into_bytes(),
+            "bad.toml:7:47: rate.cooldown: `18446744073709551615ms` is longer than the longest duration medic takes, 366 days",
+        ),
+        (
+            "memory",
+            good.replace(
+                "[[plugins",
+                "limits = { memory = \"99999999999GiB\" }\n[[plugins",
+            )
+            .into_bytes(),
+            "bad.toml:7:21: limits.memory: `99999999999GiB` is larger than the largest size medic takes, 1 TiB",
+        ),
+        (
+            "queue",
+            good.replace("[agent]", "[agent]\nqueue_capacity = 9223372036854775807")
+                .into_bytes(),
+            "bad.toml:2:18: queue_capacity = 9223372036854775807 is out of range",
+        ),
+        (
+            "utf-8",
+            [good.as_bytes(), b"# caf\xe9\n"].concat(),
+            "bad.toml:9:6: the policy is not UTF-8 text",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let policy = dir.path().join("bad.toml");
+        std::fs::write(&policy, &bytes).unwrap();
+        for verb in ["check", "run"] {
+            let out = medic(&[verb, "--policy", policy.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(1), "{what} {verb}");
+            let stderr = text(&out.stderr);
+            assert!(stderr.contains(expected), "{what} {verb}: {stderr}");
+            assert!(stderr.contains("fix: "), "{what} {verb}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what} {verb}: {stderr}");
+        }
+    }
 }
