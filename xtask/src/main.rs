@@ -10,6 +10,8 @@
 //! - `demo`: build everything, create a lab, start the agent with the WSUS
 //!   pack, inject every fault in turn and show the repairs.
 //! - `bench`: run every benchmark and write `BENCHMARKS.md`.
+//! - `fuzz`: run each fuzz target (cargo-fuzz, libFuzzer) for a bounded
+//!   time; see [`fuzz`].
 //!
 //! On a machine without a rustup `wasm32-unknown-unknown` target, plugins
 //! are built with Debian's `rustc-web` compiler and `-Zbuild-std`; when run
@@ -17,6 +19,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod plugins;
 mod sign;
 mod toolchain;
@@ -25,14 +28,18 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo|bench>
+const USAGE: &str = "usage: cargo xtask <plugins|test|lint|demo|bench|fuzz>
 
   plugins   build every plugin crate into a component under target/plugins/,
             signed with the development key target/signing/dev.key
   test      build the plugins, then run the whole test suite
   lint      cargo fmt --check, clippy -D warnings, Windows type check
   demo      build, then show the agent repairing every fault of a lab
-  bench     run every benchmark, write BENCHMARKS.md";
+  bench     run every benchmark, write BENCHMARKS.md
+  fuzz [--time SECS] [--asan] [TARGET...] [-- LIBFUZZER ARGS]
+            run each fuzz target (policy, units, event_journal, log_line,
+            component) for SECS seconds [default: 60], installing
+            cargo-fuzz if missing; its build and corpora go to target/fuzz";
 
 fn main() {
     if let Err(e) = run() {
@@ -50,6 +57,7 @@ fn run() -> Result<()> {
         Some("lint") => lint(&root),
         Some("demo") => demo::run(&root),
         Some("bench") => bench::run(&root),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
