@@ -503,7 +503,6 @@ fn a_full_disk_degrades_the_store_which_recovers_by_itself_with_no_record_lost()
 
 /// `medic audit --repair`, from the command line.
 #[test]
-#[ignore = "needs the --repair flag on `medic audit` (AuditArgs)"]
 fn repair_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");

@@ -182,19 +182,15 @@ pub fn load_plugin(
     plugin: &PluginPolicy,
     previous: Option<&ActivePlugin>,
 ) -> Result<ActivePlugin, PolicyError> {
-    let unreadable = |e: std::io::Error| {
+    let unreadable = |e: medic_sandbox::LoadError| {
         plugin_error(
             policy,
             plugin,
-            format!(
-                "plugin `{}`: cannot read {}: {e}",
-                plugin.name,
-                plugin.component.display()
-            ),
+            format!("plugin `{}`: {e}", plugin.name),
             "rebuild the component, or point `component` at a medic plugin",
         )
     };
-    let bytes = std::fs::read(&plugin.component).map_err(unreadable)?;
+    let bytes = medic_sandbox::read_component(&plugin.component).map_err(unreadable)?;
     let signer = check_signature(&plugin.trust, &plugin.component, &bytes).map_err(|e| {
         plugin_error(
             policy,

@@ -108,8 +108,12 @@ pub fn spawn(state_dir: &Path, sink: EventSink) -> Result<JoinHandle<()>, String
     let dir = inbox_dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        let _ = wake_tx.try_send(());
+    // Reading the folder is an access event of its own: only changes wake
+    // the drain, or it would wake itself for ever.
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = wake_tx.try_send(());
+        }
     })
     .map_err(|e| e.to_string())?;
     watcher

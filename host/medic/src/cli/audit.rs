@@ -103,7 +103,6 @@ pub(crate) fn audit(args: &AuditArgs) -> Result<ExitCode> {
 /// `medic audit --repair`: keep the damaged store aside and rebuild it
 /// from what can still be read; refused while an agent runs there.
 // Not reachable until `AuditArgs` has a `--repair` flag.
-#[allow(dead_code)]
 pub(crate) fn repair(args: &StateArgs) -> Result<ExitCode> {
     let dir = state_dir(args)?;
     let report = repair::repair(&dir)?;

@@ -55,7 +55,9 @@ pub enum Command {
     /// Hand a manual event to the running agent, which applies its policy
     /// to it as to any other event.
     Send(SendArgs),
-    /// Show what the running agent has loaded and is doing.
+    /// Show what the agent has loaded and is doing, and whether it runs:
+    /// exit 0 running, 3 not running, 1 no agent ever ran with this state
+    /// directory.
     Status(StateArgs),
     /// Apply a plan waiting for approval: re-run the plugin in enforce mode
     /// on the same event.
@@ -106,12 +108,13 @@ pub struct AuditArgs {
     pub plugin: Option<String>,
 
     /// Only this status: healthy, remediated, failed, needs-approval (runs),
-    /// loaded, rejected, removed, tripped, released, interrupted.
+    /// loaded, rejected, removed, tripped, released, interrupted, repaired,
+    /// lost.
     #[arg(long, value_parser = parse_record_status)]
     pub status: Option<RecordStatus>,
 
     /// Only this kind of record: run, plugin-loaded, plugin-rejected,
-    /// plugin-removed, policy-rejected, flap-guard, approved, rejected.
+    /// plugin-removed, policy-rejected, flap-guard, approved, rejected, store.
     #[arg(long, value_parser = parse_record_kind)]
     pub kind: Option<RecordKind>,
 
@@ -126,6 +129,11 @@ pub struct AuditArgs {
     /// Verify the hash chain instead of listing; exit 1 if it is broken.
     #[arg(long)]
     pub verify: bool,
+
+    /// Keep a damaged store aside and rebuild it from what can still be
+    /// read; refused while an agent runs.
+    #[arg(long, conflicts_with = "verify")]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]
@@ -327,7 +335,7 @@ fn say_error(message: std::fmt::Arguments<'_>) {
 
 fn parse_record_status(text: &str) -> Result<RecordStatus, String> {
     RecordStatus::parse(text).ok_or_else(|| {
-        format!("`{text}`: expected healthy, remediated, failed, needs-approval, loaded, rejected, removed, tripped, released or interrupted")
+        format!("`{text}`: expected healthy, remediated, failed, needs-approval, loaded, rejected, removed, tripped, released, interrupted, repaired or lost")
     })
 }
 
@@ -365,6 +373,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => agent_run(&args),
         Command::Check(args) => check(&args),
+        Command::Audit(args) if args.repair => audit::repair(&args.state),
         Command::Audit(args) => audit::audit(&args),
         Command::Send(args) => send(&args),
         Command::Status(args) => audit::status(&args),

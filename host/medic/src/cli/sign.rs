@@ -166,8 +166,7 @@ pub fn sign(args: &SignArgs) -> Result<ExitCode> {
 
 /// Sign one component; returns its signature file and the key id.
 fn sign_one(key_text: &str, component: &Path) -> Result<(PathBuf, String)> {
-    let bytes =
-        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let bytes = medic_sandbox::read_component(component)?;
     let name = component
         .file_name()
         .with_context(|| format!("{} names no file", component.display()))?
@@ -216,8 +215,7 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
         }
         Some(file) => policy_trust(file, args.plugin.as_deref(), &args.component)?,
     };
-    let bytes = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read {}", args.component.display()))?;
+    let bytes = medic_sandbox::read_component(&args.component)?;
     let hash = content_hash(&bytes);
     let component = args.component.display();
     match check_signature(&trust, &args.component, &bytes) {
