@@ -139,9 +139,9 @@ impl Running {
         }
     }
 
-    /// Wait (up to 20 s) for a run record matching `pred`.
+    /// Wait (up to the suite's patience) for a run record matching `pred`.
     pub fn wait_for_run(&self, what: &str, pred: impl Fn(&AuditRecord) -> bool) -> AuditRecord {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::support::PATIENCE;
         loop {
             let runs = self.runs();
             if let Some(found) = runs.iter().find(|r| pred(r)) {
@@ -149,15 +149,16 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "no run {what} within 20 s; runs: {runs:#?}"
+                "no run {what} within {:?}; runs: {runs:#?}",
+                crate::support::PATIENCE
             );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
 
-    /// Wait (up to 20 s) for a flap-guard record with this status.
+    /// Wait (up to the suite's patience) for a flap-guard record with this status.
     pub fn wait_for_guard(&self, status: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::support::PATIENCE;
         while !self
             .ctx
             .journal
@@ -174,10 +175,10 @@ impl Running {
         }
     }
 
-    /// Wait (up to 20 s) until the status snapshot shows no event queued
+    /// Wait (up to the suite's patience) until the status snapshot shows no event queued
     /// and no run in flight.
     pub fn wait_until_idle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::support::PATIENCE;
         loop {
             let idle = medic_agent::dispatch::read_status(&self.ctx.store)
                 .is_some_and(|s| s.running == 0 && s.plugins.iter().all(|p| p.queued == 0));

@@ -309,7 +309,7 @@ fn the_audit_survives_kill_9_mid_run_and_its_chain_verifies() {
             policy_arg,
         ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + crate::support::PATIENCE;
         while audit_count() < n {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -804,7 +804,7 @@ fn inspect_reads_only_a_regular_file_of_bounded_size() {
         std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         let status = wait_at_most(
             &mut child,
-            std::time::Duration::from_secs(20),
+            crate::support::PATIENCE,
             &format!("inspect {}", path.display()),
         );
         assert_eq!(status.code(), Some(1), "{stderr}");

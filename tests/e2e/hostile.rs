@@ -497,7 +497,7 @@ kind = "manual"
     let first = medic_agent::dispatch::read_status(&agent.ctx.store)
         .unwrap()
         .updated_ms;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while medic_agent::dispatch::read_status(&agent.ctx.store)
         .unwrap()
         .updated_ms

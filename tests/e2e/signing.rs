@@ -359,14 +359,14 @@ fn records(agent: &Running) -> Vec<AuditRecord> {
     agent.ctx.journal.list(&Filter::default()).unwrap()
 }
 
-/// Wait (up to 20 s) for a record after `after` matching `pred`.
+/// Wait (up to the suite's patience) for a record after `after` matching `pred`.
 fn wait_for_record(
     agent: &Running,
     after: u64,
     what: &str,
     pred: impl Fn(&AuditRecord) -> bool,
 ) -> AuditRecord {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     loop {
         let all = records(agent);
         if let Some(found) = all.iter().find(|r| r.seq > after && pred(r)) {
@@ -374,7 +374,8 @@ fn wait_for_record(
         }
         assert!(
             Instant::now() < deadline,
-            "no record {what} within 20 s: {:#?}",
+            "no record {what} within {:?}: {:#?}",
+            crate::support::PATIENCE,
             all.iter()
                 .map(|r| format!("{} {:?} {}", r.seq, r.kind, r.summary))
                 .collect::<Vec<_>>()
@@ -668,10 +669,10 @@ fn a_plugin_whose_key_is_no_longer_trusted_stops_until_signed_again() {
     agent.stop();
 }
 
-/// Wait (up to 20 s) until the agent's status lists `fixture-noop` as
+/// Wait (up to the suite's patience) until the agent's status lists `fixture-noop` as
 /// served, or not.
 fn wait_until_served(agent: &Running, served: bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::support::PATIENCE;
     loop {
         let status = medic_agent::dispatch::read_status(&agent.ctx.store);
         let listed = status.is_some_and(|s| s.plugins.iter().any(|p| p.name == "fixture-noop"));
@@ -680,8 +681,9 @@ fn wait_until_served(agent: &Running, served: bool) {
         }
         assert!(
             Instant::now() < deadline,
-            "fixture-noop still {} after 20 s",
-            if served { "not served" } else { "served" }
+            "fixture-noop still {} after {:?}",
+            if served { "not served" } else { "served" },
+            crate::support::PATIENCE
         );
         std::thread::sleep(Duration::from_millis(20));
     }

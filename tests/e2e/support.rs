@@ -9,6 +9,11 @@ use medic_sandbox::{Limits, LoadedPlugin, RunReport, RunRequest, Runtime, Runtim
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+/// How long a test waits for a state before it fails: long, so that the
+/// suite passes on a loaded machine; a passing test waits only as long as
+/// the state takes.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()

@@ -191,7 +191,7 @@ fn content_full_control_is_restored_on_the_whole_tree() {
     // The agent may start repairing while the fault is still revoking
     // (the first run then repairs part of the tree, later ones the rest):
     // wait for the whole tree, read back from the file system.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
     let access = loop {
         let access = w.lab.content_access().unwrap();
         if access.lacking == 0 || std::time::Instant::now() > deadline {
@@ -452,7 +452,7 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
     };
     for round in 1..=3 {
         w.lab.inject(Fault::BitsStopped).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + crate::support::PATIENCE;
         while repairs(&agent) < round {
             assert!(
                 std::time::Instant::now() < deadline,
