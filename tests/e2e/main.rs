@@ -11,4 +11,5 @@ mod sandbox;
 mod signing;
 mod store;
 mod support;
+mod tail;
 mod wsus;
