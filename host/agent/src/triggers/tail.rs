@@ -1071,8 +1071,11 @@ pub fn spawn(
         .ok_or("the path has no parent folder")?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let file_name = path.file_name().map(|n| n.to_os_string());
+    // The tail's own opening and reading of the file are access events:
+    // only changes wake it, or it would wake itself for ever.
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         if let Ok(event) = result
+            && !matches!(event.kind, notify::EventKind::Access(_))
             && event
                 .paths
                 .iter()
