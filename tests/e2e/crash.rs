@@ -12,15 +12,15 @@
 //! that may have (no repair without a record).
 
 use crate::agent::readable_by_nobody;
-use crate::support::workspace;
+use crate::support::{MedicRun, run_records, workspace};
 use medic_agent::audit::Store;
-use medic_agent::audit::journal::{AuditRecord, Filter, Journal, RecordKind, RecordStatus};
+use medic_agent::audit::journal::RecordStatus;
 use medic_sandbox::Status;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -57,55 +57,11 @@ pattern = "broken: (?P<subject>f[0-9]+)"
     file
 }
 
-/// A running agent, killed when dropped (a failing test leaves none).
-struct Agent(Child);
-
-impl Agent {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Start the agent, its log appended to `agent.log` beside the policy.
-fn start(policy: &Path) -> Agent {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(policy.with_file_name("agent.log"))
-        .unwrap();
-    Agent(
-        Command::new(env!("CARGO_BIN_EXE_medic"))
-            .args(["run", "--policy"])
-            .arg(policy)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
 /// The end of the agents' log, for a failure's message.
 fn agent_log(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn records(state: &Path) -> Vec<AuditRecord> {
-    Journal::new(Store::open(state).unwrap())
-        .list(&Filter {
-            kind: Some(RecordKind::Run),
-            ..Filter::default()
-        })
-        .unwrap()
 }
 
 /// Whether the agent has saved where its tail starts: before that, lines
@@ -146,7 +102,7 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
     let policy = policy(dir.path());
     let state = dir.path().join("state");
 
-    let mut agent = start(&policy);
+    let mut agent = MedicRun::start(&policy);
     wait_until(
         "the first agent saves its tail position",
         Duration::from_secs(60),
@@ -183,7 +139,7 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
         // Anywhere: during start-up, mid-backlog, mid-run, mid-commit.
         std::thread::sleep(Duration::from_millis(rng.u64(20..1200)));
         agent.kill();
-        agent = start(&policy);
+        agent = MedicRun::start(&policy);
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -196,7 +152,7 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
         "every line has a completed run",
         Duration::from_secs(300),
         || {
-            let runs = records(&state);
+            let runs = run_records(&state);
             completed.clear();
             interrupted.clear();
             for run in &runs {

@@ -137,3 +137,58 @@ impl Run {
         runtime().run(plugin, request)
     }
 }
+
+/// A real `medic run` on a policy, its log appended to `agent.log` beside
+/// the policy; killed (SIGKILL) when dropped, so a failing test leaves no
+/// agent behind.
+pub struct MedicRun(std::process::Child);
+
+impl MedicRun {
+    pub fn start(policy: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(policy.with_file_name("agent.log"))
+            .unwrap();
+        Self(
+            std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+                .args(["run", "--policy"])
+                .arg(policy)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for MedicRun {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The run records in the store of `state` (none while there is no
+/// store to read).
+pub fn run_records(state: &Path) -> Vec<medic_agent::audit::journal::AuditRecord> {
+    use medic_agent::audit::journal::{Filter, Journal, RecordKind};
+    let Ok(store) = medic_agent::audit::Store::open(state) else {
+        return Vec::new();
+    };
+    Journal::new(store)
+        .list(&Filter {
+            kind: Some(RecordKind::Run),
+            ..Filter::default()
+        })
+        .unwrap_or_default()
+}

@@ -4,13 +4,12 @@
 //! marked, malformed event-journal lines are reported once; and (ignored
 //! by default, a measurement) a large backlog is read in bounded memory.
 
-use crate::support::workspace;
+use crate::support::{MedicRun, run_records, workspace};
 use medic_agent::audit::Store;
-use medic_agent::audit::journal::{AuditRecord, Filter, Journal, RecordKind, RecordStatus};
+use medic_agent::audit::journal::RecordStatus;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn policy(dir: &Path) -> PathBuf {
@@ -44,57 +43,10 @@ ids = [364]
     file
 }
 
-/// A running `medic run`, killed when dropped (a failing test leaves none).
-struct Agent(Child);
-
-impl Agent {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `medic run`, its log in `agent.log`.
-fn start(dir: &Path) -> Agent {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("agent.log"))
-        .unwrap();
-    Agent(
-        Command::new(env!("CARGO_BIN_EXE_medic"))
-            .args(["run", "--policy"])
-            .arg(dir.join("policy.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn runs(state: &Path) -> Vec<AuditRecord> {
-    let Ok(store) = Store::open(state) else {
-        return Vec::new();
-    };
-    Journal::new(store)
-        .list(&Filter {
-            kind: Some(RecordKind::Run),
-            ..Filter::default()
-        })
-        .unwrap_or_default()
-}
-
 /// Completed runs per subject (a run cut off by a kill runs again).
 fn completed(state: &Path) -> BTreeMap<String, usize> {
     let mut done = BTreeMap::new();
-    for run in runs(state) {
+    for run in run_records(state) {
         if matches!(run.status, RecordStatus::Run(_)) {
             let subject = run.detail["event"]["subject"].as_str().unwrap_or_default();
             *done.entry(subject.to_string()).or_default() += 1;
@@ -206,7 +158,7 @@ fn every_complete_line_runs_once_through_rotation_truncation_and_kill_9() {
     .unwrap();
     std::fs::write(root.join("events.jsonl"), "").unwrap();
     policy(&root);
-    let mut agent = start(&root);
+    let mut agent = MedicRun::start(&root.join("policy.toml"));
     wait_until(
         || "both tails start",
         Duration::from_secs(60),
@@ -233,7 +185,7 @@ fn every_complete_line_runs_once_through_rotation_truncation_and_kill_9() {
             .filter(|s| !done.contains_key(*s))
             .collect();
         let said = std::fs::read_to_string(root.join("agent.log")).unwrap_or_default();
-        let records: Vec<_> = runs(&state)
+        let records: Vec<_> = run_records(&state)
             .into_iter()
             .map(|r| format!("{} {:?}", r.detail["event"]["subject"], r.status))
             .collect();
@@ -299,7 +251,7 @@ fn every_complete_line_runs_once_through_rotation_truncation_and_kill_9() {
                 let to = w.rotated();
                 std::fs::rename(&w.log, to).unwrap();
                 w.burst(&mut partial);
-                agent = start(&root);
+                agent = MedicRun::start(&root.join("policy.toml"));
                 kills += 1;
             }
             _ => {}
@@ -360,7 +312,7 @@ fn every_complete_line_runs_once_through_rotation_truncation_and_kill_9() {
         w.expected.len()
     );
 
-    let cut = runs(&state)
+    let cut = run_records(&state)
         .into_iter()
         .find(|r| r.detail["event"]["subject"] == long_subject.as_str())
         .unwrap();
@@ -404,14 +356,14 @@ fn a_large_backlog_is_read_in_bounded_memory() {
     std::fs::write(&log, "").unwrap();
     std::fs::write(root.join("events.jsonl"), "").unwrap();
     policy(&root);
-    let mut agent = start(&root);
+    let mut agent = MedicRun::start(&root.join("policy.toml"));
     wait_until(
         || "the tails start",
         Duration::from_secs(60),
         || positions_saved(&state) >= 2,
     );
     std::thread::sleep(Duration::from_millis(500));
-    let idle = high_water_mark(agent.0.id());
+    let idle = high_water_mark(agent.pid());
     agent.kill();
 
     let mut out = std::io::BufWriter::with_capacity(
@@ -434,18 +386,18 @@ fn a_large_backlog_is_read_in_bounded_memory() {
     drop(out);
 
     let started = Instant::now();
-    let mut agent = start(&root);
+    let mut agent = MedicRun::start(&root.join("policy.toml"));
     let mut peak = 0;
     wait_until(
         || "the backlog is read",
         Duration::from_secs(1800),
         || {
-            peak = peak.max(high_water_mark(agent.0.id()));
+            peak = peak.max(high_water_mark(agent.pid()));
             completed(&state).len() >= expected
         },
     );
     let took = started.elapsed();
-    peak = peak.max(high_water_mark(agent.0.id()));
+    peak = peak.max(high_water_mark(agent.pid()));
     agent.kill();
     eprintln!(
         "backlog {megabytes} MiB, {n} lines, {expected} matching: read in {took:.1?}; agent VmHWM {} MiB (idle before: {} MiB)",
