@@ -642,8 +642,33 @@ fn hot_reload_under_a_stream_of_events_loses_nothing() {
     agent.stop();
 }
 
+/// The first record of `kind`, waited for.
+fn wait_for_record(
+    agent: &Running,
+    kind: medic_agent::audit::journal::RecordKind,
+    what: &str,
+) -> AuditRecord {
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    loop {
+        let found = agent
+            .ctx
+            .journal
+            .list(&Filter {
+                kind: Some(kind),
+                ..Filter::default()
+            })
+            .unwrap();
+        if let Some(first) = found.into_iter().next() {
+            return first;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
+    use medic_agent::audit::journal::RecordKind;
     let dir = tempfile::tempdir().unwrap();
     let policy = noop_policy(dir.path());
     install(
@@ -653,30 +678,35 @@ fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
     );
     let agent = Running::start(&policy);
     let good = std::fs::read_to_string(&policy).unwrap();
+    // A problem outside the plugin tables: the whole edit is rejected.
+    std::fs::write(
+        &policy,
+        good.replace("max_concurrent_runs = 4", "max_concurrent_runs = \"four\""),
+    )
+    .unwrap();
+    let rejected = wait_for_record(
+        &agent,
+        RecordKind::PolicyRejected,
+        "the broken policy was not rejected",
+    );
+    assert!(
+        rejected.summary.contains("policy.toml:5"),
+        "{}",
+        rejected.summary
+    );
+    // A problem in the plugin's own table: that plugin keeps the version
+    // serving.
     std::fs::write(
         &policy,
         good.replace("concurrency = 2", "concurrency = \"many\""),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let rejected = loop {
-        let found = agent
-            .ctx
-            .journal
-            .list(&Filter {
-                kind: Some(medic_agent::audit::journal::RecordKind::PolicyRejected),
-                ..Filter::default()
-            })
-            .unwrap();
-        if let Some(first) = found.into_iter().next() {
-            break first;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the broken policy was not rejected"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let rejected = wait_for_record(
+        &agent,
+        RecordKind::PluginRejected,
+        "the broken table was not rejected",
+    );
+    assert_eq!(rejected.plugin, "fixture-noop");
     assert!(
         rejected.summary.contains("policy.toml:10"),
         "{}",
@@ -688,6 +718,145 @@ fn a_broken_policy_edit_keeps_the_last_good_policy_serving() {
     });
     assert_eq!(run.status.as_str(), "healthy");
     agent.stop();
+}
+
+/// `medic status --json` of a state directory.
+fn status_json(state: &Path) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["status", "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+#[test]
+fn one_bad_table_or_component_at_start_up_disables_that_plugin_and_the_rest_serve() {
+    use medic_agent::audit::journal::{Journal, RecordKind};
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let noop = std::fs::read(workspace().join("target/plugins/fixture-noop.wasm")).unwrap();
+    install(&plugins, "fixture-noop.wasm", &noop);
+    install(&plugins, "garbage.wasm", b"\0asm but not a component");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[agent]
+state_dir = "state"
+plugin_dir = "plugins"
+
+[plugins.bad-table]
+component = "fixture-noop.wasm"
+concurrency = 0
+mode = "sideways"
+
+[plugins.bad-component]
+component = "garbage.wasm"
+[[plugins.bad-component.triggers]]
+kind = "manual"
+
+[plugins.fixture-noop]
+component = "fixture-noop.wasm"
+grants = { fs-read = ["/tmp"] }
+[[plugins.fixture-noop.triggers]]
+kind = "manual"
+"#,
+    )
+    .unwrap();
+    // `medic check` refuses the policy, with every problem at once.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["check", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    for problem in ["policy.toml:8", "policy.toml:9", "garbage.wasm"] {
+        assert!(said.contains(problem), "{problem} not in {said}");
+    }
+
+    let state = dir.path().join("state");
+    let _agent = crate::support::MedicRun::start(&policy);
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    let status = loop {
+        if let Some(status) = status_json(&state)
+            && status["agent_running"] == true
+            && status["disabled"].as_array().is_some_and(|d| d.len() == 2)
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not start with two plugins disabled: {:?}\n{}",
+            status_json(&state),
+            std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let reason = |name: &str| {
+        status["disabled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .map(|d| d["reason"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{name} is not disabled: {status}"))
+    };
+    assert!(reason("bad-table").contains("more problems"), "{status}");
+    assert!(!reason("bad-component").is_empty());
+    let serving: Vec<&str> = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(serving, ["fixture-noop"]);
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("plugin DISABLED") && log.contains("policy.toml:9"),
+        "{log}"
+    );
+
+    // `medic send` says why a plugin set aside is not served.
+    let send = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["send", "bad-table", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&send.stderr);
+    assert_eq!(send.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("table for `bad-table` has problems") && said.contains("policy.toml:8"),
+        "{said}"
+    );
+
+    // The one left serves.
+    send_manual(&state, "fixture-noop", "served");
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    while !crate::support::run_records(&state)
+        .iter()
+        .any(|r| r.detail["event"]["subject"] == "served")
+    {
+        assert!(Instant::now() < deadline, "the serving plugin did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let store = medic_agent::audit::Store::open(&state).unwrap();
+    let rejected: Vec<String> = Journal::new(store)
+        .list(&Filter {
+            kind: Some(RecordKind::PluginRejected),
+            ..Filter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.plugin.clone())
+        .collect();
+    assert!(
+        rejected.contains(&"bad-table".to_string())
+            && rejected.contains(&"bad-component".to_string()),
+        "{rejected:?}"
+    );
 }
 
 /// Two plugins: the endless loop (killed at 3 s) and the no-op.

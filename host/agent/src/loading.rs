@@ -8,7 +8,9 @@
 use crate::audit::StoreError;
 use crate::backend::BackendCatalog;
 use crate::context::ActivePlugin;
-use crate::policy::{PluginPolicy, Policy, PolicyError, PolicyErrors, Trust};
+use crate::policy::{
+    PluginPolicy, Policy, PolicyError, PolicyErrors, ServingPolicy, SetAside, Trust,
+};
 use crate::triggers;
 use medic_backends::Backends;
 use medic_sandbox::signature::{MAX_SIGNATURE_TEXT_LEN, Signer, VerifyError, signature_path};
@@ -274,7 +276,28 @@ pub struct Loaded {
 #[derive(Debug)]
 pub struct Refused {
     pub plugin: String,
-    pub error: PolicyError,
+    /// Why: at least one problem.
+    pub errors: Vec<PolicyError>,
+}
+
+impl Refused {
+    /// The first problem's message, and how many more there are.
+    pub fn reason(&self) -> String {
+        let first = self.errors.first().map_or("", |e| e.message.as_str());
+        match self.errors.len() {
+            0 | 1 => first.to_string(),
+            n => format!(
+                "{first} (and {} more problem{})",
+                n - 1,
+                if n == 2 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// Every problem of every refused plugin, as one policy error.
+fn refusal(refused: Vec<Refused>) -> PolicyErrors {
+    PolicyErrors(refused.into_iter().flat_map(|r| r.errors).collect())
 }
 
 /// Read `policy_file`, open its backends through `catalog`, load and check
@@ -285,41 +308,46 @@ pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Loaded, 
     if refused.is_empty() {
         Ok(loaded)
     } else {
-        Err(PolicyErrors(refused.into_iter().map(|r| r.error).collect()).into())
+        Err(refusal(refused).into())
     }
 }
 
-/// As [`load`], but a plugin whose component or checks fail is left out
-/// and returned with why, so that one bad plugin does not keep the others
-/// from serving. A policy that cannot be read, or whose backend cannot be
-/// opened, is still refused whole.
+/// As [`load`], but a plugin whose table, component or checks fail is
+/// left out and returned with why, so that one bad plugin does not keep
+/// the others from serving. A policy that cannot be read, has a problem
+/// outside its plugin tables, or whose backend cannot be opened, is still
+/// refused whole.
 pub fn load_serving(
     policy_file: &Path,
     catalog: &dyn BackendCatalog,
 ) -> Result<(Loaded, Vec<Refused>), AgentError> {
     let mut backends = None;
-    let policy = Policy::load_with(policy_file, &mut |section| match catalog.open(section) {
-        Ok(opened) => {
-            backends = Some(opened);
-            Vec::new()
-        }
-        Err(errors) => errors,
-    })?;
+    let ServingPolicy { policy, set_aside } =
+        Policy::load_serving_with(policy_file, &mut |section| match catalog.open(section) {
+            Ok(opened) => {
+                backends = Some(opened);
+                Vec::new()
+            }
+            Err(errors) => errors,
+        })?;
     let runtime = runtime_for(&policy)?;
     let mut plugins = Vec::new();
-    let mut refused = Vec::new();
+    let mut refused: Vec<Refused> = set_aside
+        .into_iter()
+        .map(|SetAside { plugin, errors }| Refused { plugin, errors })
+        .collect();
     for plugin in &policy.plugins {
         match load_plugin(&runtime, &policy, plugin, None) {
             Ok(active) => plugins.push(active),
             Err(error) => refused.push(Refused {
                 plugin: plugin.name.clone(),
-                error,
+                errors: vec![error],
             }),
         }
     }
     let Some(backends) = backends else {
         // The callback reported why, and the policy was refused with it.
-        return Err(PolicyErrors(refused.into_iter().map(|r| r.error).collect()).into());
+        return Err(refusal(refused).into());
     };
     Ok((
         Loaded {

@@ -14,7 +14,9 @@ use crate::backend::BackendCatalog;
 use crate::context::{ActivePlugin, AgentContext};
 use crate::dispatch::{Control, DisabledPlugin, Dispatcher};
 use crate::loading::{self, AgentError, Loaded, Refused, load_plugin};
-use crate::policy::{PluginPolicy, Policy, PolicyDiff, Trust};
+use crate::policy::{
+    PluginPolicy, Policy, PolicyDiff, PolicyErrors, ServingPolicy, SetAside, Trust,
+};
 use crate::triggers::{self, TriggerSet};
 use std::future::Future;
 use std::path::Path;
@@ -56,28 +58,28 @@ impl Agent {
         // With nothing to serve, there is no agent to start: the policy is
         // refused as `medic check` refuses it.
         if active.is_empty() && !refused.is_empty() {
-            return Err(crate::policy::PolicyErrors(
-                refused.into_iter().map(|r| r.error).collect(),
-            )
-            .into());
+            return Err(PolicyErrors(refused.into_iter().flat_map(|r| r.errors).collect()).into());
         }
         let lock = Store::lock_agent(&policy.agent.state_dir)?;
         let store = Store::open(&policy.agent.state_dir)?;
         let journal = Journal::new(store.clone());
         let mut disabled = Vec::new();
-        for Refused { plugin, error } in refused {
-            tracing::error!(plugin = %plugin, "plugin DISABLED: {error}");
+        for refusal in refused {
+            let reason = refusal.reason();
+            let Refused { plugin, errors } = refusal;
+            let errors = PolicyErrors(errors);
+            tracing::error!(plugin = %plugin, "plugin DISABLED: {errors}");
             journal.append(NewRecord {
                 kind: RecordKind::PluginRejected,
                 plugin: plugin.clone(),
                 run_id: String::new(),
                 status: RecordStatus::Rejected,
-                summary: format!("disabled at start-up: {}", error.message),
-                detail: serde_json::json!({ "error": error.to_string() }),
+                summary: format!("disabled at start-up: {reason}"),
+                detail: serde_json::json!({ "error": errors.to_string() }),
             })?;
             disabled.push(DisabledPlugin {
                 name: plugin,
-                reason: error.message,
+                reason,
             });
         }
         for plugin in &active {
@@ -177,7 +179,7 @@ impl Agent {
                             // That plugin keeps its old version (and triggers),
                             // or is not added.
                             tracing::error!("new triggers could not start; the plugin keeps its last good version: {error}");
-                            record_rejection(&ctx, &error.plugin, error.to_string());
+                            record(&ctx, RecordKind::PluginRejected, RecordStatus::Rejected, &error.plugin, error.to_string());
                             next.retain(|p| p.policy.name != error.plugin);
                             if let Some(old) = current.iter().find(|p| p.policy.name == error.plugin) {
                                 next.push(old.clone());
@@ -242,20 +244,6 @@ fn distrusted(serving: &ActivePlugin, trust: &Trust) -> Option<String> {
             "the version serving is not signed by a key the policy trusts, and a signature is now required".to_string(),
         ),
         _ => None,
-    }
-}
-
-/// Record that a plugin's new version was refused.
-fn record_rejection(ctx: &AgentContext, plugin: &str, reason: String) {
-    if let Err(e) = ctx.journal.append(NewRecord {
-        kind: RecordKind::PluginRejected,
-        plugin: plugin.into(),
-        run_id: String::new(),
-        status: RecordStatus::Rejected,
-        summary: reason,
-        detail: serde_json::Value::Null,
-    }) {
-        tracing::error!("cannot record a reload in the audit journal: {e}");
     }
 }
 
@@ -325,51 +313,36 @@ enum Change {
 
 /// Read the policy and the plugin directory again. Returns the plugin set
 /// to serve with the plugins the policy names that do not serve, or `None`
-/// when nothing should change (a broken policy keeps the old one entirely;
-/// a broken component keeps its last good version). Every rejection is
-/// logged and recorded.
+/// when nothing should change. A policy with a problem outside its plugin
+/// tables keeps the old one entirely; a plugin whose new table or
+/// component is refused keeps its last good version, unless the policy no
+/// longer trusts it, and a new one is disabled. Every rejection is logged
+/// and recorded.
 fn reload(
     ctx: &AgentContext,
     current: &[Arc<ActivePlugin>],
 ) -> Option<(Vec<Arc<ActivePlugin>>, Vec<DisabledPlugin>)> {
-    let record_with = |kind: RecordKind,
-                       status: RecordStatus,
-                       plugin: &str,
-                       summary: String,
-                       detail: serde_json::Value| {
-        if let Err(e) = ctx.journal.append(NewRecord {
-            kind,
-            plugin: plugin.into(),
-            run_id: String::new(),
-            status,
-            summary,
-            detail,
-        }) {
-            tracing::error!("cannot record a reload in the audit journal: {e}");
-        }
-    };
-    let record = |kind, status, plugin: &str, summary| {
-        record_with(kind, status, plugin, summary, serde_json::Value::Null)
-    };
     tracing::debug!("reloading the policy and the plugin folder");
     // The backend is checked as at start-up, though a change to it takes
     // effect only at the next start.
     let check_backend = &mut |section: &_| ctx.catalog.open(section).err().unwrap_or_default();
-    let policy = match Policy::load_with(&ctx.policy.file, check_backend) {
-        Ok(policy) => policy,
-        Err(errors) => {
-            tracing::error!(
-                "the changed policy is rejected; the last good one keeps serving:\n{errors}"
-            );
-            record(
-                RecordKind::PolicyRejected,
-                RecordStatus::Rejected,
-                "",
-                errors.to_string(),
-            );
-            return None;
-        }
-    };
+    let ServingPolicy { policy, set_aside } =
+        match Policy::load_serving_with(&ctx.policy.file, check_backend) {
+            Ok(read) => read,
+            Err(errors) => {
+                tracing::error!(
+                    "the changed policy is rejected; the last good one keeps serving:\n{errors}"
+                );
+                record(
+                    ctx,
+                    RecordKind::PolicyRejected,
+                    RecordStatus::Rejected,
+                    "",
+                    errors.to_string(),
+                );
+                return None;
+            }
+        };
     let started_with = PolicyDiff::between(&ctx.policy, &policy);
     tracing::debug!(
         added = ?started_with.added,
@@ -380,106 +353,174 @@ fn reload(
     if started_with.agent || started_with.backend {
         tracing::warn!("[agent] and [backend] changes take effect at the next restart");
     }
-    let mut next = Vec::new();
-    let mut disabled = Vec::new();
-    let mut changed = false;
-    // Plugins whose serving version the policy no longer trusts.
-    let mut stopped: Vec<String> = Vec::new();
+    let mut next = Reloaded::default();
+    let serving = |name: &str| current.iter().find(|p| p.policy.name == name);
     for plugin in &policy.plugins {
-        let old = current.iter().find(|p| p.policy.name == plugin.name);
+        let old = serving(&plugin.name);
         match load_plugin(&ctx.runtime, &policy, plugin, old.map(|o| o.as_ref())) {
-            Ok(active) => {
-                let is_new = old.is_none_or(|o| {
-                    o.loaded.hash != active.loaded.hash
-                        || o.policy != *plugin
-                        || o.signer != active.signer
-                });
-                if is_new {
-                    changed = true;
-                    let loaded = &active.loaded;
-                    let signer = active.signer.as_ref().map_or("-", |s| s.key_id.as_str());
-                    tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], signer, "plugin (re)loaded");
-                    record_with(
-                        RecordKind::PluginLoaded,
-                        RecordStatus::Loaded,
-                        &plugin.name,
-                        format!(
-                            "{} {} ({}) loaded{}",
-                            loaded.info.name,
-                            loaded.info.version,
-                            &loaded.hash[..12],
-                            signed_by(&active)
-                        ),
-                        load_detail(&active),
-                    );
-                }
-                next.push(Arc::new(active));
-            }
-            Err(e) => {
-                let reason = e.message;
-                let Some(old) = old else {
-                    tracing::error!(plugin = %plugin.name, "plugin rejected: {reason}");
-                    disabled.push(DisabledPlugin {
-                        name: plugin.name.clone(),
-                        reason: reason.clone(),
-                    });
-                    record(
-                        RecordKind::PluginRejected,
-                        RecordStatus::Rejected,
-                        &plugin.name,
-                        reason,
-                    );
-                    continue;
-                };
-                match distrusted(old, &plugin.trust) {
-                    None => {
-                        tracing::error!(plugin = %plugin.name, "new version rejected; the last good one keeps serving: {reason}");
-                        record(
-                            RecordKind::PluginRejected,
-                            RecordStatus::Rejected,
-                            &plugin.name,
-                            reason,
-                        );
-                        next.push(old.clone());
-                    }
-                    // The keys changed and the version serving would not
-                    // load now either: it stops.
-                    Some(why) => {
-                        tracing::error!(plugin = %plugin.name, "plugin stopped: {why}; and its component is rejected: {reason}");
-                        record(
-                            RecordKind::PluginRejected,
-                            RecordStatus::Rejected,
-                            &plugin.name,
-                            reason,
-                        );
-                        record(
-                            RecordKind::PluginRemoved,
-                            RecordStatus::Removed,
-                            &plugin.name,
-                            format!("stopped: {why}"),
-                        );
-                        disabled.push(DisabledPlugin {
-                            name: plugin.name.clone(),
-                            reason: why,
-                        });
-                        stopped.push(plugin.name.clone());
-                        changed = true;
-                    }
-                }
-            }
+            Ok(active) => next.take(ctx, old, plugin, active),
+            Err(e) => next.refuse(ctx, old, &plugin.name, &plugin.trust, e.message),
         }
     }
+    for SetAside { plugin, errors } in set_aside {
+        let reason = format!(
+            "its table in the policy is refused: {}",
+            PolicyErrors(errors)
+        );
+        // Its own keys are part of the table refused: the version serving
+        // keeps serving only if the policy's keys for every plugin take it.
+        next.refuse(ctx, serving(&plugin), &plugin, &policy.trust, reason);
+    }
     let removed = current.iter().filter(|p| {
-        !next.iter().any(|n| n.policy.name == p.policy.name) && !stopped.contains(&p.policy.name)
+        !next.serve.iter().any(|n| n.policy.name == p.policy.name)
+            && !next.stopped.contains(&p.policy.name)
     });
     for plugin in removed {
-        changed = true;
+        next.changed = true;
         record(
+            ctx,
             RecordKind::PluginRemoved,
             RecordStatus::Removed,
             &plugin.policy.name,
             "removed from the policy".into(),
         );
     }
-    changed.then_some((next, disabled))
+    next.changed.then_some((next.serve, next.disabled))
+}
+
+/// What a reload makes of the plugins, one at a time.
+#[derive(Default)]
+struct Reloaded {
+    serve: Vec<Arc<ActivePlugin>>,
+    disabled: Vec<DisabledPlugin>,
+    /// Plugins whose serving version the policy no longer trusts.
+    stopped: Vec<String>,
+    /// Anything differs from what serves now.
+    changed: bool,
+}
+
+impl Reloaded {
+    /// `active` loaded for `plugin`: it serves, recorded when it is new.
+    fn take(
+        &mut self,
+        ctx: &AgentContext,
+        old: Option<&Arc<ActivePlugin>>,
+        plugin: &PluginPolicy,
+        active: ActivePlugin,
+    ) {
+        let is_new = old.is_none_or(|o| {
+            o.loaded.hash != active.loaded.hash || o.policy != *plugin || o.signer != active.signer
+        });
+        if is_new {
+            self.changed = true;
+            let loaded = &active.loaded;
+            let signer = active.signer.as_ref().map_or("-", |s| s.key_id.as_str());
+            tracing::info!(plugin = %plugin.name, version = %loaded.info.version, hash = %&loaded.hash[..12], signer, "plugin (re)loaded");
+            record_with(
+                ctx,
+                RecordKind::PluginLoaded,
+                RecordStatus::Loaded,
+                &plugin.name,
+                format!(
+                    "{} {} ({}) loaded{}",
+                    loaded.info.name,
+                    loaded.info.version,
+                    &loaded.hash[..12],
+                    signed_by(&active)
+                ),
+                load_detail(&active),
+            );
+        }
+        self.serve.push(Arc::new(active));
+    }
+
+    /// The new version of plugin `name` is refused for `reason`: the
+    /// version serving (`old`) keeps serving if `trust` still takes it; a
+    /// plugin with none is disabled.
+    fn refuse(
+        &mut self,
+        ctx: &AgentContext,
+        old: Option<&Arc<ActivePlugin>>,
+        name: &str,
+        trust: &Trust,
+        reason: String,
+    ) {
+        let rejected = |reason: String| {
+            record(
+                ctx,
+                RecordKind::PluginRejected,
+                RecordStatus::Rejected,
+                name,
+                reason,
+            )
+        };
+        let Some(old) = old else {
+            tracing::error!(plugin = %name, "plugin rejected: {reason}");
+            self.disabled.push(DisabledPlugin {
+                name: name.to_string(),
+                reason: reason.clone(),
+            });
+            rejected(reason);
+            return;
+        };
+        match distrusted(old, trust) {
+            None => {
+                tracing::error!(plugin = %name, "new version rejected; the last good one keeps serving: {reason}");
+                rejected(reason);
+                self.serve.push(old.clone());
+            }
+            // The keys changed and the version serving would not load now
+            // either: it stops.
+            Some(why) => {
+                tracing::error!(plugin = %name, "plugin stopped: {why}; and its new version is rejected: {reason}");
+                rejected(reason);
+                record(
+                    ctx,
+                    RecordKind::PluginRemoved,
+                    RecordStatus::Removed,
+                    name,
+                    format!("stopped: {why}"),
+                );
+                self.disabled.push(DisabledPlugin {
+                    name: name.to_string(),
+                    reason: why,
+                });
+                self.stopped.push(name.to_string());
+                self.changed = true;
+            }
+        }
+    }
+}
+
+/// Append a record of what a reload did; a record that cannot be written
+/// is logged.
+fn record_with(
+    ctx: &AgentContext,
+    kind: RecordKind,
+    status: RecordStatus,
+    plugin: &str,
+    summary: String,
+    detail: serde_json::Value,
+) {
+    if let Err(e) = ctx.journal.append(NewRecord {
+        kind,
+        plugin: plugin.into(),
+        run_id: String::new(),
+        status,
+        summary,
+        detail,
+    }) {
+        tracing::error!("cannot record a reload in the audit journal: {e}");
+    }
+}
+
+/// [`record_with`], with no detail.
+fn record(
+    ctx: &AgentContext,
+    kind: RecordKind,
+    status: RecordStatus,
+    plugin: &str,
+    summary: String,
+) {
+    record_with(ctx, kind, status, plugin, summary, serde_json::Value::Null);
 }

@@ -81,6 +81,23 @@ impl std::fmt::Display for PolicyErrors {
     }
 }
 
+/// A policy read for serving: the plugins whose tables are valid, and the
+/// tables set aside with their problems.
+#[derive(Debug, Clone)]
+pub struct ServingPolicy {
+    pub policy: Policy,
+    pub set_aside: Vec<SetAside>,
+}
+
+/// A `[plugins.<name>]` table with problems, left out of the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The table's key, as written.
+    pub plugin: String,
+    /// Every problem found in the table, in the order found.
+    pub errors: Vec<PolicyError>,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -316,16 +333,25 @@ impl Policy {
         file: &Path,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
     ) -> Result<Self, PolicyErrors> {
-        let bytes = read_policy(file).map_err(|(message, fix)| {
-            PolicyErrors(vec![PolicyError {
-                file: file.to_path_buf(),
-                line: 0,
-                column: 0,
-                message,
-                fix: fix.into(),
-            }])
-        })?;
+        let bytes = read_policy(file)?;
         Self::parse_bytes_with(file, &bytes, &SystemProbe, check_backend)
+    }
+
+    /// As [`Policy::load`], but a plugin table with problems is set aside
+    /// and the rest returned: what an agent serves, and where it keeps its
+    /// state.
+    pub fn load_serving(file: &Path) -> Result<ServingPolicy, PolicyErrors> {
+        Self::load_serving_with(file, &mut |_| Vec::new())
+    }
+
+    /// As [`Policy::load_with`], but a plugin table with problems is set
+    /// aside and the rest returned (see [`Policy::parse_serving_with`]).
+    pub fn load_serving_with(
+        file: &Path,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> Result<ServingPolicy, PolicyErrors> {
+        let bytes = read_policy(file)?;
+        Self::parse_serving_with(file, &bytes, &SystemProbe, check_backend)
     }
 }
 
@@ -333,9 +359,21 @@ impl Policy {
 /// TOML; anything near this is not one.
 pub const MAX_POLICY_BYTES: u64 = 4 << 20;
 
-/// A policy file's bytes, at most [`MAX_POLICY_BYTES`] of them; on failure
-/// the message and the fix.
-fn read_policy(file: &Path) -> Result<Vec<u8>, (String, &'static str)> {
+/// A policy file's bytes, at most [`MAX_POLICY_BYTES`] of them.
+fn read_policy(file: &Path) -> Result<Vec<u8>, PolicyErrors> {
+    read_policy_bytes(file).map_err(|(message, fix)| {
+        PolicyErrors(vec![PolicyError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+            fix: fix.into(),
+        }])
+    })
+}
+
+/// [`read_policy`]; on failure the message and the fix.
+fn read_policy_bytes(file: &Path) -> Result<Vec<u8>, (String, &'static str)> {
     use std::io::Read;
     let cannot = |e: std::io::Error| {
         (

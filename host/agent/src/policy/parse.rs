@@ -104,12 +104,21 @@ struct AgentTrust {
     reported: bool,
 }
 
+/// One problem found, with the plugin table it is in (`None`: the file,
+/// `[agent]` or `[backend]`).
+struct Found {
+    plugin: Option<String>,
+    error: PolicyError,
+}
+
 /// Collects errors with positions in one file.
 struct Collector<'a> {
     file: &'a Path,
     text: &'a str,
     probe: &'a dyn Probe,
-    errors: Vec<PolicyError>,
+    errors: Vec<Found>,
+    /// The plugin table being read: errors found now are that plugin's.
+    within: Option<String>,
 }
 
 impl Collector<'_> {
@@ -136,12 +145,15 @@ impl Collector<'_> {
         fix: impl Into<String>,
     ) {
         let (line, column) = self.position(span.map_or(self.text.len(), |s| s.start));
-        self.errors.push(PolicyError {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-            fix: fix.into(),
+        self.errors.push(Found {
+            plugin: self.within.clone(),
+            error: PolicyError {
+                file: self.file.to_path_buf(),
+                line,
+                column,
+                message: message.into(),
+                fix: fix.into(),
+            },
         });
     }
 
@@ -270,6 +282,34 @@ fn unplaced_syntax_error(text: &str, message: &str) -> Option<Range<usize>> {
     None
 }
 
+/// The text of a policy file's bytes; text that is not UTF-8 is one error,
+/// at its first byte that is not.
+fn utf8_text<'a>(file: &Path, bytes: &'a [u8]) -> Result<&'a str, PolicyErrors> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        // The text before the bad byte is UTF-8: place it there.
+        let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+        let c = Collector {
+            file,
+            text: valid,
+            probe: &SystemProbe,
+            errors: Vec::new(),
+            within: None,
+        };
+        let (line, column) = c.position(offset);
+        PolicyErrors(vec![PolicyError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: format!(
+                "the policy is not UTF-8 text: byte {offset} (0x{:02x}) is not part of a UTF-8 character",
+                bytes[offset]
+            ),
+            fix: "save the policy as UTF-8 (or remove the stray byte)".into(),
+        }])
+    })
+}
+
 /// Resolve `raw` against `base` when it is relative, as an absolute path
 /// without `.` or `..` components (so that logs and audit records show
 /// `/srv/lab/...`, not `examples/../target/lab/...`).
@@ -329,47 +369,70 @@ impl Policy {
         probe: &dyn Probe,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
     ) -> Result<Self, PolicyErrors> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => Self::parse_with(file, text, probe, check_backend),
-            Err(e) => {
-                let offset = e.valid_up_to();
-                // The text before the bad byte is UTF-8: place it there.
-                let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
-                let c = Collector {
-                    file,
-                    text: valid,
-                    probe,
-                    errors: Vec::new(),
-                };
-                let (line, column) = c.position(offset);
-                Err(PolicyErrors(vec![PolicyError {
-                    file: file.to_path_buf(),
-                    line,
-                    column,
-                    message: format!(
-                        "the policy is not UTF-8 text: byte {offset} (0x{:02x}) is not part of a UTF-8 character",
-                        bytes[offset]
-                    ),
-                    fix: "save the policy as UTF-8 (or remove the stray byte)".into(),
-                }]))
-            }
-        }
+        Self::parse_with(file, utf8_text(file, bytes)?, probe, check_backend)
     }
 
     /// [`Policy::parse`], checking the `[backend]` table with
-    /// `check_backend`.
+    /// `check_backend`. Any problem anywhere refuses the policy.
     pub fn parse_with(
         file: &Path,
         text: &str,
         probe: &dyn Probe,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
     ) -> Result<Self, PolicyErrors> {
+        let (policy, found) = Self::read(file, text, probe, check_backend);
+        if found.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyErrors(found.into_iter().map(|f| f.error).collect()))
+        }
+    }
+
+    /// As [`Policy::parse_bytes_with`], but a plugin table with problems
+    /// is set aside with them and the rest of the policy returned: what an
+    /// agent starting up wants, so that one bad entry does not keep the
+    /// other plugins from serving. A problem outside the plugin tables (the
+    /// TOML syntax, `[agent]`, `[backend]`, an unknown table) still refuses
+    /// the whole policy, with every problem found.
+    pub fn parse_serving_with(
+        file: &Path,
+        bytes: &[u8],
+        probe: &dyn Probe,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> Result<ServingPolicy, PolicyErrors> {
+        let (policy, found) = Self::read(file, utf8_text(file, bytes)?, probe, check_backend);
+        if found.iter().any(|f| f.plugin.is_none()) {
+            return Err(PolicyErrors(found.into_iter().map(|f| f.error).collect()));
+        }
+        let mut set_aside: Vec<SetAside> = Vec::new();
+        for Found { plugin, error } in found {
+            let plugin = plugin.unwrap_or_default();
+            match set_aside.iter_mut().find(|s| s.plugin == plugin) {
+                Some(entry) => entry.errors.push(error),
+                None => set_aside.push(SetAside {
+                    plugin,
+                    errors: vec![error],
+                }),
+            }
+        }
+        Ok(ServingPolicy { policy, set_aside })
+    }
+
+    /// Read the policy: the policy with every plugin whose table is valid,
+    /// and every problem found, each with the plugin table it is in.
+    fn read(
+        file: &Path,
+        text: &str,
+        probe: &dyn Probe,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> (Self, Vec<Found>) {
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut c = Collector {
             file,
             text,
             probe,
             errors: Vec::new(),
+            within: None,
         };
         let (document, syntax) = DeTable::parse_recoverable(text);
         for e in syntax {
@@ -408,6 +471,7 @@ impl Policy {
                     for (name, plugin) in plugins {
                         let name_span = name.span();
                         let name = name.get_ref().to_string();
+                        c.within = Some(name.clone());
                         if !valid_plugin_name(&name) {
                             c.error(Some(name_span.clone()), format!("`{name}` is not a valid plugin name"), "use lowercase letters, digits and dashes, as the plugin's describe() names itself");
                         }
@@ -417,6 +481,7 @@ impl Policy {
                             raw_plugins.push((name, name_span, raw));
                         }
                     }
+                    c.within = None;
                 }
                 other => c.error(
                     Some(span),
@@ -444,9 +509,14 @@ impl Policy {
         );
         let agent = Self::agent(&mut c, &base, raw_agent);
         let backend = Self::backend(&mut c, file, &base, backend_at, raw_backend);
-        c.errors.extend(check_backend(&backend));
+        c.errors
+            .extend(check_backend(&backend).into_iter().map(|error| Found {
+                plugin: None,
+                error,
+            }));
         let mut plugins = Vec::new();
         for (name, span, raw) in raw_plugins {
+            c.within = Some(name.clone());
             if let Some(plugin) = Self::plugin(
                 &mut c,
                 &base,
@@ -459,17 +529,22 @@ impl Policy {
                 plugins.push(plugin);
             }
         }
-        if c.errors.is_empty() {
-            Ok(Self {
-                file: file.to_path_buf(),
-                agent,
-                trust: agent_trust.trust,
-                backend,
-                plugins,
-            })
-        } else {
-            Err(PolicyErrors(c.errors))
-        }
+        c.within = None;
+        // A plugin with a problem anywhere in its table (its name, say) is
+        // not part of the policy.
+        plugins.retain(|p: &PluginPolicy| {
+            !c.errors
+                .iter()
+                .any(|f| f.plugin.as_deref() == Some(p.name.as_str()))
+        });
+        let policy = Self {
+            file: file.to_path_buf(),
+            agent,
+            trust: agent_trust.trust,
+            backend,
+            plugins,
+        };
+        (policy, c.errors)
     }
 
     fn agent(c: &mut Collector<'_>, base: &Path, raw: RawAgent) -> AgentSettings {
@@ -1628,5 +1703,105 @@ kind = "manual"
             errors[0].message.starts_with("cannot read the policy"),
             "{errors:#?}"
         );
+    }
+
+    /// Serving-read `text` as the policy of a folder holding
+    /// `plugins/p.wasm` and `plugins/q.wasm`; the strict read's errors too.
+    fn serving(text: &str) -> (Result<ServingPolicy, PolicyErrors>, Vec<PolicyError>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        for name in ["p.wasm", "q.wasm"] {
+            std::fs::write(dir.path().join("plugins").join(name), b"").unwrap();
+        }
+        let file = dir.path().join("policy.toml");
+        let read =
+            Policy::parse_serving_with(&file, text.as_bytes(), &SystemProbe, &mut |_| Vec::new());
+        let strict = Policy::parse(&file, text)
+            .err()
+            .map_or_else(Vec::new, |e| e.0);
+        (read, strict)
+    }
+
+    fn serving_names(read: &ServingPolicy) -> (Vec<&str>, Vec<&str>) {
+        (
+            read.policy
+                .plugins
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect(),
+            read.set_aside.iter().map(|s| s.plugin.as_str()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_bad_plugin_table_is_set_aside_with_its_problems_and_the_rest_kept() {
+        // serde stops at the unknown key of a table.
+        let text = TWO_PLUGINS.replace(
+            "component = \"p.wasm\"",
+            "component = \"p.wasm\"\nconcurrency = 0\ncolour = \"blue\"",
+        );
+        let (read, strict) = serving(&text);
+        let read = read.unwrap();
+        assert_eq!(serving_names(&read), (vec!["q"], vec!["p"]));
+        let lines: Vec<usize> = read.set_aside[0].errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4], "{:#?}", read.set_aside);
+        // The strict read refuses it with the same problems.
+        assert_eq!(strict, read.set_aside[0].errors);
+
+        // A table that deserializes: every problem in it is found.
+        let text = TWO_PLUGINS.replace(
+            "component = \"q.wasm\"",
+            "component = \"q.wasm\"\nconcurrency = 0\nmode = \"sideways\"",
+        );
+        let (read, strict) = serving(&text);
+        let read = read.unwrap();
+        assert_eq!(serving_names(&read), (vec!["p"], vec!["q"]));
+        assert_eq!(read.set_aside[0].errors.len(), 2, "{:#?}", read.set_aside);
+        assert_eq!(strict, read.set_aside[0].errors);
+    }
+
+    #[test]
+    fn a_plugin_with_a_bad_name_is_set_aside() {
+        let (read, strict) = serving(&TWO_PLUGINS.replace("plugins.q", "plugins.Q_bad"));
+        let read = read.unwrap();
+        assert_eq!(serving_names(&read), (vec!["p"], vec!["Q_bad"]));
+        assert!(
+            read.set_aside[0].errors[0]
+                .message
+                .contains("not a valid plugin name"),
+            "{:#?}",
+            read.set_aside
+        );
+        assert_eq!(strict, read.set_aside[0].errors);
+    }
+
+    #[test]
+    fn a_problem_outside_the_plugin_tables_refuses_the_whole_policy() {
+        let bad_plugin = TWO_PLUGINS.replace("component = \"q.wasm\"", "component = 7");
+        for (before, expected) in [
+            ("[agent]\nqueue_capacity = 0\n", "queue_capacity"),
+            ("[agent]\nstate_dir = [\n", "TOML syntax"),
+            ("[extras]\n", "unknown table"),
+        ] {
+            let (read, strict) = serving(&format!("{before}\n{bad_plugin}"));
+            let errors = read.unwrap_err().0;
+            assert!(
+                errors.iter().any(|e| e.message.contains(expected)),
+                "{before}: {errors:#?}"
+            );
+            // With every problem, the plugin's too.
+            assert!(errors.len() >= 2, "{before}: {errors:#?}");
+            assert_eq!(strict, errors);
+        }
+        // The backend's check is outside the plugin tables too.
+        let errors = Policy::parse_serving_with(
+            Path::new("/nowhere/policy.toml"),
+            TWO_PLUGINS.as_bytes(),
+            &SystemProbe,
+            &mut |section| vec![section.error("kind", "no such backend", "fix it")],
+        )
+        .unwrap_err()
+        .0;
+        assert!(errors.iter().any(|e| e.message == "no such backend"));
     }
 }

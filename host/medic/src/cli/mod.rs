@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use medic_agent::audit::Store;
 use medic_agent::audit::journal::{RecordKind, RecordStatus};
 use medic_agent::audit::state::StateStore;
-use medic_agent::policy::{LogFormat, Policy};
+use medic_agent::policy::{LogFormat, Policy, PolicyErrors, ServingPolicy};
 use medic_agent::units::{parse_duration, parse_size};
 use medic_backends::{Backends, PrincipalMap};
 use medic_sandbox::{
@@ -286,8 +286,8 @@ pub fn main() -> ExitCode {
     }
     let format = cli.log_format.unwrap_or_else(|| match &cli.command {
         // A policy with errors is reported by `run` itself.
-        Command::Run(args) => match Policy::load(&args.policy) {
-            Ok(policy) => policy.agent.log_format,
+        Command::Run(args) => match Policy::load_serving(&args.policy) {
+            Ok(read) => read.policy.agent.log_format,
             _ => LogFormat::Human,
         },
         _ => LogFormat::Human,
@@ -494,7 +494,7 @@ fn check(args: &PolicyArgs) -> Result<ExitCode> {
 pub(crate) fn state_dir(args: &StateArgs) -> Result<PathBuf> {
     match (&args.state_dir, &args.policy) {
         (Some(dir), _) => Ok(dir.clone()),
-        (None, Some(policy)) => Ok(Policy::load(policy)?.agent.state_dir),
+        (None, Some(policy)) => Ok(Policy::load_serving(policy)?.policy.agent.state_dir),
         (None, None) => bail!("give --policy or --state-dir"),
     }
 }
@@ -506,8 +506,17 @@ fn send(args: &SendArgs) -> Result<ExitCode> {
     };
     let dir = match (&args.state.state_dir, &args.state.policy) {
         (None, Some(file)) => {
-            let policy = Policy::load(file)?;
+            let ServingPolicy { policy, set_aside } = Policy::load_serving(file)?;
             let names: Vec<&str> = policy.plugins.iter().map(|p| p.name.as_str()).collect();
+            if let Some(aside) = set_aside.iter().find(|s| s.plugin == args.plugin)
+                && !args.force
+            {
+                bail!(
+                    "the policy's table for `{}` has problems, so the agent does not serve it:\n{}\n(or give --force to queue it anyway)",
+                    args.plugin,
+                    PolicyErrors(aside.errors.clone())
+                );
+            }
             if !args.force && !names.contains(&args.plugin.as_str()) {
                 bail!(
                     "the policy {} names no plugin `{}`; it names {}",
