@@ -230,10 +230,17 @@ pub enum Trigger {
         whole_tree: bool,
     },
     /// New lines of a text log matching a regex.
-    Log { path: PathBuf, pattern: Pattern },
+    Log {
+        path: PathBuf,
+        pattern: Pattern,
+        /// The longest line taken whole: longer ones are cut and marked.
+        max_line: usize,
+    },
     /// Entries of a JSON-lines event journal.
     EventLog {
         path: PathBuf,
+        /// The longest line taken whole: longer ones are cut and marked.
+        max_line: usize,
         source: Option<String>,
         ids: Vec<u32>,
         message: Option<Pattern>,

@@ -73,6 +73,7 @@ struct RawTrigger {
     ids: Option<Vec<u32>>,
     message: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    max_line: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,6 +245,34 @@ impl Collector<'_> {
             }
         }
         ok.then_some(keys)
+    }
+
+    /// A tail's `max_line`: the longest line taken whole, from 1 KiB to
+    /// 16 MiB; the tail's default when not given.
+    fn max_line(&mut self, value: Option<&Spanned<String>>) -> Option<usize> {
+        const RANGE: std::ops::RangeInclusive<usize> = 1 << 10..=16 << 20;
+        let Some(value) = value else {
+            return Some(crate::triggers::tail::MAX_LINE_BYTES);
+        };
+        match parse_size(value.get_ref()) {
+            Ok(bytes) if RANGE.contains(&bytes) => Some(bytes),
+            Ok(_) => {
+                self.error(
+                    Some(value.span()),
+                    format!("max_line = {} is out of range", value.get_ref()),
+                    "use a size from 1KiB to 16MiB; longer lines are cut there and marked",
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    Some(value.span()),
+                    format!("max_line: {e}"),
+                    "write a size such as 64KiB",
+                );
+                None
+            }
+        }
     }
 
     fn regex(&mut self, value: &Spanned<String>, what: &str) -> Option<Pattern> {
@@ -907,8 +936,8 @@ impl Policy {
         let kind = t.kind.get_ref().as_str();
         let allowed: &[&str] = match kind {
             "file" => &["path", "changes", "debounce", "subject"],
-            "log" => &["path", "pattern"],
-            "event_log" => &["path", "source", "ids", "message"],
+            "log" => &["path", "pattern", "max_line"],
+            "event_log" => &["path", "source", "ids", "message", "max_line"],
             "every" => &["interval"],
             "startup" | "manual" => &[],
             other => {
@@ -920,7 +949,7 @@ impl Policy {
                 return None;
             }
         };
-        let present: [(&str, bool); 9] = [
+        let present: [(&str, bool); 10] = [
             ("path", t.path.is_some()),
             ("changes", t.changes.is_some()),
             ("debounce", t.debounce.is_some()),
@@ -930,6 +959,7 @@ impl Policy {
             ("ids", t.ids.is_some()),
             ("message", t.message.is_some()),
             ("interval", t.interval.is_some()),
+            ("max_line", t.max_line.is_some()),
         ];
         let mut ok = true;
         for (key, is_set) in present {
@@ -997,10 +1027,12 @@ impl Policy {
                 Trigger::Log {
                     path,
                     pattern: c.regex(pattern, "pattern")?,
+                    max_line: c.max_line(t.max_line.as_ref())?,
                 }
             }
             "event_log" => Trigger::EventLog {
                 path: path(c)?,
+                max_line: c.max_line(t.max_line.as_ref())?,
                 source: t.source.clone(),
                 ids: t.ids.clone().unwrap_or_default(),
                 message: match &t.message {
@@ -1119,6 +1151,9 @@ interval = "1h"
         );
         assert_eq!(plugin.triggers.len(), 3);
         assert!(matches!(&plugin.triggers[1], Trigger::EventLog { ids, .. } if ids == &[364]));
+        assert!(
+            matches!(&plugin.triggers[1], Trigger::EventLog { max_line, .. } if *max_line == crate::triggers::tail::MAX_LINE_BYTES)
+        );
     }
 
     #[test]
@@ -1215,6 +1250,19 @@ path = "/x"
 kind = "cron"
 [[plugins.p.triggers]]
 kind = "file"
+[[plugins.p.triggers]]
+kind = "log"
+path = "/var/log/x.log"
+pattern = "x"
+max_line = "512"
+[[plugins.p.triggers]]
+kind = "event_log"
+path = "/var/log/x.jsonl"
+max_line = "17MiB"
+[[plugins.p.triggers]]
+kind = "file"
+path = "/x"
+max_line = "4KiB"
 "#;
         let errors = Policy::parse(&dir.path().join("policy.toml"), text)
             .unwrap_err()
@@ -1228,6 +1276,9 @@ kind = "file"
             "6: a `startup` trigger takes no `path`",
             "10: unknown trigger kind `cron`",
             "11: a `file` trigger needs a `path`",
+            "17: max_line = 512 is out of range",
+            "21: max_line = 17MiB is out of range",
+            "22: a `file` trigger takes no `max_line`",
         ] {
             assert!(
                 messages.iter().any(|m| m.starts_with(expected)),

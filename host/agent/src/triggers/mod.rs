@@ -267,9 +267,14 @@ async fn start_plugin(
                 sink,
             )
             .map_err(|e| fail(path, e)),
-            Trigger::Log { path, pattern } => tail::spawn(
+            Trigger::Log {
+                path,
+                pattern,
+                max_line,
+            } => tail::spawn(
                 name,
                 path.clone(),
+                *max_line,
                 tail::LineFilter::Log(pattern.regex().clone()),
                 store.clone(),
                 sink,
@@ -277,12 +282,14 @@ async fn start_plugin(
             .map_err(|e| fail(path, e)),
             Trigger::EventLog {
                 path,
+                max_line,
                 source,
                 ids,
                 message,
             } => tail::spawn(
                 name,
                 path.clone(),
+                *max_line,
                 tail::LineFilter::EventLog {
                     source: source.clone(),
                     ids: ids.clone(),
@@ -414,6 +421,7 @@ mod tests {
         let tail = Trigger::Log {
             path: log.clone(),
             pattern: Pattern::new("ERROR").unwrap(),
+            max_line: 1024,
         };
         let (sink, mut events) = mpsc::channel(1024);
         let first = [
@@ -451,11 +459,21 @@ mod tests {
             assert_eq!(lines, [format!("ERROR line {round}")], "round {round}");
         }
 
+        // The trigger's max_line reaches the tail: a longer line is cut
+        // there and marked.
+        append(&log, &format!("ERROR {}\n", "x".repeat(5000)));
+        let got = collect(&mut events, &store, 1).await;
+        let long = &got[0].event;
+        assert_eq!(long.field("line").map(str::len), Some(1024));
+        assert_eq!(long.field("truncated"), Some("true"));
+        assert_eq!(long.field("line_bytes"), Some("5006"));
+
         // A plugin left out stops; one whose trigger cannot start keeps
         // its old ones and is reported.
         let missing = Trigger::Log {
             path: dir.path().join("no/such/folder/x.log"),
             pattern: Pattern::new("x").unwrap(),
+            max_line: tail::MAX_LINE_BYTES,
         };
         let errors = set
             .update(&[plugin("tailer", vec![missing])], &sink, &store)

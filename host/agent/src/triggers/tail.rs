@@ -9,7 +9,8 @@
 //! last complete line; a file that does not exist yet is read from its
 //! start once it appears. A line is a line once its newline is written: a
 //! partial last line waits for the rest. A line longer than the limit
-//! ([`MAX_LINE_BYTES`]) is cut at a character boundary and marked
+//! (the trigger's `max_line`, [`MAX_LINE_BYTES`] unless the policy says
+//! otherwise) is cut at a character boundary and marked
 //! (`truncated = "true"`, `line_bytes` = its whole length); the rest of it
 //! is skipped as it is read, never held, however long it is.
 //!
@@ -74,10 +75,10 @@ const OFFSETS: &str = "tail_offsets";
 /// How often the file is looked at without a notification.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The longest line kept whole, in bytes; longer ones are cut. A constant
-/// rather than a policy setting: it bounds what one event carries into
-/// the journal and what a tail holds in memory, and no log of the pack
-/// comes near it.
+/// The longest line kept whole, in bytes, unless a trigger's `max_line`
+/// says otherwise; longer ones are cut. It bounds what one event carries
+/// into the journal and what a tail holds in memory, and no log of the
+/// pack comes near it.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// How much is read at a time; the position is sent after each chunk
@@ -1056,10 +1057,12 @@ impl Follower {
     }
 }
 
-/// Start following `path` for `plugin`.
+/// Start following `path` for `plugin`, cutting lines longer than
+/// `max_line` bytes.
 pub fn spawn(
     plugin: String,
     path: PathBuf,
+    max_line: usize,
     filter: LineFilter,
     store: Store,
     sink: EventSink,
@@ -1089,7 +1092,7 @@ pub fn spawn(
         .watch(&folder, RecursiveMode::NonRecursive)
         .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
     let key = PositionKey::new(&plugin, &path);
-    let tail = Tail::new(path, load_position(&store, &key));
+    let tail = Tail::new(path, load_position(&store, &key)).with_max_line(max_line);
     let mut follower = Follower::new(plugin.clone(), tail, filter);
     Ok(tokio::spawn(async move {
         let _watcher = watcher;
