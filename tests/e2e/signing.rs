@@ -512,6 +512,7 @@ fn hot_reload_takes_signed_builds_and_refuses_the_others_while_the_last_good_one
             );
             assert_eq!(loaded.detail["signer"]["key_id"], ops.id.as_str());
             serving = hash.clone();
+            wait_until_serving(&agent, Some(&serving));
         } else {
             let rejected = wait_for_record(&agent, before, &format!("rejecting build {n}"), |r| {
                 r.kind == RecordKind::PluginRejected && r.summary.contains(&hash[..12])
@@ -620,6 +621,7 @@ fn a_component_installed_before_its_signature_is_taken_when_the_signature_lands(
         "{}",
         loaded.summary
     );
+    wait_until_serving(&agent, Some(&hash2));
     assert_eq!(served_hash(&agent, root, "v2"), hash2);
     agent.stop();
 }
@@ -651,7 +653,7 @@ fn a_plugin_whose_key_is_no_longer_trusted_stops_until_signed_again() {
             ops.id
         )
     );
-    wait_until_served(&agent, false);
+    wait_until_serving(&agent, None);
 
     // Signed with the new key, it serves again.
     let before = last_seq(&agent);
@@ -664,25 +666,31 @@ fn a_plugin_whose_key_is_no_longer_trusted_stops_until_signed_again() {
         "{}",
         loaded.summary
     );
-    wait_until_served(&agent, true);
+    wait_until_serving(&agent, Some(&hash));
     assert_eq!(served_hash(&agent, root, "trusted again"), hash);
     agent.stop();
 }
 
-/// Wait (up to the suite's patience) until the agent's status lists `fixture-noop` as
-/// served, or not.
-fn wait_until_served(agent: &Running, served: bool) {
+/// Wait (up to the suite's patience) until the agent's status shows
+/// `fixture-noop` served by the build with hash `hash`, or not served
+/// (`None`). The journal records a new build before the dispatcher swaps
+/// it in: an event sent in between still runs the old one.
+fn wait_until_serving(agent: &Running, hash: Option<&str>) {
     let deadline = Instant::now() + crate::support::PATIENCE;
     loop {
         let status = medic_agent::dispatch::read_status(&agent.ctx.store);
-        let listed = status.is_some_and(|s| s.plugins.iter().any(|p| p.name == "fixture-noop"));
-        if listed == served {
+        let serving = status.and_then(|s| {
+            s.plugins
+                .into_iter()
+                .find(|p| p.name == "fixture-noop")
+                .map(|p| p.hash)
+        });
+        if serving.as_deref() == hash {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "fixture-noop still {} after {:?}",
-            if served { "not served" } else { "served" },
+            "fixture-noop is served by {serving:?}, not {hash:?}, after {:?}",
             crate::support::PATIENCE
         );
         std::thread::sleep(Duration::from_millis(20));
