@@ -147,11 +147,21 @@ impl Running {
             if let Some(found) = runs.iter().find(|r| pred(r)) {
                 return found.clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "no run {what} within {:?}; runs: {runs:#?}",
-                crate::support::PATIENCE
-            );
+            if Instant::now() >= deadline {
+                // Every record, not only runs: a rejection says why.
+                let journal: Vec<String> = self
+                    .ctx
+                    .journal
+                    .list(&Filter::default())
+                    .unwrap()
+                    .iter()
+                    .map(|r| format!("{} {} {}: {}", r.seq, r.kind.as_str(), r.plugin, r.summary))
+                    .collect();
+                panic!(
+                    "no run {what} within {:?}; the journal: {journal:#?}",
+                    crate::support::PATIENCE
+                );
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
     }

@@ -170,7 +170,7 @@ impl Agent {
                     // The dispatcher serves the new set before its triggers
                     // start, so no event of theirs finds it unknown.
                     let mut next = next;
-                    if control.send(Control::Swap(next.clone())).await.is_err() {
+                    if !swap(&control, &next).await {
                         break;
                     }
                     let errors = triggers.update(&policies(&next), &sink, &ctx.store).await;
@@ -185,7 +185,7 @@ impl Agent {
                                 next.push(old.clone());
                             }
                         }
-                        if control.send(Control::Swap(next.clone())).await.is_err() {
+                        if !swap(&control, &next).await {
                             break;
                         }
                     }
@@ -201,6 +201,17 @@ impl Agent {
         let _ = serving.await;
         Ok(())
     }
+}
+
+/// Have the dispatcher serve `plugins`, and wait until it does; false
+/// when the dispatcher is gone.
+async fn swap(control: &mpsc::Sender<Control>, plugins: &[Arc<ActivePlugin>]) -> bool {
+    let (done, served) = tokio::sync::oneshot::channel();
+    let order = Control::Swap {
+        plugins: plugins.to_vec(),
+        done,
+    };
+    control.send(order).await.is_ok() && served.await.is_ok()
 }
 
 /// `, signed by KEYID` for a plugin whose signature was checked.

@@ -106,8 +106,13 @@ pub fn read_status(store: &crate::audit::Store) -> Option<AgentStatus> {
 pub enum Control {
     /// Serve this set of plugins from now on: runs in flight finish on the
     /// version they started with; queued events stay queued and run on the
-    /// new version; plugins no longer in the set lose their queue.
-    Swap(Vec<Arc<ActivePlugin>>),
+    /// new version; plugins no longer in the set lose their queue. `done`
+    /// is told once the set serves: a trigger started after that finds its
+    /// plugin known, however busy the dispatcher is.
+    Swap {
+        plugins: Vec<Arc<ActivePlugin>>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// These plugins the policy names are not served, and why.
     Disabled(Vec<DisabledPlugin>),
 }
@@ -412,7 +417,10 @@ impl Dispatcher {
                     None => open = false,
                 },
                 Some(order) = control.recv() => match order {
-                    Control::Swap(plugins) => self.swap(plugins),
+                    Control::Swap { plugins, done } => {
+                        self.swap(plugins);
+                        let _ = done.send(());
+                    }
                     Control::Disabled(disabled) => {
                         self.disabled = disabled;
                         self.dirty = true;
