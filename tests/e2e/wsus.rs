@@ -76,6 +76,11 @@ impl WsusLab {
         }
     }
 
+    /// The agent's state folder, as the policy names it.
+    pub fn agent_state(&self) -> std::path::PathBuf {
+        Policy::load(&self.policy).unwrap().agent.state_dir
+    }
+
     /// Run `plugin` once more, as the policy configures it, on a manual
     /// event.
     pub fn second_pass(&self, plugin: &str) -> RunReport {
@@ -183,6 +188,45 @@ fn content_root_read_is_restored() {
 }
 
 #[test]
+fn content_root_read_for_users_alone_is_restored_when_10012_says_so() {
+    // Only event 10012 wakes the plugin here: its file and 364 triggers
+    // are taken out of the policy.
+    let w = WsusLab::with_policy(SyncMode::Replica, |text| {
+        let file_trigger = "[[plugins.content-acl.triggers]]\nkind = \"file\"\npath = \"../target/demo/lab/downstream/WSUS\"\nchanges = [\"attribute\"]\nsubject = \"root\"                          # one run checks the whole tree\ndebounce = \"100ms\"\n";
+        let denied = "[[plugins.content-acl.triggers]]\nkind = \"event_log\"\npath = \"../target/demo/lab/downstream/EventLog/Application.jsonl\"\nsource = \"Windows Server Update Services\"\nids = [364]\nmessage = \"Access is denied\"\n";
+        assert!(text.contains(file_trigger) && text.contains(denied));
+        text.replace(file_trigger, "").replace(denied, "")
+    });
+    let agent = Running::start(&w.policy);
+    let injected = w.lab.inject(Fault::ContentUsersRead).unwrap();
+    // NETWORK SERVICE can still read: Users must too.
+    assert_eq!(injected.sync.result, SyncResult::Failed);
+
+    let run = repaired_by(&agent, "content-acl", "remediated");
+    assert_eq!(
+        run.detail["event"]["fields"]["event-id"], "10012",
+        "{run:#?}"
+    );
+    let access = w.lab.content_access().unwrap();
+    assert_eq!(access.root_readers, ["NETWORK SERVICE", "Users"]);
+    let root = w.lab.content_dir().display().to_string();
+    let granted: Vec<_> = actions(&run)
+        .into_iter()
+        .filter(|(verb, target, applied)| verb == "grant-access" && *target == root && *applied)
+        .collect();
+    assert_eq!(
+        granted.len(),
+        1,
+        "only Users lacked it: {:?}",
+        actions(&run)
+    );
+    agent.stop();
+
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("content-acl"));
+}
+
+#[test]
 fn content_full_control_is_restored_on_the_whole_tree() {
     let w = WsusLab::new(SyncMode::Replica);
     let agent = Running::start(&w.policy);
@@ -233,6 +277,37 @@ fn a_stopped_bits_is_started_and_the_sync_verified() {
     assert!(run.summary.contains("the sync succeeds"), "{}", run.summary);
     agent.stop();
     assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("bits-restart"));
+}
+
+#[test]
+fn an_idle_bits_is_left_alone() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let injected = w.lab.inject(Fault::BitsIdle).unwrap();
+    // The sync's downloads started BITS on demand, and it went idle again.
+    assert_eq!(injected.sync.result, SyncResult::Succeeded, "{injected:?}");
+    assert!(injected.sync.downloaded >= 1, "{injected:?}");
+    let idle = w.lab.service(Server::Downstream, "BITS").unwrap();
+    assert_eq!(idle.state, ServiceState::Stopped);
+    let wsus_before = w.lab.service(Server::Downstream, "WsusService").unwrap();
+
+    // The schedule's check, asked for now: BITS is left alone.
+    crate::agent::send_manual(&w.agent_state(), "bits-restart", "scheduled check");
+    let run = agent.wait_for_run("of bits-restart on the idle BITS", |r| {
+        r.plugin == "bits-restart" && r.detail["event"]["subject"] == "scheduled check"
+    });
+    assert_eq!(run.status.as_str(), "healthy", "{}", run.summary);
+    assert!(run.summary.contains("left alone"), "{}", run.summary);
+    assert!(actions(&run).is_empty(), "{:?}", actions(&run));
+    assert!(!calls(&run).contains(&"wsus.start-sync".to_string()));
+    agent.stop();
+    assert_eq!(w.lab.service(Server::Downstream, "BITS").unwrap(), idle);
+    assert_eq!(
+        w.lab.service(Server::Downstream, "WsusService").unwrap(),
+        wsus_before,
+        "WsusService was not restarted"
+    );
     assert_no_op(&w.second_pass("bits-restart"));
 }
 

@@ -3,7 +3,8 @@
 //! policy (which requires signatures) and shows a changed component
 //! refused, starts the agent with `examples/wsus-pack.toml`, injects every
 //! fault in turn, waits for the agent to notice and repair it, runs the
-//! next sync, and ends with a report and the audit trail.
+//! next sync, shows a case that is not a fault left alone, and ends with a
+//! report and the audit trail.
 
 use crate::{cargo, plugins, run_command};
 use anyhow::{Context, Result, bail};
@@ -12,15 +13,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Each fault, and the plugin that should repair it.
-const FAULTS: [(&str, &str); 7] = [
-    ("content-root-read", "content-acl"),
-    ("content-full-control", "content-acl"),
-    ("bits-stopped", "bits-restart"),
-    ("bits-disabled", "bits-restart"),
-    ("upstream-lost-updates", "decline-orphans"),
-    ("language-shrink", "language-approvals"),
-    ("http-range", "bits-foreground"),
+/// What the plugin should do about a fault.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Notice it by itself and repair it.
+    Repair,
+    /// Asked to check (as its schedule would), change nothing: the "fault"
+    /// is a healthy state that looks like one.
+    LeaveAlone,
+}
+
+/// Each case, the plugin that should handle it, and how.
+const CASES: [(&str, &str, Expect); 9] = [
+    ("content-root-read", "content-acl", Expect::Repair),
+    ("content-users-read", "content-acl", Expect::Repair),
+    ("content-full-control", "content-acl", Expect::Repair),
+    ("bits-stopped", "bits-restart", Expect::Repair),
+    ("bits-idle", "bits-restart", Expect::LeaveAlone),
+    ("bits-disabled", "bits-restart", Expect::Repair),
+    ("upstream-lost-updates", "decline-orphans", Expect::Repair),
+    ("language-shrink", "language-approvals", Expect::Repair),
+    ("http-range", "bits-foreground", Expect::Repair),
 ];
 
 /// How long the agent gets to repair a fault.
@@ -32,6 +45,7 @@ const LAB: &str = "target/demo/lab";
 struct Row {
     fault: &'static str,
     plugin: &'static str,
+    expect: Expect,
     detected_ms: Option<u64>,
     repaired_ms: Option<u64>,
     status: String,
@@ -169,8 +183,10 @@ pub fn run(root: &Path) -> Result<()> {
     wait_ready(&mut agent, &log_path)?;
 
     let mut rows = Vec::new();
-    for (index, (fault, plugin)) in FAULTS.iter().enumerate() {
-        rows.push(inject_and_watch(&medic, root, index, fault, plugin)?);
+    for (index, (fault, plugin, expect)) in CASES.iter().enumerate() {
+        rows.push(inject_and_watch(
+            &medic, root, index, fault, plugin, *expect,
+        )?);
     }
     drop(agent);
 
@@ -203,11 +219,17 @@ pub fn run(root: &Path) -> Result<()> {
     );
     let failed: Vec<&str> = rows
         .iter()
-        .filter(|r| r.status != "remediated" || !r.sync.starts_with("sync succeeded"))
+        .filter(|r| {
+            let handled = match r.expect {
+                Expect::Repair => r.status == "remediated",
+                Expect::LeaveAlone => r.status == "healthy" && r.changed == "nothing",
+            };
+            !handled || !r.sync.starts_with("sync succeeded")
+        })
         .map(|r| r.fault)
         .collect();
     if !failed.is_empty() {
-        bail!("not repaired: {}", failed.join(", "));
+        bail!("not handled as expected: {}", failed.join(", "));
     }
     Ok(())
 }
@@ -236,16 +258,32 @@ fn inject_and_watch(
     index: usize,
     fault: &'static str,
     plugin: &'static str,
+    expect: Expect,
 ) -> Result<Row> {
     let seen = audit_runs(medic, root)?
         .iter()
         .filter_map(|r| r["seq"].as_u64())
         .max()
         .unwrap_or(0);
-    println!("\n== {}. fault: {fault}", index + 4);
+    let what = match expect {
+        Expect::Repair => "fault",
+        Expect::LeaveAlone => "not a fault",
+    };
+    println!("\n== {}. {what}: {fault}", index + 4);
     let injected = now_ms();
     let (_, text) = medic_output(medic, root, &["lab", "fault", "--lab", LAB, fault])?;
     print!("{}", indent(&text));
+    // Nothing wakes the plugin for a healthy state: ask it now, as its
+    // schedule would.
+    let asked = format!("demo: check after {fault}");
+    if expect == Expect::LeaveAlone {
+        let args = ["send", plugin, "--policy", POLICY, "--subject", &asked];
+        let (sent, text) = medic_output(medic, root, &args)?;
+        if !sent {
+            bail!("medic send {plugin} failed: {text}");
+        }
+        println!("    asked {plugin} to check, as its schedule would");
+    }
     let deadline = Instant::now() + REPAIR_TIMEOUT;
     let record = loop {
         let runs = audit_runs(medic, root)?;
@@ -253,7 +291,10 @@ fn inject_and_watch(
             r["seq"].as_u64().unwrap_or(0) > seen
                 && r["kind"] == "run"
                 && r["plugin"] == plugin
-                && r["status"] != "healthy"
+                && match expect {
+                    Expect::Repair => r["status"] != "healthy",
+                    Expect::LeaveAlone => r["detail"]["event"]["subject"] == asked.as_str(),
+                }
         });
         if let Some(record) = found {
             break Some(record);
@@ -271,6 +312,7 @@ fn inject_and_watch(
         return Ok(Row {
             fault,
             plugin,
+            expect,
             detected_ms: None,
             repaired_ms: None,
             status: "not seen".into(),
@@ -320,6 +362,7 @@ fn inject_and_watch(
     Ok(Row {
         fault,
         plugin,
+        expect,
         detected_ms: event["time_ms"]
             .as_u64()
             .map(|t| t.saturating_sub(injected)),

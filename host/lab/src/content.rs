@@ -117,14 +117,17 @@ mod imp {
             self.inherit(&parent, &file, false)
         }
 
-        /// `Access is denied.` when downloads cannot land: neither
-        /// `NETWORK SERVICE` nor `Users` can read `ContentDir`, or
-        /// `NETWORK SERVICE` lacks full control of `WsusContent`.
+        /// `Access is denied.` when downloads cannot land: `NETWORK
+        /// SERVICE` or `Users` cannot read `ContentDir` ("must have at least
+        /// Read permissions for the Users security group and the NT
+        /// Authority\Network Service account", *Issues with Update
+        /// Storage*: both, where an older page said either), or `NETWORK
+        /// SERVICE` lacks full control of `WsusContent`.
         pub(crate) fn download_access_blocker(&self) -> LabResult<Option<&'static str>> {
             let root = self.content_dir();
-            let mut readable = false;
+            let mut readable = true;
             for name in [SERVICE_ACCOUNT, USERS] {
-                readable |= self.effective(&root, self.principal(name)?)? & (READ | EXECUTE)
+                readable &= self.effective(&root, self.principal(name)?)? & (READ | EXECUTE)
                     == READ | EXECUTE;
             }
             let service = self.principal(SERVICE_ACCOUNT)?;
@@ -170,13 +173,19 @@ mod imp {
         }
 
         /// Take Read on `ContentDir` away from `NETWORK SERVICE` and
-        /// `Users`; returns how many entries were removed.
-        pub(crate) fn revoke_root_read(&self) -> LabResult<usize> {
+        /// `Users` (only from `Users` when `users_only`); returns how many
+        /// entries were removed.
+        pub(crate) fn revoke_root_read(&self, users_only: bool) -> LabResult<usize> {
             let root = self.content_dir();
             let meta = std::fs::symlink_metadata(&root).map_err(io_err(&root))?;
             let mut acl = posix_acl::read(&root, meta.mode()).map_err(io_err(&root))?;
             let mut removed = 0;
-            for name in [SERVICE_ACCOUNT, USERS] {
+            let names: &[&str] = if users_only {
+                &[USERS]
+            } else {
+                &[SERVICE_ACCOUNT, USERS]
+            };
+            for name in names {
                 removed += usize::from(acl.revoke(self.principal(name)?));
             }
             posix_acl::write(&root, &acl).map_err(io_err(&root))?;
@@ -230,7 +239,7 @@ mod imp {
         pub(crate) fn download_access_blocker(&self) -> LabResult<Option<&'static str>> {
             unsupported()
         }
-        pub(crate) fn revoke_root_read(&self) -> LabResult<usize> {
+        pub(crate) fn revoke_root_read(&self, _: bool) -> LabResult<usize> {
             unsupported()
         }
         pub(crate) fn revoke_full_control(&self) -> LabResult<usize> {

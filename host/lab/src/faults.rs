@@ -15,10 +15,15 @@ use redb::{ReadableTable, TableDefinition};
 pub enum Fault {
     /// `NETWORK SERVICE` and `Users` lose Read on the content root.
     ContentRootRead,
+    /// `Users` alone loses Read on the content root: both need it.
+    ContentUsersRead,
     /// `NETWORK SERVICE` loses full control of `WsusContent` and below.
     ContentFullControl,
-    /// BITS is stopped.
+    /// BITS is stopped and does not start again on demand.
     BitsStopped,
+    /// BITS is idle: stopped with demand start, as it leaves itself when
+    /// it has no jobs. Not a fault: nothing may "repair" it.
+    BitsIdle,
     /// BITS is disabled (and so stopped).
     BitsDisabled,
     /// The upstream was rebuilt without two retired products, leaving
@@ -31,10 +36,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Self::ContentRootRead,
+        Self::ContentUsersRead,
         Self::ContentFullControl,
         Self::BitsStopped,
+        Self::BitsIdle,
         Self::BitsDisabled,
         Self::UpstreamLostUpdates,
         Self::LanguageShrink,
@@ -44,8 +51,10 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Self::ContentRootRead => "content-root-read",
+            Self::ContentUsersRead => "content-users-read",
             Self::ContentFullControl => "content-full-control",
             Self::BitsStopped => "bits-stopped",
+            Self::BitsIdle => "bits-idle",
             Self::BitsDisabled => "bits-disabled",
             Self::UpstreamLostUpdates => "upstream-lost-updates",
             Self::LanguageShrink => "language-shrink",
@@ -56,12 +65,20 @@ impl Fault {
     pub fn description(self) -> &'static str {
         match self {
             Self::ContentRootRead => {
-                "NETWORK SERVICE and Users lose Read on the content root: downloads fail with 364 `Access is denied.`"
+                "NETWORK SERVICE and Users lose Read on the content root: downloads fail with 364 `Access is denied.` and 10012"
+            }
+            Self::ContentUsersRead => {
+                "Users alone loses Read on the content root (NETWORK SERVICE keeps it): downloads fail all the same, with 364 and 10012"
             }
             Self::ContentFullControl => {
-                "NETWORK SERVICE loses full control of WsusContent and everything in it: downloads fail with 364 `Access is denied.`"
+                "NETWORK SERVICE loses full control of WsusContent and everything in it: downloads fail with 364 `Access is denied.` and 10012"
             }
-            Self::BitsStopped => "BITS stops (7036): downloads fail with 364",
+            Self::BitsStopped => {
+                "BITS stops (7036) and does not start again when WSUS needs it (the lab's stand-in for a crashed BITS): downloads fail with 364"
+            }
+            Self::BitsIdle => {
+                "not a fault: BITS goes idle, stopped with demand start as it leaves itself without jobs; downloads start it again, and nothing may repair it"
+            }
             Self::BitsDisabled => {
                 "BITS stops (7036) and is set to Disabled (7040): downloads fail with 364"
             }
@@ -89,6 +106,10 @@ impl Fault {
             })
     }
 }
+
+/// The lab fact that says BITS fails to start on demand (a crashed BITS);
+/// cleared when BITS is started by a service control call.
+pub(crate) const BITS_START_FAILS: &str = "bits_start_fails";
 
 /// What an injection did.
 #[derive(Debug, Clone)]
@@ -124,9 +145,16 @@ impl Lab {
         let ds = Server::Downstream;
         Ok(match fault {
             Fault::ContentRootRead => {
-                let removed = self.revoke_root_read()?;
+                let removed = self.revoke_root_read(false)?;
                 vec![format!(
                     "{}: removed {removed} Read entries (NETWORK SERVICE, Users)",
+                    self.content_dir().display()
+                )]
+            }
+            Fault::ContentUsersRead => {
+                let removed = self.revoke_root_read(true)?;
+                vec![format!(
+                    "{}: removed {removed} Read entry (Users)",
                     self.content_dir().display()
                 )]
             }
@@ -138,8 +166,16 @@ impl Lab {
                 )]
             }
             Fault::BitsStopped => {
+                self.set_fact(BITS_START_FAILS, "1")?;
                 self.set_service_state(ds, "BITS", ServiceState::Stopped)?;
-                vec!["BITS stopped".into()]
+                vec!["BITS stopped, and will not start on demand until started by hand".into()]
+            }
+            Fault::BitsIdle => {
+                self.set_service_state(ds, "BITS", ServiceState::Stopped)?;
+                vec![format!(
+                    "BITS idle: stopped, {}",
+                    self.service(ds, "BITS")?.startup.scm_text()
+                )]
             }
             Fault::BitsDisabled => {
                 // Stopped first: the 7040 that says Disabled, which is what

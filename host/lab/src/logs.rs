@@ -16,6 +16,11 @@ pub const SCM_SOURCE: &str = "Service Control Manager";
 pub const EVENT_DOWNLOAD_FAILED: u32 = 364;
 /// Catalog synchronization failed (Application log).
 pub const EVENT_SYNC_FAILED: u32 = 10021;
+/// The content folder's permissions stop downloads (Application log):
+/// "One indication of this problem may be event ID 10012" (*Issues with
+/// Update Storage*). Its message text is not documented; the lab's is
+/// invented.
+pub const EVENT_CONTENT_ACCESS: u32 = 10012;
 /// A service entered the running or stopped state (System log).
 pub const EVENT_SERVICE_STATE: u32 = 7036;
 /// A service's start type changed (System log).

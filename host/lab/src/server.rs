@@ -257,6 +257,10 @@ impl Lab {
         if name == "WsusService" && server == Server::Downstream {
             self.on_wsus_service_start()?;
         }
+        if name == "BITS" && server == Server::Downstream {
+            // Started by hand, a BITS that would not start by itself runs.
+            self.set_fact(super::faults::BITS_START_FAILS, "0")?;
+        }
         Ok(change)
     }
 

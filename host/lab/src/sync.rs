@@ -279,11 +279,20 @@ impl Lab {
             return Ok(pass);
         }
         let bits = self.service(Server::Downstream, "BITS")?;
+        // BITS has demand start: a stopped BITS is idle, and starts when
+        // WSUS hands it a job (and stops again when it has none), unless it
+        // is disabled or, in the lab, marked as failing to start.
+        let start_fails = self.fact(super::faults::BITS_START_FAILS)?.as_deref() == Some("1");
+        let mut started_on_demand = false;
         let blocker = if bits.startup == StartupType::Disabled {
             Some(reasons::SERVICE_DISABLED)
-        } else if bits.state != ServiceState::Running {
+        } else if bits.state != ServiceState::Running && start_fails {
             Some(reasons::SERVICE_NOT_ACTIVE)
         } else {
+            if bits.state != ServiceState::Running {
+                self.set_service_state(Server::Downstream, "BITS", ServiceState::Running)?;
+                started_on_demand = true;
+            }
             self.download_access_blocker()?
         };
         let ids: Vec<String> = waiting.iter().map(|u| u.id.clone()).collect();
@@ -337,7 +346,22 @@ impl Lab {
                 ),
             )?;
         }
+        if blocker == Some(reasons::ACCESS_DENIED) {
+            // Once per pass, beside the 364s (the text is the lab's own).
+            self.app_event(
+                logs::EVENT_CONTENT_ACCESS,
+                Level::Error,
+                &format!(
+                    "The WSUS content directory is not accessible: {} needs Read for NETWORK SERVICE and Users, and WsusContent Full Control for NETWORK SERVICE. {}",
+                    self.content_dir().display(),
+                    reasons::ACCESS_DENIED
+                ),
+            )?;
+        }
         self.write_statuses(&results)?;
+        if started_on_demand {
+            self.set_service_state(Server::Downstream, "BITS", ServiceState::Stopped)?;
+        }
         Ok(pass)
     }
 
@@ -383,6 +407,42 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_bits_starts_on_demand_and_a_stopped_one_only_by_hand() {
+        let ds = Server::Downstream;
+        let (_dir, lab) = lab();
+        let injection = lab.inject(Fault::BitsIdle).unwrap();
+        assert_eq!(injection.sync.result, SyncResult::Succeeded);
+        assert!(injection.sync.downloaded >= 1);
+        let bits = lab.service(ds, "BITS").unwrap();
+        assert_eq!(bits.state, ServiceState::Stopped, "idle again");
+        assert_eq!(bits.startup, StartupType::Manual);
+        let system = std::fs::read_to_string(lab.event_log(EventLog::System)).unwrap();
+        let bits_entered = |state: &str| {
+            system.rfind(&format!(
+                "Background Intelligent Transfer Service service entered the {state} state"
+            ))
+        };
+        assert!(
+            bits_entered("running") < bits_entered("stopped"),
+            "{system}"
+        );
+        assert!(bits_entered("running").is_some(), "{system}");
+        assert!(!application_log(&lab).contains("\"id\":364,"));
+
+        let (_other, stuck) = super::tests::lab();
+        stuck.inject(Fault::BitsStopped).unwrap();
+        for _ in 0..3 {
+            assert_eq!(stuck.sync().unwrap().result, SyncResult::Failed);
+        }
+        stuck.start_service(ds, "BITS", true).unwrap();
+        assert_eq!(stuck.sync().unwrap().result, SyncResult::Succeeded);
+        assert_eq!(
+            stuck.service(ds, "BITS").unwrap().state,
+            ServiceState::Running
+        );
+    }
+
+    #[test]
     fn a_healthy_lab_syncs_and_downloads_what_is_new() {
         let (_dir, lab) = lab();
         let before = lab.content_access().unwrap().checked;
@@ -406,6 +466,7 @@ mod tests {
             (Fault::BitsStopped, reasons::SERVICE_NOT_ACTIVE),
             (Fault::BitsDisabled, reasons::SERVICE_DISABLED),
             (Fault::ContentRootRead, reasons::ACCESS_DENIED),
+            (Fault::ContentUsersRead, reasons::ACCESS_DENIED),
             (Fault::ContentFullControl, reasons::ACCESS_DENIED),
             (Fault::HttpRange, reasons::RANGE),
         ] {
@@ -420,6 +481,12 @@ mod tests {
             assert!(application_log(&lab).contains(&format!(
                 "\"id\":364,\"level\":\"Error\",\"source\":\"Windows Server Update Services\",\"computer\":\"wsus-ds01.lab.example\",\"message\":\"Content file download failed. Reason: {reason} Source File: /Content/"
             )), "{fault:?}");
+            // A permissions problem also shows as 10012.
+            assert_eq!(
+                application_log(&lab).contains("\"id\":10012,"),
+                reason == reasons::ACCESS_DENIED,
+                "{fault:?}"
+            );
             assert_eq!(
                 lab.sync().unwrap().result,
                 SyncResult::Failed,

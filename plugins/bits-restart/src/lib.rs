@@ -1,9 +1,17 @@
 //! `bits-restart`: when downloads or synchronizations fail because BITS is
-//! stopped or disabled, bring it back: startup type Manual if it was
+//! disabled or will not run, bring it back: startup type Manual if it was
 //! Disabled, start it, restart WsusService so that it hands its downloads
-//! to BITS again, then run a synchronization and report how it went. A
-//! healthy BITS is left alone. Pair it with a flap guard in the policy: a
-//! BITS that keeps dying needs a person.
+//! to BITS again, then run a synchronization and report how it went.
+//!
+//! BITS switches itself between delayed-automatic start (with jobs) and
+//! demand start (without), and a stopped BITS with demand start is idle,
+//! not broken: it starts when WSUS hands it a download. So a BITS that is
+//! merely stopped is started only on fresh evidence that it fails: the
+//! event that woke the plugin is a 364 naming the service, or the last
+//! synchronization failed on it. Otherwise it is left alone, and the run
+//! says so. A disabled BITS (the article's failure) is always repaired.
+//! Pair it with a flap guard in the policy: a BITS that keeps dying needs a
+//! person.
 //!
 //! Settings (all optional):
 //! - `bits` [default `BITS`], `wsus_service` [default `WsusService`]:
@@ -57,8 +65,19 @@ impl Plugin for BitsRestart {
             "{bits} is {} ({} start) after a {} event",
             status.state, status.startup, event.kind
         );
+        let disabled = status.startup == StartupType::Disabled;
+        if !disabled && status.state != ServiceState::Running {
+            if let Some(evidence) = failing(&event)? {
+                info!("{bits} is stopped, and it fails: {evidence}");
+            } else {
+                return Ok(Report::new().finish(&format!(
+                    "{bits} is stopped ({} start) with no sign that it fails: an idle BITS starts when WSUS needs it; left alone",
+                    status.startup
+                )));
+            }
+        }
         let mut report = Report::new();
-        if status.startup == StartupType::Disabled {
+        if disabled {
             let change = services::set_startup(&bits, StartupType::Manual)
                 .map_err(|e| format!("re-enabling {bits}: {}", e.describe()))?;
             report.record_service("set-startup", &change, true);
@@ -105,6 +124,23 @@ impl Plugin for BitsRestart {
         };
         Ok(outcome)
     }
+}
+
+/// Fresh evidence that a stopped BITS fails, or `None`: the event that
+/// woke the plugin is a 364 naming the service, or the last
+/// synchronization failed on it.
+fn failing(event: &Event) -> Result<Option<String>, String> {
+    if event.field("event-id") == Some("364")
+        && let Some(message) = event.field("message")
+        && mentions_service(message)
+    {
+        return Ok(Some(format!("event 364: {message}")));
+    }
+    let last = wsus::sync_status()?.last;
+    Ok(last
+        .and_then(|record| record.reason)
+        .filter(|reason| mentions_service(reason))
+        .map(|reason| format!("the last synchronization failed: {reason}")))
 }
 
 /// Whether a sync failure is still BITS's (the texts Windows gives for a

@@ -31,6 +31,10 @@ impl Plugin for ContentAcl {
                     source: "Windows Server Update Services".into(),
                     id: 364,
                 }),
+                TriggerHint::SystemEvent(SystemEventMatch {
+                    source: "Windows Server Update Services".into(),
+                    id: 10012,
+                }),
                 TriggerHint::Every(3600),
             ],
         }
