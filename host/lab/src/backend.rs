@@ -197,7 +197,19 @@ impl WsusServer for LabWsus {
                 SyncMode::Replica => wsus::ServerMode::Replica,
                 SyncMode::Autonomous => wsus::ServerMode::Autonomous,
             },
-            upstream: Some(format!("{}:8531", Server::Upstream.host_name())),
+            // As configured: the name an administrator entered, even one
+            // that does not resolve.
+            upstream: lab
+                .config(Server::Downstream, "UpstreamServerName")
+                .map_err(plugin_error)?
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    if name.contains(':') {
+                        name
+                    } else {
+                        format!("{name}:8531")
+                    }
+                }),
             storage: wsus::StorageMode::LocalContent,
             languages: lab
                 .enabled_languages(Server::Downstream)

@@ -385,9 +385,18 @@ impl Lab {
                 "no configuration value `{name}` on this server"
             )));
         }
-        if Self::config_table(name) == tables::CONFIG_A {
+        // The upstream's name is what "you enter in the WSUS console on the
+        // downstream WSUS server" (the article); the rest of
+        // tbConfigurationA is setup's.
+        let upstream_name = name == "UpstreamServerName" && server == Server::Downstream;
+        if Self::config_table(name) == tables::CONFIG_A && !upstream_name {
             return Err(LabError::Conflict(format!(
                 "`{name}` is set by WSUS setup and the upstream configuration, not here"
+            )));
+        }
+        if upstream_name && !is_server_name(value) {
+            return Err(LabError::Invalid(format!(
+                "UpstreamServerName must be a host name, with an optional :port, not `{value}`"
             )));
         }
         if name == "BitsDownloadPriorityForeground" && !matches!(value, "0" | "1") {
@@ -398,13 +407,22 @@ impl Lab {
         if apply {
             let txn = self.database().begin_write()?;
             {
-                let table_name = table_name(server, tables::CONFIG_C);
+                let table_name = table_name(server, Self::config_table(name));
                 let mut table = txn.open_table(Str::new(&table_name))?;
                 table.insert(name, value)?;
             }
             txn.commit()?;
         }
         Ok(previous)
+    }
+
+    /// The name of the upstream this server synchronizes from (the host
+    /// part of `UpstreamServerName`); `None` when it has none.
+    pub(crate) fn upstream_name(&self, server: Server) -> LabResult<Option<String>> {
+        Ok(self
+            .config(server, "UpstreamServerName")?
+            .filter(|name| !name.is_empty())
+            .map(|name| name.split(':').next().unwrap_or_default().to_string()))
     }
 
     /// Languages and whether each is enabled.
@@ -721,6 +739,18 @@ impl Lab {
     }
 }
 
+/// A host name (letters, digits, dots and dashes), with an optional
+/// `:port`.
+fn is_server_name(value: &str) -> bool {
+    let (host, port) = value.split_once(':').unwrap_or((value, "1"));
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,13 +848,28 @@ mod tests {
             lab.set_config(ds, "BitsDownloadPriorityForegrund", "1", true),
             Err(LabError::NotFound(_))
         ));
+        // The upstream's name is the administrator's to set; the rest of
+        // tbConfigurationA is setup's.
+        for bad in ["", "wsus up", "wsus:0", "wsus:99999", "wsus;rm"] {
+            assert!(
+                matches!(
+                    lab.set_config(ds, "UpstreamServerName", bad, true),
+                    Err(LabError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
         assert!(matches!(
-            lab.set_config(ds, "UpstreamServerName", "x", true),
+            lab.set_config(ds, "SyncToMu", "1", true),
             Err(LabError::Conflict(_))
         ));
+        let previous = lab
+            .set_config(ds, "UpstreamServerName", "wsus-up02.lab.example:8531", true)
+            .unwrap();
+        assert_eq!(previous.as_deref(), Some(Server::Upstream.host_name()));
         assert_eq!(
-            lab.config(ds, "UpstreamServerName").unwrap().as_deref(),
-            Some(Server::Upstream.host_name())
+            lab.upstream_name(ds).unwrap().as_deref(),
+            Some("wsus-up02.lab.example")
         );
     }
 }

@@ -28,10 +28,6 @@ pub struct ContentPass {
     pub first_reason: Option<String>,
 }
 
-fn upstream_url() -> String {
-    format!("https://{}:8531", Server::Upstream.host_name())
-}
-
 impl Lab {
     fn app_event(&self, id: u32, level: Level, message: &str) -> LabResult<()> {
         self.write_event(EventLog::Application, id, level, logs::WSUS_SOURCE, message)
@@ -74,15 +70,31 @@ impl Lab {
             record.reason = Some("WsusService is not running: nothing synchronizes".into());
             return finish(self, record);
         }
+        let upstream = self
+            .upstream_name(Server::Downstream)?
+            .unwrap_or_else(|| Server::Upstream.host_name().to_string());
         self.write_log_line(
             "Info",
             "WsusService.12",
             "CatalogSyncAgentCore.ExecuteSyncProtocol",
-            &format!(
-                "Synchronization started with upstream server {}",
-                upstream_url()
-            ),
+            &format!("Synchronization started with upstream server https://{upstream}:8531"),
         )?;
+        // The lab's network knows one upstream by name: any other name
+        // does not resolve (SynchronizationError.UssNotFound, "Unable to
+        // resolve the specified upstream server").
+        if !upstream.eq_ignore_ascii_case(Server::Upstream.host_name()) {
+            let reason =
+                format!("UssNotFound: Unable to resolve the specified upstream server {upstream}");
+            // The text of 10021 is not documented; this is the lab's.
+            self.app_event(
+                logs::EVENT_SYNC_FAILED,
+                Level::Error,
+                &format!("Catalog synchronization failed. Reason: {reason}"),
+            )?;
+            record.result = SyncResult::Failed;
+            record.reason = Some(reason);
+            return finish(self, record);
+        }
         self.publish()?;
 
         // Catalog: the upstream must return the data of every update this
@@ -97,8 +109,7 @@ impl Lab {
                 "WsusService.25",
                 "SoapUtilities.LogException",
                 &format!(
-                    "USS ThrowException: Actor = {}/ServerSyncWebService/ServerSyncWebService.asmx, Method = \"http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService/GetUpdateData\", ErrorCode = InternalServerError, Message = , Client = False",
-                    upstream_url()
+                    "USS ThrowException: Actor = https://{upstream}:8531/ServerSyncWebService/ServerSyncWebService.asmx, Method = \"http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService/GetUpdateData\", ErrorCode = InternalServerError, Message = , Client = False"
                 ),
             )?;
             // The text of 10021 is not documented; this is the lab's.
@@ -440,6 +451,25 @@ mod tests {
             stuck.service(ds, "BITS").unwrap().state,
             ServiceState::Running
         );
+    }
+
+    #[test]
+    fn an_upstream_name_that_does_not_resolve_fails_the_catalog() {
+        let (_dir, lab) = lab();
+        let ds = Server::Downstream;
+        lab.set_config(ds, "UpstreamServerName", "wsus-up01.lab.exmaple", true)
+            .unwrap();
+        let record = lab.sync().unwrap();
+        assert_eq!(record.result, SyncResult::Failed);
+        assert!(
+            record.reason.as_deref().unwrap().starts_with("UssNotFound"),
+            "{record:?}"
+        );
+        assert!(application_log(&lab).contains("\"id\":10021,"));
+        assert_eq!(record.imported, 0, "nothing imported");
+        lab.set_config(ds, "UpstreamServerName", "WSUS-UP01.lab.example:8531", true)
+            .unwrap();
+        assert_eq!(lab.sync().unwrap().result, SyncResult::Succeeded);
     }
 
     #[test]
