@@ -451,6 +451,12 @@ fn the_http_range_problem_gets_foreground_downloads() {
     );
     let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
     assert_eq!(verbs, ["set-config", "restart-service"]);
+    // The setting is the workaround; the report names the fix.
+    assert!(
+        run.summary.contains("the workaround; the fix is a proxy"),
+        "{}",
+        run.summary
+    );
     agent.stop();
     assert_next_sync_succeeds(&w.lab);
     assert_no_op(&w.second_pass("bits-foreground"));

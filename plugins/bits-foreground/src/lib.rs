@@ -4,6 +4,11 @@
 //! Foreground downloads do not need it: set
 //! `BitsDownloadPriorityForeground=1` in `tbConfigurationC`, restart
 //! WsusService so it takes the setting, and verify with a synchronization.
+//! This is the workaround: KB 922330's fix is a proxy that supports HTTP
+//! 1.1 range requests ("If you can't modify the proxy server in this
+//! manner, configure BITS to work in foreground mode"), and the report
+//! says so, since foreground downloads are slower and compete with other
+//! traffic.
 //!
 //! Settings (all optional):
 //! - `wsus_service` [default `WsusService`].
@@ -16,6 +21,10 @@ use medic_sdk::{
 };
 
 const SETTING: &str = "BitsDownloadPriorityForeground";
+
+/// The fix the workaround stands in for (KB 922330).
+const PROXY_FIX: &str =
+    "the fix is a proxy between the servers that passes HTTP 1.1 Range requests";
 
 struct BitsForeground;
 
@@ -47,7 +56,7 @@ impl Plugin for BitsForeground {
         let mut report = Report::new();
         if current.as_deref() == Some("1") {
             return Ok(report.finish(&format!(
-                "{SETTING} is already 1: downloads run in the foreground"
+                "{SETTING} is already 1: downloads run in the foreground (the workaround; {PROXY_FIX})"
             )));
         }
         let previous = wsus::set_config(SETTING, "1")?;
@@ -61,7 +70,8 @@ impl Plugin for BitsForeground {
         let change = services::restart(&service, timeout)
             .map_err(|e| format!("restarting {service}: {}", e.describe()))?;
         report.record_service("restart-service", &change, true);
-        let done = format!("{SETTING} set to 1 and {service} restarted");
+        let done =
+            format!("{SETTING} set to 1 and {service} restarted (the workaround; {PROXY_FIX})");
         Ok(match wsus::sync_now()? {
             SyncCheck::Succeeded => report.finish(&format!("{done}; the sync succeeds")),
             SyncCheck::Planned => report.finish(&format!("{done}; then a sync (all planned)")),
