@@ -347,6 +347,41 @@ fn lose_updates(w: &WsusLab, agent: &Running) -> (Vec<String>, Vec<String>, Audi
 }
 
 #[test]
+fn a_transient_outage_wakes_no_repair() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let injected = w.lab.inject(Fault::TransientOutage).unwrap();
+    // The next sync downloaded what the outage failed.
+    assert_eq!(injected.sync.result, SyncResult::Succeeded, "{injected:?}");
+    assert!(ids_in(&w.lab, UpdateState::Failed).is_empty());
+    // A 404 for an update the lab does not have, written after the
+    // outage's 503s: decline-orphans wakes for it, and the tail reads the
+    // 503s before it, so a run they woke would be recorded by then.
+    let barrier = "Content file download failed. Reason: HTTP status 404: The requested URL does not exist on the server. Source File: /Content/00/barrier.cab Destination File: barrier";
+    let line = serde_json::json!({
+        "time": "2026-01-01T00:00:00.000Z", "log": "Application", "id": 364, "level": "Error",
+        "source": "Windows Server Update Services", "computer": "wsus-ds01.lab.example",
+        "message": barrier,
+    });
+    let log = w.lab.event_log(medic_lab::logs::EventLog::Application);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    let run = agent.wait_for_run("of decline-orphans on the barrier", |r| {
+        r.plugin == "decline-orphans" && r.detail["event"]["fields"]["message"] == barrier
+    });
+    assert_eq!(run.status.as_str(), "healthy", "{}", run.summary);
+    let woken: Vec<String> = agent
+        .runs()
+        .iter()
+        .filter(|r| r.detail["event"]["fields"]["message"] != barrier)
+        .filter(|r| r.detail["event"]["kind"] == "system-event")
+        .map(|r| format!("{}: {}", r.plugin, r.summary))
+        .collect();
+    assert!(woken.is_empty(), "the 503s woke {woken:?}");
+    agent.stop();
+}
+
+#[test]
 fn on_a_replica_orphans_are_cancelled_never_declined() {
     let w = WsusLab::new(SyncMode::Replica);
     let agent = Running::start(&w.policy);

@@ -29,6 +29,9 @@ pub enum Fault {
     /// The upstream was rebuilt without two retired products, leaving
     /// failed downloads downstream (and a few transient failures).
     UpstreamLostUpdates,
+    /// A few downloads failed while the upstream was overloaded (HTTP
+    /// 503). Not a fault to repair: the next sync downloads them.
+    TransientOutage,
     /// The upstream's languages shrank to English after approvals existed.
     LanguageShrink,
     /// A proxy between the servers strips the HTTP Range header.
@@ -36,7 +39,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Self::ContentRootRead,
         Self::ContentUsersRead,
         Self::ContentFullControl,
@@ -44,6 +47,7 @@ impl Fault {
         Self::BitsIdle,
         Self::BitsDisabled,
         Self::UpstreamLostUpdates,
+        Self::TransientOutage,
         Self::LanguageShrink,
         Self::HttpRange,
     ];
@@ -57,6 +61,7 @@ impl Fault {
             Self::BitsIdle => "bits-idle",
             Self::BitsDisabled => "bits-disabled",
             Self::UpstreamLostUpdates => "upstream-lost-updates",
+            Self::TransientOutage => "transient-outage",
             Self::LanguageShrink => "language-shrink",
             Self::HttpRange => "http-range",
         }
@@ -85,6 +90,9 @@ impl Fault {
             Self::UpstreamLostUpdates => {
                 "the upstream is rebuilt without Windows Server 2012 R2 and Office 2013: their approved downloads fail (364, HTTP 404) and the sync fails (GetUpdateData, 10021)"
             }
+            Self::TransientOutage => {
+                "not a fault: three downloads fail while the upstream is overloaded (364, HTTP 503); the upstream still has them, and the next sync downloads them"
+            }
             Self::LanguageShrink => {
                 "the upstream drops every language but English: approvals for the others turn inactive downstream"
             }
@@ -105,6 +113,28 @@ impl Fault {
                 ))
             })
     }
+}
+
+/// Approve `updates` downstream (for their target group) with their
+/// downloads failed, in `txn`.
+fn approve_as_failed<'a>(
+    txn: &redb::WriteTransaction,
+    updates: impl Iterator<Item = &'a super::server::UpdateView>,
+) -> LabResult<()> {
+    let ds = Server::Downstream;
+    let dep_t = table_name(ds, tables::DEPLOYMENT);
+    let mut dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&dep_t))?;
+    let status_t = table_name(ds, tables::UPDATE_STATUS);
+    let mut status = txn.open_table(TableDefinition::<&str, u8>::new(&status_t))?;
+    let failed = UpdateStatus {
+        state: UpdateState::Failed,
+        declined: false,
+    };
+    for update in updates {
+        dep.insert((update.id.as_str(), target_group(&update.meta)), 1)?;
+        status.insert(update.id.as_str(), failed.encode())?;
+    }
+    Ok(())
 }
 
 /// The lab fact that says BITS fails to start on demand (a crashed BITS);
@@ -186,6 +216,7 @@ impl Lab {
                 vec!["BITS stopped; BITS startup type set to Disabled".into()]
             }
             Fault::UpstreamLostUpdates => self.lose_upstream_products(ORPHANS, TRANSIENT)?,
+            Fault::TransientOutage => self.transient_outage(TRANSIENT)?,
             Fault::LanguageShrink => self.shrink_languages()?,
             Fault::HttpRange => {
                 self.set_fact("proxy_strips_range", "1")?;
@@ -204,26 +235,8 @@ impl Lab {
         orphans: usize,
         transient: usize,
     ) -> LabResult<Vec<String>> {
-        let ds = Server::Downstream;
-        let unapproved = self.updates(
-            ds,
-            &UpdateQuery {
-                state: Some(UpdateState::NotReady),
-                approved: Some(false),
-                declined: Some(false),
-            },
-        )?;
-        let language_ok = |u: &super::server::UpdateView| u.meta.language <= 1;
-        let orphans: Vec<_> = unapproved
-            .iter()
-            .filter(|u| catalog::RETIRED_PRODUCTS.contains(&u.meta.product) && language_ok(u))
-            .take(orphans)
-            .collect();
-        let transient: Vec<_> = unapproved
-            .iter()
-            .filter(|u| !catalog::RETIRED_PRODUCTS.contains(&u.meta.product) && language_ok(u))
-            .take(transient)
-            .collect();
+        let orphans = self.about_to_be_approved(true, orphans)?;
+        let transient = self.about_to_be_approved(false, transient)?;
         let upstream_retired: Vec<_> = self
             .updates(Server::Upstream, &UpdateQuery::default())?
             .into_iter()
@@ -232,19 +245,7 @@ impl Lab {
         let txn = self.database().begin_write()?;
         {
             // Approved downstream just before the rebuild...
-            let dep_t = table_name(ds, tables::DEPLOYMENT);
-            let mut dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&dep_t))?;
-            let status_t = table_name(ds, tables::UPDATE_STATUS);
-            let mut status = txn.open_table(TableDefinition::<&str, u8>::new(&status_t))?;
-            for update in orphans.iter().chain(&transient) {
-                dep.insert((update.id.as_str(), target_group(&update.meta)), 1)?;
-                let failed = UpdateStatus {
-                    state: UpdateState::Failed,
-                    declined: false,
-                };
-                status.insert(update.id.as_str(), failed.encode())?;
-            }
-            drop((dep, status));
+            approve_as_failed(&txn, orphans.iter().chain(&transient))?;
             // ...and the upstream rebuilt without the retired products.
             let mut writer = UpdateWriter::open(&txn, Server::Upstream)?;
             for update in &upstream_retired {
@@ -256,14 +257,8 @@ impl Lab {
         }
         txn.commit()?;
         // What BITS logged when those downloads failed.
-        for (updates, reason) in [
-            (&orphans, reasons::NOT_FOUND),
-            (&transient, reasons::OVERLOADED),
-        ] {
-            for update in updates.iter().take(super::sync::MAX_DOWNLOAD_EVENTS) {
-                self.log_download_failure(update, reason)?;
-            }
-        }
+        self.log_download_failures(&orphans, reasons::NOT_FOUND)?;
+        self.log_download_failures(&transient, reasons::OVERLOADED)?;
         let products: Vec<&str> = catalog::RETIRED_PRODUCTS
             .iter()
             .map(|p| catalog::PRODUCTS[*p as usize])
@@ -283,6 +278,61 @@ impl Lab {
                 transient.len()
             ),
         ])
+    }
+
+    /// `count` updates just approved downstream whose downloads failed
+    /// while the upstream was overloaded (HTTP 503): the upstream still has
+    /// them, and the next sync downloads them ("This issue will resolve
+    /// itself the next time the downstream server synchronizes", the
+    /// article).
+    fn transient_outage(&self, count: usize) -> LabResult<Vec<String>> {
+        let transient = self.about_to_be_approved(false, count)?;
+        let txn = self.database().begin_write()?;
+        approve_as_failed(&txn, transient.iter())?;
+        txn.commit()?;
+        self.log_download_failures(&transient, reasons::OVERLOADED)?;
+        Ok(vec![format!(
+            "{} downloads failed while the upstream was overloaded (HTTP 503; it still has them)",
+            transient.len()
+        )])
+    }
+
+    /// Up to `count` downstream updates not approved yet (in English or
+    /// language-neutral), of the retired products or of the others.
+    fn about_to_be_approved(
+        &self,
+        retired: bool,
+        count: usize,
+    ) -> LabResult<Vec<super::server::UpdateView>> {
+        let unapproved = self.updates(
+            Server::Downstream,
+            &UpdateQuery {
+                state: Some(UpdateState::NotReady),
+                approved: Some(false),
+                declined: Some(false),
+            },
+        )?;
+        Ok(unapproved
+            .into_iter()
+            .filter(|u| {
+                catalog::RETIRED_PRODUCTS.contains(&u.meta.product) == retired
+                    && u.meta.language <= 1
+            })
+            .take(count)
+            .collect())
+    }
+
+    /// Event 364 with `reason` for each of `updates` (up to the number a
+    /// pass writes).
+    fn log_download_failures(
+        &self,
+        updates: &[super::server::UpdateView],
+        reason: &str,
+    ) -> LabResult<()> {
+        for update in updates.iter().take(super::sync::MAX_DOWNLOAD_EVENTS) {
+            self.log_download_failure(update, reason)?;
+        }
+        Ok(())
     }
 
     fn shrink_languages(&self) -> LabResult<Vec<String>> {

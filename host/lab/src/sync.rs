@@ -473,6 +473,36 @@ mod tests {
     }
 
     #[test]
+    fn a_transient_outage_resolves_itself_at_the_next_sync() {
+        let (_dir, lab) = lab();
+        let broken = lab.apply_fault(Fault::TransientOutage).unwrap();
+        assert!(broken[0].starts_with("3 downloads failed"), "{broken:?}");
+        let failed = lab
+            .update_ids(
+                Server::Downstream,
+                &UpdateQuery::in_state(UpdateState::Failed),
+            )
+            .unwrap();
+        assert_eq!(failed.len(), 3);
+        assert_eq!(
+            lab.upstream_has(&failed).unwrap().len(),
+            3,
+            "still upstream"
+        );
+        assert!(application_log(&lab).contains(reasons::OVERLOADED));
+        let record = lab.sync().unwrap();
+        assert_eq!(record.result, SyncResult::Succeeded, "{record:?}");
+        assert!(
+            lab.update_ids(
+                Server::Downstream,
+                &UpdateQuery::in_state(UpdateState::Failed)
+            )
+            .unwrap()
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn a_healthy_lab_syncs_and_downloads_what_is_new() {
         let (_dir, lab) = lab();
         let before = lab.content_access().unwrap().checked;
