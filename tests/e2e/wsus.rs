@@ -332,18 +332,51 @@ fn ids_in(lab: &Lab, state: UpdateState) -> Vec<String> {
         .unwrap()
 }
 
-/// Inject the lost-updates fault and wait for the repair; returns the
-/// updates then cancelled, those still failed (left for the next sync),
-/// and the run's record.
-fn lose_updates(w: &WsusLab, agent: &Running) -> (Vec<String>, Vec<String>, AuditRecord) {
-    // The fault's 364 events wake the plugin, which may repair before the
-    // injection's own sync or after it (when that sync fails): the repair
-    // is checked, not the order.
+/// Inject the lost-updates fault under the example policy (approve mode),
+/// wait for the plan, check that it changed nothing and names the
+/// article's options, then apply it as an operator does with `medic
+/// approve`. Returns the updates then cancelled, those still failed (left
+/// for the next sync), and the applied run's record.
+fn lose_updates(w: &WsusLab) -> (Vec<String>, Vec<String>, AuditRecord) {
+    let agent = Running::start(&w.policy);
+    // The fault's 364 events wake the plugin, which may plan before the
+    // injection's own sync or after it (when that sync fails).
     w.lab.inject(Fault::UpstreamLostUpdates).unwrap();
-    let run = repaired_by(agent, "decline-orphans", "remediated");
+    let plan = repaired_by(&agent, "decline-orphans", "needs-approval");
+    agent.stop();
+    assert!(
+        plan.summary.contains("re-add their products on"),
+        "{}",
+        plan.summary
+    );
+    assert_eq!(
+        ids_in(&w.lab, UpdateState::Failed).len(),
+        15,
+        "nothing changed yet"
+    );
+    assert!(ids_in(&w.lab, UpdateState::Canceled).is_empty());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["approve", &plan.run_id, "--policy"])
+        .arg(&w.policy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("outcome  remediated"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = crate::support::run_records(&w.agent_state())
+        .into_iter()
+        .find(|r| {
+            r.summary
+                .starts_with(&format!("[approved {}]", plan.run_id))
+        })
+        .expect("the applied run is recorded");
     let canceled = ids_in(&w.lab, UpdateState::Canceled);
     let transient = ids_in(&w.lab, UpdateState::Failed);
-    (canceled, transient, run)
+    (canceled, transient, applied)
 }
 
 #[test]
@@ -384,8 +417,7 @@ fn a_transient_outage_wakes_no_repair() {
 #[test]
 fn on_a_replica_orphans_are_cancelled_never_declined() {
     let w = WsusLab::new(SyncMode::Replica);
-    let agent = Running::start(&w.policy);
-    let (canceled, transient, run) = lose_updates(&w, &agent);
+    let (canceled, transient, run) = lose_updates(&w);
     assert_eq!(canceled.len(), 12, "every orphan cancelled");
     assert!(w.lab.upstream_has(&canceled).unwrap().is_empty());
     assert_eq!(
@@ -405,7 +437,6 @@ fn on_a_replica_orphans_are_cancelled_never_declined() {
         "{}",
         run.summary
     );
-    agent.stop();
 
     assert_next_sync_succeeds(&w.lab);
     assert!(
@@ -418,8 +449,7 @@ fn on_a_replica_orphans_are_cancelled_never_declined() {
 #[test]
 fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
     let w = WsusLab::new(SyncMode::Autonomous);
-    let agent = Running::start(&w.policy);
-    let (canceled, transient, run) = lose_updates(&w, &agent);
+    let (canceled, transient, run) = lose_updates(&w);
     assert_eq!(canceled.len(), 12);
     assert_eq!(transient.len(), 3);
     let declined = w
@@ -435,7 +465,6 @@ fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
     assert_eq!(declined, canceled, "exactly the orphans are declined");
     let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
     assert_eq!(verbs.iter().filter(|v| *v == "decline").count(), 12);
-    agent.stop();
     assert_next_sync_succeeds(&w.lab);
     assert_no_op(&w.second_pass("decline-orphans"));
 }

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 enum Expect {
     /// Notice it by itself and repair it.
     Repair,
+    /// Notice it by itself and plan the repair, which waits for an
+    /// operator's `medic approve`.
+    Approve,
     /// Asked to check (as its schedule would), change nothing: the "fault"
     /// is a healthy state that looks like one.
     LeaveAlone,
@@ -31,7 +34,7 @@ const CASES: [(&str, &str, Expect); 10] = [
     ("bits-stopped", "bits-restart", Expect::Repair),
     ("bits-idle", "bits-restart", Expect::LeaveAlone),
     ("bits-disabled", "bits-restart", Expect::Repair),
-    ("upstream-lost-updates", "decline-orphans", Expect::Repair),
+    ("upstream-lost-updates", "decline-orphans", Expect::Approve),
     ("transient-outage", "decline-orphans", Expect::LeaveAlone),
     ("language-shrink", "language-approvals", Expect::Repair),
     ("http-range", "bits-foreground", Expect::Repair),
@@ -98,6 +101,30 @@ fn audit_runs(medic: &Path, root: &Path) -> Result<Vec<Value>> {
     }
     let records: Value = serde_json::from_str(&text).context("medic audit --json")?;
     Ok(records.as_array().cloned().unwrap_or_default())
+}
+
+/// Show the plan `plan` and apply it as an operator would, with `medic
+/// approve`; returns the record of the run that applied it.
+fn approve(medic: &Path, root: &Path, plugin: &str, plan: &Value) -> Result<Value> {
+    let run = plan["run_id"].as_str().unwrap_or_default();
+    println!(
+        "    {plugin} planned (approve mode): {}",
+        plan["summary"].as_str().unwrap_or("")
+    );
+    println!("    the operator approves: medic approve {run} --policy {POLICY}");
+    let (ok, text) = medic_output(medic, root, &["approve", run, "--policy", POLICY])?;
+    if !ok {
+        bail!("medic approve {run} failed: {text}");
+    }
+    let marker = format!("[approved {run}]");
+    audit_runs(medic, root)?
+        .into_iter()
+        .find(|r| {
+            r["summary"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&marker))
+        })
+        .with_context(|| format!("no record of the run that applied {run}"))
 }
 
 fn indent(text: &str) -> String {
@@ -222,7 +249,7 @@ pub fn run(root: &Path) -> Result<()> {
         .iter()
         .filter(|r| {
             let handled = match r.expect {
-                Expect::Repair => r.status == "remediated",
+                Expect::Repair | Expect::Approve => r.status == "remediated",
                 Expect::LeaveAlone => r.status == "healthy" && r.changed == "nothing",
             };
             !handled || !r.sync.starts_with("sync succeeded")
@@ -267,7 +294,7 @@ fn inject_and_watch(
         .max()
         .unwrap_or(0);
     let what = match expect {
-        Expect::Repair => "fault",
+        Expect::Repair | Expect::Approve => "fault",
         Expect::LeaveAlone => "not a fault",
     };
     println!("\n== {}. {what}: {fault}", index + 4);
@@ -293,7 +320,7 @@ fn inject_and_watch(
                 && r["kind"] == "run"
                 && r["plugin"] == plugin
                 && match expect {
-                    Expect::Repair => r["status"] != "healthy",
+                    Expect::Repair | Expect::Approve => r["status"] != "healthy",
                     Expect::LeaveAlone => r["detail"]["event"]["subject"] == asked.as_str(),
                 }
         });
@@ -320,6 +347,10 @@ fn inject_and_watch(
             changed: "-".into(),
             sync: "-".into(),
         });
+    };
+    let record = match expect {
+        Expect::Approve => approve(medic, root, plugin, &record)?,
+        Expect::Repair | Expect::LeaveAlone => record,
     };
     let detail = &record["detail"];
     let event = &detail["event"];

@@ -5,8 +5,12 @@
 //! those are left for the next sync (the failure was transient); the
 //! others are cancelled, and declined where the server may decline
 //! (autonomous). A replica cannot decline (`IUpdate.Decline()` throws
-//! there): it cancels and reports, and the decline is for the upstream's
-//! administrator.
+//! there): it cancels and reports.
+//!
+//! Whether those updates are "no longer needed" is the administrator's
+//! call, so the example policy runs this plugin in approve mode, and every
+//! report names the article's other option: re-add the products on the
+//! upstream and synchronize.
 //!
 //! Settings (all optional):
 //! - `decline` [default true]: decline on autonomous servers.
@@ -91,9 +95,7 @@ impl Plugin for DeclineOrphans {
                 summary.push_str(&format!(" and {} declined", declined.done.len()));
             }
             ServerMode::Autonomous => summary.push_str(" (declining is turned off)"),
-            ServerMode::Replica => summary.push_str(&format!(
-                " (a replica cannot decline: decline them on {upstream})"
-            )),
+            ServerMode::Replica => summary.push_str(" (a replica cannot decline them)"),
         }
         if !cancelled.failed.is_empty() {
             summary.push_str(&format!(
@@ -101,7 +103,9 @@ impl Plugin for DeclineOrphans {
                 cancelled.failed.len()
             ));
         }
-        summary.push_str(&format!("; {transient}"));
+        summary.push_str(&format!(
+            "; {transient}. If they are still needed, re-add their products on {upstream} and synchronize instead"
+        ));
         Ok(report.finish(&summary))
     }
 }
