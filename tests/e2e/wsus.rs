@@ -292,6 +292,38 @@ fn an_idle_bits_is_left_alone() {
     assert_eq!(idle.state, ServiceState::Stopped);
     let wsus_before = w.lab.service(Server::Downstream, "WsusService").unwrap();
 
+    // The sync's downloads switched BITS to auto start and back, as BITS
+    // does: those 7040s wake nothing. A 7040 "to disabled" written after
+    // them wakes bits-restart (which finds BITS idle, not disabled); the
+    // tail reads the others first, so a run they woke would be recorded
+    // by then.
+    let system =
+        std::fs::read_to_string(w.lab.event_log(medic_lab::logs::EventLog::System)).unwrap();
+    assert!(
+        system.contains("changed from demand start to auto start"),
+        "{system}"
+    );
+    let barrier = "The start type of the Background Intelligent Transfer Service service was changed from auto start to disabled.";
+    append_event(
+        &w.lab,
+        medic_lab::logs::EventLog::System,
+        7040,
+        "Service Control Manager",
+        barrier,
+    );
+    let run = agent.wait_for_run("of bits-restart on the barrier", |r| {
+        r.plugin == "bits-restart" && r.detail["event"]["fields"]["message"] == barrier
+    });
+    assert!(run.summary.contains("left alone"), "{}", run.summary);
+    let woken: Vec<String> = agent
+        .runs()
+        .iter()
+        .filter(|r| r.detail["event"]["fields"]["message"] != barrier)
+        .filter(|r| r.detail["event"]["kind"] == "system-event")
+        .map(|r| format!("{}: {}", r.plugin, r.summary))
+        .collect();
+    assert!(woken.is_empty(), "BITS's own 7040s woke {woken:?}");
+
     // The schedule's check, asked for now: BITS is left alone.
     crate::agent::send_manual(&w.agent_state(), "bits-restart", "scheduled check");
     let run = agent.wait_for_run("of bits-restart on the idle BITS", |r| {
@@ -379,6 +411,20 @@ fn lose_updates(w: &WsusLab) -> (Vec<String>, Vec<String>, AuditRecord) {
     (canceled, transient, applied)
 }
 
+/// Append an event to one of the lab's event logs, as the server would
+/// write it: a barrier after the events a test says wake nothing.
+fn append_event(lab: &Lab, log: medic_lab::logs::EventLog, id: u32, source: &str, message: &str) {
+    let line = serde_json::json!({
+        "time": "2026-01-01T00:00:00.000Z", "log": format!("{log:?}"), "id": id, "level": "Error",
+        "source": source, "computer": "wsus-ds01.lab.example", "message": message,
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(lab.event_log(log))
+        .unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+}
+
 #[test]
 fn a_transient_outage_wakes_no_repair() {
     let w = WsusLab::new(SyncMode::Replica);
@@ -391,14 +437,13 @@ fn a_transient_outage_wakes_no_repair() {
     // outage's 503s: decline-orphans wakes for it, and the tail reads the
     // 503s before it, so a run they woke would be recorded by then.
     let barrier = "Content file download failed. Reason: HTTP status 404: The requested URL does not exist on the server. Source File: /Content/00/barrier.cab Destination File: barrier";
-    let line = serde_json::json!({
-        "time": "2026-01-01T00:00:00.000Z", "log": "Application", "id": 364, "level": "Error",
-        "source": "Windows Server Update Services", "computer": "wsus-ds01.lab.example",
-        "message": barrier,
-    });
-    let log = w.lab.event_log(medic_lab::logs::EventLog::Application);
-    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    append_event(
+        &w.lab,
+        medic_lab::logs::EventLog::Application,
+        364,
+        "Windows Server Update Services",
+        barrier,
+    );
     let run = agent.wait_for_run("of decline-orphans on the barrier", |r| {
         r.plugin == "decline-orphans" && r.detail["event"]["fields"]["message"] == barrier
     });

@@ -293,13 +293,21 @@ impl Lab {
         // BITS has demand start: a stopped BITS is idle, and starts when
         // WSUS hands it a job (and stops again when it has none), unless it
         // is disabled or, in the lab, marked as failing to start.
+        // With jobs, BITS switches itself to (delayed) automatic start, and
+        // back to demand start without: the 7040s a real server logs all
+        // day ("… changed from demand start to auto start").
         let start_fails = self.fact(super::faults::BITS_START_FAILS)?.as_deref() == Some("1");
         let mut started_on_demand = false;
+        let mut switched_to_auto = false;
         let blocker = if bits.startup == StartupType::Disabled {
             Some(reasons::SERVICE_DISABLED)
         } else if bits.state != ServiceState::Running && start_fails {
             Some(reasons::SERVICE_NOT_ACTIVE)
         } else {
+            if bits.startup == StartupType::Manual {
+                self.set_startup(Server::Downstream, "BITS", StartupType::Automatic, true)?;
+                switched_to_auto = true;
+            }
             if bits.state != ServiceState::Running {
                 self.set_service_state(Server::Downstream, "BITS", ServiceState::Running)?;
                 started_on_demand = true;
@@ -370,6 +378,10 @@ impl Lab {
             )?;
         }
         self.write_statuses(&results)?;
+        // No job is left: the failed ones wait for the next pass.
+        if switched_to_auto {
+            self.set_startup(Server::Downstream, "BITS", StartupType::Manual, true)?;
+        }
         if started_on_demand {
             self.set_service_state(Server::Downstream, "BITS", ServiceState::Stopped)?;
         }
@@ -438,6 +450,11 @@ mod tests {
             "{system}"
         );
         assert!(bits_entered("running").is_some(), "{system}");
+        assert!(
+            system.contains("The start type of the Background Intelligent Transfer Service service was changed from demand start to auto start.")
+                && system.contains("The start type of the Background Intelligent Transfer Service service was changed from auto start to demand start."),
+            "{system}"
+        );
         assert!(!application_log(&lab).contains("\"id\":364,"));
 
         let (_other, stuck) = super::tests::lab();
