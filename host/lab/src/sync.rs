@@ -292,10 +292,10 @@ impl Lab {
         let bits = self.service(Server::Downstream, "BITS")?;
         // BITS has demand start: a stopped BITS is idle, and starts when
         // WSUS hands it a job (and stops again when it has none), unless it
-        // is disabled or, in the lab, marked as failing to start.
-        // With jobs, BITS switches itself to (delayed) automatic start, and
-        // back to demand start without: the 7040s a real server logs all
-        // day ("… changed from demand start to auto start").
+        // is disabled or, in the lab, marked as failing to start. While it
+        // has jobs it switches itself to (delayed) automatic start, and back
+        // to demand start after: the 7040s a real server logs all day
+        // ("… changed from demand start to auto start").
         let start_fails = self.fact(super::faults::BITS_START_FAILS)?.as_deref() == Some("1");
         let mut started_on_demand = false;
         let mut switched_to_auto = false;
