@@ -84,15 +84,28 @@ impl Plugin for DeclineOrphans {
         let cancelled = wsus::cancel_downloads(&orphans)?;
         report.record_batch("cancel-download", &cancelled);
         let mut summary = format!(
-            "{} failed downloads: {} gone from {upstream}, download cancelled",
+            "{} failed downloads: {} gone from {upstream}, download {}",
             failed.len(),
-            cancelled.done.len()
+            cancelled.done.len(),
+            if cancelled.applied {
+                "cancelled"
+            } else {
+                "to be cancelled"
+            }
         );
         match facts.mode {
             ServerMode::Autonomous if may_decline => {
                 let declined = wsus::decline(&cancelled.done)?;
                 report.record_batch("decline", &declined);
-                summary.push_str(&format!(" and {} declined", declined.done.len()));
+                summary.push_str(&format!(
+                    " and {} {}",
+                    declined.done.len(),
+                    if declined.applied {
+                        "declined"
+                    } else {
+                        "to be declined"
+                    }
+                ));
             }
             ServerMode::Autonomous => summary.push_str(" (declining is turned off)"),
             ServerMode::Replica => summary.push_str(" (a replica cannot decline them)"),
