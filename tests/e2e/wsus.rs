@@ -304,24 +304,15 @@ fn an_idle_bits_is_left_alone() {
         "{system}"
     );
     let barrier = "The start type of the Background Intelligent Transfer Service service was changed from auto start to disabled.";
-    append_event(
+    let (run, woken) = run_after_barrier(
+        &agent,
         &w.lab,
         medic_lab::logs::EventLog::System,
-        7040,
-        "Service Control Manager",
+        (7040, "Service Control Manager"),
+        "bits-restart",
         barrier,
     );
-    let run = agent.wait_for_run("of bits-restart on the barrier", |r| {
-        r.plugin == "bits-restart" && r.detail["event"]["fields"]["message"] == barrier
-    });
     assert!(run.summary.contains("left alone"), "{}", run.summary);
-    let woken: Vec<String> = agent
-        .runs()
-        .iter()
-        .filter(|r| r.detail["event"]["fields"]["message"] != barrier)
-        .filter(|r| r.detail["event"]["kind"] == "system-event")
-        .map(|r| format!("{}: {}", r.plugin, r.summary))
-        .collect();
     assert!(woken.is_empty(), "BITS's own 7040s woke {woken:?}");
 
     // The schedule's check, asked for now: BITS is left alone.
@@ -411,9 +402,20 @@ fn lose_updates(w: &WsusLab) -> (Vec<String>, Vec<String>, AuditRecord) {
     (canceled, transient, applied)
 }
 
-/// Append an event to one of the lab's event logs, as the server would
-/// write it: a barrier after the events a test says wake nothing.
-fn append_event(lab: &Lab, log: medic_lab::logs::EventLog, id: u32, source: &str, message: &str) {
+/// Append `message` as event `id` from `source` to one of the lab's event
+/// logs, after the events a test says wake nothing, and wait for the run of
+/// `plugin` it wakes. The tail reads those events first, so any run they
+/// woke is recorded by then: the list of such runs (by any plugin, woken by
+/// a system event other than the barrier) is returned with the barrier's
+/// run.
+fn run_after_barrier(
+    agent: &Running,
+    lab: &Lab,
+    log: medic_lab::logs::EventLog,
+    (id, source): (u32, &str),
+    plugin: &str,
+    message: &str,
+) -> (AuditRecord, Vec<String>) {
     let line = serde_json::json!({
         "time": "2026-01-01T00:00:00.000Z", "log": format!("{log:?}"), "id": id, "level": "Error",
         "source": source, "computer": "wsus-ds01.lab.example", "message": message,
@@ -423,6 +425,17 @@ fn append_event(lab: &Lab, log: medic_lab::logs::EventLog, id: u32, source: &str
         .open(lab.event_log(log))
         .unwrap();
     std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    let run = agent.wait_for_run(&format!("of {plugin} on the barrier"), |r| {
+        r.plugin == plugin && r.detail["event"]["fields"]["message"] == message
+    });
+    let woken = agent
+        .runs()
+        .iter()
+        .filter(|r| r.detail["event"]["fields"]["message"] != message)
+        .filter(|r| r.detail["event"]["kind"] == "system-event")
+        .map(|r| format!("{}: {}", r.plugin, r.summary))
+        .collect();
+    (run, woken)
 }
 
 #[test]
@@ -437,24 +450,15 @@ fn a_transient_outage_wakes_no_repair() {
     // outage's 503s: decline-orphans wakes for it, and the tail reads the
     // 503s before it, so a run they woke would be recorded by then.
     let barrier = "Content file download failed. Reason: HTTP status 404: The requested URL does not exist on the server. Source File: /Content/00/barrier.cab Destination File: barrier";
-    append_event(
+    let (run, woken) = run_after_barrier(
+        &agent,
         &w.lab,
         medic_lab::logs::EventLog::Application,
-        364,
-        "Windows Server Update Services",
+        (364, "Windows Server Update Services"),
+        "decline-orphans",
         barrier,
     );
-    let run = agent.wait_for_run("of decline-orphans on the barrier", |r| {
-        r.plugin == "decline-orphans" && r.detail["event"]["fields"]["message"] == barrier
-    });
     assert_eq!(run.status.as_str(), "healthy", "{}", run.summary);
-    let woken: Vec<String> = agent
-        .runs()
-        .iter()
-        .filter(|r| r.detail["event"]["fields"]["message"] != barrier)
-        .filter(|r| r.detail["event"]["kind"] == "system-event")
-        .map(|r| format!("{}: {}", r.plugin, r.summary))
-        .collect();
     assert!(woken.is_empty(), "the 503s woke {woken:?}");
     agent.stop();
 }

@@ -65,6 +65,18 @@ impl Lab {
             lab.record_sync(Server::Downstream, &record)?;
             Ok(record)
         };
+        // The catalog phase failed: 10021 (its text is not documented; this
+        // is the lab's), and the sync ends there.
+        let catalog_failed = |lab: &Self, mut record: SyncRecord, reason: String| {
+            lab.app_event(
+                logs::EVENT_SYNC_FAILED,
+                Level::Error,
+                &format!("Catalog synchronization failed. Reason: {reason}"),
+            )?;
+            record.result = SyncResult::Failed;
+            record.reason = Some(reason);
+            finish(lab, record)
+        };
         if self.service(Server::Downstream, "WsusService")?.state != ServiceState::Running {
             record.result = SyncResult::Failed;
             record.reason = Some("WsusService is not running: nothing synchronizes".into());
@@ -85,15 +97,7 @@ impl Lab {
         if !upstream.eq_ignore_ascii_case(Server::Upstream.host_name()) {
             let reason =
                 format!("UssNotFound: Unable to resolve the specified upstream server {upstream}");
-            // The text of 10021 is not documented; this is the lab's.
-            self.app_event(
-                logs::EVENT_SYNC_FAILED,
-                Level::Error,
-                &format!("Catalog synchronization failed. Reason: {reason}"),
-            )?;
-            record.result = SyncResult::Failed;
-            record.reason = Some(reason);
-            return finish(self, record);
+            return catalog_failed(self, record, reason);
         }
         self.publish()?;
 
@@ -112,18 +116,10 @@ impl Lab {
                     "USS ThrowException: Actor = https://{upstream}:8531/ServerSyncWebService/ServerSyncWebService.asmx, Method = \"http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService/GetUpdateData\", ErrorCode = InternalServerError, Message = , Client = False"
                 ),
             )?;
-            // The text of 10021 is not documented; this is the lab's.
             let reason = format!(
                 "the upstream server could not return the data of {gone} updates this server is waiting for (GetUpdateData: InternalServerError)"
             );
-            self.app_event(
-                logs::EVENT_SYNC_FAILED,
-                Level::Error,
-                &format!("Catalog synchronization failed. Reason: {reason}"),
-            )?;
-            record.result = SyncResult::Failed;
-            record.reason = Some(reason);
-            return finish(self, record);
+            return catalog_failed(self, record, reason);
         }
         record.imported = self.import_from_upstream()?;
 
