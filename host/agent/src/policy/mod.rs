@@ -6,7 +6,9 @@
 //! Parsing collects every error it can find, each with the file, line and
 //! column and the fix, instead of stopping at the first one: a TOML syntax
 //! error stops only the section it is in, and a bad plugin does not hide
-//! the errors of the others. Checks that need the components themselves
+//! the errors of the others. Each error is tagged with the plugin table it
+//! is in, so a serving read ([`Policy::load_serving`]) can set aside a bad
+//! table and keep the rest. Checks that need the components themselves
 //! (do they load, are their grants enough) are in [`crate::loading`]; the
 //! `[backend]` table is kept as written and checked by the caller's
 //! [`crate::BackendCatalog`].
