@@ -72,6 +72,11 @@ impl Plugin for BitsForeground {
         report.record_service("restart-service", &change, true);
         let done =
             format!("{SETTING} set to 1 and {service} restarted (the workaround; {PROXY_FIX})");
+        // A plan is not verified: a sync that ends meanwhile (the server's
+        // own) is not this plan's result.
+        if !applied {
+            return Ok(report.finish(&format!("{done}; then a sync (all planned)")));
+        }
         Ok(match wsus::sync_now()? {
             SyncCheck::Succeeded => report.finish(&format!("{done}; the sync succeeds")),
             SyncCheck::Planned => report.finish(&format!("{done}; then a sync (all planned)")),

@@ -102,6 +102,13 @@ impl Plugin for BitsRestart {
         } else {
             format!("{bits} was stopped: started")
         };
+        // A plan is not verified: a sync that ends meanwhile (the server's
+        // own) is not this plan's result.
+        if !change.applied {
+            return Ok(report.finish(&format!(
+                "{repaired}; {wsus_service} restarted; then a sync (all planned)"
+            )));
+        }
         if !verify {
             return Ok(report.finish(&format!("{repaired}; {wsus_service} restarted")));
         }
