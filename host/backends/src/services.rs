@@ -13,6 +13,9 @@ pub enum ServiceState {
     StopPending,
     Running,
     Paused,
+    /// Not running because its last start failed or it exited with an
+    /// error.
+    Failed,
 }
 
 impl ServiceState {
@@ -23,6 +26,7 @@ impl ServiceState {
             Self::StopPending => "stop-pending",
             Self::Running => "running",
             Self::Paused => "paused",
+            Self::Failed => "failed",
         }
     }
 }
@@ -31,6 +35,8 @@ impl ServiceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartupType {
     Automatic,
+    /// Windows' "Automatic (Delayed Start)".
+    AutomaticDelayed,
     Manual,
     Disabled,
 }
@@ -39,6 +45,7 @@ impl StartupType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Automatic => "automatic",
+            Self::AutomaticDelayed => "automatic-delayed",
             Self::Manual => "manual",
             Self::Disabled => "disabled",
         }

@@ -47,6 +47,7 @@ pub fn parse_show(name: &str, output: &str) -> OpResult<ServiceStatus> {
         "active" | "reloading" => ServiceState::Running,
         "activating" => ServiceState::StartPending,
         "deactivating" => ServiceState::StopPending,
+        "failed" => ServiceState::Failed,
         _ => ServiceState::Stopped,
     };
     let startup = match field("UnitFileState") {
@@ -100,6 +101,12 @@ impl Systemd {
             let status = self.query(name)?;
             if status.state == want {
                 return Ok(status);
+            }
+            if status.state == ServiceState::Failed && want == ServiceState::Running {
+                return Err(BackendError::new(
+                    ErrorKind::Failed,
+                    format!("`{name}` failed to start (systemd reports the unit failed)"),
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(BackendError::new(
@@ -173,6 +180,14 @@ impl ServiceManager for Systemd {
         startup: StartupType,
         apply: bool,
     ) -> OpResult<ServiceChange> {
+        if startup == StartupType::AutomaticDelayed {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "systemd has no delayed automatic start: set `{name}` to automatic instead"
+                ),
+            ));
+        }
         let before = self.query(name)?;
         let after = ServiceStatus {
             startup,
@@ -192,6 +207,7 @@ impl ServiceManager for Systemd {
                 StartupType::Disabled => {
                     self.run(&["mask", &unit])?;
                 }
+                StartupType::AutomaticDelayed => unreachable!("refused above"),
             }
             let after = self.query(name)?;
             return Ok(ServiceChange {
@@ -232,6 +248,13 @@ mod tests {
             (masked.state, masked.startup),
             (ServiceState::Stopped, StartupType::Disabled)
         );
+
+        let failed = parse_show(
+            "x",
+            "LoadState=loaded\nActiveState=failed\nUnitFileState=enabled\n",
+        )
+        .unwrap();
+        assert_eq!(failed.state, ServiceState::Failed);
 
         let missing =
             parse_show("nope", "LoadState=not-found\nActiveState=inactive\n").unwrap_err();

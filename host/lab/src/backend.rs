@@ -1,7 +1,9 @@
-//! The lab backend: `services` and `wsus` on the lab's downstream server,
-//! `fs` on its real content folder with the lab's principal mapping.
-//! Converts between the lab's own types and the backends', and the lab's
-//! errors into the values a plugin sees.
+//! The lab backend: `services` and `wsus` on one of the lab's servers (the
+//! downstream, or the upstream where a plugin must run on the parent
+//! server), `fs` on the real content folder with the lab's principal
+//! mapping. Converts between the lab's own types and the backends', and
+//! the lab's errors into the values a plugin sees. A sync started here
+//! finishes on a timer of this process, or when anyone next looks.
 
 use crate::model::{ServiceRow, ServiceState, StartupType, SyncMode, SyncRecord, SyncResult};
 use crate::server::{ApprovalState, Batch, ServiceChange, UpdateQuery, UpdateView};
@@ -13,14 +15,17 @@ use medic_backends::{
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The lab's downstream server: its content folder on this machine's file
-/// system (with the lab's principal mapping), its services and its WSUS
-/// server.
-pub fn backends(lab: Lab) -> Backends {
+/// One of the lab's servers: the content folder on this machine's file
+/// system (with the lab's principal mapping), the server's services and
+/// its WSUS server.
+pub fn backends(lab: Lab, server: Server) -> Backends {
     Backends {
         fs: Arc::new(local_fs::LocalFileSystem::new(lab.principals().clone())),
-        services: Arc::new(LabServices(lab.clone())),
-        wsus: Some(Arc::new(LabWsus(lab))),
+        services: Arc::new(LabServices {
+            lab: lab.clone(),
+            server,
+        }),
+        wsus: Some(Arc::new(LabWsus { lab, server })),
     }
 }
 
@@ -32,14 +37,18 @@ fn plugin_error(error: LabError) -> BackendError {
         LabError::NotFound(_) => ErrorKind::NotFound,
         LabError::Conflict(_) => ErrorKind::Conflict,
         LabError::Invalid(_) => ErrorKind::InvalidArgument,
+        LabError::Unsupported(_) => ErrorKind::Unsupported,
         _ => ErrorKind::Failed,
     };
     BackendError::new(kind, error.to_string())
 }
 
-/// The lab's downstream server as a service manager.
+/// A lab server as a service manager.
 #[derive(Debug, Clone)]
-pub struct LabServices(pub Lab);
+pub struct LabServices {
+    pub lab: Lab,
+    pub server: Server,
+}
 
 fn status(name: &str, row: ServiceRow) -> services::ServiceStatus {
     services::ServiceStatus {
@@ -53,6 +62,7 @@ fn status(name: &str, row: ServiceRow) -> services::ServiceStatus {
         },
         startup: match row.startup {
             StartupType::Automatic => services::StartupType::Automatic,
+            StartupType::AutomaticDelayed => services::StartupType::AutomaticDelayed,
             StartupType::Manual => services::StartupType::Manual,
             StartupType::Disabled => services::StartupType::Disabled,
         },
@@ -69,33 +79,30 @@ fn change(name: &str, change: ServiceChange, applied: bool) -> services::Service
 
 impl ServiceManager for LabServices {
     fn query(&self, name: &str) -> OpResult<services::ServiceStatus> {
-        let row = self
-            .0
-            .service(Server::Downstream, name)
-            .map_err(plugin_error)?;
+        let row = self.lab.service(self.server, name).map_err(plugin_error)?;
         Ok(status(name, row))
     }
 
     fn start(&self, name: &str, _: Duration, apply: bool) -> OpResult<services::ServiceChange> {
         let c = self
-            .0
-            .start_service(Server::Downstream, name, apply)
+            .lab
+            .start_service(self.server, name, apply)
             .map_err(plugin_error)?;
         Ok(change(name, c, apply))
     }
 
     fn stop(&self, name: &str, _: Duration, apply: bool) -> OpResult<services::ServiceChange> {
         let c = self
-            .0
-            .stop_service(Server::Downstream, name, apply)
+            .lab
+            .stop_service(self.server, name, apply)
             .map_err(plugin_error)?;
         Ok(change(name, c, apply))
     }
 
     fn restart(&self, name: &str, _: Duration, apply: bool) -> OpResult<services::ServiceChange> {
         let c = self
-            .0
-            .restart_service(Server::Downstream, name, apply)
+            .lab
+            .restart_service(self.server, name, apply)
             .map_err(plugin_error)?;
         Ok(change(name, c, apply))
     }
@@ -108,20 +115,47 @@ impl ServiceManager for LabServices {
     ) -> OpResult<services::ServiceChange> {
         let startup = match startup {
             services::StartupType::Automatic => StartupType::Automatic,
+            services::StartupType::AutomaticDelayed => StartupType::AutomaticDelayed,
             services::StartupType::Manual => StartupType::Manual,
             services::StartupType::Disabled => StartupType::Disabled,
         };
         let c = self
-            .0
-            .set_startup(Server::Downstream, name, startup, apply)
+            .lab
+            .set_startup(self.server, name, startup, apply)
             .map_err(plugin_error)?;
         Ok(change(name, c, apply))
     }
 }
 
-/// The lab's downstream server as the local WSUS server.
+/// A lab server as the local WSUS server. The upstream publishes (it
+/// stands in for Microsoft Update's side too) and keeps approvals; the
+/// calls about downloads and syncs are the downstream's.
 #[derive(Debug, Clone)]
-pub struct LabWsus(pub Lab);
+pub struct LabWsus {
+    pub lab: Lab,
+    pub server: Server,
+}
+
+impl LabWsus {
+    /// The downstream's lab, for the calls only it answers; settles a sync
+    /// that is due first, so every answer sees the server as it is now.
+    fn downstream(&self, call: &str) -> OpResult<&Lab> {
+        if self.server != Server::Downstream {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the lab's upstream server does not model `{call}`: it publishes updates and keeps approvals"
+                ),
+            ));
+        }
+        self.settled()
+    }
+
+    fn settled(&self) -> OpResult<&Lab> {
+        self.lab.settle_sync().map_err(plugin_error)?;
+        Ok(&self.lab)
+    }
+}
 
 fn lab_state(state: wsus::UpdateState) -> UpdateState {
     match state {
@@ -184,36 +218,36 @@ fn sync_record(record: &SyncRecord) -> wsus::SyncRecord {
             SyncResult::Failed => wsus::SyncResult::Failed,
             SyncResult::Canceled => wsus::SyncResult::Canceled,
         },
+        error: record.error.clone(),
         reason: record.reason.clone(),
     }
 }
 
 impl WsusServer for LabWsus {
     fn server_info(&self) -> OpResult<wsus::ServerFacts> {
-        let lab = &self.0;
+        let lab = self.settled()?;
+        let server = self.server;
+        let upstream = lab
+            .config(server, "UpstreamServerName")
+            .map_err(plugin_error)?
+            .filter(|name| !name.is_empty());
         Ok(wsus::ServerFacts {
-            name: Server::Downstream.host_name().to_string(),
-            mode: match lab.mode() {
-                SyncMode::Replica => wsus::ServerMode::Replica,
-                SyncMode::Autonomous => wsus::ServerMode::Autonomous,
+            name: server.host_name().to_string(),
+            mode: match (server, lab.mode()) {
+                (Server::Downstream, SyncMode::Replica) => wsus::ServerMode::Replica,
+                _ => wsus::ServerMode::Autonomous,
             },
             // As configured: the name an administrator entered, even one
             // that does not resolve.
-            upstream: lab
-                .config(Server::Downstream, "UpstreamServerName")
-                .map_err(plugin_error)?
-                .filter(|name| !name.is_empty())
-                .map(|name| {
-                    if name.contains(':') {
-                        name
-                    } else {
-                        format!("{name}:8531")
-                    }
-                }),
-            storage: wsus::StorageMode::LocalContent,
-            languages: lab
-                .enabled_languages(Server::Downstream)
-                .map_err(plugin_error)?,
+            upstream: upstream.map(|name| {
+                if name.contains(':') {
+                    name
+                } else {
+                    format!("{name}:8531")
+                }
+            }),
+            storage: storage(lab, server)?,
+            languages: lab.enabled_languages(server).map_err(plugin_error)?,
             content_dir: lab.content_dir().display().to_string(),
             version: LAB_WSUS_VERSION.to_string(),
         })
@@ -226,46 +260,65 @@ impl WsusServer for LabWsus {
             approved: filter.approved,
         };
         let updates = self
-            .0
-            .updates(Server::Downstream, &query)
+            .settled()?
+            .updates(self.server, &query)
             .map_err(plugin_error)?;
         Ok(updates.iter().map(summary).collect())
     }
 
     fn upstream_has(&self, ids: &[String]) -> OpResult<Vec<String>> {
-        self.0.upstream_has(ids).map_err(plugin_error)
+        self.downstream("upstream-has")?
+            .upstream_has(ids)
+            .map_err(plugin_error)
     }
 
     fn cancel_downloads(&self, ids: &[String], apply: bool) -> OpResult<wsus::BatchResult> {
-        let result = self.0.cancel_downloads(ids, apply).map_err(plugin_error)?;
+        let result = self
+            .downstream("cancel-downloads")?
+            .cancel_downloads(ids, apply)
+            .map_err(plugin_error)?;
+        Ok(batch(result, apply))
+    }
+
+    fn resume_downloads(&self, ids: &[String], apply: bool) -> OpResult<wsus::BatchResult> {
+        let result = self
+            .downstream("resume-downloads")?
+            .resume_downloads(ids, apply)
+            .map_err(plugin_error)?;
         Ok(batch(result, apply))
     }
 
     fn decline(&self, ids: &[String], apply: bool) -> OpResult<wsus::BatchResult> {
-        let result = self.0.decline(ids, apply).map_err(plugin_error)?;
+        let result = self
+            .downstream("decline")?
+            .decline(ids, apply)
+            .map_err(plugin_error)?;
         Ok(batch(result, apply))
     }
 
     fn approval_counts(&self) -> OpResult<wsus::ApprovalTally> {
-        let here = self
-            .0
-            .approval_tally(Server::Downstream)
-            .map_err(plugin_error)?;
-        let upstream = self
-            .0
-            .approval_tally(Server::Upstream)
-            .map_err(plugin_error)?;
+        let lab = self.settled()?;
+        let here = lab.approval_tally(self.server).map_err(plugin_error)?;
+        // What the upstream's console counts as approved: its active and
+        // its inactive approvals alike.
+        let upstream_approved = match self.server {
+            Server::Downstream => {
+                let up = lab.approval_tally(Server::Upstream).map_err(plugin_error)?;
+                Some(up.active + up.inactive)
+            }
+            Server::Upstream => None,
+        };
         Ok(wsus::ApprovalTally {
             active: here.active,
             inactive: here.inactive,
-            upstream_approved: Some(upstream.active),
+            upstream_approved,
         })
     }
 
     fn list_inactive_approvals(&self) -> OpResult<Vec<wsus::Approval>> {
         let inactive = self
-            .0
-            .inactive_approvals(Server::Downstream)
+            .settled()?
+            .inactive_approvals(self.server)
             .map_err(plugin_error)?;
         Ok(inactive
             .into_iter()
@@ -279,48 +332,117 @@ impl WsusServer for LabWsus {
     }
 
     fn remove_inactive_approvals(&self, apply: bool) -> OpResult<u32> {
-        self.0
-            .remove_inactive_approvals(Server::Downstream, apply)
+        self.settled()?
+            .remove_inactive_approvals(self.server, apply)
             .map_err(plugin_error)
     }
 
     fn get_config(&self, name: &str) -> OpResult<Option<String>> {
-        self.0
-            .config(Server::Downstream, name)
+        self.settled()?
+            .config(self.server, name)
             .map_err(plugin_error)
     }
 
     fn set_config(&self, name: &str, value: &str, apply: bool) -> OpResult<Option<String>> {
-        self.0
-            .set_config(Server::Downstream, name, value, apply)
+        self.settled()?
+            .set_config(self.server, name, value, apply)
             .map_err(plugin_error)
     }
 
-    fn start_sync(&self, apply: bool) -> OpResult<()> {
-        if apply {
-            // The lab's sync runs to its end before returning; its result
-            // is in `sync-status`.
-            self.0.sync().map_err(plugin_error)?;
+    fn start_sync(&self, apply: bool) -> OpResult<u64> {
+        let lab = self.downstream("start-sync")?;
+        if !apply {
+            return Ok(0);
         }
-        Ok(())
+        let started = lab.start_sync().map_err(plugin_error)?;
+        // The sync runs on, in this process's time: a timer finishes it
+        // when it is due (whoever looks first finishes it otherwise).
+        let lab = lab.clone();
+        std::thread::spawn(move || {
+            while let Ok(Some((_, due))) = lab.running_sync() {
+                let now = medic_backends::now_ms();
+                if now >= due {
+                    if let Err(e) = lab.settle_sync() {
+                        tracing::warn!("the lab's sync could not finish: {e}");
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(due - now));
+            }
+        });
+        Ok(started)
     }
 
     fn sync_status(&self) -> OpResult<wsus::SyncState> {
-        let last = self
-            .0
+        let lab = self.downstream("sync-status")?;
+        let last = lab
             .sync_history(Server::Downstream, 1)
             .map_err(plugin_error)?;
         Ok(wsus::SyncState {
-            running: false,
+            running: lab.running_sync().map_err(plugin_error)?.is_some(),
             last: last.first().map(sync_record),
         })
     }
 
     fn sync_history(&self, limit: u32) -> OpResult<Vec<wsus::SyncRecord>> {
         let history = self
-            .0
+            .downstream("sync-history")?
             .sync_history(Server::Downstream, limit as usize)
             .map_err(plugin_error)?;
         Ok(history.iter().map(sync_record).collect())
     }
+
+    fn upstream_info(&self) -> OpResult<Option<wsus::UpstreamFacts>> {
+        let view = self
+            .downstream("upstream-info")?
+            .upstream_view()
+            .map_err(plugin_error)?;
+        Ok(view.map(|view| wsus::UpstreamFacts {
+            name: view.name,
+            storage: if view.files_on_microsoft_update {
+                wsus::StorageMode::MicrosoftUpdate
+            } else {
+                wsus::StorageMode::LocalContent
+            },
+            languages: view.languages,
+            approved: view.approved,
+            inactive_approvals: view.inactive_approvals,
+        }))
+    }
+
+    fn proxy_settings(&self) -> OpResult<wsus::ProxySettings> {
+        let proxy = self.settled()?.proxy().map_err(plugin_error)?;
+        Ok(wsus::ProxySettings {
+            enabled: proxy.enabled,
+            host: proxy.host,
+            port: proxy.port,
+            user: proxy.user,
+            has_password: proxy.has_password,
+        })
+    }
+
+    fn check_upstream(&self) -> OpResult<wsus::UpstreamProbe> {
+        let probe = self
+            .downstream("check-upstream")?
+            .check_upstream()
+            .map_err(plugin_error)?;
+        Ok(wsus::UpstreamProbe {
+            target: probe.target,
+            addresses: probe.addresses,
+            via_proxy: probe.via_proxy,
+            connected: probe.connected,
+            http_status: probe.http_status,
+            problem: probe.problem,
+        })
+    }
+}
+
+/// Where `server` keeps update files (`HostOnMu`).
+fn storage(lab: &Lab, server: Server) -> OpResult<wsus::StorageMode> {
+    let on_mu = lab.config(server, "HostOnMu").map_err(plugin_error)?;
+    Ok(if on_mu.as_deref() == Some("1") {
+        wsus::StorageMode::MicrosoftUpdate
+    } else {
+        wsus::StorageMode::LocalContent
+    })
 }

@@ -117,22 +117,26 @@ impl Fault {
 
 /// Approve `updates` downstream (for their target group) with their
 /// downloads failed, in `txn`.
-fn approve_as_failed<'a>(
+/// Approve `updates` downstream and leave them in `state`: Failed when
+/// BITS gave their download up (a fatal error such as HTTP 404), NotReady
+/// when it keeps retrying (a transient one such as HTTP 503).
+fn approve_in_state<'a>(
     txn: &redb::WriteTransaction,
     updates: impl Iterator<Item = &'a super::server::UpdateView>,
+    state: UpdateState,
 ) -> LabResult<()> {
     let ds = Server::Downstream;
     let dep_t = table_name(ds, tables::DEPLOYMENT);
     let mut dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&dep_t))?;
     let status_t = table_name(ds, tables::UPDATE_STATUS);
     let mut status = txn.open_table(TableDefinition::<&str, u8>::new(&status_t))?;
-    let failed = UpdateStatus {
-        state: UpdateState::Failed,
+    let row = UpdateStatus {
+        state,
         declined: false,
     };
     for update in updates {
         dep.insert((update.id.as_str(), target_group(&update.meta)), 1)?;
-        status.insert(update.id.as_str(), failed.encode())?;
+        status.insert(update.id.as_str(), row.encode())?;
     }
     Ok(())
 }
@@ -244,8 +248,11 @@ impl Lab {
             .collect();
         let txn = self.database().begin_write()?;
         {
-            // Approved downstream just before the rebuild...
-            approve_as_failed(&txn, orphans.iter().chain(&transient))?;
+            // Approved downstream just before the rebuild: BITS gave up on
+            // the files the upstream no longer has (404 is fatal) and keeps
+            // retrying the others (503 is transient)...
+            approve_in_state(&txn, orphans.iter(), UpdateState::Failed)?;
+            approve_in_state(&txn, transient.iter(), UpdateState::NotReady)?;
             // ...and the upstream rebuilt without the retired products.
             let mut writer = UpdateWriter::open(&txn, Server::Upstream)?;
             for update in &upstream_retired {
@@ -282,13 +289,14 @@ impl Lab {
 
     /// `count` updates just approved downstream whose downloads failed
     /// while the upstream was overloaded (HTTP 503): the upstream still has
-    /// them, and the next sync downloads them ("This issue will resolve
-    /// itself the next time the downstream server synchronizes", the
-    /// article).
+    /// them, BITS counts a 503 as a transient error and retries (the update
+    /// stays NotReady), and the next sync downloads them ("This issue will
+    /// resolve itself the next time the downstream server synchronizes",
+    /// the article).
     fn transient_outage(&self, count: usize) -> LabResult<Vec<String>> {
         let transient = self.about_to_be_approved(false, count)?;
         let txn = self.database().begin_write()?;
-        approve_as_failed(&txn, transient.iter())?;
+        approve_in_state(&txn, transient.iter(), UpdateState::NotReady)?;
         txn.commit()?;
         self.log_download_failures(&transient, reasons::OVERLOADED)?;
         Ok(vec![format!(
@@ -352,6 +360,29 @@ impl Lab {
                 lang.insert(name.as_str(), false)?;
             }
             dropped = names;
+            // The upstream's approvals of updates in a dropped language
+            // stay, inactive, on the upstream: `wsusutil
+            // listinactiveapprovals` lists them there.
+            let dep_t = table_name(Server::Upstream, tables::DEPLOYMENT);
+            let mut dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&dep_t))?;
+            let meta_t = table_name(Server::Upstream, tables::UPDATE);
+            let meta = txn.open_table(TableDefinition::<&str, &[u8]>::new(&meta_t))?;
+            let mut deactivate = Vec::new();
+            for row in dep.iter()? {
+                let (key, _) = row?;
+                let (id, group) = key.value();
+                let language = meta
+                    .get(id)?
+                    .and_then(|m| super::model::UpdateMeta::decode(m.value()))
+                    .map(|m| catalog::language_name(m.language).to_string())
+                    .unwrap_or_default();
+                if dropped.contains(&language) {
+                    deactivate.push((id.to_string(), group.to_string()));
+                }
+            }
+            for (id, group) in &deactivate {
+                dep.insert((id.as_str(), group.as_str()), 0)?;
+            }
         }
         txn.commit()?;
         Ok(vec![format!(

@@ -35,11 +35,12 @@ pub mod model;
 pub mod server;
 pub mod status;
 pub mod sync;
+pub mod upstream;
 
 use logs::Logs;
 use medic_backends::PrincipalMap;
 pub use model::{Server, UpdateState};
-use model::{ServiceRow, ServiceState, StartupType, SyncMode, SyncRecord, SyncResult};
+use model::{ServiceRow, ServiceState, StartupType, SyncMode, SyncRecord};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,6 +79,12 @@ pub enum LabError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The lab does not model this.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The upstream (or the proxy to it) cannot be reached.
+    #[error("the upstream server cannot be reached: {0}")]
+    Unreachable(String),
 }
 
 macro_rules! from_redb {
@@ -372,18 +379,7 @@ impl Lab {
         }
         for server in Server::ALL {
             let now = medic_backends::now_ms();
-            lab.record_sync(
-                server,
-                &SyncRecord {
-                    started_ms: now,
-                    finished_ms: now,
-                    result: SyncResult::Succeeded,
-                    reason: None,
-                    imported: 0,
-                    downloaded: 0,
-                    download_failures: 0,
-                },
-            )?;
+            lab.record_sync(server, &SyncRecord::begun(now))?;
         }
         Ok(lab)
     }
@@ -455,6 +451,9 @@ impl Lab {
             config_c.insert("BitsDownloadPriorityForeground", "0")?;
             config_c.insert("DownloadExpressPackages", "0")?;
             config_c.insert("HostOnMu", "0")?;
+            for (name, default) in upstream::PROXY_CONFIG {
+                config_c.insert(name, default)?;
+            }
             let mut services = txn.open_table(TableDefinition::<&str, u8>::new(&svc_t))?;
             for (service, _) in model::SERVICES {
                 let startup = if service == "BITS" {

@@ -174,6 +174,8 @@ pub enum ServiceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartupType {
     Automatic,
+    /// "Automatic (Delayed Start)": BITS's own choice while it has jobs.
+    AutomaticDelayed,
     Manual,
     Disabled,
 }
@@ -182,7 +184,8 @@ impl StartupType {
     /// As the Service Control Manager words it in event 7040.
     pub fn scm_text(self) -> &'static str {
         match self {
-            Self::Automatic => "auto start",
+            // The SCM words a delayed automatic start as "auto start" too.
+            Self::Automatic | Self::AutomaticDelayed => "auto start",
             Self::Manual => "demand start",
             Self::Disabled => "disabled",
         }
@@ -206,6 +209,7 @@ impl ServiceRow {
             StartupType::Automatic => 0,
             StartupType::Manual => 1,
             StartupType::Disabled => 2,
+            StartupType::AutomaticDelayed => 3,
         };
         state | startup << 4
     }
@@ -220,6 +224,7 @@ impl ServiceRow {
             startup: match bits >> 4 {
                 0 => StartupType::Automatic,
                 1 => StartupType::Manual,
+                3 => StartupType::AutomaticDelayed,
                 _ => StartupType::Disabled,
             },
         }
@@ -241,12 +246,18 @@ pub enum SyncResult {
     Canceled,
 }
 
-/// One synchronization: `tbSyncHistory` values (JSON).
+/// One synchronization: `tbSyncHistory` values (JSON). Its result covers
+/// the catalog, as a real server's does; the content pass that follows is
+/// counted beside it (what a console shows as download status), and does
+/// not change the result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRecord {
     pub started_ms: u64,
     pub finished_ms: u64,
     pub result: SyncResult,
+    /// The `SynchronizationError` member, e.g. `UssNotFound`.
+    #[serde(default)]
+    pub error: Option<String>,
     pub reason: Option<String>,
     /// Updates new to this server.
     pub imported: u32,
@@ -254,6 +265,26 @@ pub struct SyncRecord {
     pub downloaded: u32,
     /// Content files that failed to download.
     pub download_failures: u32,
+    /// Why the first of them failed.
+    #[serde(default)]
+    pub first_download_failure: Option<String>,
+}
+
+impl SyncRecord {
+    /// A record of a sync that starts at `started_ms` and, so far, succeeds.
+    pub fn begun(started_ms: u64) -> Self {
+        Self {
+            started_ms,
+            finished_ms: started_ms,
+            result: SyncResult::Succeeded,
+            error: None,
+            reason: None,
+            imported: 0,
+            downloaded: 0,
+            download_failures: 0,
+            first_download_failure: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +313,7 @@ mod tests {
         for state in [ServiceState::Stopped, ServiceState::Running] {
             for startup in [
                 StartupType::Automatic,
+                StartupType::AutomaticDelayed,
                 StartupType::Manual,
                 StartupType::Disabled,
             ] {

@@ -399,9 +399,23 @@ impl Lab {
                 "UpstreamServerName must be a host name, with an optional :port, not `{value}`"
             )));
         }
-        if name == "BitsDownloadPriorityForeground" && !matches!(value, "0" | "1") {
+        let flag = matches!(
+            name,
+            "BitsDownloadPriorityForeground" | "UseProxy" | "HasProxyPassword" | "HostOnMu"
+        );
+        if flag && !matches!(value, "0" | "1") {
             return Err(LabError::Invalid(format!(
-                "BitsDownloadPriorityForeground must be 0 or 1, not `{value}`"
+                "{name} must be 0 or 1, not `{value}`"
+            )));
+        }
+        if name == "ProxyServerPort" && !value.parse::<u16>().is_ok_and(|port| port > 0) {
+            return Err(LabError::Invalid(format!(
+                "ProxyServerPort must be a port from 1 to 65535, not `{value}`"
+            )));
+        }
+        if matches!(name, "ProxyName" | "ProxyUserName" | "ProxyUserDomain") && value.len() >= 256 {
+            return Err(LabError::Invalid(format!(
+                "{name} must be shorter than 256 characters"
             )));
         }
         if apply {
@@ -590,19 +604,39 @@ impl Lab {
         Ok(batch)
     }
 
-    /// `IUpdate.CancelDownload()` for each: only while it is NotReady or
-    /// Failed (its files not downloaded).
+    /// `IUpdate.CancelDownload()` for each: only while it is NotReady
+    /// ("Cancels the download of update content if the update is in the
+    /// NotReady state").
     pub fn cancel_downloads(&self, ids: &[String], apply: bool) -> LabResult<Batch> {
         self.change_updates(ids, apply, |status| match status.state {
-            UpdateState::NotReady | UpdateState::Failed => Ok(UpdateStatus {
+            UpdateState::NotReady => Ok(UpdateStatus {
                 state: UpdateState::Canceled,
                 ..status
             }),
             other => Err(format!(
-                "its download is not pending (state {})",
+                "only a NotReady download can be cancelled (state {})",
                 other.name()
             )),
         })
+    }
+
+    /// `IUpdate.ResumeDownload()` for each Failed update: it is NotReady
+    /// again and BITS takes it up (the lab runs that content pass at once).
+    pub fn resume_downloads(&self, ids: &[String], apply: bool) -> LabResult<Batch> {
+        let batch = self.change_updates(ids, apply, |status| match status.state {
+            UpdateState::Failed => Ok(UpdateStatus {
+                state: UpdateState::NotReady,
+                ..status
+            }),
+            other => Err(format!(
+                "only a Failed download can be resumed (state {})",
+                other.name()
+            )),
+        })?;
+        if apply && !batch.done.is_empty() {
+            self.content_pass()?;
+        }
+        Ok(batch)
     }
 
     /// `IUpdate.Decline()` for each; refused on a replica, as the real one
@@ -775,7 +809,7 @@ mod tests {
             .unwrap();
         assert!(batch.done.is_empty());
         assert_eq!(batch.refused.len(), 2, "{batch:?}");
-        assert!(batch.refused[0].1.contains("not pending"));
+        assert!(batch.refused[0].1.contains("only a NotReady download"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub struct LabStatus {
 
 impl Lab {
     pub fn status(&self) -> LabResult<LabStatus> {
+        self.settle_sync()?;
         let mut servers = Vec::new();
         for server in Server::ALL {
             let mut services = Vec::new();

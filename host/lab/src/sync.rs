@@ -1,15 +1,19 @@
 //! Synchronization of the downstream server with its upstream, and the
 //! content downloads that follow, as a real server does them and logs
-//! them. A sync fails where a real one fails: the catalog phase when the
-//! upstream cannot return updates the downstream still waits for; the
-//! content phase (reported in the same record, where a console would show
-//! download failures beside the sync) when BITS, the content folder's
-//! permissions, the upstream or the proxy stop the files.
+//! them. A sync started through the API runs on after `start_sync`
+//! returns and finishes [`SYNC_DURATION_MS`] later (settled by whoever
+//! looks first, or by the backend's timer). Its record covers the catalog,
+//! which fails where a real one fails (an upstream name that does not
+//! resolve, updates the upstream can no longer return), with the
+//! `SynchronizationError` name. The content pass that follows downloads
+//! NotReady updates only: BITS, the content folder's permissions, the
+//! upstream or the proxy can fail a file, which leaves its update Failed
+//! (event 364) until its download is resumed.
 
 use super::logs::{self, EventLog, Level, reasons};
 use super::model::{ServiceState, StartupType, SyncMode, SyncRecord, SyncResult, UpdateStatus};
 use super::server::{ApprovalState, UpdateQuery, UpdateWriter};
-use super::{Lab, LabResult, Server, UpdateState, catalog, table_name, tables};
+use super::{Lab, LabError, LabResult, Server, UpdateState, catalog, table_name, tables};
 use redb::{ReadableTable, TableDefinition};
 use std::collections::HashSet;
 
@@ -19,6 +23,16 @@ pub const APPROVED_PER_PUBLICATION: usize = 3;
 /// Event 364 is written for at most this many files per pass; the rest are
 /// counted in `SoftwareDistribution.log`.
 pub(crate) const MAX_DOWNLOAD_EVENTS: usize = 25;
+
+/// Lab fact: the sync `start_sync` began that has not finished yet, as
+/// `started_ms:due_ms`.
+const RUNNING_SYNC: &str = "sync_running";
+/// Lab fact: how long a sync started through the API runs, in
+/// milliseconds ([`DEFAULT_SYNC_DURATION_MS`] when unset).
+pub const SYNC_DURATION_MS: &str = "sync_duration_ms";
+/// A sync's run time unless the lab says otherwise: long enough that a
+/// plugin sees it running, short enough for a demo.
+pub const DEFAULT_SYNC_DURATION_MS: u64 = 1_500;
 
 /// What a content pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,38 +61,98 @@ impl Lab {
         self.app_event(logs::EVENT_DOWNLOAD_FAILED, Level::Error, &message)
     }
 
-    /// Synchronize the downstream with the upstream, then download what is
-    /// approved. Records and returns how it went.
+    /// Start a synchronization the way `StartSynchronization` does: it
+    /// returns at once with the sync's start time, and the sync finishes
+    /// [`SYNC_DURATION_MS`] later, when [`Lab::settle_sync`] is called.
+    /// Refused while WsusService is stopped or another sync runs.
+    pub fn start_sync(&self) -> LabResult<u64> {
+        if self.service(Server::Downstream, "WsusService")?.state != ServiceState::Running {
+            return Err(LabError::Conflict(
+                "WsusService is not running: the server cannot start a synchronization".into(),
+            ));
+        }
+        let duration = self
+            .fact(SYNC_DURATION_MS)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_SYNC_DURATION_MS);
+        let txn = self.database().begin_write()?;
+        let started_ms;
+        {
+            let mut lab = txn.open_table(TableDefinition::<&str, &str>::new(tables::LAB))?;
+            if let Some(running) = lab.get(RUNNING_SYNC)?
+                && !running.value().is_empty()
+            {
+                return Err(LabError::Conflict(format!(
+                    "a synchronization is already running (started at {})",
+                    running.value().split(':').next().unwrap_or_default()
+                )));
+            }
+            started_ms = medic_backends::now_ms();
+            let due_ms = started_ms + duration;
+            lab.insert(RUNNING_SYNC, format!("{started_ms}:{due_ms}").as_str())?;
+        }
+        txn.commit()?;
+        Ok(started_ms)
+    }
+
+    /// The sync started through the API that has not finished: its start
+    /// and due times.
+    pub fn running_sync(&self) -> LabResult<Option<(u64, u64)>> {
+        Ok(self.fact(RUNNING_SYNC)?.as_deref().and_then(parse_running))
+    }
+
+    /// Finish the running sync if it is due; the record when it finished
+    /// here. Safe to call from anywhere at any time: one caller takes it.
+    pub fn settle_sync(&self) -> LabResult<Option<SyncRecord>> {
+        let now = medic_backends::now_ms();
+        let txn = self.database().begin_write()?;
+        let started_ms;
+        {
+            let mut lab = txn.open_table(TableDefinition::<&str, &str>::new(tables::LAB))?;
+            let running = lab.get(RUNNING_SYNC)?.map(|v| v.value().to_string());
+            match running.as_deref().and_then(parse_running) {
+                Some((started, due)) if due <= now => started_ms = started,
+                _ => return Ok(None),
+            }
+            lab.insert(RUNNING_SYNC, "")?;
+        }
+        txn.commit()?;
+        self.run_sync(started_ms).map(Some)
+    }
+
+    /// Synchronize the downstream with the upstream now, to the end (the
+    /// server's own schedule, or a fault's injection), then download what
+    /// is approved. Records and returns how it went.
     pub fn sync(&self) -> LabResult<SyncRecord> {
-        let started_ms = medic_backends::now_ms();
-        let mut record = SyncRecord {
-            started_ms,
-            finished_ms: started_ms,
-            result: SyncResult::Succeeded,
-            reason: None,
-            imported: 0,
-            downloaded: 0,
-            download_failures: 0,
-        };
+        self.run_sync(medic_backends::now_ms())
+    }
+
+    fn run_sync(&self, started_ms: u64) -> LabResult<SyncRecord> {
+        let record = SyncRecord::begun(started_ms);
         let finish = |lab: &Self, mut record: SyncRecord| -> LabResult<SyncRecord> {
-            record.finished_ms = medic_backends::now_ms();
+            record.finished_ms = medic_backends::now_ms().max(record.started_ms);
             lab.record_sync(Server::Downstream, &record)?;
             Ok(record)
         };
         // The catalog phase failed: 10021 (its text is not documented; this
         // is the lab's), and the sync ends there.
-        let catalog_failed = |lab: &Self, mut record: SyncRecord, reason: String| {
+        let catalog_failed = |lab: &Self, mut record: SyncRecord, error: &str, reason: String| {
             lab.app_event(
                 logs::EVENT_SYNC_FAILED,
                 Level::Error,
-                &format!("Catalog synchronization failed. Reason: {reason}"),
+                &format!("Catalog synchronization failed. Reason: {error}: {reason}"),
             )?;
             record.result = SyncResult::Failed;
+            record.error = Some(error.to_string());
             record.reason = Some(reason);
             finish(lab, record)
         };
         if self.service(Server::Downstream, "WsusService")?.state != ServiceState::Running {
+            // A stopped server runs no sync; the lab records the one it
+            // was asked for as failed, so that it is not lost silently.
+            let mut record = record;
             record.result = SyncResult::Failed;
+            record.error = Some("Unknown".into());
             record.reason = Some("WsusService is not running: nothing synchronizes".into());
             return finish(self, record);
         }
@@ -95,9 +169,11 @@ impl Lab {
         // does not resolve (SynchronizationError.UssNotFound, "Unable to
         // resolve the specified upstream server").
         if !upstream.eq_ignore_ascii_case(Server::Upstream.host_name()) {
-            let reason =
-                format!("UssNotFound: Unable to resolve the specified upstream server {upstream}");
-            return catalog_failed(self, record, reason);
+            let reason = format!("Unable to resolve the specified upstream server {upstream}");
+            return catalog_failed(self, record, "UssNotFound", reason);
+        }
+        if let Some(reason) = self.proxy_refusal()? {
+            return catalog_failed(self, record, "ProxyError", reason);
         }
         self.publish()?;
 
@@ -119,44 +195,31 @@ impl Lab {
             let reason = format!(
                 "the upstream server could not return the data of {gone} updates this server is waiting for (GetUpdateData: InternalServerError)"
             );
-            return catalog_failed(self, record, reason);
+            return catalog_failed(self, record, "UssInternalError", reason);
         }
+        let mut record = record;
         record.imported = self.import_from_upstream()?;
+        self.write_log_line(
+            "Info",
+            "WsusService.12",
+            "CatalogSyncAgentCore.ExecuteSyncProtocol",
+            &format!(
+                "Synchronization completed successfully: {} new updates",
+                record.imported
+            ),
+        )?;
 
+        // The content pass that follows: its failures are update states
+        // and 364s, not the sync's result.
         let pass = self.content_pass()?;
         record.downloaded = pass.downloaded;
         record.download_failures = pass.failed;
-        if pass.failed > 0 {
-            record.result = SyncResult::Failed;
-            record.reason = Some(format!(
-                "{} content file downloads failed: {}",
-                pass.failed,
-                pass.first_reason.unwrap_or_default()
-            ));
-            self.write_log_line(
-                "Warning",
-                "WsusService.12",
-                "CatalogSyncAgentCore.ExecuteSyncProtocol",
-                &format!(
-                    "Synchronization finished with {} failed content downloads",
-                    pass.failed
-                ),
-            )?;
-        } else {
-            self.write_log_line(
-                "Info",
-                "WsusService.12",
-                "CatalogSyncAgentCore.ExecuteSyncProtocol",
-                &format!(
-                    "Synchronization completed successfully: {} new updates, {} files downloaded",
-                    record.imported, record.downloaded
-                ),
-            )?;
-        }
+        record.first_download_failure = pass.first_reason;
         finish(self, record)
     }
 
-    /// Approved, not declined updates whose files are not here yet.
+    /// Approved, not declined updates whose files are not here yet, Failed
+    /// ones included: the catalog must still have their data.
     fn waiting_downloads(&self) -> LabResult<Vec<super::server::UpdateView>> {
         let approved = self.updates(
             Server::Downstream,
@@ -169,6 +232,16 @@ impl Lab {
         Ok(approved
             .into_iter()
             .filter(|u| matches!(u.status.state, UpdateState::NotReady | UpdateState::Failed))
+            .collect())
+    }
+
+    /// The downloads BITS works on: approved updates still NotReady. A
+    /// Failed one waits for `ResumeDownload` (or a new approval).
+    fn pending_downloads(&self) -> LabResult<Vec<super::server::UpdateView>> {
+        Ok(self
+            .waiting_downloads()?
+            .into_iter()
+            .filter(|u| u.status.state == UpdateState::NotReady)
             .collect())
     }
 
@@ -248,39 +321,70 @@ impl Lab {
                 imported += 1;
             }
             drop(writer);
-            // Approvals for languages the hierarchy no longer has turn
-            // inactive.
             let dep_t = table_name(Server::Downstream, tables::DEPLOYMENT);
             let mut dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&dep_t))?;
             let meta_table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&meta_t))?;
-            let mut deactivate = Vec::new();
+            let up_dep_t = table_name(Server::Upstream, tables::DEPLOYMENT);
+            let up_dep = txn.open_table(TableDefinition::<(&str, &str), u8>::new(&up_dep_t))?;
+            let mut stale = Vec::new();
             for row in dep.iter()? {
                 let (key, active) = row?;
                 if active.value() != 1 {
                     continue;
                 }
                 let (id, group) = key.value();
-                if let Some(meta) = meta_table
-                    .get(id)?
-                    .and_then(|m| super::model::UpdateMeta::decode(m.value()))
-                    && !language_ok(meta.language)
-                {
-                    deactivate.push((id.to_string(), group.to_string()));
+                let keep = match self.mode() {
+                    // A replica takes only the upstream's active approvals
+                    // ("replica servers synchronize only active
+                    // approvals"): one the upstream no longer has active
+                    // is not kept here.
+                    SyncMode::Replica => up_dep.get((id, group))?.map(|v| v.value()) == Some(1),
+                    // An autonomous server keeps its own approvals; those
+                    // for languages the hierarchy no longer has turn
+                    // inactive here.
+                    SyncMode::Autonomous => meta_table
+                        .get(id)?
+                        .and_then(|m| super::model::UpdateMeta::decode(m.value()))
+                        .is_none_or(|meta| language_ok(meta.language)),
+                };
+                if !keep {
+                    stale.push((id.to_string(), group.to_string()));
                 }
             }
-            for (id, group) in &deactivate {
-                dep.insert((id.as_str(), group.as_str()), 0)?;
+            for (id, group) in &stale {
+                match self.mode() {
+                    SyncMode::Replica => dep.remove((id.as_str(), group.as_str()))?,
+                    SyncMode::Autonomous => dep.insert((id.as_str(), group.as_str()), 0)?,
+                };
+            }
+            // ...and every active approval the upstream has for an update
+            // known here.
+            if self.mode() == SyncMode::Replica {
+                let mut missing = Vec::new();
+                for row in up_dep.iter()? {
+                    let (key, active) = row?;
+                    let (id, group) = key.value();
+                    if active.value() == 1
+                        && meta_table.get(id)?.is_some()
+                        && dep.get((id, group))?.is_none()
+                    {
+                        missing.push((id.to_string(), group.to_string()));
+                    }
+                }
+                for (id, group) in &missing {
+                    dep.insert((id.as_str(), group.as_str()), 1)?;
+                }
             }
         }
         txn.commit()?;
         Ok(imported)
     }
 
-    /// Download the files of every approved update still waiting for them,
-    /// the way BITS would: each failure marks the update Failed and writes
-    /// event 364 with its reason.
+    /// Download the files of every approved update still NotReady, the way
+    /// BITS would: each failure marks the update Failed and writes event
+    /// 364 with its reason.
     pub fn content_pass(&self) -> LabResult<ContentPass> {
-        let waiting = self.waiting_downloads()?;
+        let waiting = self.pending_downloads()?;
         let mut pass = ContentPass::default();
         if waiting.is_empty() {
             return Ok(pass);
@@ -301,7 +405,12 @@ impl Lab {
             Some(reasons::SERVICE_NOT_ACTIVE)
         } else {
             if bits.startup == StartupType::Manual {
-                self.set_startup(Server::Downstream, "BITS", StartupType::Automatic, true)?;
+                self.set_startup(
+                    Server::Downstream,
+                    "BITS",
+                    StartupType::AutomaticDelayed,
+                    true,
+                )?;
                 switched_to_auto = true;
             }
             if bits.state != ServiceState::Running {
@@ -412,6 +521,12 @@ impl Lab {
     }
 }
 
+/// `started_ms:due_ms`; an empty value is no running sync.
+fn parse_running(value: &str) -> Option<(u64, u64)> {
+    let (started, due) = value.split_once(':')?;
+    Some((started.parse().ok()?, due.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +538,11 @@ mod tests {
 
     fn application_log(lab: &Lab) -> String {
         std::fs::read_to_string(lab.event_log(EventLog::Application)).unwrap()
+    }
+
+    fn in_state(lab: &Lab, state: UpdateState) -> Vec<String> {
+        lab.update_ids(Server::Downstream, &UpdateQuery::in_state(state))
+            .unwrap()
     }
 
     #[test]
@@ -454,12 +574,25 @@ mod tests {
         assert!(!application_log(&lab).contains("\"id\":364,"));
 
         let (_other, stuck) = super::tests::lab();
-        stuck.inject(Fault::BitsStopped).unwrap();
-        for _ in 0..3 {
-            assert_eq!(stuck.sync().unwrap().result, SyncResult::Failed);
-        }
+        let injection = stuck.inject(Fault::BitsStopped).unwrap();
+        assert_eq!(
+            injection.sync.result,
+            SyncResult::Succeeded,
+            "the catalog does not need BITS"
+        );
+        let failed = in_state(&stuck, UpdateState::Failed);
+        assert_eq!(failed.len() as u32, injection.sync.download_failures);
+        assert!(!failed.is_empty());
         stuck.start_service(ds, "BITS", true).unwrap();
-        assert_eq!(stuck.sync().unwrap().result, SyncResult::Succeeded);
+        stuck.sync().unwrap();
+        assert_eq!(
+            in_state(&stuck, UpdateState::Failed),
+            failed,
+            "Failed stays Failed until resumed"
+        );
+        let resumed = stuck.resume_downloads(&failed, true).unwrap();
+        assert_eq!(resumed.done, failed);
+        assert!(in_state(&stuck, UpdateState::Failed).is_empty());
         assert_eq!(
             stuck.service(ds, "BITS").unwrap().state,
             ServiceState::Running
@@ -474,10 +607,7 @@ mod tests {
             .unwrap();
         let record = lab.sync().unwrap();
         assert_eq!(record.result, SyncResult::Failed);
-        assert!(
-            record.reason.as_deref().unwrap().starts_with("UssNotFound"),
-            "{record:?}"
-        );
+        assert_eq!(record.error.as_deref(), Some("UssNotFound"), "{record:?}");
         assert!(application_log(&lab).contains("\"id\":10021,"));
         assert_eq!(record.imported, 0, "nothing imported");
         lab.set_config(ds, "UpstreamServerName", "WSUS-UP01.lab.example:8531", true)
@@ -486,33 +616,46 @@ mod tests {
     }
 
     #[test]
+    fn a_started_sync_runs_on_until_it_is_due_and_one_caller_finishes_it() {
+        let (_dir, lab) = lab();
+        lab.set_fact(SYNC_DURATION_MS, "60000").unwrap();
+        let before = lab.sync_history(Server::Downstream, 10).unwrap().len();
+        let started = lab.start_sync().unwrap();
+        assert_eq!(lab.running_sync().unwrap().map(|(s, _)| s), Some(started));
+        assert!(matches!(lab.start_sync(), Err(LabError::Conflict(_))));
+        assert_eq!(lab.settle_sync().unwrap(), None, "not due yet");
+        // Make it due, then let several callers race to finish it.
+        lab.set_fact(RUNNING_SYNC, &format!("{started}:{started}"))
+            .unwrap();
+        let finished: Vec<Option<SyncRecord>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| lab.settle_sync().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let records: Vec<&SyncRecord> = finished.iter().flatten().collect();
+        assert_eq!(records.len(), 1, "one caller finishes it: {finished:?}");
+        assert_eq!(records[0].started_ms, started);
+        assert_eq!(lab.running_sync().unwrap(), None);
+        let history = lab.sync_history(Server::Downstream, 10).unwrap();
+        assert_eq!(history.len(), before + 1);
+        assert_eq!(history[0].started_ms, started);
+    }
+
+    #[test]
     fn a_transient_outage_resolves_itself_at_the_next_sync() {
         let (_dir, lab) = lab();
         let broken = lab.apply_fault(Fault::TransientOutage).unwrap();
         assert!(broken[0].starts_with("3 downloads failed"), "{broken:?}");
-        let failed = lab
-            .update_ids(
-                Server::Downstream,
-                &UpdateQuery::in_state(UpdateState::Failed),
-            )
-            .unwrap();
-        assert_eq!(failed.len(), 3);
-        assert_eq!(
-            lab.upstream_has(&failed).unwrap().len(),
-            3,
-            "still upstream"
+        assert!(
+            in_state(&lab, UpdateState::Failed).is_empty(),
+            "BITS retries a 503: nothing is Failed"
         );
         assert!(application_log(&lab).contains(reasons::OVERLOADED));
         let record = lab.sync().unwrap();
         assert_eq!(record.result, SyncResult::Succeeded, "{record:?}");
-        assert!(
-            lab.update_ids(
-                Server::Downstream,
-                &UpdateQuery::in_state(UpdateState::Failed)
-            )
-            .unwrap()
-            .is_empty()
-        );
+        assert_eq!(record.download_failures, 0, "{record:?}");
+        assert!(record.downloaded >= 3);
     }
 
     #[test]
@@ -521,6 +664,7 @@ mod tests {
         let before = lab.content_access().unwrap().checked;
         let record = lab.sync().unwrap();
         assert_eq!(record.result, SyncResult::Succeeded, "{record:?}");
+        assert_eq!(record.error, None);
         assert!(record.imported >= APPROVED_PER_PUBLICATION as u32);
         assert!(record.downloaded >= 1);
         let after = lab.content_access().unwrap();
@@ -534,7 +678,7 @@ mod tests {
     }
 
     #[test]
-    fn each_download_blocker_fails_the_sync_until_it_is_gone() {
+    fn each_download_blocker_fails_downloads_until_gone_and_resumed() {
         for (fault, reason) in [
             (Fault::BitsStopped, reasons::SERVICE_NOT_ACTIVE),
             (Fault::BitsDisabled, reasons::SERVICE_DISABLED),
@@ -545,9 +689,19 @@ mod tests {
         ] {
             let (_dir, lab) = lab();
             let injection = lab.inject(fault).unwrap();
-            assert_eq!(injection.sync.result, SyncResult::Failed, "{fault:?}");
+            assert_eq!(
+                injection.sync.result,
+                SyncResult::Succeeded,
+                "{fault:?}: the catalog is fine"
+            );
+            assert!(injection.sync.download_failures > 0, "{fault:?}");
             assert!(
-                injection.sync.reason.as_deref().unwrap().contains(reason),
+                injection
+                    .sync
+                    .first_download_failure
+                    .as_deref()
+                    .unwrap()
+                    .contains(reason),
                 "{fault:?}: {:?}",
                 injection.sync
             );
@@ -560,90 +714,93 @@ mod tests {
                 reason == reasons::ACCESS_DENIED,
                 "{fault:?}"
             );
+            let failed = in_state(&lab, UpdateState::Failed);
+            assert!(!failed.is_empty(), "{fault:?}");
+            let resumed = lab.resume_downloads(&failed, true).unwrap();
+            assert_eq!(resumed.done, failed, "{fault:?}");
             assert_eq!(
-                lab.sync().unwrap().result,
-                SyncResult::Failed,
-                "{fault:?} persists"
+                in_state(&lab, UpdateState::Failed),
+                failed,
+                "{fault:?} persists: resumed downloads fail again"
             );
         }
     }
 
     #[test]
-    fn the_range_problem_goes_once_wsus_service_restarts_with_foreground_downloads() {
+    fn the_range_problem_goes_once_wsus_service_restarts_with_foreground_and_resumes() {
         let (_dir, lab) = lab();
         lab.inject(Fault::HttpRange).unwrap();
         let ds = Server::Downstream;
         lab.set_config(ds, "BitsDownloadPriorityForeground", "1", true)
             .unwrap();
-        assert_eq!(
-            lab.sync().unwrap().result,
-            SyncResult::Failed,
-            "not until a restart"
-        );
         lab.restart_service(ds, "WsusService", true).unwrap();
-        let (states, _) = lab.state_counts(ds).unwrap();
-        assert_eq!(
-            states.get(&UpdateState::Failed),
-            None,
-            "the restart resumed the downloads"
-        );
-        assert_eq!(lab.sync().unwrap().result, SyncResult::Succeeded);
+        let failed = in_state(&lab, UpdateState::Failed);
+        assert!(!failed.is_empty(), "a restart resumes nothing");
+        lab.resume_downloads(&failed, true).unwrap();
+        assert!(in_state(&lab, UpdateState::Failed).is_empty());
+        let record = lab.sync().unwrap();
+        assert_eq!(record.download_failures, 0, "{record:?}");
     }
 
     #[test]
-    fn lost_updates_fail_the_catalog_until_cancelled() {
-        let (_dir, lab) = lab();
+    fn lost_updates_fail_the_catalog_until_declined() {
+        let (_dir, lab) = crate::small_lab(SyncMode::Autonomous);
         let injection = lab.inject(Fault::UpstreamLostUpdates).unwrap();
         assert_eq!(injection.sync.result, SyncResult::Failed);
+        assert_eq!(injection.sync.error.as_deref(), Some("UssInternalError"));
         let log = std::fs::read_to_string(lab.software_distribution_log()).unwrap();
         assert!(log.contains("USS ThrowException: Actor = https://wsus-up01.lab.example:8531/ServerSyncWebService/ServerSyncWebService.asmx, Method = \"http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService/GetUpdateData\", ErrorCode = InternalServerError, Message = , Client = False"));
         assert!(application_log(&lab).contains("\"id\":10021"));
-        let failed = lab
-            .update_ids(
-                Server::Downstream,
-                &UpdateQuery::in_state(UpdateState::Failed),
-            )
-            .unwrap();
-        let still_there = lab.upstream_has(&failed).unwrap();
-        let gone: Vec<String> = failed
-            .iter()
-            .filter(|id| !still_there.contains(id))
-            .cloned()
-            .collect();
-        assert!(!gone.is_empty() && !still_there.is_empty());
-        lab.cancel_downloads(&gone, true).unwrap();
+        let failed = in_state(&lab, UpdateState::Failed);
+        assert!(!failed.is_empty());
+        assert!(
+            lab.upstream_has(&failed).unwrap().is_empty(),
+            "only the orphans gave up (404); the 503s are retried"
+        );
+        let cancel = lab.cancel_downloads(&failed, true).unwrap();
+        assert!(cancel.done.is_empty(), "Failed cannot be cancelled");
+        lab.decline(&failed, true).unwrap();
         assert_eq!(lab.sync().unwrap().result, SyncResult::Succeeded);
     }
 
     #[test]
-    fn a_language_shrink_leaves_inactive_approvals_that_can_be_removed() {
+    fn a_language_shrink_leaves_inactive_approvals_on_the_upstream() {
         let (_dir, lab) = lab();
-        let before = lab.approval_tally(Server::Downstream).unwrap();
-        assert_eq!(before.inactive, 0);
+        let (up, ds) = (Server::Upstream, Server::Downstream);
+        assert_eq!(lab.approval_tally(up).unwrap().inactive, 0);
         let injection = lab.inject(Fault::LanguageShrink).unwrap();
         assert_eq!(injection.sync.result, SyncResult::Succeeded);
-        let after = lab.approval_tally(Server::Downstream).unwrap();
-        assert!(after.inactive > 0);
-        let inactive = lab.inactive_approvals(Server::Downstream).unwrap();
+        let upstream = lab.approval_tally(up).unwrap();
+        assert!(upstream.inactive > 0, "{upstream:?}");
+        let downstream = lab.approval_tally(ds).unwrap();
+        assert_eq!(
+            downstream.inactive, 0,
+            "a replica takes active approvals only"
+        );
+        assert!(
+            downstream.active < upstream.active + upstream.inactive,
+            "the article's mismatch: {downstream:?} vs {upstream:?}"
+        );
+        let inactive = lab.inactive_approvals(up).unwrap();
         assert!(
             inactive.iter().all(|(u, _)| u.meta.language > 1),
             "only dropped languages"
         );
         assert_eq!(
-            lab.remove_inactive_approvals(Server::Downstream, false)
-                .unwrap(),
-            after.inactive,
+            lab.remove_inactive_approvals(up, false).unwrap(),
+            upstream.inactive,
             "planned"
         );
-        assert_eq!(lab.approval_tally(Server::Downstream).unwrap(), after);
-        lab.remove_inactive_approvals(Server::Downstream, true)
-            .unwrap();
-        assert_eq!(lab.approval_tally(Server::Downstream).unwrap().inactive, 0);
+        assert_eq!(lab.approval_tally(up).unwrap(), upstream);
+        lab.remove_inactive_approvals(up, true).unwrap();
+        assert_eq!(lab.approval_tally(up).unwrap().inactive, 0);
         lab.sync().unwrap();
+        let upstream = lab.approval_tally(up).unwrap();
+        let downstream = lab.approval_tally(ds).unwrap();
         assert_eq!(
-            lab.approval_tally(Server::Downstream).unwrap().inactive,
-            0,
-            "a replica takes only active approvals: removed ones do not come back"
+            (upstream.active, upstream.inactive),
+            (downstream.active, 0),
+            "the counts match once the upstream's inactive approvals are gone"
         );
     }
 }

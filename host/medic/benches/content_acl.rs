@@ -72,7 +72,7 @@ fn main() {
         &format!("fs-write={}", lab.content_dir().display()),
         "wsus-read",
     ]);
-    let backends = medic_lab::backend::backends(lab.clone());
+    let backends = medic_lab::backend::backends(lab.clone(), medic_lab::Server::Downstream);
     // The example policy's limits for this plugin.
     let limits = Limits {
         timeout: Duration::from_secs(60),

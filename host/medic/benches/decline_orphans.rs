@@ -55,7 +55,7 @@ fn main() {
             &runtime,
             &plugin,
             &grants,
-            &medic_lab::backend::backends(lab.clone()),
+            &medic_lab::backend::backends(lab.clone(), medic_lab::Server::Downstream),
             limits,
         );
         let elapsed = started.elapsed();

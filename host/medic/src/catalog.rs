@@ -19,7 +19,7 @@ impl BackendCatalog for Catalog {
         let mut errors = Vec::new();
         let allowed: &[&str] = match section.kind.as_str() {
             "local" => &["principals"],
-            "lab" => &["lab"],
+            "lab" => &["lab", "server"],
             other => {
                 return Err(vec![section.error(
                     "kind",
@@ -89,7 +89,8 @@ fn principals(section: &BackendSection, errors: &mut Vec<PolicyError>) -> Princi
     map
 }
 
-/// `kind = "lab"`, `lab = "<folder>"`.
+/// `kind = "lab"`, `lab = "<folder>"`, and `server = "downstream"` (the
+/// default) or `"upstream"`: the lab server the agent runs on.
 fn lab(section: &BackendSection, errors: &mut Vec<PolicyError>) -> Option<Backends> {
     let Some(value) = section.settings.get("lab") else {
         errors.push(section.error(
@@ -103,6 +104,18 @@ fn lab(section: &BackendSection, errors: &mut Vec<PolicyError>) -> Option<Backen
         errors.push(section.error("lab", "`lab` must be a path", "write lab = \"<folder>\""));
         return None;
     };
+    let server = match section.settings.get("server").map(|v| v.as_str()) {
+        None | Some(Some("downstream")) => medic_lab::Server::Downstream,
+        Some(Some("upstream")) => medic_lab::Server::Upstream,
+        Some(_) => {
+            errors.push(section.error(
+                "server",
+                "`server` must be \"downstream\" or \"upstream\"",
+                "write server = \"upstream\" for an agent on the lab's upstream server",
+            ));
+            return None;
+        }
+    };
     let folder = section.path(raw);
     if !folder.join(medic_lab::DATABASE_FILE).is_file() {
         errors.push(section.error(
@@ -113,7 +126,7 @@ fn lab(section: &BackendSection, errors: &mut Vec<PolicyError>) -> Option<Backen
         return None;
     }
     match Lab::open(&folder) {
-        Ok(lab) => Some(medic_lab::backend::backends(lab)),
+        Ok(lab) => Some(medic_lab::backend::backends(lab, server)),
         Err(e) => {
             errors.push(section.error(
                 "lab",

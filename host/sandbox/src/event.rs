@@ -19,16 +19,19 @@ pub enum EventKind {
     Schedule,
     Startup,
     Manual,
+    /// A run the plugin's previous outcome asked for.
+    FollowUp,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         Self::FileChanged,
         Self::LogLine,
         Self::SystemEvent,
         Self::Schedule,
         Self::Startup,
         Self::Manual,
+        Self::FollowUp,
     ];
 
     /// The kind's name as events and policies write it.
@@ -40,6 +43,7 @@ impl EventKind {
             Self::Schedule => "schedule",
             Self::Startup => "startup",
             Self::Manual => "manual",
+            Self::FollowUp => "follow-up",
         }
     }
 }
@@ -203,12 +207,30 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// A later run a plugin asks for in its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    /// Seconds to wait, within [`FollowUp::MAX_AFTER_SECONDS`].
+    pub after_seconds: u32,
+    /// Why, for the operator and the next run.
+    pub reason: String,
+}
+
+impl FollowUp {
+    /// The longest wait a plugin may ask for: a day.
+    pub const MAX_AFTER_SECONDS: u32 = 86_400;
+}
+
 /// A plugin's outcome, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeRecord {
     pub status: Status,
     pub summary: String,
     pub actions: Vec<ActionRecord>,
+    /// The run the plugin asked to come back for; contracts before 0.3.0
+    /// cannot ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUp>,
 }
 
 /// Actions kept from one outcome.
@@ -226,6 +248,12 @@ impl OutcomeRecord {
             self.actions.truncate(MAX_ACTIONS);
             self.summary
                 .push_str(&format!(" ({more} more actions not recorded)"));
+        }
+        if let Some(follow_up) = &mut self.follow_up {
+            follow_up.after_seconds = follow_up
+                .after_seconds
+                .clamp(1, FollowUp::MAX_AFTER_SECONDS);
+            clean_in_place(&mut follow_up.reason, MAX_FIELD_BYTES);
         }
         for action in &mut self.actions {
             clean_in_place(&mut action.verb, MAX_FIELD_BYTES);

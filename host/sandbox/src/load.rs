@@ -71,10 +71,9 @@ pub enum LoadError {
         cause: ContractError,
     },
     #[error(
-        "{origin} cannot be linked: {reason}; a plugin may import only the interfaces this agent provides: medic:plugin (versions {versions}), medic:wsus {wsus} (with medic:plugin {latest}), and WASI 0.2",
+        "{origin} cannot be linked: {reason}; a plugin may import only the interfaces this agent provides: medic:plugin (versions {versions}), medic:wsus {wsus}, and WASI 0.2",
         versions = crate::contract::SUPPORTED_VERSIONS.join(", "),
-        wsus = crate::contract::v0_2_0::WSUS_VERSION,
-        latest = crate::contract::v0_2_0::VERSION
+        wsus = crate::contract::wsus_versions_text()
     )]
     Link { origin: String, reason: String },
     #[error("{origin} failed in describe(): {reason}")]

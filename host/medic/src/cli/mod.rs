@@ -714,7 +714,10 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
             limits,
             settings: Arc::new(settings),
             backends: match &args.lab {
-                Some(root) => medic_lab::backend::backends(medic_lab::Lab::open(root)?),
+                Some(root) => medic_lab::backend::backends(
+                    medic_lab::Lab::open(root)?,
+                    medic_lab::Server::Downstream,
+                ),
                 None => Backends::local(principals),
             },
             state: Some(Arc::new(StateStore::new(store))),

@@ -19,7 +19,7 @@ macro_rules! same_on_both_sides {
     };
 }
 
-same_on_both_sides!((), String, bool, u8, u32, u64, (String, String));
+same_on_both_sides!((), String, bool, u8, u16, u32, u64, (String, String));
 
 impl<A: Convert<B>, B> Convert<Vec<B>> for Vec<A> {
     fn convert(self) -> Vec<B> {

@@ -113,31 +113,145 @@ macro_rules! fs_interface {
     };
 }
 
-/// `services`: see the module header.
-macro_rules! services_interface {
+/// `config` since 0.2.0: settings typed as the policy writes them.
+macro_rules! config_interface {
     () => {
-        use crate::contract::convert::{Convert, convert_enum, convert_record, result};
         use crate::host::RunState;
-        use medic_backends::services::{ServiceChange, ServiceState, ServiceStatus, StartupType};
+        use crate::settings::SettingValue;
+
+        fn value(setting: SettingValue) -> wit::Value {
+            match setting {
+                SettingValue::Text(text) => wit::Value::Text(text),
+                SettingValue::Integer(n) => wit::Value::Integer(n),
+                SettingValue::Boolean(b) => wit::Value::Boolean(b),
+                SettingValue::TextList(items) => wit::Value::TextList(items),
+            }
+        }
+
+        impl wit::Host for RunState {
+            fn get(&mut self, key: String) -> wasmtime::Result<Option<wit::Value>> {
+                Ok(self.settings.get(&key).cloned().map(value))
+            }
+
+            fn all(&mut self) -> wasmtime::Result<Vec<(String, wit::Value)>> {
+                Ok(self
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), value(v.clone())))
+                    .collect())
+            }
+        }
+    };
+}
+
+/// `log` since 0.2.0, with the plugin's word that it panicked.
+macro_rules! log_interface {
+    () => {
+        use crate::contract::convert::{Convert, convert_enum};
+        use crate::host::RunState;
+        use crate::host::log::Level;
 
         convert_enum!(
+            Level,
+            wit::Level {
+                Trace,
+                Debug,
+                Info,
+                Warn,
+                Error
+            }
+        );
+
+        impl wit::Host for RunState {
+            fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+                RunState::log(self, level.convert(), message);
+                Ok(())
+            }
+
+            fn panicked(&mut self, message: String) -> wasmtime::Result<()> {
+                RunState::panicked(self, message);
+                Ok(())
+            }
+        }
+    };
+}
+
+/// `services`: see the module header.
+/// Before 0.3.0 a service had no `failed` state and no delayed-automatic
+/// start: a plugin built for those versions sees them as `stopped` and
+/// `automatic`.
+macro_rules! services_interface {
+    (before_0_3_0) => {
+        impl Convert<wit::ServiceState> for ServiceState {
+            fn convert(self) -> wit::ServiceState {
+                match self {
+                    Self::Stopped | Self::Failed => wit::ServiceState::Stopped,
+                    Self::StartPending => wit::ServiceState::StartPending,
+                    Self::StopPending => wit::ServiceState::StopPending,
+                    Self::Running => wit::ServiceState::Running,
+                    Self::Paused => wit::ServiceState::Paused,
+                }
+            }
+        }
+        impl Convert<ServiceState> for wit::ServiceState {
+            fn convert(self) -> ServiceState {
+                match self {
+                    Self::Stopped => ServiceState::Stopped,
+                    Self::StartPending => ServiceState::StartPending,
+                    Self::StopPending => ServiceState::StopPending,
+                    Self::Running => ServiceState::Running,
+                    Self::Paused => ServiceState::Paused,
+                }
+            }
+        }
+        impl Convert<wit::StartupType> for StartupType {
+            fn convert(self) -> wit::StartupType {
+                match self {
+                    Self::Automatic | Self::AutomaticDelayed => wit::StartupType::Automatic,
+                    Self::Manual => wit::StartupType::Manual,
+                    Self::Disabled => wit::StartupType::Disabled,
+                }
+            }
+        }
+        impl Convert<StartupType> for wit::StartupType {
+            fn convert(self) -> StartupType {
+                match self {
+                    Self::Automatic => StartupType::Automatic,
+                    Self::Manual => StartupType::Manual,
+                    Self::Disabled => StartupType::Disabled,
+                }
+            }
+        }
+        crate::contract::interfaces::services_interface!(@common);
+    };
+    (since_0_3_0) => {
+        crate::contract::convert::convert_enum!(
             ServiceState,
             wit::ServiceState {
                 Stopped,
                 StartPending,
                 StopPending,
                 Running,
-                Paused
+                Paused,
+                Failed
             }
         );
-        convert_enum!(
+        crate::contract::convert::convert_enum!(
             StartupType,
             wit::StartupType {
                 Automatic,
+                AutomaticDelayed,
                 Manual,
                 Disabled
             }
         );
+        crate::contract::interfaces::services_interface!(@common);
+    };
+    (@common) => {
+        use crate::contract::convert::{Convert, convert_record, result};
+        use crate::host::RunState;
+        use medic_backends::services::{ServiceChange, ServiceState, ServiceStatus, StartupType};
+
         convert_record!(
             ServiceStatus,
             wit::ServiceStatus {
@@ -199,15 +313,124 @@ macro_rules! services_interface {
     };
 }
 
-/// `wsus`: see the module header.
+/// `wsus`: see the module header. 0.1.0 (in the core package) and
+/// `medic:wsus@0.1.0` share one shape: a sync record without the
+/// `SynchronizationError` name, a `start-sync` that returns nothing, none
+/// of the upstream's facts. `medic:wsus@0.2.0` has them all.
 macro_rules! wsus_interface {
-    () => {
+    (before_0_2_0) => {
+        crate::contract::interfaces::wsus_interface!(@records);
+
+        impl Convert<wit::SyncRecord> for SyncRecord {
+            fn convert(self) -> wit::SyncRecord {
+                wit::SyncRecord {
+                    started_ms: self.started_ms,
+                    finished_ms: self.finished_ms,
+                    result_kind: self.result_kind.convert(),
+                    reason: self.reason,
+                }
+            }
+        }
+
+        impl wit::Host for RunState {
+            crate::contract::interfaces::wsus_interface!(@calls);
+
+            fn start_sync(&mut self) -> wasmtime::Result<Result<(), Error>> {
+                Ok(result(self.wsus_start_sync()?.map(|_started| ())))
+            }
+        }
+    };
+    (since_0_2_0) => {
+        crate::contract::interfaces::wsus_interface!(@records);
+        use medic_backends::wsus::{ProxySettings, UpstreamFacts, UpstreamProbe};
+
+        convert_record!(
+            SyncRecord,
+            wit::SyncRecord {
+                started_ms,
+                finished_ms,
+                result_kind,
+                error,
+                reason
+            }
+        );
+        convert_record!(
+            UpstreamFacts,
+            wit::UpstreamFacts {
+                name,
+                storage,
+                languages,
+                approved,
+                inactive_approvals
+            }
+        );
+        convert_record!(
+            ProxySettings,
+            wit::ProxySettings {
+                enabled,
+                host,
+                port,
+                user,
+                has_password
+            }
+        );
+        convert_record!(
+            UpstreamProbe,
+            wit::UpstreamProbe {
+                target,
+                addresses,
+                via_proxy,
+                connected,
+                http_status,
+                problem
+            }
+        );
+
+        impl wit::Host for RunState {
+            crate::contract::interfaces::wsus_interface!(@calls);
+
+            fn start_sync(&mut self) -> wasmtime::Result<Result<u64, Error>> {
+                Ok(result(self.wsus_start_sync()?))
+            }
+
+            fn resume_downloads(
+                &mut self,
+                ids: Vec<String>,
+            ) -> wasmtime::Result<Result<wit::BatchResult, Error>> {
+                Ok(result(self.wsus_resume_downloads(ids)?))
+            }
+
+            fn upstream_info(
+                &mut self,
+            ) -> wasmtime::Result<Result<Option<wit::UpstreamFacts>, Error>> {
+                Ok(result(self.wsus_upstream_info()?))
+            }
+
+            fn proxy(&mut self) -> wasmtime::Result<Result<wit::ProxySettings, Error>> {
+                Ok(result(self.wsus_proxy_settings()?))
+            }
+
+            fn check_upstream(&mut self) -> wasmtime::Result<Result<wit::UpstreamProbe, Error>> {
+                Ok(result(self.wsus_check_upstream()?))
+            }
+        }
+    };
+    (@records) => {
         use crate::contract::convert::{Convert, convert_enum, convert_record, result};
         use crate::host::RunState;
         use medic_backends::wsus::{
             Approval, ApprovalTally, BatchResult, ServerFacts, ServerMode, StorageMode, SyncRecord,
             SyncResult, SyncState, UpdateFilter, UpdateState, UpdateSummary,
         };
+
+        impl Convert<wit::SyncState> for SyncState {
+            fn convert(self) -> wit::SyncState {
+                wit::SyncState {
+                    running: self.running,
+                    last: self.last.convert(),
+                }
+            }
+        }
 
         convert_enum!(
             ServerMode,
@@ -301,18 +524,9 @@ macro_rules! wsus_interface {
                 Canceled
             }
         );
-        convert_record!(
-            SyncRecord,
-            wit::SyncRecord {
-                started_ms,
-                finished_ms,
-                result_kind,
-                reason
-            }
-        );
-        convert_record!(SyncState, wit::SyncState { running, last });
 
-        impl wit::Host for RunState {
+    };
+    (@calls) => {
             fn server_info(&mut self) -> wasmtime::Result<Result<wit::ServerFacts, Error>> {
                 Ok(result(self.wsus_server_info()?))
             }
@@ -374,10 +588,6 @@ macro_rules! wsus_interface {
                 Ok(result(self.wsus_set_config(name, value)?))
             }
 
-            fn start_sync(&mut self) -> wasmtime::Result<Result<(), Error>> {
-                Ok(result(self.wsus_start_sync()?))
-            }
-
             fn sync_status(&mut self) -> wasmtime::Result<Result<wit::SyncState, Error>> {
                 Ok(result(self.wsus_sync_status()?))
             }
@@ -388,7 +598,6 @@ macro_rules! wsus_interface {
             ) -> wasmtime::Result<Result<Vec<wit::SyncRecord>, Error>> {
                 Ok(result(self.wsus_sync_history(limit)?))
             }
-        }
     };
 }
 
@@ -418,11 +627,70 @@ macro_rules! state_interface {
     };
 }
 
-/// `types`: events, outcomes, errors, trigger hints and `plugin-info` (the
-/// same in every version so far); the invoking module converts its own
-/// capabilities with a `capability` function.
+/// `types`: events, outcomes, errors, trigger hints and `plugin-info`; the
+/// invoking module converts its own capabilities with a `capability`
+/// function. Before 0.3.0 a plugin could not ask for a follow-up run, so
+/// it never gets one: should one reach it, it reads as `manual`.
 macro_rules! types_interface {
-    () => {
+    (before_0_3_0) => {
+        impl Convert<wit::EventKind> for EventKind {
+            fn convert(self) -> wit::EventKind {
+                match self {
+                    Self::FileChanged => wit::EventKind::FileChanged,
+                    Self::LogLine => wit::EventKind::LogLine,
+                    Self::SystemEvent => wit::EventKind::SystemEvent,
+                    Self::Schedule => wit::EventKind::Schedule,
+                    Self::Startup => wit::EventKind::Startup,
+                    Self::Manual | Self::FollowUp => wit::EventKind::Manual,
+                }
+            }
+        }
+        impl Convert<OutcomeRecord> for wit::Outcome {
+            fn convert(self) -> OutcomeRecord {
+                OutcomeRecord {
+                    status: self.status.convert(),
+                    summary: self.summary,
+                    actions: self.actions.convert(),
+                    follow_up: None,
+                }
+            }
+        }
+        crate::contract::interfaces::types_interface!(@common);
+    };
+    (since_0_3_0) => {
+        use crate::event::FollowUp;
+
+        crate::contract::convert::convert_enum!(
+            EventKind,
+            wit::EventKind {
+                FileChanged,
+                LogLine,
+                SystemEvent,
+                Schedule,
+                Startup,
+                Manual,
+                FollowUp
+            }
+        );
+        convert_record!(
+            FollowUp,
+            wit::FollowUp {
+                after_seconds,
+                reason
+            }
+        );
+        convert_record!(
+            OutcomeRecord,
+            wit::Outcome {
+                status,
+                summary,
+                actions,
+                follow_up
+            }
+        );
+        crate::contract::interfaces::types_interface!(@common);
+    };
+    (@common) => {
         use crate::contract::convert::{Convert, convert_enum, convert_record};
         use crate::event::{ActionRecord, EventKind, EventRecord, OutcomeRecord, Status};
         use crate::host::RunState;
@@ -431,17 +699,6 @@ macro_rules! types_interface {
 
         impl wit::Host for RunState {}
 
-        convert_enum!(
-            EventKind,
-            wit::EventKind {
-                FileChanged,
-                LogLine,
-                SystemEvent,
-                Schedule,
-                Startup,
-                Manual
-            }
-        );
         convert_enum!(
             Status,
             wit::Status {
@@ -458,14 +715,6 @@ macro_rules! types_interface {
                 target,
                 detail,
                 applied
-            }
-        );
-        convert_record!(
-            OutcomeRecord,
-            wit::Outcome {
-                status,
-                summary,
-                actions
             }
         );
         convert_enum!(
@@ -592,6 +841,6 @@ macro_rules! version_entry_points {
 }
 
 pub(crate) use {
-    fs_interface, services_interface, state_interface, types_interface, version_entry_points,
-    wsus_interface,
+    config_interface, fs_interface, log_interface, services_interface, state_interface,
+    types_interface, version_entry_points, wsus_interface,
 };

@@ -1,13 +1,14 @@
 //! `wsus`: the WSUS extension package. It owns its capabilities: read-only
 //! calls need `wsus-read`; each mutating call needs its own operation
-//! (`wsus-updates`, `wsus-approvals`, `wsus-configure`, `wsus-sync`),
-//! granted in a policy as `wsus = ["read", "sync", ...]`.
+//! (`wsus-updates`, `wsus-approvals`, `wsus-configure`, `wsus-sync`), and
+//! the check of the connection to the upstream needs `wsus-probe`; a
+//! policy grants them as `wsus = ["read", "sync", ...]`.
 
 use super::RunState;
 use super::grants::{Capability, Operation};
 use medic_backends::wsus::{
-    Approval, ApprovalTally, BatchResult, ServerFacts, SyncRecord, SyncState, UpdateFilter,
-    UpdateSummary, WsusServer,
+    Approval, ApprovalTally, BatchResult, ProxySettings, ServerFacts, SyncRecord, SyncState,
+    UpdateFilter, UpdateSummary, UpstreamFacts, UpstreamProbe, WsusServer,
 };
 use medic_backends::{BackendError, ErrorKind};
 use serde_json::{Value, json};
@@ -24,7 +25,7 @@ const fn operation(name: &'static str) -> Operation {
 
 /// Every read-only function.
 pub const READ: Operation = operation("read");
-/// `cancel-downloads` and `decline`.
+/// `cancel-downloads`, `resume-downloads` and `decline`.
 pub const UPDATES: Operation = operation("updates");
 /// `remove-inactive-approvals`.
 pub const APPROVALS: Operation = operation("approvals");
@@ -32,9 +33,12 @@ pub const APPROVALS: Operation = operation("approvals");
 pub const CONFIGURE: Operation = operation("configure");
 /// `start-sync`.
 pub const SYNC: Operation = operation("sync");
+/// `check-upstream`: it opens a connection, to the configured upstream
+/// (or its proxy) only, so it is granted apart from the reads.
+pub const PROBE: Operation = operation("probe");
 
 /// The package's operations, in contract order.
-pub const OPERATIONS: &[Operation] = &[READ, UPDATES, APPROVALS, CONFIGURE, SYNC];
+pub const OPERATIONS: &[Operation] = &[READ, UPDATES, APPROVALS, CONFIGURE, SYNC, PROBE];
 
 impl RunState {
     fn wsus_call<T>(
@@ -45,7 +49,7 @@ impl RunState {
         op: impl FnOnce(&dyn WsusServer, bool) -> Result<T, BackendError>,
         summary: impl FnOnce(&T) -> String,
     ) -> wasmtime::Result<Result<T, BackendError>> {
-        let mutating = operation != READ;
+        let mutating = !matches!(operation, READ | PROBE);
         self.host_call(
             function,
             args,
@@ -221,13 +225,85 @@ impl RunState {
         )
     }
 
-    pub(crate) fn wsus_start_sync(&mut self) -> wasmtime::Result<Result<(), BackendError>> {
+    pub(crate) fn wsus_start_sync(&mut self) -> wasmtime::Result<Result<u64, BackendError>> {
         self.wsus_call(
             "wsus.start-sync",
             json!({}),
             SYNC,
             |w, apply| w.start_sync(apply),
-            |_| "started".into(),
+            |started| {
+                if *started == 0 {
+                    "planned".into()
+                } else {
+                    format!("started at {started}")
+                }
+            },
+        )
+    }
+
+    pub(crate) fn wsus_resume_downloads(
+        &mut self,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Result<BatchResult, BackendError>> {
+        self.wsus_call(
+            "wsus.resume-downloads",
+            ids_arg(&ids),
+            UPDATES,
+            |w, apply| w.resume_downloads(&ids, apply),
+            batch_summary,
+        )
+    }
+
+    pub(crate) fn wsus_upstream_info(
+        &mut self,
+    ) -> wasmtime::Result<Result<Option<UpstreamFacts>, BackendError>> {
+        self.wsus_call(
+            "wsus.upstream-info",
+            json!({}),
+            READ,
+            |w, _| w.upstream_info(),
+            |facts| match facts {
+                Some(f) => format!(
+                    "{} ({:?}, {} languages)",
+                    f.name,
+                    f.storage,
+                    f.languages.len()
+                ),
+                None => "Microsoft Update".into(),
+            },
+        )
+    }
+
+    pub(crate) fn wsus_proxy_settings(
+        &mut self,
+    ) -> wasmtime::Result<Result<ProxySettings, BackendError>> {
+        self.wsus_call(
+            "wsus.proxy",
+            json!({}),
+            READ,
+            |w, _| w.proxy_settings(),
+            |p| {
+                if p.enabled {
+                    format!("{}:{} (credentials {})", p.host, p.port, p.has_password)
+                } else {
+                    "no proxy".into()
+                }
+            },
+        )
+    }
+
+    pub(crate) fn wsus_check_upstream(
+        &mut self,
+    ) -> wasmtime::Result<Result<UpstreamProbe, BackendError>> {
+        self.wsus_call(
+            "wsus.check-upstream",
+            json!({}),
+            PROBE,
+            |w, _| w.check_upstream(),
+            |p| match &p.problem {
+                Some(problem) => format!("{}: {problem}", p.target),
+                None => format!("{}: reachable ({:?})", p.target, p.http_status),
+            },
         )
     }
 

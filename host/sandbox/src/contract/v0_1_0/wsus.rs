@@ -2,4 +2,4 @@
 
 use super::bindings::medic::plugin::{types::Error, wsus as wit};
 
-crate::contract::interfaces::wsus_interface!();
+crate::contract::interfaces::wsus_interface!(before_0_2_0);

@@ -2,4 +2,4 @@
 
 use super::bindings::medic::plugin::{services as wit, types::Error};
 
-crate::contract::interfaces::services_interface!();
+crate::contract::interfaces::services_interface!(before_0_3_0);

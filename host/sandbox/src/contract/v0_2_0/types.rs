@@ -4,7 +4,7 @@
 use super::bindings::medic::plugin::types as wit;
 use crate::host::grants::Capability;
 
-crate::contract::interfaces::types_interface!();
+crate::contract::interfaces::types_interface!(before_0_3_0);
 
 fn capability(asked: wit::Capability) -> Result<Capability, String> {
     Ok(match asked {
