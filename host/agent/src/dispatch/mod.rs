@@ -16,6 +16,7 @@
 //! log and in the status snapshot; and the snapshot is rewritten at least
 //! every second, so its age shows that the dispatcher keeps serving.
 
+pub mod follow_up;
 pub mod queue;
 pub mod schedule;
 
@@ -27,6 +28,8 @@ use medic_sandbox::{
     EventKind, EventRecord, Mode, OwnEffects, PluginState, RunReport, RunRequest, RunResult,
     Status, new_id, now_ms,
 };
+use follow_up::FollowUps;
+use medic_sandbox::event::FollowUp;
 use queue::{DurableQueue, EventId, QueuedEvent, StartedRun};
 use schedule::{Counters, Finished, GuardChange, Offer, Rules, RunTicket, Scheduler, Start};
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,9 @@ pub struct PluginStatus {
     /// Runs in flight well past their timeout.
     #[serde(default)]
     pub overdue: usize,
+    /// Follow-up runs it asked for, not due yet.
+    #[serde(default)]
+    pub follow_ups: usize,
     pub flap_guard_tripped: bool,
     pub last_run: Option<String>,
     pub last_status: Option<Status>,
@@ -133,6 +139,9 @@ struct Done {
     record: NewRecord,
     /// The run's id and outcome; none when the host itself failed.
     outcome: Option<(String, Status)>,
+    /// The event that woke the run and the follow-up run its outcome
+    /// asked for.
+    follow_up: Option<(EventRecord, FollowUp)>,
     mutated: bool,
 }
 
@@ -197,6 +206,8 @@ pub struct Dispatcher {
     published: std::time::Instant,
     drops_reported: std::time::Instant,
     store_tried: std::time::Instant,
+    /// Follow-up runs plugins asked for, not due yet.
+    follow_ups: FollowUps,
 }
 
 /// Run `active` on `event`; returns the report and whether the run changed
@@ -332,6 +343,7 @@ impl Dispatcher {
             published: now,
             drops_reported: now,
             store_tried: now,
+            follow_ups: FollowUps::default(),
         };
         dispatcher.swap(plugins);
         dispatcher.take_up(left);
@@ -349,6 +361,19 @@ impl Dispatcher {
                 tracing::warn!(plugin = %queued.plugin, run = %started.run_id, "a run was cut off by the end of the last agent; its event runs again");
                 self.queue.record(interrupted_record(&queued, &started));
                 self.queue.put(id, &queued);
+            }
+            if let Some(due_ms) = queued.not_before_ms
+                && due_ms > now_ms()
+            {
+                // A follow-up not due yet: held until its time.
+                again += 1;
+                self.follow_ups.hold(follow_up::Pending {
+                    id,
+                    plugin: queued.plugin,
+                    event: queued.event,
+                    due_ms,
+                });
+                continue;
             }
             let subject = queued.event.subject.clone();
             let offer = self.scheduler.requeue(
@@ -394,9 +419,10 @@ impl Dispatcher {
         let mut open = true;
         loop {
             // When a rate limit or the flap guard next lets something start.
-            let wake = self
-                .scheduler
-                .next_wake(now_ms())
+            let wake = [self.scheduler.next_wake(now_ms()), self.follow_ups.next_due()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
@@ -450,6 +476,7 @@ impl Dispatcher {
                 }
             }
             if open {
+                self.release_follow_ups();
                 self.pump();
                 if let Some(routed) = self.held.take() {
                     self.accept(routed);
@@ -554,6 +581,7 @@ impl Dispatcher {
             plugin: routed.plugin.clone(),
             event: event.clone(),
             started: None,
+            not_before_ms: None,
         };
         match self
             .scheduler
@@ -624,6 +652,7 @@ impl Dispatcher {
                     at_ms: now_ms(),
                     forced_dry_run: start.forced_dry_run,
                 }),
+                not_before_ms: None,
             };
             self.queue.put(start.event.id, &queued);
             self.to_start.push((start, run_id));
@@ -740,10 +769,14 @@ impl Dispatcher {
                     forced_dry_run,
                 )
             }));
-            let (record, outcome, mutated) = match run {
+            let (record, outcome, follow_up, mutated) = match run {
                 Ok((report, mutated)) => (
                     run_record(&report, forced_dry_run),
                     Some((report.run_id.clone(), report.status())),
+                    report
+                        .outcome()
+                        .and_then(|o| o.follow_up.clone())
+                        .map(|request| (event.clone(), request)),
                     mutated,
                 ),
                 Err(_) => {
@@ -762,7 +795,7 @@ impl Dispatcher {
                                 .into(),
                         detail: serde_json::json!({ "event": event }),
                     };
-                    (record, None, true)
+                    (record, None, None, true)
                 }
             };
             // The dispatcher outlives every run it starts: it waits for them
@@ -773,9 +806,64 @@ impl Dispatcher {
                 id,
                 record,
                 outcome,
+                follow_up,
                 mutated,
             });
         });
+    }
+
+    /// Hold the follow-up run a plugin asked for, written to the durable
+    /// queue with the run's record.
+    fn schedule_follow_up(&mut self, plugin: &str, asking: &EventRecord, request: &FollowUp) {
+        let due_ms = now_ms() + u64::from(request.after_seconds) * 1_000;
+        let event = follow_up::event(asking, request, due_ms);
+        let id = self.queue.next_id();
+        tracing::info!(plugin, subject = %event.subject, after_seconds = request.after_seconds, reason = %request.reason, "follow-up run scheduled");
+        self.queue.put(
+            id,
+            &QueuedEvent {
+                plugin: plugin.to_string(),
+                event: event.clone(),
+                started: None,
+                not_before_ms: Some(due_ms),
+            },
+        );
+        for replaced in self.follow_ups.hold(follow_up::Pending {
+            id,
+            plugin: plugin.to_string(),
+            event,
+            due_ms,
+        }) {
+            self.queue.remove(replaced);
+        }
+    }
+
+    /// Queue the follow-ups that are due like any event.
+    fn release_follow_ups(&mut self) {
+        for pending in self.follow_ups.take_due(now_ms()) {
+            let offer = self.scheduler.offer(
+                &pending.plugin,
+                &pending.event.subject.clone(),
+                Queued {
+                    id: pending.id,
+                    event: pending.event.clone(),
+                },
+            );
+            match offer {
+                Offer::Queued => self.dirty = true,
+                // A run for that subject is waiting: it checks as well.
+                Offer::Coalesced => self.queue.remove(pending.id),
+                // Kept, and offered again a moment later.
+                Offer::QueueFull => {
+                    let due_ms = now_ms() + 1_000;
+                    self.follow_ups.hold(follow_up::Pending { due_ms, ..pending });
+                }
+                Offer::UnknownPlugin => {
+                    tracing::warn!(plugin = %pending.plugin, "a follow-up run is for a plugin no longer served; dropped");
+                    self.queue.remove(pending.id);
+                }
+            }
+        }
     }
 
     fn finish(&mut self, done: Done) {
@@ -789,7 +877,8 @@ impl Dispatcher {
                 "an overdue run came back"
             );
         }
-        // The run's record and its event's removal land together.
+        // The run's record, its event's removal and the follow-up it asked
+        // for land together.
         self.queue.record(done.record);
         self.queue.remove(done.id);
         let plugin = done.ticket.plugin().to_string();
@@ -798,6 +887,9 @@ impl Dispatcher {
             Finished::Current { persist } => {
                 if let Some(counters) = persist {
                     self.queue.counters(&plugin, &counters);
+                }
+                if let Some((asking, request)) = &done.follow_up {
+                    self.schedule_follow_up(&plugin, asking, request);
                 }
                 if let (Some(served), Some((run_id, status))) =
                     (self.served.get_mut(&plugin), done.outcome)
@@ -836,6 +928,7 @@ impl Dispatcher {
                         .values()
                         .filter(|r| r.overdue && r.plugin == view.name)
                         .count(),
+                    follow_ups: self.follow_ups.waiting(view.name),
                     flap_guard_tripped: view.guard_tripped,
                     last_run: served.last.as_ref().map(|l| l.0.clone()),
                     last_status: served.last.as_ref().map(|l| l.1),

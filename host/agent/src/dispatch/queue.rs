@@ -36,6 +36,9 @@ pub struct QueuedEvent {
     /// run was cut off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<StartedRun>,
+    /// A follow-up run's event: not run before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
 }
 
 /// A run in flight, as the store keeps it.
@@ -283,6 +286,7 @@ mod tests {
                 Default::default(),
             ),
             started: None,
+            not_before_ms: None,
         }
     }
 

@@ -233,6 +233,12 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
                 "", p.overdue
             );
         }
+        if p.follow_ups > 0 {
+            println!(
+                "  {:<20} {} follow-up run(s) it asked for, not due yet",
+                "", p.follow_ups
+            );
+        }
     }
     Ok(code)
 }
