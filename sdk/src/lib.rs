@@ -44,9 +44,9 @@
 //!
 //! Build it as a `cdylib` for `wasm32-unknown-unknown` and turn the module
 //! into a component (`cargo xtask plugins` in the medic repository does
-//! both). The contract is the WIT package `medic:plugin@0.2.0` in this
-//! crate's `wit/medic-plugin/0.2.0` folder, and `medic:wsus@0.1.0` in
-//! `wit/medic-wsus/0.1.0` for the [`wsus`] functions (a plugin that calls
+//! both). The contract is the WIT package `medic:plugin@0.3.0` in this
+//! crate's `wit/medic-plugin/0.3.0` folder, and `medic:wsus@0.2.0` in
+//! `wit/medic-wsus/0.2.0` for the [`wsus`] functions (a plugin that calls
 //! none of them does not import it); their doc comments are the reference
 //! for every function re-exported here.
 
@@ -56,7 +56,7 @@ extern crate self as medic_sdk;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "medic:wsus/remediation",
-        path: ["wit/medic-plugin/0.2.0", "wit/medic-wsus/0.1.0"],
+        path: ["wit/medic-plugin/0.3.0", "wit/medic-wsus/0.2.0"],
         generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_remediation",
@@ -67,19 +67,20 @@ pub mod bindings {
 
 mod report;
 pub mod settings;
+mod verify;
 
 pub use bindings::medic::plugin::types::{
-    Action, Capability, Error, ErrorKind, Event, EventKind, Outcome, PluginInfo, Status,
+    Action, Capability, Error, ErrorKind, Event, EventKind, FollowUp, Outcome, PluginInfo, Status,
     SystemEventMatch, TriggerHint,
 };
 pub use report::Report;
 
 /// The `medic:plugin` version this SDK builds plugins for (checked against
 /// its WIT by a test).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// The `medic:wsus` version this SDK's [`wsus`] functions use.
-pub const WSUS_VERSION: &str = "0.1.0";
+pub const WSUS_VERSION: &str = "0.2.0";
 
 /// The file system under the roots the policy grants.
 pub mod fs {
@@ -103,7 +104,7 @@ pub mod wsus {
     pub enum Operation {
         /// Every read-only function.
         Read,
-        /// [`cancel_downloads`] and [`decline`].
+        /// [`cancel_downloads`], [`resume_downloads`] and [`decline`].
         Updates,
         /// [`remove_inactive_approvals`].
         Approvals,
@@ -111,6 +112,8 @@ pub mod wsus {
         Configure,
         /// [`start_sync`].
         Sync,
+        /// [`check_upstream`]: it connects to the configured upstream.
+        Probe,
     }
 
     impl Operation {
@@ -123,6 +126,7 @@ pub mod wsus {
                 Self::Approvals => "wsus-approvals",
                 Self::Configure => "wsus-configure",
                 Self::Sync => "wsus-sync",
+                Self::Probe => "wsus-probe",
             }
         }
     }
@@ -133,43 +137,72 @@ pub mod wsus {
         }
     }
 
-    /// How [`sync_now`] went.
+    /// How a synchronization this plugin started went, as far as can be
+    /// told now.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum SyncCheck {
-        /// The synchronization ran and succeeded.
+        /// It succeeded.
         Succeeded,
-        /// It ran and failed, for this reason.
-        Failed(String),
-        /// It was started and is still running.
+        /// It failed: the `SynchronizationError` name and the server's words.
+        Failed {
+            error: Option<String>,
+            reason: String,
+        },
+        /// It is still running: come back later ([`crate::Report::follow_up`]).
         Running,
         /// It was only planned (dry-run or approve mode).
         Planned,
+        /// The server has no record of it (its history was cleared).
+        Unknown,
     }
 
-    /// Start a synchronization and report how it went, as far as can be
-    /// told now. A sync that did not start (the host planned it instead)
-    /// is told apart by the unchanged start time of the last one.
-    pub fn sync_now() -> Result<SyncCheck, Error> {
-        let started = |state: &SyncState| state.last.as_ref().map(|r| r.started_ms);
-        let before = started(&sync_status()?);
-        start_sync()?;
-        let after = sync_status()?;
-        if after.running {
-            return Ok(SyncCheck::Running);
-        }
-        if started(&after) == before {
+    /// Start a synchronization; its start time identifies it for
+    /// [`sync_check`], 0 when it was only planned.
+    pub fn sync_now() -> Result<u64, Error> {
+        start_sync()
+    }
+
+    /// How the synchronization that started at `started_ms` went.
+    pub fn sync_check(started_ms: u64) -> Result<SyncCheck, Error> {
+        if started_ms == 0 {
             return Ok(SyncCheck::Planned);
         }
-        Ok(match after.last {
-            Some(record) if record.result_kind == SyncResult::Succeeded => SyncCheck::Succeeded,
-            Some(record) => SyncCheck::Failed(
-                record
-                    .reason
-                    .unwrap_or_else(|| format!("{:?}", record.result_kind)),
-            ),
-            None => SyncCheck::Planned,
+        let status = sync_status()?;
+        let record = std::iter::once(status.last.clone())
+            .flatten()
+            .chain(sync_history(20)?)
+            .find(|r| r.started_ms == started_ms);
+        Ok(match record {
+            Some(r) if r.result_kind == SyncResult::Succeeded => SyncCheck::Succeeded,
+            Some(r) => SyncCheck::Failed {
+                error: r.error,
+                reason: r.reason.unwrap_or_else(|| format!("{:?}", r.result_kind)),
+            },
+            None if status.running => SyncCheck::Running,
+            None => SyncCheck::Unknown,
         })
     }
+
+    /// Approved updates whose download Failed: they stay so until resumed.
+    pub fn failed_downloads() -> Result<Vec<UpdateSummary>, Error> {
+        list_updates(UpdateFilter {
+            state: Some(UpdateState::Failed),
+            declined: Some(false),
+            approved: Some(true),
+        })
+    }
+
+    /// Resume every failed download (a repair that unblocked downloads
+    /// must: nothing else retries them); none when nothing Failed.
+    pub fn resume_failed() -> Result<Option<BatchResult>, Error> {
+        let ids: Vec<String> = failed_downloads()?.into_iter().map(|u| u.id).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        resume_downloads(&ids).map(Some)
+    }
+
+    pub use crate::verify::{MAX_WAITS, resume_and_follow_up, verify};
 }
 
 /// The plugin's private key/value store, kept across runs and restarts.
@@ -218,6 +251,7 @@ impl std::fmt::Display for EventKind {
             EventKind::Schedule => "schedule",
             EventKind::Startup => "startup",
             EventKind::Manual => "manual",
+            EventKind::FollowUp => "follow-up",
         })
     }
 }
@@ -230,6 +264,7 @@ impl std::fmt::Display for services::ServiceState {
             Self::StopPending => "stop-pending",
             Self::Running => "running",
             Self::Paused => "paused",
+            Self::Failed => "failed",
         })
     }
 }
@@ -238,6 +273,7 @@ impl std::fmt::Display for services::StartupType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Automatic => "automatic",
+            Self::AutomaticDelayed => "automatic-delayed",
             Self::Manual => "manual",
             Self::Disabled => "disabled",
         })

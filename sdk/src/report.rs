@@ -3,7 +3,7 @@
 use crate::bindings::medic::plugin::fs::AccessReport;
 use crate::bindings::medic::plugin::services::ServiceChange;
 use crate::bindings::medic::wsus::wsus::BatchResult;
-use crate::{Action, Outcome, Status};
+use crate::{Action, FollowUp, Outcome, Status};
 
 /// Paths or updates listed one by one per call; the rest are counted in
 /// one more action, so that a repair of a large tree stays readable (and
@@ -18,6 +18,7 @@ pub const MAX_LISTED: usize = 50;
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     actions: Vec<Action>,
+    follow_up: Option<FollowUp>,
 }
 
 impl Report {
@@ -97,6 +98,17 @@ impl Report {
         self
     }
 
+    /// Ask to be run again in `after_seconds` (1 to 86400) with a
+    /// `follow-up` event for the same subject, e.g. to verify a repair
+    /// whose effect the system shows later.
+    pub fn follow_up(&mut self, after_seconds: u32, reason: &str) -> &mut Self {
+        self.follow_up = Some(FollowUp {
+            after_seconds: after_seconds.clamp(1, 86_400),
+            reason: reason.to_string(),
+        });
+        self
+    }
+
     /// The actions so far.
     pub fn actions(&self) -> &[Action] {
         &self.actions
@@ -131,6 +143,7 @@ impl Report {
             status,
             summary: summary.to_string(),
             actions: self.actions,
+            follow_up: self.follow_up,
         }
     }
 }

@@ -168,7 +168,10 @@ fn an_unknown_contract_version_is_refused_with_both_versions_named() {
         message.contains("built for contract medic:plugin@9.0.0"),
         "{message}"
     );
-    assert!(message.contains("supported: 0.2.0, 0.1.0"), "{message}");
+    assert!(
+        message.contains("supported: 0.3.0, 0.2.0, 0.1.0"),
+        "{message}"
+    );
     assert!(
         message.contains("rebuild it against a medic-sdk"),
         "{message}"
@@ -241,12 +244,12 @@ fn a_plugin_built_against_the_previous_contract_still_loads_and_runs() {
 #[test]
 fn wsus_is_a_package_of_its_own_imported_by_the_plugins_that_use_it() {
     let acl = load("content-acl");
-    assert_eq!(acl.contract.version, "0.2.0");
+    assert_eq!(acl.contract.version, "0.3.0");
     assert!(
         acl.contract
             .imports
             .iter()
-            .any(|i| i == "medic:wsus/wsus@0.1.0"),
+            .any(|i| i == "medic:wsus/wsus@0.2.0"),
         "{:?}",
         acl.contract.imports
     );

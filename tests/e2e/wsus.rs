@@ -57,6 +57,7 @@ pub fn example_layout(
     let text = std::fs::read_to_string(workspace().join("examples/wsus-pack.toml")).unwrap();
     let policy = dir.join("examples/wsus-pack.toml");
     std::fs::write(&policy, edit(text)).unwrap();
+    std::fs::copy(workspace().join(UPSTREAM_POLICY), dir.join(UPSTREAM_POLICY)).unwrap();
     (lab, policy)
 }
 
@@ -65,10 +66,13 @@ impl WsusLab {
         Self::with_policy(mode, |text| text)
     }
 
-    /// A lab whose policy is the example's, edited by `edit`.
+    /// A lab whose policy is the example's, edited by `edit`, with the
+    /// follow-up runs that verify a repair due after a second.
     pub fn with_policy(mode: SyncMode, edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (lab, policy) = example_layout(dir.path(), mode, edit);
+        let (lab, policy) = example_layout(dir.path(), mode, |text| {
+            edit(text).replace(VERIFY_AFTER, "verify_after = 1")
+        });
         Self {
             _dir: dir,
             lab,
@@ -81,10 +85,31 @@ impl WsusLab {
         Policy::load(&self.policy).unwrap().agent.state_dir
     }
 
+    /// The policy of the agent on the lab's upstream server.
+    pub fn upstream_policy(&self) -> PathBuf {
+        self.policy
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join(UPSTREAM_POLICY)
+    }
+
     /// Run `plugin` once more, as the policy configures it, on a manual
     /// event.
     pub fn second_pass(&self, plugin: &str) -> RunReport {
-        let policy = Policy::load(&self.policy).unwrap();
+        self.second_pass_on(&self.policy, Server::Downstream, plugin)
+    }
+
+    /// Run `plugin` once more, as `policy` configures it, on a manual
+    /// event, against the lab's `server`.
+    pub fn second_pass_on(
+        &self,
+        policy: &std::path::Path,
+        server: Server,
+        plugin: &str,
+    ) -> RunReport {
+        let policy = Policy::load(policy).unwrap();
         let config = policy.plugins.iter().find(|p| p.name == plugin).unwrap();
         let loaded = runtime().load_file(&config.component).unwrap();
         runtime().run(
@@ -96,12 +121,25 @@ impl WsusLab {
                 grants: Arc::new(config.grants.clone()),
                 limits: config.limits,
                 settings: Arc::new(config.settings.clone()),
-                backends: medic_lab::backend::backends(self.lab.clone()),
+                backends: medic_lab::backend::backends(self.lab.clone(), server),
                 state: None,
                 own_effects: None,
             },
         )
     }
+}
+
+/// The example policy of the agent on the lab's upstream server.
+const UPSTREAM_POLICY: &str = "examples/wsus-upstream.toml";
+
+/// How long the example policy's plugins wait before verifying a repair.
+const VERIFY_AFTER: &str = "verify_after = 10";
+
+/// The follow-up run of `plugin` that verified its repair.
+fn verified_by(agent: &Running, plugin: &str) -> AuditRecord {
+    agent.wait_for_run(&format!("of {plugin} verifying its repair"), |r| {
+        r.plugin == plugin && r.summary.starts_with("verified:")
+    })
 }
 
 /// The first run of `plugin` that did something (not `healthy`).
@@ -157,9 +195,25 @@ fn assert_no_op(report: &RunReport) {
     );
 }
 
+/// The next sync succeeds and no download fails, and none is left Failed.
 fn assert_next_sync_succeeds(lab: &Lab) {
     let sync = lab.sync().unwrap();
     assert_eq!(sync.result, SyncResult::Succeeded, "{sync:?}");
+    assert_eq!(sync.download_failures, 0, "{sync:?}");
+    let failed = lab
+        .update_ids(
+            Server::Downstream,
+            &UpdateQuery {
+                state: Some(UpdateState::Failed),
+                approved: Some(true),
+                declined: Some(false),
+            },
+        )
+        .unwrap();
+    assert!(
+        failed.is_empty(),
+        "approved downloads still Failed: {failed:?}"
+    );
 }
 
 #[test]
@@ -200,7 +254,7 @@ fn content_root_read_for_users_alone_is_restored_when_10012_says_so() {
     let agent = Running::start(&w.policy);
     let injected = w.lab.inject(Fault::ContentUsersRead).unwrap();
     // NETWORK SERVICE can still read: Users must too.
-    assert_eq!(injected.sync.result, SyncResult::Failed);
+    assert!(injected.sync.download_failures > 0, "{injected:?}");
 
     let run = repaired_by(&agent, "content-acl", "remediated");
     assert_eq!(
@@ -272,9 +326,16 @@ fn a_stopped_bits_is_started_and_the_sync_verified() {
         ServiceState::Running
     );
     let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
-    assert_eq!(verbs, ["start-service", "restart-service"]);
+    assert_eq!(verbs[..2], ["start-service", "restart-service"]);
+    assert!(verbs.contains(&"resume-download".to_string()), "{verbs:?}");
+    assert_eq!(verbs.last().map(String::as_str), Some("start-sync"));
     assert!(calls(&run).contains(&"wsus.start-sync".to_string()));
-    assert!(run.summary.contains("the sync succeeds"), "{}", run.summary);
+    let verified = verified_by(&agent, "bits-restart");
+    assert!(
+        verified.summary.contains("the sync succeeded"),
+        "{}",
+        verified.summary
+    );
     agent.stop();
     assert_next_sync_succeeds(&w.lab);
     assert_no_op(&w.second_pass("bits-restart"));
@@ -344,7 +405,11 @@ fn a_disabled_bits_is_re_enabled_and_started() {
     assert_eq!(bits.state, ServiceState::Running);
     assert_eq!(bits.startup, StartupType::Manual);
     let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
-    assert_eq!(verbs, ["set-startup", "start-service", "restart-service"]);
+    assert_eq!(
+        verbs[..3],
+        ["set-startup", "start-service", "restart-service"]
+    );
+    verified_by(&agent, "bits-restart");
     agent.stop();
     assert_next_sync_succeeds(&w.lab);
     assert_no_op(&w.second_pass("bits-restart"));
@@ -355,51 +420,29 @@ fn ids_in(lab: &Lab, state: UpdateState) -> Vec<String> {
         .unwrap()
 }
 
-/// Inject the lost-updates fault under the example policy (approve mode),
-/// wait for the plan, check that it changed nothing and names the
-/// article's options, then apply it as an operator does with `medic
-/// approve`. Returns the updates then cancelled, those still failed (left
-/// for the next sync), and the applied run's record.
-fn lose_updates(w: &WsusLab) -> (Vec<String>, Vec<String>, AuditRecord) {
+/// Inject the lost-updates fault under the example policy (approve mode)
+/// and wait for decline-orphans' run ending `status`; check that it
+/// changed nothing and names the article's way out. The orphans (HTTP 404)
+/// are Failed, the transient ones (HTTP 503) still NotReady.
+fn lose_updates(w: &WsusLab, status: &str) -> AuditRecord {
     let agent = Running::start(&w.policy);
-    // The fault's 364 events wake the plugin, which may plan before the
+    // The fault's 364 events wake the plugin, which may judge before the
     // injection's own sync or after it (when that sync fails).
     w.lab.inject(Fault::UpstreamLostUpdates).unwrap();
-    let plan = repaired_by(&agent, "decline-orphans", "needs-approval");
+    let run = repaired_by(&agent, "decline-orphans", status);
     agent.stop();
     assert!(
-        plan.summary.contains("re-add their products on"),
+        run.summary.contains("re-add their products on"),
         "{}",
-        plan.summary
+        run.summary
     );
     assert_eq!(
         ids_in(&w.lab, UpdateState::Failed).len(),
-        15,
+        12,
         "nothing changed yet"
     );
     assert!(ids_in(&w.lab, UpdateState::Canceled).is_empty());
-
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(["approve", &plan.run_id, "--policy"])
-        .arg(&w.policy)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.contains("outcome  remediated"),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let applied = crate::support::run_records(&w.agent_state())
-        .into_iter()
-        .find(|r| {
-            r.summary
-                .starts_with(&format!("[approved {}]", plan.run_id))
-        })
-        .expect("the applied run is recorded");
-    let canceled = ids_in(&w.lab, UpdateState::Canceled);
-    let transient = ids_in(&w.lab, UpdateState::Failed);
-    (canceled, transient, applied)
+    run
 }
 
 /// Append `message` as event `id` from `source` to one of the lab's event
@@ -464,44 +507,51 @@ fn a_transient_outage_wakes_no_repair() {
 }
 
 #[test]
-fn on_a_replica_orphans_are_cancelled_never_declined() {
+fn on_a_replica_orphans_are_reported_for_the_upstream_to_fix() {
     let w = WsusLab::new(SyncMode::Replica);
-    let (canceled, transient, run) = lose_updates(&w);
-    assert_eq!(canceled.len(), 12, "every orphan cancelled");
-    assert!(w.lab.upstream_has(&canceled).unwrap().is_empty());
-    assert_eq!(
-        transient.len(),
-        3,
-        "updates the upstream still has are left"
-    );
-    assert_eq!(w.lab.upstream_has(&transient).unwrap().len(), 3);
-    assert_eq!(
-        w.lab.state_counts(Server::Downstream).unwrap().1,
-        0,
-        "nothing declined"
-    );
-    assert!(!calls(&run).contains(&"wsus.decline".to_string()));
+    // A replica can neither decline nor cancel a Failed download: the run
+    // fails, naming the way out on the upstream.
+    let run = lose_updates(&w, "failed");
+    assert!(actions(&run).is_empty(), "{:?}", actions(&run));
     assert!(
-        run.summary.contains("a replica cannot decline"),
+        run.summary.contains("A replica can neither decline them"),
         "{}",
         run.summary
     );
-
-    assert_next_sync_succeeds(&w.lab);
-    assert!(
-        ids_in(&w.lab, UpdateState::Failed).is_empty(),
-        "the transient ones downloaded"
+    assert!(!calls(&run).contains(&"wsus.decline".to_string()));
+    let sync = w.lab.sync().unwrap();
+    assert_eq!(
+        sync.error.as_deref(),
+        Some("UssInternalError"),
+        "still broken until the upstream has the products again: {sync:?}"
     );
-    assert_no_op(&w.second_pass("decline-orphans"));
 }
 
 #[test]
-fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
+fn on_an_autonomous_server_orphans_are_declined_once_approved() {
     let w = WsusLab::new(SyncMode::Autonomous);
-    let (canceled, transient, run) = lose_updates(&w);
-    assert_eq!(canceled.len(), 12);
-    assert_eq!(transient.len(), 3);
-    let declined = w
+    let plan = lose_updates(&w, "needs-approval");
+    let orphans = ids_in(&w.lab, UpdateState::Failed);
+    assert!(w.lab.upstream_has(&orphans).unwrap().is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["approve", &plan.run_id, "--policy"])
+        .arg(&w.policy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("outcome  remediated"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = crate::support::run_records(&w.agent_state())
+        .into_iter()
+        .find(|r| {
+            r.summary
+                .starts_with(&format!("[approved {}]", plan.run_id))
+        })
+        .expect("the applied run is recorded");
+    let mut declined = w
         .lab
         .update_ids(
             Server::Downstream,
@@ -511,24 +561,36 @@ fn on_an_autonomous_server_orphans_are_cancelled_and_declined() {
             },
         )
         .unwrap();
-    assert_eq!(declined, canceled, "exactly the orphans are declined");
-    let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
+    declined.sort();
+    let mut expected = orphans.clone();
+    expected.sort();
+    assert_eq!(declined, expected, "exactly the orphans are declined");
+    let verbs: Vec<String> = actions(&applied).into_iter().map(|a| a.0).collect();
     assert_eq!(verbs.iter().filter(|v| *v == "decline").count(), 12);
+    assert!(
+        !verbs.contains(&"cancel-download".to_string()),
+        "a Failed download cannot be cancelled: {verbs:?}"
+    );
     assert_next_sync_succeeds(&w.lab);
     assert_no_op(&w.second_pass("decline-orphans"));
 }
 
 #[test]
-fn approvals_left_inactive_by_a_language_change_are_removed() {
+fn approvals_left_inactive_by_a_language_change_are_removed_on_the_upstream() {
     let w = WsusLab::new(SyncMode::Replica);
-    let before = w.lab.approval_tally(Server::Downstream).unwrap();
-    let agent = Running::start(&w.policy);
+    let (up, ds) = (Server::Upstream, Server::Downstream);
+    let agent = Running::start(&w.upstream_policy());
     w.lab.inject(Fault::LanguageShrink).unwrap();
     let run = repaired_by(&agent, "language-approvals", "remediated");
-    let after = w.lab.approval_tally(Server::Downstream).unwrap();
-    assert_eq!(after.inactive, 0);
-    assert!(after.active < before.active, "{before:?} -> {after:?}");
-    assert_eq!(w.lab.enabled_languages(Server::Downstream).unwrap(), ["en"]);
+    let upstream = w.lab.approval_tally(up).unwrap();
+    let downstream = w.lab.approval_tally(ds).unwrap();
+    assert_eq!(upstream.inactive, 0);
+    assert_eq!(downstream.inactive, 0);
+    assert_eq!(
+        upstream.active, downstream.active,
+        "the counts the article compares match again"
+    );
+    assert_eq!(w.lab.enabled_languages(ds).unwrap(), ["en"]);
     let detail = &run.detail["result"]["completed"]["actions"][0]["detail"];
     let detail = detail.as_str().unwrap();
     assert!(
@@ -538,7 +600,7 @@ fn approvals_left_inactive_by_a_language_change_are_removed() {
     assert!(run.summary.contains("before") && run.summary.contains("after"));
     agent.stop();
     assert_next_sync_succeeds(&w.lab);
-    assert_no_op(&w.second_pass("language-approvals"));
+    assert_no_op(&w.second_pass_on(&w.upstream_policy(), up, "language-approvals"));
 }
 
 #[test]
@@ -549,7 +611,7 @@ fn the_http_range_problem_gets_foreground_downloads() {
     assert!(
         injected
             .sync
-            .reason
+            .first_download_failure
             .as_deref()
             .unwrap()
             .contains("Range protocol header")
@@ -563,7 +625,9 @@ fn the_http_range_problem_gets_foreground_downloads() {
         Some("1")
     );
     let verbs: Vec<String> = actions(&run).into_iter().map(|a| a.0).collect();
-    assert_eq!(verbs, ["set-config", "restart-service"]);
+    assert_eq!(verbs[..2], ["set-config", "restart-service"]);
+    assert!(verbs.contains(&"resume-download".to_string()), "{verbs:?}");
+    verified_by(&agent, "bits-foreground");
     // The setting is the workaround; the report names the fix.
     assert!(
         run.summary.contains("the workaround; the fix is a proxy"),
@@ -613,7 +677,7 @@ fn in_dry_run_a_fault_is_planned_and_nothing_changes() {
             "{mutating:?}"
         );
     }
-    assert_eq!(w.lab.sync().unwrap().result, SyncResult::Failed);
+    assert!(w.lab.sync().unwrap().download_failures > 0, "still broken");
 }
 
 #[test]
@@ -652,7 +716,12 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
         while repairs(&agent) < round {
             assert!(
                 std::time::Instant::now() < deadline,
-                "repair {round} not seen"
+                "repair {round} not seen: {:#?}",
+                agent
+                    .runs()
+                    .iter()
+                    .map(|r| format!("{} {}: {}", r.plugin, r.status.as_str(), r.summary))
+                    .collect::<Vec<_>>()
             );
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
@@ -684,7 +753,7 @@ fn bits_restart_stops_repairing_a_bits_that_keeps_failing() {
 #[test]
 fn in_approve_mode_an_operator_applies_the_planned_repair() {
     let w = WsusLab::with_policy(SyncMode::Replica, |text| {
-        let section = "[plugins.bits-foreground]\ncomponent = \"bits-foreground.wasm\"\nmode = ";
+        let section = "[plugins.bits-foreground]\ncomponent = \"bits-foreground.wasm\"\nsettings = { verify_after = 10 }         # the follow-up run that verifies a repair\nmode = ";
         let edited = text.replace(
             &format!("{section}\"enforce\""),
             &format!("{section}\"approve\""),

@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: the WSUS pack at work. Builds the plugins (signed
 //! with the development key) and the agent, creates a lab, checks the
 //! policy (which requires signatures) and shows a changed component
-//! refused, starts the agent with `examples/wsus-pack.toml`, injects every
-//! fault in turn, waits for the agent to notice and repair it, runs the
-//! next sync, shows a case that is not a fault left alone, and ends with a
-//! report and the audit trail.
+//! refused, starts the downstream's agent with `examples/wsus-pack.toml`
+//! and the upstream's with `examples/wsus-upstream.toml`, injects every
+//! fault in turn, waits for the agent to notice and repair it and for the
+//! follow-up run that verifies the repair, runs the next sync, shows the
+//! cases that are not faults left alone, and ends with a report and the
+//! audit trail.
 
 use crate::{cargo, plugins, run_command};
 use anyhow::{Context, Result, bail};
@@ -26,24 +28,49 @@ enum Expect {
     LeaveAlone,
 }
 
-/// Each case, the plugin that should handle it, and how.
-const CASES: [(&str, &str, Expect); 10] = [
-    ("content-root-read", "content-acl", Expect::Repair),
-    ("content-users-read", "content-acl", Expect::Repair),
-    ("content-full-control", "content-acl", Expect::Repair),
-    ("bits-stopped", "bits-restart", Expect::Repair),
-    ("bits-idle", "bits-restart", Expect::LeaveAlone),
-    ("bits-disabled", "bits-restart", Expect::Repair),
-    ("upstream-lost-updates", "decline-orphans", Expect::Approve),
-    ("transient-outage", "decline-orphans", Expect::LeaveAlone),
-    ("language-shrink", "language-approvals", Expect::Repair),
-    ("http-range", "bits-foreground", Expect::Repair),
+/// Each case, the plugin that should handle it, how, and the policy of the
+/// agent it runs in.
+const CASES: [(&str, &str, Expect, &str); 10] = [
+    ("content-root-read", "content-acl", Expect::Repair, POLICY),
+    ("content-users-read", "content-acl", Expect::Repair, POLICY),
+    (
+        "content-full-control",
+        "content-acl",
+        Expect::Repair,
+        POLICY,
+    ),
+    ("bits-stopped", "bits-restart", Expect::Repair, POLICY),
+    ("bits-idle", "bits-restart", Expect::LeaveAlone, POLICY),
+    ("bits-disabled", "bits-restart", Expect::Repair, POLICY),
+    (
+        "upstream-lost-updates",
+        "decline-orphans",
+        Expect::Approve,
+        POLICY,
+    ),
+    (
+        "transient-outage",
+        "decline-orphans",
+        Expect::LeaveAlone,
+        POLICY,
+    ),
+    (
+        "language-shrink",
+        "language-approvals",
+        Expect::Repair,
+        UPSTREAM_POLICY,
+    ),
+    ("http-range", "bits-foreground", Expect::Repair, POLICY),
 ];
 
 /// How long the agent gets to repair a fault.
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(60);
 
 const POLICY: &str = "examples/wsus-pack.toml";
+/// The policy of the agent on the lab's upstream server.
+const UPSTREAM_POLICY: &str = "examples/wsus-upstream.toml";
+/// How long past its delay a follow-up run gets to verify a repair.
+const VERIFY_GRACE: Duration = Duration::from_secs(60);
 const LAB: &str = "target/demo/lab";
 
 struct Row {
@@ -54,6 +81,8 @@ struct Row {
     repaired_ms: Option<u64>,
     status: String,
     changed: String,
+    /// The follow-up run's word on the repair; "-" when none was asked.
+    verified: String,
     sync: String,
 }
 
@@ -94,8 +123,8 @@ fn medic_output(medic: &Path, root: &Path, args: &[&str]) -> Result<(bool, Strin
     Ok((output.status.success(), text))
 }
 
-fn audit_runs(medic: &Path, root: &Path) -> Result<Vec<Value>> {
-    let (ok, text) = medic_output(medic, root, &["audit", "--policy", POLICY, "--json"])?;
+fn audit_runs(medic: &Path, root: &Path, policy: &str) -> Result<Vec<Value>> {
+    let (ok, text) = medic_output(medic, root, &["audit", "--policy", policy, "--json"])?;
     if !ok {
         bail!("medic audit failed: {text}");
     }
@@ -117,7 +146,7 @@ fn approve(medic: &Path, root: &Path, plugin: &str, plan: &Value) -> Result<Valu
         bail!("medic approve {run} failed: {text}");
     }
     let marker = format!("[approved {run}]");
-    audit_runs(medic, root)?
+    audit_runs(medic, root, POLICY)?
         .into_iter()
         .find(|r| {
             r["summary"]
@@ -144,8 +173,8 @@ pub fn run(root: &Path) -> Result<()> {
             .with_context(|| format!("cannot clear {}", scratch.display()))?;
     }
 
-    println!("\n== 1. a lab: an upstream WSUS server and a replica downstream");
-    let (ok, text) = medic_output(&medic, root, &["lab", "init", LAB])?;
+    println!("\n== 1. a lab: an upstream WSUS server and an autonomous downstream");
+    let (ok, text) = medic_output(&medic, root, &["lab", "init", "--autonomous", LAB])?;
     print!("{}", indent(&text));
     if !ok {
         bail!("medic lab init failed");
@@ -197,26 +226,24 @@ pub fn run(root: &Path) -> Result<()> {
         bail!("a changed component was not refused");
     }
 
-    println!("== 3. the agent starts (its log: target/demo/agent.log)");
-    let log_path = scratch.join("agent.log");
-    let log = std::fs::File::create(&log_path)?;
-    let child = Command::new(&medic)
-        .args(["run", "--policy", POLICY, "--log", "info"])
-        .current_dir(root)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start the agent")?;
-    let mut agent = AgentProcess(child);
-    wait_ready(&mut agent, &log_path)?;
+    println!(
+        "== 3. the agents start: the downstream's (its log: target/demo/agent.log) and the upstream's (target/demo/agent-upstream.log)"
+    );
+    let agent = start_agent(&medic, root, POLICY, &scratch.join("agent.log"))?;
+    let upstream_agent = start_agent(
+        &medic,
+        root,
+        UPSTREAM_POLICY,
+        &scratch.join("agent-upstream.log"),
+    )?;
 
     let mut rows = Vec::new();
-    for (index, (fault, plugin, expect)) in CASES.iter().enumerate() {
+    for (index, (fault, plugin, expect, policy)) in CASES.iter().enumerate() {
         rows.push(inject_and_watch(
-            &medic, root, index, fault, plugin, *expect,
+            &medic, root, index, fault, plugin, *expect, policy,
         )?);
     }
-    drop(agent);
+    drop((agent, upstream_agent));
 
     println!("\n== report\n");
     println!(
@@ -235,13 +262,18 @@ pub fn run(root: &Path) -> Result<()> {
             row.sync
         );
         println!("        changed: {}", row.changed);
+        if row.verified != "-" {
+            println!("        verified: {}", row.verified);
+        }
     }
     println!(
-        "\n    detected: fault injected -> the event that woke the plugin (for the two healthy cases, the\n    check the demo asked for); repaired: -> the run's record."
+        "\n    detected: fault injected -> the event that woke the plugin (for the two healthy cases, the\n    check the demo asked for); repaired: -> the run's record; verified: the follow-up run the\n    repair asked for, which judges it from the update states and the sync's record."
     );
-    let (_, verify) = medic_output(&medic, root, &["audit", "--policy", POLICY, "--verify"])?;
-    println!("\n== the audit trail");
-    print!("{}", indent(&verify));
+    println!("\n== the audit trails");
+    for policy in [POLICY, UPSTREAM_POLICY] {
+        let (_, verify) = medic_output(&medic, root, &["audit", "--policy", policy, "--verify"])?;
+        print!("{}", indent(&format!("{policy}: {verify}")));
+    }
     println!(
         "    every run, with each host call:   target/debug/medic audit --policy {POLICY}\n    one plugin, as JSON:             target/debug/medic audit --policy {POLICY} --plugin bits-restart --json\n    the lab now:                     target/debug/medic lab status --lab {LAB}\n    the agent's log:                 target/demo/agent.log"
     );
@@ -249,10 +281,13 @@ pub fn run(root: &Path) -> Result<()> {
         .iter()
         .filter(|r| {
             let handled = match r.expect {
-                Expect::Repair | Expect::Approve => r.status == "remediated",
+                Expect::Repair | Expect::Approve => {
+                    r.status == "remediated"
+                        && (r.verified == "-" || r.verified.starts_with("verified:"))
+                }
                 Expect::LeaveAlone => r.status == "healthy" && r.changed == "nothing",
             };
-            !handled || !r.sync.starts_with("sync succeeded")
+            !handled || !r.sync.starts_with("sync succeeded") || r.sync.contains("FAILED")
         })
         .map(|r| r.fault)
         .collect();
@@ -260,6 +295,68 @@ pub fn run(root: &Path) -> Result<()> {
         bail!("not handled as expected: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Start an agent with `policy`, logging to `log_path`, and wait until it
+/// is ready.
+fn start_agent(
+    medic: &Path,
+    root: &Path,
+    policy: &str,
+    log_path: &PathBuf,
+) -> Result<AgentProcess> {
+    let log = std::fs::File::create(log_path)?;
+    let child = Command::new(medic)
+        .args(["run", "--policy", policy, "--log", "info"])
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start the agent with {policy}"))?;
+    let mut agent = AgentProcess(child);
+    wait_ready(&mut agent, log_path)?;
+    Ok(agent)
+}
+
+/// Wait for the follow-up run `record` asked for, if it asked for one: its
+/// summary, or why none came.
+fn wait_verified(
+    medic: &Path,
+    root: &Path,
+    policy: &str,
+    plugin: &str,
+    record: &Value,
+) -> Result<String> {
+    let follow_up = &record["detail"]["result"]["completed"]["follow_up"];
+    let Some(after) = follow_up["after_seconds"].as_u64() else {
+        return Ok("-".into());
+    };
+    let seq = record["seq"].as_u64().unwrap_or(0);
+    println!("    it asked to verify in {after} s: waiting for that run");
+    let deadline = Instant::now() + Duration::from_secs(after) + VERIFY_GRACE;
+    loop {
+        let runs = audit_runs(medic, root, policy)?;
+        // The last follow-up run: one may find the sync still running and
+        // ask to come back.
+        let verdict = runs.iter().find(|r| {
+            r["seq"].as_u64().unwrap_or(0) > seq
+                && r["plugin"] == plugin
+                && r["detail"]["event"]["kind"] == "follow-up"
+                && r["detail"]["result"]["completed"]["follow_up"].is_null()
+        });
+        if let Some(run) = verdict {
+            let summary = run["summary"].as_str().unwrap_or("").to_string();
+            println!("    the follow-up run: {summary}");
+            return Ok(summary);
+        }
+        if Instant::now() > deadline {
+            return Ok(format!(
+                "no verdict within {} s",
+                (Duration::from_secs(after) + VERIFY_GRACE).as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn wait_ready(agent: &mut AgentProcess, log_path: &PathBuf) -> Result<()> {
@@ -287,8 +384,9 @@ fn inject_and_watch(
     fault: &'static str,
     plugin: &'static str,
     expect: Expect,
+    policy: &str,
 ) -> Result<Row> {
-    let seen = audit_runs(medic, root)?
+    let seen = audit_runs(medic, root, policy)?
         .iter()
         .filter_map(|r| r["seq"].as_u64())
         .max()
@@ -305,7 +403,7 @@ fn inject_and_watch(
     // schedule would.
     let asked = format!("demo: check after {fault}");
     if expect == Expect::LeaveAlone {
-        let args = ["send", plugin, "--policy", POLICY, "--subject", &asked];
+        let args = ["send", plugin, "--policy", policy, "--subject", &asked];
         let (sent, text) = medic_output(medic, root, &args)?;
         if !sent {
             bail!("medic send {plugin} failed: {text}");
@@ -314,7 +412,7 @@ fn inject_and_watch(
     }
     let deadline = Instant::now() + REPAIR_TIMEOUT;
     let record = loop {
-        let runs = audit_runs(medic, root)?;
+        let runs = audit_runs(medic, root, policy)?;
         let found = runs.into_iter().find(|r| {
             r["seq"].as_u64().unwrap_or(0) > seen
                 && r["kind"] == "run"
@@ -345,6 +443,7 @@ fn inject_and_watch(
             repaired_ms: None,
             status: "not seen".into(),
             changed: "-".into(),
+            verified: "-".into(),
             sync: "-".into(),
         });
     };
@@ -381,7 +480,8 @@ fn inject_and_watch(
         "    the agent noticed ({woke_by}) and ran {plugin}: {status}\n    {}",
         record["summary"].as_str().unwrap_or("")
     );
-    // Let follow-up runs (healthy re-checks, echoes) settle before the sync.
+    let verified = wait_verified(medic, root, policy, plugin, &record)?;
+    // Let other runs (healthy re-checks, echoes) settle before the sync.
     std::thread::sleep(Duration::from_millis(500));
     let (_, sync) = medic_output(medic, root, &["lab", "sync", "--lab", LAB])?;
     let sync = sync.trim().to_string();
@@ -403,6 +503,7 @@ fn inject_and_watch(
             .map(|t| t.saturating_sub(injected)),
         status,
         changed,
+        verified,
         sync,
     })
 }

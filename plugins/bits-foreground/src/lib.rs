@@ -3,7 +3,10 @@
 //! "...requires that the server support the Range protocol header").
 //! Foreground downloads do not need it: set
 //! `BitsDownloadPriorityForeground=1` in `tbConfigurationC`, restart
-//! WsusService so it takes the setting, and verify with a synchronization.
+//! WsusService so it takes the setting, resume the downloads that Failed
+//! (a Failed update stays Failed until resumed), start a synchronization,
+//! and come back after `verify_after` seconds to judge from the update
+//! states and the sync's record.
 //! This is the workaround: KB 922330's fix is a proxy that supports HTTP
 //! 1.1 range requests ("If you can't modify the proxy server in this
 //! manner, configure BITS to work in foreground mode"), and the report
@@ -13,11 +16,11 @@
 //! Settings (all optional):
 //! - `wsus_service` [default `WsusService`].
 //! - `timeout_ms` [default 30000].
+//! - `verify_after` [default 60]: seconds before the follow-up run.
 
-use medic_sdk::wsus::SyncCheck;
 use medic_sdk::{
-    Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info,
-    services, settings, wsus,
+    Capability, Event, EventKind, Outcome, Plugin, PluginInfo, Report, SystemEventMatch,
+    TriggerHint, info, services, settings, wsus,
 };
 
 const SETTING: &str = "BitsDownloadPriorityForeground";
@@ -37,6 +40,7 @@ impl Plugin for BitsForeground {
             capabilities: vec![
                 wsus::Operation::Read.into(),
                 wsus::Operation::Configure.into(),
+                wsus::Operation::Updates.into(),
                 wsus::Operation::Sync.into(),
                 Capability::ServicesRead,
                 Capability::ServicesControl,
@@ -51,6 +55,13 @@ impl Plugin for BitsForeground {
     fn handle(event: Event) -> Result<Outcome, String> {
         let service = settings::get("wsus_service").unwrap_or_else(|| "WsusService".into());
         let timeout: u32 = settings::parse_or("timeout_ms", 30_000)?;
+        let verify_after: u32 = settings::parse_or("verify_after", 60)?;
+        if event.kind == EventKind::FollowUp {
+            return Ok(wsus::verify(
+                &format!("downloads run in the foreground (the workaround; {PROXY_FIX})"),
+                verify_after,
+            )?);
+        }
         let current = wsus::get_config(SETTING)?;
         info!("{SETTING} = {current:?} ({} event)", event.kind);
         let mut report = Report::new();
@@ -77,17 +88,10 @@ impl Plugin for BitsForeground {
         if !applied {
             return Ok(report.finish(&format!("{done}; then a sync (all planned)")));
         }
-        Ok(match wsus::sync_now()? {
-            SyncCheck::Succeeded => report.finish(&format!("{done}; the sync succeeds")),
-            SyncCheck::Planned => report.finish(&format!("{done}; then a sync (all planned)")),
-            SyncCheck::Running => report.finish(&format!("{done}; a sync is running")),
-            SyncCheck::Failed(reason) if reason.contains("Range protocol header") => report.fail(
-                &format!("{done}, but downloads still fail on the Range header: {reason}"),
-            ),
-            SyncCheck::Failed(reason) => report.finish(&format!(
-                "{done}; the sync now fails for another reason: {reason}"
-            )),
-        })
+        wsus::resume_and_follow_up(&mut report, true, verify_after)?;
+        Ok(report.finish(&format!(
+            "{done}; failed downloads resumed: verifying in {verify_after}s"
+        )))
     }
 }
 

@@ -1,7 +1,9 @@
 //! `bits-restart`: when downloads or synchronizations fail because BITS is
 //! disabled or will not run, bring it back: startup type Manual if it was
-//! Disabled, start it, restart WsusService so that it hands its downloads
-//! to BITS again, then run a synchronization and report how it went.
+//! Disabled, start it, restart WsusService, resume the downloads that
+//! Failed meanwhile (a Failed update stays Failed until resumed), start a
+//! synchronization, and come back after `verify_after` seconds to judge
+//! from the update states and the sync's record (again while it runs).
 //!
 //! BITS switches itself between delayed-automatic start (with jobs) and
 //! demand start (without), and a stopped BITS with demand start is idle,
@@ -17,13 +19,13 @@
 //! - `bits` [default `BITS`], `wsus_service` [default `WsusService`]:
 //!   service names.
 //! - `timeout_ms` [default 30000]: how long each service step may take.
-//! - `verify_sync` [default true]: run a synchronization afterwards.
+//! - `verify_sync` [default true]: start a synchronization afterwards.
+//! - `verify_after` [default 60]: seconds before the follow-up run.
 
 use medic_sdk::services::{ServiceState, StartupType};
-use medic_sdk::wsus::SyncCheck;
 use medic_sdk::{
-    Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info,
-    services, settings, wsus,
+    Capability, Event, EventKind, Outcome, Plugin, PluginInfo, Report, SystemEventMatch,
+    TriggerHint, info, services, settings, wsus,
 };
 
 struct BitsRestart;
@@ -38,6 +40,7 @@ impl Plugin for BitsRestart {
                 Capability::ServicesRead,
                 Capability::ServicesControl,
                 wsus::Operation::Read.into(),
+                wsus::Operation::Updates.into(),
                 wsus::Operation::Sync.into(),
             ],
             triggers: vec![
@@ -59,6 +62,7 @@ impl Plugin for BitsRestart {
         let wsus_service = settings::get("wsus_service").unwrap_or_else(|| "WsusService".into());
         let timeout: u32 = settings::parse_or("timeout_ms", 30_000)?;
         let verify = settings::parse_or("verify_sync", true)?;
+        let verify_after: u32 = settings::parse_or("verify_after", 60)?;
 
         let status = services::query(&bits)?;
         info!(
@@ -66,6 +70,15 @@ impl Plugin for BitsRestart {
             status.state, status.startup, event.kind
         );
         let disabled = status.startup == StartupType::Disabled;
+        // A follow-up verifies the last repair, unless BITS is down again:
+        // then it is judged afresh (a new 364 for the same subject may
+        // have been folded into this run).
+        if event.kind == EventKind::FollowUp && !disabled && status.state == ServiceState::Running {
+            return Ok(wsus::verify(
+                &format!("{bits} was brought back"),
+                verify_after,
+            )?);
+        }
         if !disabled && status.state != ServiceState::Running {
             if let Some(evidence) = failing(&event)? {
                 info!("{bits} is stopped, and it fails: {evidence}");
@@ -109,27 +122,10 @@ impl Plugin for BitsRestart {
                 "{repaired}; {wsus_service} restarted; then a sync (all planned)"
             )));
         }
-        if !verify {
-            return Ok(report.finish(&format!("{repaired}; {wsus_service} restarted")));
-        }
-        let outcome = match wsus::sync_now()? {
-            SyncCheck::Succeeded => {
-                report.finish(&format!("{repaired}; {wsus_service} restarted; the sync succeeds"))
-            }
-            SyncCheck::Planned => report.finish(&format!(
-                "{repaired}; {wsus_service} restarted; then a sync (all planned)"
-            )),
-            SyncCheck::Running => report.finish(&format!(
-                "{repaired}; {wsus_service} restarted; a sync is running"
-            )),
-            SyncCheck::Failed(reason) if mentions_service(&reason) => report.fail(&format!(
-                "{repaired}; {wsus_service} restarted, but the sync still fails on the service: {reason}"
-            )),
-            SyncCheck::Failed(reason) => report.finish(&format!(
-                "{repaired}; {wsus_service} restarted; the sync now fails for another reason: {reason}"
-            )),
-        };
-        Ok(outcome)
+        wsus::resume_and_follow_up(&mut report, verify, verify_after)?;
+        Ok(report.finish(&format!(
+            "{repaired}; {wsus_service} restarted; failed downloads resumed: verifying in {verify_after}s"
+        )))
     }
 }
 
@@ -137,6 +133,15 @@ impl Plugin for BitsRestart {
 /// woke the plugin is a 364 naming the service, or the last
 /// synchronization failed on it.
 fn failing(event: &Event) -> Result<Option<String>, String> {
+    if event.kind == EventKind::FollowUp {
+        let failed = wsus::failed_downloads()?;
+        if !failed.is_empty() {
+            return Ok(Some(format!(
+                "{} downloads Failed again since the last repair",
+                failed.len()
+            )));
+        }
+    }
     if event.field("event-id") == Some("364")
         && let Some(message) = event.field("message")
         && mentions_service(message)

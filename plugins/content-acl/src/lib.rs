@@ -2,7 +2,9 @@
 //! holds `WsusContent` needs Read for `NETWORK SERVICE` and `Users` (WSUS
 //! setup does not set it; without it BITS downloads fail), and
 //! `WsusContent` needs Full Control for `NETWORK SERVICE`. Repairs only what
-//! is missing and reports each change.
+//! is missing and reports each change. A repair resumes the downloads that
+//! Failed meanwhile (a Failed update stays Failed until resumed) and comes
+//! back after `verify_after` seconds to check that they completed.
 //!
 //! Settings (all optional):
 //! - `content_dir`: the folder holding `WsusContent` [default: the server's
@@ -10,10 +12,11 @@
 //! - `readers` [default `["NETWORK SERVICE", "Users"]`]: who needs Read on it.
 //! - `owner` [default `NETWORK SERVICE`]: who needs Full Control of
 //!   `WsusContent` and everything in it.
+//! - `verify_after` [default 60]: seconds before the follow-up run.
 
 use medic_sdk::{
-    AccessRight, Capability, Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch,
-    TriggerHint, fs, info, settings, wsus,
+    AccessRight, Capability, Event, EventKind, Outcome, Plugin, PluginInfo, Report,
+    SystemEventMatch, TriggerHint, fs, info, settings, wsus,
 };
 
 struct ContentAcl;
@@ -24,7 +27,12 @@ impl Plugin for ContentAcl {
             name: "content-acl".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Keeps the WSUS content folder readable by NETWORK SERVICE and Users, and WsusContent under NETWORK SERVICE's full control.".into(),
-            capabilities: vec![Capability::FsRead, Capability::FsWrite, wsus::Operation::Read.into()],
+            capabilities: vec![
+                Capability::FsRead,
+                Capability::FsWrite,
+                wsus::Operation::Read.into(),
+                wsus::Operation::Updates.into(),
+            ],
             triggers: vec![
                 TriggerHint::File("content_dir".into()),
                 TriggerHint::SystemEvent(SystemEventMatch {
@@ -41,6 +49,7 @@ impl Plugin for ContentAcl {
     }
 
     fn handle(event: Event) -> Result<Outcome, String> {
+        let verify_after: u32 = settings::parse_or("verify_after", 60)?;
         let content_dir = match settings::get("content_dir") {
             Some(dir) => dir,
             None => wsus::server_info()?.content_dir,
@@ -72,6 +81,14 @@ impl Plugin for ContentAcl {
             })?;
         report.record_access(&owner, &tree);
 
+        // A follow-up that finds the permissions still right verifies the
+        // last repair; one that finds them broken again repairs afresh.
+        if event.kind == EventKind::FollowUp && report.is_empty() {
+            return Ok(wsus::verify(
+                "the content folder's permissions were restored",
+                verify_after,
+            )?);
+        }
         let summary = if report.is_empty() {
             format!(
                 "{content_dir}: readable by {}; {owner} has full control of all {} paths in WsusContent",
@@ -100,6 +117,10 @@ impl Plugin for ContentAcl {
             };
             format!("{done}: {}", parts.join("; "))
         };
+        let applied = report.actions().iter().any(|a| a.applied);
+        if applied {
+            wsus::resume_and_follow_up(&mut report, false, verify_after)?;
+        }
         Ok(report.finish(&summary))
     }
 }

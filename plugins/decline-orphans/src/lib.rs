@@ -1,11 +1,11 @@
-//! `decline-orphans`: on a downstream server, updates whose download failed
-//! because the upstream no longer has them (an upstream rebuilt with fewer
-//! products, say) wait forever and break every synchronization. This
-//! plugin asks the upstream which of the failed updates it still has:
-//! those are left for the next sync (the failure was transient); the
-//! others are cancelled, and declined where the server may decline
-//! (autonomous). A replica cannot decline (`IUpdate.Decline()` throws
-//! there): it cancels and reports.
+//! `decline-orphans`: on a downstream server, approved updates whose files
+//! the upstream no longer has (an upstream rebuilt with fewer products,
+//! say) wait forever and break every synchronization. This plugin asks the
+//! upstream which of the waiting updates it still has: those are left
+//! alone; the others are cancelled where `CancelDownload` can (NotReady
+//! only) and declined where the server may decline (autonomous). A replica
+//! cannot decline (`IUpdate.Decline()` throws there) nor cancel a Failed
+//! download: it reports, as failed, the article's way out.
 //!
 //! Whether those updates are "no longer needed" is the administrator's
 //! call, so the example policy runs this plugin in approve mode, and every
@@ -15,7 +15,7 @@
 //! Settings (all optional):
 //! - `decline` [default true]: decline on autonomous servers.
 
-use medic_sdk::wsus::{ServerMode, UpdateFilter, UpdateState};
+use medic_sdk::wsus::{ServerMode, UpdateFilter, UpdateState, UpdateSummary};
 use medic_sdk::{
     Event, Outcome, Plugin, PluginInfo, Report, SystemEventMatch, TriggerHint, info, settings, wsus,
 };
@@ -47,58 +47,67 @@ impl Plugin for DeclineOrphans {
     fn handle(event: Event) -> Result<Outcome, String> {
         let may_decline = settings::parse_or("decline", true)?;
         let facts = wsus::server_info()?;
-        let failed = wsus::list_updates(UpdateFilter {
-            state: Some(UpdateState::Failed),
-            declined: Some(false),
-            approved: None,
-        })?;
+        // Every download the server still waits for: Failed (BITS gave
+        // up) or NotReady (BITS still tries).
+        let mut waiting = Vec::new();
+        for state in [UpdateState::Failed, UpdateState::NotReady] {
+            waiting.extend(wsus::list_updates(UpdateFilter {
+                state: Some(state),
+                declined: Some(false),
+                approved: Some(true),
+            })?);
+        }
         info!(
-            "{} failed downloads on {} ({} event)",
-            failed.len(),
+            "{} downloads waiting on {} ({} event)",
+            waiting.len(),
             facts.name,
             event.kind
         );
         let report = Report::new();
-        if failed.is_empty() {
-            return Ok(report.finish("no failed downloads"));
+        if waiting.is_empty() {
+            return Ok(report.finish("no download is waiting"));
         }
-        let ids: Vec<String> = failed.iter().map(|u| u.id.clone()).collect();
+        let ids: Vec<String> = waiting.iter().map(|u| u.id.clone()).collect();
         let still_upstream: HashSet<String> = wsus::upstream_has(&ids)?.into_iter().collect();
-        let orphans: Vec<String> = ids
+        let orphans: Vec<&UpdateSummary> = waiting
             .iter()
-            .filter(|id| !still_upstream.contains(*id))
-            .cloned()
+            .filter(|u| !still_upstream.contains(&u.id))
             .collect();
         let upstream = facts.upstream.as_deref().unwrap_or("the upstream");
-        let transient = format!(
-            "{} still on {upstream}: left for the next sync",
-            still_upstream.len()
-        );
         if orphans.is_empty() {
             return Ok(report.finish(&format!(
-                "{} failed downloads, all {transient}",
-                failed.len()
+                "{} downloads waiting, all still on {upstream}",
+                waiting.len()
             )));
         }
         let mut report = report;
-        let cancelled = wsus::cancel_downloads(&orphans)?;
-        report.record_batch("cancel-download", &cancelled);
-        let mut summary = format!(
-            "{} failed downloads: {} gone from {upstream}, download {}",
-            failed.len(),
-            cancelled.done.len(),
-            if cancelled.applied {
-                "cancelled"
-            } else {
-                "to be cancelled"
-            }
-        );
+        // CancelDownload acts on NotReady updates only.
+        let pending: Vec<String> = orphans
+            .iter()
+            .filter(|u| u.state == UpdateState::NotReady)
+            .map(|u| u.id.clone())
+            .collect();
+        let mut summary = format!("{} downloads gone from {upstream}", orphans.len());
+        if !pending.is_empty() {
+            let cancelled = wsus::cancel_downloads(&pending)?;
+            report.record_batch("cancel-download", &cancelled);
+            summary.push_str(&format!(
+                "; {} NotReady {}",
+                cancelled.done.len(),
+                if cancelled.applied {
+                    "cancelled"
+                } else {
+                    "to be cancelled"
+                }
+            ));
+        }
+        let orphan_ids: Vec<String> = orphans.iter().map(|u| u.id.clone()).collect();
         match facts.mode {
             ServerMode::Autonomous if may_decline => {
-                let declined = wsus::decline(&cancelled.done)?;
+                let declined = wsus::decline(&orphan_ids)?;
                 report.record_batch("decline", &declined);
                 summary.push_str(&format!(
-                    " and {} {}",
+                    "; {} {}",
                     declined.done.len(),
                     if declined.applied {
                         "declined"
@@ -106,19 +115,22 @@ impl Plugin for DeclineOrphans {
                         "to be declined"
                     }
                 ));
+                summary.push_str(&format!(
+                    ". If they are still needed, re-add their products on {upstream} and synchronize instead"
+                ));
             }
-            ServerMode::Autonomous => summary.push_str(" (declining is turned off)"),
-            ServerMode::Replica => summary.push_str(" (a replica cannot decline them)"),
+            ServerMode::Autonomous => summary.push_str(&format!(
+                " (declining is turned off). Either re-add their products on {upstream} and synchronize, or decline them here"
+            )),
+            ServerMode::Replica => {
+                summary.push_str(&format!(
+                    ". A replica can neither decline them nor cancel a Failed download: re-add their products on {upstream} and synchronize"
+                ));
+                if report.is_empty() {
+                    return Ok(report.fail(&summary));
+                }
+            }
         }
-        if !cancelled.failed.is_empty() {
-            summary.push_str(&format!(
-                "; {} could not be cancelled",
-                cancelled.failed.len()
-            ));
-        }
-        summary.push_str(&format!(
-            "; {transient}. If they are still needed, re-add their products on {upstream} and synchronize instead"
-        ));
         Ok(report.finish(&summary))
     }
 }

@@ -1,9 +1,10 @@
-//! `language-approvals`: after the upstream's language set shrinks,
-//! approvals for the dropped languages turn inactive downstream, and the
-//! replica shows fewer approved updates than its upstream. This plugin
-//! compares the counts, lists the inactive approvals, removes them
-//! (`wsusutil removeinactiveapprovals`) and reports the counts before and
-//! after.
+//! `language-approvals`: after a server's language set shrinks, its
+//! approvals for the dropped languages turn inactive there, and its
+//! replicas, which synchronize only active approvals, show fewer approved
+//! updates than it does. `wsusutil` is local, so this plugin runs on that
+//! server (the parent upstream; `server = "upstream"` in a lab policy): it
+//! lists the inactive approvals, removes them (`wsusutil
+//! removeinactiveapprovals`) and reports the counts before and after.
 
 use medic_sdk::{Event, Outcome, Plugin, PluginInfo, Report, TriggerHint, info, wsus};
 use std::collections::BTreeMap;
@@ -21,10 +22,10 @@ impl Plugin for LanguageApprovals {
         PluginInfo {
             name: "language-approvals".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Removes approvals left inactive by a language change upstream, with counts before and after.".into(),
+            description: "Removes approvals left inactive by a language change on this server (the upstream of its replicas), with counts before and after.".into(),
             capabilities: vec![wsus::Operation::Read.into(), wsus::Operation::Approvals.into()],
             triggers: vec![
-                TriggerHint::LogLine("Synchronization completed".into()),
+                TriggerHint::Startup,
                 TriggerHint::Every(3600),
             ],
         }

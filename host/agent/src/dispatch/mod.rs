@@ -24,12 +24,12 @@ use crate::audit::journal::{NewRecord, RecordKind, RecordStatus};
 use crate::audit::{StoreError, StoreHealth};
 use crate::context::{ActivePlugin, AgentContext};
 use crate::triggers::{Intake, Routed};
+use follow_up::FollowUps;
+use medic_sandbox::event::FollowUp;
 use medic_sandbox::{
     EventKind, EventRecord, Mode, OwnEffects, PluginState, RunReport, RunRequest, RunResult,
     Status, new_id, now_ms,
 };
-use follow_up::FollowUps;
-use medic_sandbox::event::FollowUp;
 use queue::{DurableQueue, EventId, QueuedEvent, StartedRun};
 use schedule::{Counters, Finished, GuardChange, Offer, Rules, RunTicket, Scheduler, Start};
 use serde::{Deserialize, Serialize};
@@ -419,11 +419,14 @@ impl Dispatcher {
         let mut open = true;
         loop {
             // When a rate limit or the flap guard next lets something start.
-            let wake = [self.scheduler.next_wake(now_ms()), self.follow_ups.next_due()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            let wake = [
+                self.scheduler.next_wake(now_ms()),
+                self.follow_ups.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
                 intake = events.recv(), if open && self.held.is_none() => match intake {
@@ -856,7 +859,8 @@ impl Dispatcher {
                 // Kept, and offered again a moment later.
                 Offer::QueueFull => {
                     let due_ms = now_ms() + 1_000;
-                    self.follow_ups.hold(follow_up::Pending { due_ms, ..pending });
+                    self.follow_ups
+                        .hold(follow_up::Pending { due_ms, ..pending });
                 }
                 Offer::UnknownPlugin => {
                     tracing::warn!(plugin = %pending.plugin, "a follow-up run is for a plugin no longer served; dropped");

@@ -169,12 +169,23 @@ fn fault(args: &FaultArgs) -> Result<ExitCode> {
 
 fn sync_line(record: &SyncRecord) -> String {
     match record.result {
+        SyncResult::Succeeded if record.download_failures > 0 => format!(
+            "sync succeeded ({} new updates, {} files downloaded), but {} downloads FAILED: {}",
+            record.imported,
+            record.downloaded,
+            record.download_failures,
+            record
+                .first_download_failure
+                .as_deref()
+                .unwrap_or("no reason given")
+        ),
         SyncResult::Succeeded => format!(
             "sync succeeded ({} new updates, {} files downloaded)",
             record.imported, record.downloaded
         ),
         SyncResult::Failed => format!(
-            "sync FAILED: {}",
+            "sync FAILED ({}): {}",
+            record.error.as_deref().unwrap_or("no SynchronizationError"),
             record.reason.as_deref().unwrap_or("no reason given")
         ),
         SyncResult::Canceled => "sync canceled".into(),
@@ -182,7 +193,7 @@ fn sync_line(record: &SyncRecord) -> String {
 }
 
 fn sync_exit(record: &SyncRecord) -> ExitCode {
-    if record.result == SyncResult::Succeeded {
+    if record.result == SyncResult::Succeeded && record.download_failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
