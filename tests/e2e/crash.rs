@@ -230,3 +230,120 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// A follow-up run a plugin asked for is kept in the durable queue: the
+/// agent killed before, while or after it is due, each event still gets
+/// exactly one completed follow-up run (besides any cut off and recorded
+/// as interrupted), naming the event it follows.
+#[test]
+fn follow_up_runs_survive_kills_and_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let policy = policy(dir.path());
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let text = text.replace(
+        "settings = { root = ",
+        "settings = { follow_up_after = \"2\", root = ",
+    );
+    assert!(text.contains("follow_up_after"));
+    std::fs::write(&policy, text).unwrap();
+    let state = dir.path().join("state");
+
+    let follow_ups = |state: &Path| -> BTreeMap<String, Vec<String>> {
+        let mut by_follows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for run in run_records(state) {
+            let event = &run.detail["event"];
+            if event["kind"] == "follow-up" && matches!(run.status, RecordStatus::Run(_)) {
+                by_follows
+                    .entry(
+                        event["fields"]["follows"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                    .or_default()
+                    .push(event["subject"].as_str().unwrap_or("").to_string());
+            }
+        }
+        by_follows
+    };
+    let first_runs = |state: &Path| -> BTreeMap<String, String> {
+        run_records(state)
+            .into_iter()
+            .filter(|r| r.detail["event"]["kind"] == "log-line")
+            .filter(|r| matches!(r.status, RecordStatus::Run(_)))
+            .map(|r| {
+                (
+                    r.detail["event"]["id"].as_str().unwrap_or("").to_string(),
+                    r.detail["event"]["subject"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+
+    let mut rng = fastrand::Rng::with_seed(0x666f_6c6c_6f77);
+    let mut agent = MedicRun::start(&policy);
+    let mut out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let rounds = 6;
+    let per_round = 3;
+    for round in 0..rounds {
+        wait_until(
+            "the agent saves its tail position",
+            Duration::from_secs(60),
+            || {
+                tail_position_saved(&state)
+                    .then_some(())
+                    .ok_or_else(|| agent_log(dir.path()))
+            },
+        );
+        for i in 0..per_round {
+            let name = format!("f{}", round * per_round + i);
+            let file = files.join(&name);
+            std::fs::write(&file, "x").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            writeln!(out, "2026-11-25 10:00:00 ERROR broken: {name}").unwrap();
+        }
+        let expected = (round + 1) * per_round;
+        wait_until("this round's first runs", Duration::from_secs(120), || {
+            let done = first_runs(&state).len();
+            (done >= expected)
+                .then_some(())
+                .ok_or_else(|| format!("{done} of {expected} first runs"))
+        });
+        // Before the follow-ups are due, about when they are, or after.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..3000)));
+        agent.kill();
+        agent = MedicRun::start(&policy);
+    }
+    let total = rounds * per_round;
+    wait_until(
+        "every event's follow-up ran",
+        Duration::from_secs(120),
+        || {
+            let done = follow_ups(&state).len();
+            (done >= total).then_some(()).ok_or_else(|| {
+                format!(
+                    "{done} of {total} follow-ups; agent log:\n{}",
+                    agent_log(dir.path())
+                )
+            })
+        },
+    );
+    agent.kill();
+    let first = first_runs(&state);
+    let follow_ups = follow_ups(&state);
+    assert_eq!(first.len(), total, "{first:?}");
+    for (event_id, subject) in &first {
+        assert_eq!(
+            follow_ups.get(event_id),
+            Some(&vec![subject.clone()]),
+            "the follow-up of {event_id} ({subject}): {follow_ups:#?}"
+        );
+    }
+}
