@@ -36,10 +36,19 @@ pub enum Fault {
     LanguageShrink,
     /// A proxy between the servers strips the HTTP Range header.
     HttpRange,
+    /// The downstream reaches its upstream through a proxy whose stored
+    /// password no longer works (it expired): HTTP 407, `ProxyError`.
+    ProxyPasswordExpired,
+    /// `UpstreamServerName` holds a name that does not resolve:
+    /// `UssNotFound`.
+    UpstreamNameTypo,
+    /// The upstream keeps update files on Microsoft Update while the
+    /// downstream stores them locally: the files it asks for are not there.
+    StorageMismatch,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 13] = [
         Self::ContentRootRead,
         Self::ContentUsersRead,
         Self::ContentFullControl,
@@ -50,6 +59,9 @@ impl Fault {
         Self::TransientOutage,
         Self::LanguageShrink,
         Self::HttpRange,
+        Self::ProxyPasswordExpired,
+        Self::UpstreamNameTypo,
+        Self::StorageMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +76,9 @@ impl Fault {
             Self::TransientOutage => "transient-outage",
             Self::LanguageShrink => "language-shrink",
             Self::HttpRange => "http-range",
+            Self::ProxyPasswordExpired => "proxy-password-expired",
+            Self::UpstreamNameTypo => "upstream-name-typo",
+            Self::StorageMismatch => "storage-mismatch",
         }
     }
 
@@ -94,10 +109,19 @@ impl Fault {
                 "not a fault: three downloads fail while the upstream is overloaded (364, HTTP 503); the upstream still has them, and the next sync downloads them"
             }
             Self::LanguageShrink => {
-                "the upstream drops every language but English: approvals for the others turn inactive downstream"
+                "the upstream drops every language but English: its approvals for the others turn inactive there, and the replica shows fewer approved updates"
             }
             Self::HttpRange => {
                 "a proxy strips the Range header: downloads fail with 364 and the Range message"
+            }
+            Self::ProxyPasswordExpired => {
+                "the downstream reaches its upstream through a proxy, whose stored password expired: the proxy answers 407 and the sync fails (ProxyError, 10021)"
+            }
+            Self::UpstreamNameTypo => {
+                "UpstreamServerName is mistyped: the name does not resolve and the sync fails (UssNotFound, 10021)"
+            }
+            Self::StorageMismatch => {
+                "the upstream keeps update files on Microsoft Update while the downstream stores them locally: downloads fail (364, HTTP 404)"
             }
         }
     }
@@ -225,6 +249,41 @@ impl Lab {
             Fault::HttpRange => {
                 self.set_fact("proxy_strips_range", "1")?;
                 vec!["the proxy between the servers now strips the HTTP Range header".into()]
+            }
+            Fault::ProxyPasswordExpired => {
+                use super::upstream::{PROXY_HOST, PROXY_PASSWORD_EXPIRED, PROXY_PORT};
+                let port = PROXY_PORT.to_string();
+                for (name, value) in [
+                    ("ProxyName", PROXY_HOST),
+                    ("ProxyServerPort", port.as_str()),
+                    ("ProxyUserDomain", "LAB"),
+                    ("ProxyUserName", "svc-wsus"),
+                    ("HasProxyPassword", "1"),
+                    ("UseProxy", "1"),
+                ] {
+                    self.set_config(ds, name, value, true)?;
+                }
+                self.set_fact(PROXY_PASSWORD_EXPIRED, "1")?;
+                vec![format!(
+                    "the downstream reaches its upstream through {PROXY_HOST}:{PROXY_PORT} as LAB\\svc-wsus, whose password expired on the proxy"
+                )]
+            }
+            Fault::UpstreamNameTypo => {
+                let typo = Server::Upstream.host_name().replace(".example", ".exmaple");
+                self.set_config(ds, "UpstreamServerName", &typo, true)?;
+                vec![format!("UpstreamServerName set to `{typo}`, which does not resolve")]
+            }
+            Fault::StorageMismatch => {
+                let txn = self.database().begin_write()?;
+                {
+                    let config_t = table_name(Server::Upstream, tables::CONFIG_C);
+                    let mut config = txn.open_table(TableDefinition::<&str, &str>::new(&config_t))?;
+                    config.insert("HostOnMu", "1")?;
+                }
+                txn.commit()?;
+                vec![
+                    "the upstream now keeps update files on Microsoft Update; the downstream still stores them locally".into(),
+                ]
             }
         })
     }

@@ -389,6 +389,22 @@ impl Lab {
         if waiting.is_empty() {
             return Ok(pass);
         }
+        // A server that keeps its files on Microsoft Update downloads
+        // none: its clients fetch them from there.
+        if self.config(Server::Downstream, "HostOnMu")?.as_deref() == Some("1") {
+            let ready: Vec<(String, UpdateStatus)> = waiting
+                .iter()
+                .map(|u| {
+                    let status = UpdateStatus {
+                        state: UpdateState::Ready,
+                        ..u.status
+                    };
+                    (u.id.clone(), status)
+                })
+                .collect();
+            self.write_statuses(&ready)?;
+            return Ok(pass);
+        }
         let bits = self.service(Server::Downstream, "BITS")?;
         // BITS has demand start: a stopped BITS is idle, and starts when
         // WSUS hands it a job (and stops again when it has none), unless it
@@ -422,11 +438,15 @@ impl Lab {
         let ids: Vec<String> = waiting.iter().map(|u| u.id.clone()).collect();
         let on_upstream: HashSet<String> = self.upstream_has(&ids)?.into_iter().collect();
         let range_stripped = self.fact("proxy_strips_range")?.as_deref() == Some("1");
+        // An upstream that keeps its files on Microsoft Update has none to
+        // give a downstream that stores them locally.
+        let upstream_has_no_files =
+            self.config(Server::Upstream, "HostOnMu")?.as_deref() == Some("1");
         let foreground = self.fact("foreground_loaded")?.as_deref() == Some("1");
         let mut results: Vec<(String, UpdateStatus)> = Vec::new();
         for update in &waiting {
             let reason = blocker.or_else(|| {
-                if !on_upstream.contains(&update.id) {
+                if !on_upstream.contains(&update.id) || upstream_has_no_files {
                     Some(reasons::NOT_FOUND)
                 } else if range_stripped && !foreground {
                     Some(reasons::RANGE)
@@ -802,5 +822,44 @@ mod tests {
             (downstream.active, 0),
             "the counts match once the upstream's inactive approvals are gone"
         );
+    }
+
+    #[test]
+    fn the_road_to_the_upstream_can_break_at_the_name_or_the_proxy() {
+        for (fault, error) in [
+            (Fault::ProxyPasswordExpired, "ProxyError"),
+            (Fault::UpstreamNameTypo, "UssNotFound"),
+        ] {
+            let (_dir, lab) = lab();
+            let injection = lab.inject(fault).unwrap();
+            assert_eq!(injection.sync.result, SyncResult::Failed, "{fault:?}");
+            assert_eq!(injection.sync.error.as_deref(), Some(error), "{fault:?}");
+            assert!(application_log(&lab).contains("\"id\":10021,"), "{fault:?}");
+            let probe = lab.check_upstream().unwrap();
+            assert!(probe.problem.is_some(), "{fault:?}: {probe:?}");
+        }
+    }
+
+    #[test]
+    fn a_storage_mismatch_fails_downloads_until_the_hierarchy_agrees() {
+        let (_dir, lab) = lab();
+        let injection = lab.inject(Fault::StorageMismatch).unwrap();
+        assert_eq!(injection.sync.result, SyncResult::Succeeded);
+        assert!(
+            injection
+                .sync
+                .first_download_failure
+                .as_deref()
+                .unwrap()
+                .contains("404"),
+            "{injection:?}"
+        );
+        let failed = in_state(&lab, UpdateState::Failed);
+        assert!(!failed.is_empty());
+        lab.set_config(Server::Downstream, "HostOnMu", "1", true)
+            .unwrap();
+        lab.resume_downloads(&failed, true).unwrap();
+        assert!(in_state(&lab, UpdateState::Failed).is_empty());
+        assert_eq!(lab.sync().unwrap().download_failures, 0);
     }
 }
