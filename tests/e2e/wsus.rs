@@ -445,6 +445,29 @@ fn lose_updates(w: &WsusLab, status: &str) -> AuditRecord {
     run
 }
 
+/// Apply `plan` as an operator does, with `medic approve`; the record of
+/// the run that applied it.
+fn approve_plan(w: &WsusLab, plan: &AuditRecord) -> AuditRecord {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["approve", &plan.run_id, "--policy"])
+        .arg(&w.policy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("outcome  remediated"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::support::run_records(&w.agent_state())
+        .into_iter()
+        .find(|r| {
+            r.summary
+                .starts_with(&format!("[approved {}]", plan.run_id))
+        })
+        .expect("the applied run is recorded")
+}
+
 /// Append `message` as event `id` from `source` to one of the lab's event
 /// logs, after the events a test says wake nothing, and wait for the run of
 /// `plugin` it wakes. The tail reads those events first, so any run they
@@ -529,28 +552,11 @@ fn on_a_replica_orphans_are_reported_for_the_upstream_to_fix() {
 
 #[test]
 fn on_an_autonomous_server_orphans_are_declined_once_approved() {
-    let w = WsusLab::new(SyncMode::Autonomous);
-    let plan = lose_updates(&w, "needs-approval");
+    let w = &WsusLab::new(SyncMode::Autonomous);
+    let plan = lose_updates(w, "needs-approval");
     let orphans = ids_in(&w.lab, UpdateState::Failed);
     assert!(w.lab.upstream_has(&orphans).unwrap().is_empty());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(["approve", &plan.run_id, "--policy"])
-        .arg(&w.policy)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.contains("outcome  remediated"),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let applied = crate::support::run_records(&w.agent_state())
-        .into_iter()
-        .find(|r| {
-            r.summary
-                .starts_with(&format!("[approved {}]", plan.run_id))
-        })
-        .expect("the applied run is recorded");
+    let applied = approve_plan(w, &plan);
     let mut declined = w
         .lab
         .update_ids(
@@ -791,4 +797,90 @@ fn in_approve_mode_an_operator_applies_the_planned_repair() {
     assert!(stdout.contains("outcome  remediated"), "{stdout}");
     assert_eq!(foreground().as_deref(), Some("1"));
     assert_next_sync_succeeds(&w.lab);
+}
+
+#[test]
+fn an_expired_proxy_password_is_diagnosed_and_left_to_a_person() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let injected = w.lab.inject(Fault::ProxyPasswordExpired).unwrap();
+    assert_eq!(injected.sync.error.as_deref(), Some("ProxyError"));
+    let run = repaired_by(&agent, "upstream-check", "failed");
+    agent.stop();
+    for said in ["407", "LAB\\svc-wsus", "password"] {
+        assert!(run.summary.contains(said), "{said}: {}", run.summary);
+    }
+    assert!(actions(&run).is_empty(), "{:?}", actions(&run));
+    assert!(!calls(&run).contains(&"wsus.set-config".to_string()));
+    assert_eq!(
+        w.lab
+            .config(Server::Downstream, "HasProxyPassword")
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    // What the report says to do, done by hand: then the road is clear.
+    w.lab.mend_by_hand(Fault::ProxyPasswordExpired).unwrap();
+    assert_next_sync_succeeds(&w.lab);
+    let again = w.second_pass("upstream-check");
+    assert_eq!(again.status().as_str(), "healthy", "{again:#?}");
+}
+
+#[test]
+fn a_mistyped_upstream_name_is_set_back_once_approved() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    let injected = w.lab.inject(Fault::UpstreamNameTypo).unwrap();
+    assert_eq!(injected.sync.error.as_deref(), Some("UssNotFound"));
+    let plan = repaired_by(&agent, "upstream-check", "needs-approval");
+    assert!(
+        plan.summary.contains("does not resolve"),
+        "{}",
+        plan.summary
+    );
+    assert_eq!(
+        w.lab
+            .config(Server::Downstream, "UpstreamServerName")
+            .unwrap()
+            .as_deref(),
+        Some("wsus-up01.lab.exmaple"),
+        "nothing changed before the approval"
+    );
+    approve_plan(&w, &plan);
+    agent.stop();
+    assert_eq!(
+        w.lab
+            .config(Server::Downstream, "UpstreamServerName")
+            .unwrap()
+            .as_deref(),
+        Some("wsus-up01.lab.example:8531")
+    );
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("upstream-check"));
+}
+
+#[test]
+fn a_storage_mismatch_is_resolved_once_approved_and_verified_by_the_agent() {
+    let w = WsusLab::new(SyncMode::Replica);
+    let agent = Running::start(&w.policy);
+    w.lab.inject(Fault::StorageMismatch).unwrap();
+    let plan = repaired_by(&agent, "storage-consistency", "needs-approval");
+    assert!(!ids_in(&w.lab, UpdateState::Failed).is_empty());
+    let applied = approve_plan(&w, &plan);
+    let verbs: Vec<String> = actions(&applied).into_iter().map(|a| a.0).collect();
+    assert_eq!(verbs[0], "set-config");
+    assert!(verbs.contains(&"resume-download".to_string()), "{verbs:?}");
+    assert_eq!(
+        w.lab
+            .config(Server::Downstream, "HostOnMu")
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    // The applied run's follow-up is handed to the running agent.
+    let verified = verified_by(&agent, "storage-consistency");
+    assert_eq!(verified.detail["event"]["kind"], "follow-up");
+    agent.stop();
+    assert_next_sync_succeeds(&w.lab);
+    assert_no_op(&w.second_pass("storage-consistency"));
 }

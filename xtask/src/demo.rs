@@ -26,11 +26,15 @@ enum Expect {
     /// Asked to check (as its schedule would), change nothing: the "fault"
     /// is a healthy state that looks like one.
     LeaveAlone,
+    /// Notice it by itself and say what is broken and what to do, changing
+    /// nothing (no plugin may mend it); the demo then mends it by hand as
+    /// the report says (`medic lab mend`).
+    Diagnose,
 }
 
 /// Each case, the plugin that should handle it, how, and the policy of the
 /// agent it runs in.
-const CASES: [(&str, &str, Expect, &str); 10] = [
+const CASES: [(&str, &str, Expect, &str); 13] = [
     ("content-root-read", "content-acl", Expect::Repair, POLICY),
     ("content-users-read", "content-acl", Expect::Repair, POLICY),
     (
@@ -61,6 +65,24 @@ const CASES: [(&str, &str, Expect, &str); 10] = [
         UPSTREAM_POLICY,
     ),
     ("http-range", "bits-foreground", Expect::Repair, POLICY),
+    (
+        "proxy-password-expired",
+        "upstream-check",
+        Expect::Diagnose,
+        POLICY,
+    ),
+    (
+        "upstream-name-typo",
+        "upstream-check",
+        Expect::Approve,
+        POLICY,
+    ),
+    (
+        "storage-mismatch",
+        "storage-consistency",
+        Expect::Approve,
+        POLICY,
+    ),
 ];
 
 /// How long the agent gets to repair a fault.
@@ -286,6 +308,7 @@ pub fn run(root: &Path) -> Result<()> {
                         && (r.verified == "-" || r.verified.starts_with("verified:"))
                 }
                 Expect::LeaveAlone => r.status == "healthy" && r.changed == "nothing",
+                Expect::Diagnose => r.status == "failed" && r.changed == "nothing",
             };
             !handled || !r.sync.starts_with("sync succeeded") || r.sync.contains("FAILED")
         })
@@ -392,7 +415,7 @@ fn inject_and_watch(
         .max()
         .unwrap_or(0);
     let what = match expect {
-        Expect::Repair | Expect::Approve => "fault",
+        Expect::Repair | Expect::Approve | Expect::Diagnose => "fault",
         Expect::LeaveAlone => "not a fault",
     };
     println!("\n== {}. {what}: {fault}", index + 4);
@@ -418,7 +441,7 @@ fn inject_and_watch(
                 && r["kind"] == "run"
                 && r["plugin"] == plugin
                 && match expect {
-                    Expect::Repair | Expect::Approve => r["status"] != "healthy",
+                    Expect::Repair | Expect::Approve | Expect::Diagnose => r["status"] != "healthy",
                     Expect::LeaveAlone => r["detail"]["event"]["subject"] == asked.as_str(),
                 }
         });
@@ -449,7 +472,7 @@ fn inject_and_watch(
     };
     let record = match expect {
         Expect::Approve => approve(medic, root, plugin, &record)?,
-        Expect::Repair | Expect::LeaveAlone => record,
+        Expect::Repair | Expect::LeaveAlone | Expect::Diagnose => record,
     };
     let detail = &record["detail"];
     let event = &detail["event"];
@@ -481,6 +504,16 @@ fn inject_and_watch(
         record["summary"].as_str().unwrap_or("")
     );
     let verified = wait_verified(medic, root, policy, plugin, &record)?;
+    if expect == Expect::Diagnose {
+        let (ok, text) = medic_output(medic, root, &["lab", "mend", "--lab", LAB, fault])?;
+        if !ok {
+            bail!("medic lab mend {fault} failed: {text}");
+        }
+        println!(
+            "    the operator does what the report says:\n{}",
+            indent(&indent(&text))
+        );
+    }
     // Let other runs (healthy re-checks, echoes) settle before the sync.
     std::thread::sleep(Duration::from_millis(500));
     let (_, sync) = medic_output(medic, root, &["lab", "sync", "--lab", LAB])?;

@@ -31,6 +31,14 @@ pub enum DecisionError {
     PluginGone { run: String, plugin: String },
     #[error("run `{0}` has no event to replay")]
     NoEvent(String),
+    #[error(
+        "the applied run asked for a follow-up run, which could not be handed to the agent's inbox {}: {cause}",
+        dir.display()
+    )]
+    FollowUp {
+        dir: std::path::PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// A pending run, checked to be waiting for a decision.
@@ -122,6 +130,23 @@ pub fn approve(
         summary: format!("[approved {run_id}] {summary}"),
         detail: serde_json::to_value(&report).unwrap_or_default(),
     })?;
+    // The follow-up the applied run asks for is the agent's to run: handed
+    // over through its inbox, due when the run asked.
+    if let Some(request) = report.outcome().and_then(|o| o.follow_up.clone()) {
+        let due_ms = medic_sandbox::now_ms() + u64::from(request.after_seconds) * 1_000;
+        let follow_up = crate::dispatch::follow_up::event(&report.event, &request, due_ms);
+        crate::triggers::inbox::send(
+            &policy.agent.state_dir,
+            &crate::triggers::inbox::InboxRequest {
+                plugin: report.plugin.clone(),
+                event: follow_up,
+            },
+        )
+        .map_err(|cause| DecisionError::FollowUp {
+            dir: crate::triggers::inbox::inbox_dir(&policy.agent.state_dir),
+            cause,
+        })?;
+    }
     journal.append(NewRecord {
         kind: RecordKind::Approved,
         plugin: report.plugin.clone(),

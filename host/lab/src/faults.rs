@@ -271,13 +271,16 @@ impl Lab {
             Fault::UpstreamNameTypo => {
                 let typo = Server::Upstream.host_name().replace(".example", ".exmaple");
                 self.set_config(ds, "UpstreamServerName", &typo, true)?;
-                vec![format!("UpstreamServerName set to `{typo}`, which does not resolve")]
+                vec![format!(
+                    "UpstreamServerName set to `{typo}`, which does not resolve"
+                )]
             }
             Fault::StorageMismatch => {
                 let txn = self.database().begin_write()?;
                 {
                     let config_t = table_name(Server::Upstream, tables::CONFIG_C);
-                    let mut config = txn.open_table(TableDefinition::<&str, &str>::new(&config_t))?;
+                    let mut config =
+                        txn.open_table(TableDefinition::<&str, &str>::new(&config_t))?;
                     config.insert("HostOnMu", "1")?;
                 }
                 txn.commit()?;
@@ -286,6 +289,25 @@ impl Lab {
                 ]
             }
         })
+    }
+
+    /// Do by hand what an administrator does about `fault` where no plugin
+    /// may: enter the proxy account's new password. Other faults have a
+    /// plugin (or an approval) for their repair.
+    pub fn mend_by_hand(&self, fault: Fault) -> LabResult<Vec<String>> {
+        match fault {
+            Fault::ProxyPasswordExpired => {
+                self.set_fact(super::upstream::PROXY_PASSWORD_EXPIRED, "0")?;
+                self.set_config(Server::Downstream, "HasProxyPassword", "1", true)?;
+                Ok(vec![
+                    "the proxy account's new password entered in the WSUS console (Options, Update Source and Proxy Server)".into(),
+                ])
+            }
+            other => Err(LabError::Invalid(format!(
+                "`{}` is mended by its plugin (or an operator's approval of its plan), not by hand",
+                other.name()
+            ))),
+        }
     }
 
     /// Rebuild the upstream without the retired products, after up to

@@ -6,7 +6,10 @@
 //! neither loses nor repeats it. When it is due it joins the plugin's
 //! queue like any event, and coalesces with one already waiting for that
 //! subject. A plugin has at most one pending follow-up per subject: a newer
-//! request replaces the older.
+//! request replaces the older. A run outside the agent (`medic approve`)
+//! hands its follow-up to the agent as an inbox event of kind
+//! `follow-up` whose time is when it is due; the dispatcher holds it the
+//! same way.
 
 use super::queue::EventId;
 use medic_sandbox::event::FollowUp;

@@ -578,6 +578,12 @@ impl Dispatcher {
             return;
         }
         let event = routed.event;
+        // A follow-up not yet due (one `medic approve` handed over) waits
+        // for its time, kept in the durable queue.
+        if event.kind == EventKind::FollowUp && event.time_ms > now_ms() {
+            self.hold_follow_up(&routed.plugin, event);
+            return;
+        }
         let subject = event.subject.clone();
         let id = self.queue.next_id();
         let queued = QueuedEvent {
@@ -819,9 +825,15 @@ impl Dispatcher {
     /// queue with the run's record.
     fn schedule_follow_up(&mut self, plugin: &str, asking: &EventRecord, request: &FollowUp) {
         let due_ms = now_ms() + u64::from(request.after_seconds) * 1_000;
-        let event = follow_up::event(asking, request, due_ms);
+        tracing::info!(plugin, subject = %asking.subject, after_seconds = request.after_seconds, reason = %request.reason, "follow-up run scheduled");
+        self.hold_follow_up(plugin, follow_up::event(asking, request, due_ms));
+    }
+
+    /// Keep the follow-up `event` (due at its time) in the durable queue
+    /// and hold it until then.
+    fn hold_follow_up(&mut self, plugin: &str, event: EventRecord) {
+        let due_ms = event.time_ms;
         let id = self.queue.next_id();
-        tracing::info!(plugin, subject = %event.subject, after_seconds = request.after_seconds, reason = %request.reason, "follow-up run scheduled");
         self.queue.put(
             id,
             &QueuedEvent {

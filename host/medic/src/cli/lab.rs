@@ -21,6 +21,18 @@ pub enum LabCommand {
     Sync(LabArgs),
     /// Break the lab the way real servers break, then run its next sync.
     Fault(FaultArgs),
+    /// Do by hand what an administrator does about a fault that no plugin
+    /// may mend (a proxy account's new password).
+    Mend(MendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MendArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+
+    /// The fault to mend by hand.
+    pub kind: String,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +113,14 @@ pub fn run(command: LabCommand) -> Result<ExitCode> {
             Ok(sync_exit(&record))
         }
         LabCommand::Fault(args) => fault(&args),
+        LabCommand::Mend(args) => {
+            let fault = Fault::parse(&args.kind)?;
+            let lab = Lab::open(&args.lab.lab)?;
+            for line in lab.mend_by_hand(fault)? {
+                println!("mended {}: {line}", fault.name());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
