@@ -16,18 +16,20 @@ const WAITS_KEY: &str = "verify.waits";
 /// stops waiting and says so.
 pub const MAX_WAITS: u32 = 10;
 
-/// After an applied repair: resume every Failed download, start a sync when
-/// `sync` is true, and ask to be run again in `after_seconds` to verify.
-/// Each step is recorded in `report`.
+/// After an applied repair: resume every Failed download, start a sync
+/// (resumed downloads wait for the next one; with `sync` false, only when
+/// something was resumed), and ask to be run again in `after_seconds` to
+/// verify. Each step is recorded in `report`.
 pub fn resume_and_follow_up(
     report: &mut Report,
     sync: bool,
     after_seconds: u32,
 ) -> Result<(), Error> {
-    if let Some(batch) = wsus::resume_failed()? {
-        report.record_batch("resume-download", &batch);
+    let resumed = wsus::resume_failed()?;
+    if let Some(batch) = &resumed {
+        report.record_batch("resume-download", batch);
     }
-    let started = if sync {
+    let started = if sync || resumed.is_some() {
         match wsus::sync_now() {
             Ok(started) => {
                 report.push(

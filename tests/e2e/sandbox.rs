@@ -179,6 +179,82 @@ fn an_unknown_contract_version_is_refused_with_both_versions_named() {
 }
 
 #[test]
+fn a_plugin_built_for_0_2_0_sees_the_new_values_as_the_ones_it_knows() {
+    let plugin = load("fixture-contract-0-2-0");
+    assert_eq!(plugin.contract.version, "0.2.0");
+    assert!(
+        plugin
+            .contract
+            .imports
+            .iter()
+            .any(|i| i == "medic:wsus/wsus@0.1.0"),
+        "{:?}",
+        plugin.contract.imports
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let lab = medic_lab::Lab::init(
+        &dir.path().join("lab"),
+        &medic_lab::InitOptions {
+            upstream_updates: 200,
+            ..medic_lab::InitOptions::default()
+        },
+    )
+    .unwrap();
+    lab.set_startup(
+        medic_lab::Server::Downstream,
+        "BITS",
+        medic_lab::model::StartupType::AutomaticDelayed,
+        true,
+    )
+    .unwrap();
+    let before = lab
+        .sync_history(medic_lab::Server::Downstream, 100)
+        .unwrap()
+        .len();
+    let mut request = Run::default()
+        .grant("services-read=BITS")
+        .grant("wsus-read")
+        .grant("wsus-sync")
+        .request();
+    request.backends = medic_lab::backend::backends(lab.clone(), medic_lab::Server::Downstream);
+    plugin.check_grants(&request.grants).unwrap();
+    let report = runtime().run(&plugin, request);
+    let summary = &report
+        .outcome()
+        .unwrap_or_else(|| panic!("{report:#?}"))
+        .summary;
+    // Delayed-automatic reads as automatic; the sync runs on.
+    for said in [
+        "ServiceState::Running",
+        "StartupType::Automatic;",
+        "sync running true",
+    ] {
+        assert!(summary.contains(said), "{said}: {summary}");
+    }
+    let started = report
+        .calls
+        .iter()
+        .find(|c| c.function == "wsus.start-sync")
+        .unwrap();
+    assert!(started.applied && started.error.is_none(), "{started:?}");
+    // The sync it started runs on and finishes, as for any plugin.
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    while lab
+        .sync_history(medic_lab::Server::Downstream, 100)
+        .unwrap()
+        .len()
+        == before
+    {
+        lab.settle_sync().unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_plugin_built_against_the_previous_contract_still_loads_and_runs() {
     let plugin = load("fixture-contract-0-1-0");
     assert_eq!(plugin.contract.version, "0.1.0");

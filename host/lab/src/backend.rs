@@ -411,7 +411,7 @@ impl WsusServer for LabWsus {
     }
 
     fn proxy_settings(&self) -> OpResult<wsus::ProxySettings> {
-        let proxy = self.settled()?.proxy().map_err(plugin_error)?;
+        let proxy = self.downstream("proxy")?.proxy().map_err(plugin_error)?;
         Ok(wsus::ProxySettings {
             enabled: proxy.enabled,
             host: proxy.host,

@@ -621,9 +621,11 @@ impl Lab {
     }
 
     /// `IUpdate.ResumeDownload()` for each Failed update: it is NotReady
-    /// again and BITS takes it up (the lab runs that content pass at once).
+    /// again, and "the synchronization agent will then start the download
+    /// based on the synchronization schedule or earlier if you call
+    /// StartSynchronization": the next sync downloads it.
     pub fn resume_downloads(&self, ids: &[String], apply: bool) -> LabResult<Batch> {
-        let batch = self.change_updates(ids, apply, |status| match status.state {
+        self.change_updates(ids, apply, |status| match status.state {
             UpdateState::Failed => Ok(UpdateStatus {
                 state: UpdateState::NotReady,
                 ..status
@@ -632,11 +634,7 @@ impl Lab {
                 "only a Failed download can be resumed (state {})",
                 other.name()
             )),
-        })?;
-        if apply && !batch.done.is_empty() {
-            self.content_pass()?;
-        }
-        Ok(batch)
+        })
     }
 
     /// `IUpdate.Decline()` for each; refused on a replica, as the real one

@@ -71,6 +71,8 @@ fn main() {
     let grants = support::grants(&[
         &format!("fs-write={}", lab.content_dir().display()),
         "wsus-read",
+        "wsus-updates",
+        "wsus-sync",
     ]);
     let backends = medic_lab::backend::backends(lab.clone(), medic_lab::Server::Downstream);
     // The example policy's limits for this plugin.

@@ -3,7 +3,8 @@
 //! setup does not set it; without it BITS downloads fail), and
 //! `WsusContent` needs Full Control for `NETWORK SERVICE`. Repairs only what
 //! is missing and reports each change. A repair resumes the downloads that
-//! Failed meanwhile (a Failed update stays Failed until resumed) and comes
+//! Failed meanwhile (a Failed update stays Failed until resumed), starts a
+//! synchronization (resumed downloads wait for the next one), and comes
 //! back after `verify_after` seconds to check that they completed.
 //!
 //! Settings (all optional):
@@ -32,6 +33,7 @@ impl Plugin for ContentAcl {
                 Capability::FsWrite,
                 wsus::Operation::Read.into(),
                 wsus::Operation::Updates.into(),
+                wsus::Operation::Sync.into(),
             ],
             triggers: vec![
                 TriggerHint::File("content_dir".into()),

@@ -4,8 +4,9 @@
 //! files the upstream does not have (364, HTTP 404); the other way round,
 //! its clients go to Microsoft Update. This plugin compares the two
 //! servers' options and, when they differ, sets this server's to the
-//! upstream's, resumes the downloads that failed meanwhile and comes back
-//! to verify. Which server should change is the administrator's call: the
+//! upstream's, resumes the downloads that failed meanwhile, starts a
+//! synchronization (resumed downloads wait for the next one) and comes
+//! back to verify. Which server should change is the administrator's call: the
 //! example policy runs it in approve mode, and its report names the other
 //! way (change the upstream's option).
 //!
@@ -40,6 +41,7 @@ impl Plugin for StorageConsistency {
                 wsus::Operation::Read.into(),
                 wsus::Operation::Configure.into(),
                 wsus::Operation::Updates.into(),
+                wsus::Operation::Sync.into(),
             ],
             triggers: vec![
                 TriggerHint::SystemEvent(SystemEventMatch {

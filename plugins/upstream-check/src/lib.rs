@@ -75,10 +75,14 @@ impl Plugin for UpstreamCheck {
 
         let mut report = Report::new();
         let wanted: Option<String> = settings::get("upstream");
-        if probe.addresses.is_empty()
-            && !probe.via_proxy
-            && let Some(wanted) = wanted.filter(|w| !same_upstream(w, &configured))
-        {
+        // The upstream's name does not resolve: here, or at the proxy
+        // (502 Bad Gateway).
+        let name_unresolved = if probe.via_proxy {
+            probe.http_status == Some(502)
+        } else {
+            probe.addresses.is_empty()
+        };
+        if name_unresolved && let Some(wanted) = wanted.filter(|w| !same_upstream(w, &configured)) {
             let previous = wsus::set_config("UpstreamServerName", &wanted)?;
             let applied =
                 wsus::get_config("UpstreamServerName")?.as_deref() == Some(wanted.as_str());
@@ -97,7 +101,7 @@ impl Plugin for UpstreamCheck {
                 }
             )));
         }
-        Ok(report.fail(&format!("{problem}{route}. {}", advice(&probe, &proxy))))
+        Ok(report.fail(&format!("{problem}. {}", advice(&probe, &proxy))))
     }
 }
 
@@ -123,9 +127,11 @@ fn advice(probe: &UpstreamProbe, proxy: &ProxySettings) -> String {
                 .unwrap_or_default()
         ),
         (true, false, _) => format!("Check the proxy's name and port {CONSOLE}"),
+        (true, true, Some(502)) => format!(
+            "Check the upstream server's name {CONSOLE} (set `upstream` in the policy to let this plugin restore it)"
+        ),
         (true, true, _) => {
-            "The proxy cannot reach the upstream: check the upstream's name and the proxy's rules"
-                .into()
+            "The proxy cannot reach the upstream: check the proxy's rules for it".into()
         }
         (false, _, _) if probe.addresses.is_empty() => format!(
             "Check the upstream server's name {CONSOLE}, and that this server's DNS resolves it (set `upstream` in the policy to let this plugin restore it)"

@@ -17,7 +17,7 @@ pub enum LabCommand {
     /// approvals, languages, content permissions.
     Status(StatusArgs),
     /// Synchronize the downstream with the upstream and download what is
-    /// approved; exit 2 if the sync fails.
+    /// approved; exit 2 if the sync or a download fails.
     Sync(LabArgs),
     /// Break the lab the way real servers break, then run its next sync.
     Fault(FaultArgs),
