@@ -105,6 +105,10 @@ impl Lab {
     /// here. Safe to call from anywhere at any time: one caller takes it.
     pub fn settle_sync(&self) -> LabResult<Option<SyncRecord>> {
         let now = medic_backends::now_ms();
+        // Most calls find nothing due: a read says so without a write.
+        if self.running_sync()?.is_none_or(|(_, due)| due > now) {
+            return Ok(None);
+        }
         let txn = self.database().begin_write()?;
         let started_ms;
         {
