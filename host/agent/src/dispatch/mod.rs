@@ -871,8 +871,12 @@ impl Dispatcher {
                 // Kept, and offered again a moment later.
                 Offer::QueueFull => {
                     let due_ms = now_ms() + 1_000;
-                    self.follow_ups
-                        .hold(follow_up::Pending { due_ms, ..pending });
+                    for replaced in self
+                        .follow_ups
+                        .hold(follow_up::Pending { due_ms, ..pending })
+                    {
+                        self.queue.remove(replaced);
+                    }
                 }
                 Offer::UnknownPlugin => {
                     tracing::warn!(plugin = %pending.plugin, "a follow-up run is for a plugin no longer served; dropped");
