@@ -100,6 +100,25 @@ impl Plugin for DeclineOrphans {
                     "to be cancelled"
                 }
             ));
+            // CancelDownload says nothing of its effect: read it back.
+            if cancelled.applied {
+                let now_canceled: HashSet<String> = wsus::list_updates(UpdateFilter {
+                    state: Some(UpdateState::Canceled),
+                    declined: None,
+                    approved: None,
+                })?
+                .into_iter()
+                .map(|u| u.id)
+                .collect();
+                let confirmed = cancelled
+                    .done
+                    .iter()
+                    .filter(|id| now_canceled.contains(*id))
+                    .count();
+                if confirmed < cancelled.done.len() {
+                    summary.push_str(&format!(" (only {confirmed} of them read back Canceled)"));
+                }
+            }
         }
         let orphan_ids: Vec<String> = orphans.iter().map(|u| u.id.clone()).collect();
         match facts.mode {
