@@ -156,12 +156,6 @@ pub mod wsus {
         Unknown,
     }
 
-    /// Start a synchronization; its start time identifies it for
-    /// [`sync_check`], 0 when it was only planned.
-    pub fn sync_now() -> Result<u64, Error> {
-        start_sync()
-    }
-
     /// How the synchronization that started at `started_ms` went.
     pub fn sync_check(started_ms: u64) -> Result<SyncCheck, Error> {
         if started_ms == 0 {

@@ -30,7 +30,7 @@ pub fn resume_and_follow_up(
         report.record_batch("resume-download", batch);
     }
     let started = if sync || resumed.is_some() {
-        match wsus::sync_now() {
+        match wsus::start_sync() {
             Ok(started) => {
                 report.push(
                     "start-sync",

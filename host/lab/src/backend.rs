@@ -246,7 +246,7 @@ impl WsusServer for LabWsus {
                     format!("{name}:8531")
                 }
             }),
-            storage: storage(lab, server)?,
+            storage: lab.storage(server).map_err(plugin_error)?,
             languages: lab.enabled_languages(server).map_err(plugin_error)?,
             content_dir: lab.content_dir().display().to_string(),
             version: LAB_WSUS_VERSION.to_string(),
@@ -393,56 +393,18 @@ impl WsusServer for LabWsus {
     }
 
     fn upstream_info(&self) -> OpResult<Option<wsus::UpstreamFacts>> {
-        let view = self
-            .downstream("upstream-info")?
+        self.downstream("upstream-info")?
             .upstream_view()
-            .map_err(plugin_error)?;
-        Ok(view.map(|view| wsus::UpstreamFacts {
-            name: view.name,
-            storage: if view.files_on_microsoft_update {
-                wsus::StorageMode::MicrosoftUpdate
-            } else {
-                wsus::StorageMode::LocalContent
-            },
-            languages: view.languages,
-            approved: view.approved,
-            inactive_approvals: view.inactive_approvals,
-        }))
+            .map_err(plugin_error)
     }
 
     fn proxy_settings(&self) -> OpResult<wsus::ProxySettings> {
-        let proxy = self.downstream("proxy")?.proxy().map_err(plugin_error)?;
-        Ok(wsus::ProxySettings {
-            enabled: proxy.enabled,
-            host: proxy.host,
-            port: proxy.port,
-            user: proxy.user,
-            has_password: proxy.has_password,
-        })
+        self.downstream("proxy")?.proxy().map_err(plugin_error)
     }
 
     fn check_upstream(&self) -> OpResult<wsus::UpstreamProbe> {
-        let probe = self
-            .downstream("check-upstream")?
+        self.downstream("check-upstream")?
             .check_upstream()
-            .map_err(plugin_error)?;
-        Ok(wsus::UpstreamProbe {
-            target: probe.target,
-            addresses: probe.addresses,
-            via_proxy: probe.via_proxy,
-            connected: probe.connected,
-            http_status: probe.http_status,
-            problem: probe.problem,
-        })
+            .map_err(plugin_error)
     }
-}
-
-/// Where `server` keeps update files (`HostOnMu`).
-fn storage(lab: &Lab, server: Server) -> OpResult<wsus::StorageMode> {
-    let on_mu = lab.config(server, "HostOnMu").map_err(plugin_error)?;
-    Ok(if on_mu.as_deref() == Some("1") {
-        wsus::StorageMode::MicrosoftUpdate
-    } else {
-        wsus::StorageMode::LocalContent
-    })
 }

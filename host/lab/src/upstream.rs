@@ -7,6 +7,7 @@
 //! knows two names: the upstream's and the proxy's ([`PROXY_HOST`]).
 
 use super::{Lab, LabError, LabResult, Server};
+use medic_backends::wsus::{ProxySettings, StorageMode, UpstreamFacts, UpstreamProbe};
 
 /// The one proxy the lab's network has.
 pub const PROXY_HOST: &str = "proxy01.lab.example";
@@ -30,39 +31,6 @@ pub const PROXY_CONFIG: [(&str, &str); 6] = [
     ("HasProxyPassword", "0"),
 ];
 
-/// The proxy settings as a server reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proxy {
-    pub enabled: bool,
-    pub host: String,
-    pub port: u16,
-    /// `DOMAIN\user` or `user`.
-    pub user: Option<String>,
-    pub has_password: bool,
-}
-
-/// What resolving and reaching the configured upstream found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
-    pub target: String,
-    pub addresses: Vec<String>,
-    pub via_proxy: bool,
-    pub connected: bool,
-    pub http_status: Option<u16>,
-    pub problem: Option<String>,
-}
-
-/// The upstream as the downstream sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamView {
-    pub name: String,
-    /// Whether it keeps update files on Microsoft Update (`HostOnMu`).
-    pub files_on_microsoft_update: bool,
-    pub languages: Vec<String>,
-    pub approved: u32,
-    pub inactive_approvals: u32,
-}
-
 /// The address the lab's resolver gives `host`, if any.
 fn resolve(host: &str) -> Option<&'static str> {
     if host.eq_ignore_ascii_case(Server::Upstream.host_name()) {
@@ -76,13 +44,13 @@ fn resolve(host: &str) -> Option<&'static str> {
 
 impl Lab {
     /// The downstream's proxy settings.
-    pub fn proxy(&self) -> LabResult<Proxy> {
+    pub fn proxy(&self) -> LabResult<ProxySettings> {
         let ds = Server::Downstream;
         let value =
             |name: &str| -> LabResult<String> { Ok(self.config(ds, name)?.unwrap_or_default()) };
         let user_name = value("ProxyUserName")?;
         let domain = value("ProxyUserDomain")?;
-        Ok(Proxy {
+        Ok(ProxySettings {
             enabled: value("UseProxy")? == "1",
             host: value("ProxyName")?,
             port: value("ProxyServerPort")?.parse().unwrap_or(80),
@@ -106,7 +74,7 @@ impl Lab {
     /// Resolve the configured upstream and request its sync web service,
     /// through the proxy when one is configured; the first step that fails
     /// ends the check.
-    pub fn check_upstream(&self) -> LabResult<Probe> {
+    pub fn check_upstream(&self) -> LabResult<UpstreamProbe> {
         let ds = Server::Downstream;
         let configured = self
             .config(ds, "UpstreamServerName")?
@@ -124,7 +92,7 @@ impl Lab {
             format!("{configured}:8531")
         };
         let proxy = self.proxy()?;
-        let mut probe = Probe {
+        let mut probe = UpstreamProbe {
             target,
             addresses: Vec::new(),
             via_proxy: proxy.enabled,
@@ -189,9 +157,20 @@ impl Lab {
         Ok(probe)
     }
 
+    /// Where `server` keeps update files (`HostOnMu`).
+    pub fn storage(&self, server: Server) -> LabResult<StorageMode> {
+        Ok(
+            if self.config(server, "HostOnMu")?.as_deref() == Some("1") {
+                StorageMode::MicrosoftUpdate
+            } else {
+                StorageMode::LocalContent
+            },
+        )
+    }
+
     /// The upstream's facts, read through the connection a sync uses: none
     /// without an upstream, an error when it cannot be reached.
-    pub fn upstream_view(&self) -> LabResult<Option<UpstreamView>> {
+    pub fn upstream_view(&self) -> LabResult<Option<UpstreamFacts>> {
         let ds = Server::Downstream;
         let Some(name) = self
             .config(ds, "UpstreamServerName")?
@@ -205,13 +184,13 @@ impl Lab {
         }
         let up = Server::Upstream;
         let tally = self.approval_tally(up)?;
-        Ok(Some(UpstreamView {
+        Ok(Some(UpstreamFacts {
             name: if name.contains(':') {
                 name
             } else {
                 probe.target
             },
-            files_on_microsoft_update: self.config(up, "HostOnMu")?.as_deref() == Some("1"),
+            storage: self.storage(up)?,
             languages: self.enabled_languages(up)?,
             approved: tally.active,
             inactive_approvals: tally.inactive,

@@ -780,6 +780,32 @@ macro_rules! types_interface {
     };
 }
 
+/// `capability` since 0.2.0, where an extension package's operations are
+/// named (`wsus-read`), not listed in the core: the invoking `types` module
+/// imports its version's `types` as `wit`.
+macro_rules! named_operations_capability {
+    () => {
+        use crate::host::grants::Capability;
+
+        fn capability(asked: wit::Capability) -> Result<Capability, String> {
+            Ok(match asked {
+                wit::Capability::FsRead => Capability::FsRead,
+                wit::Capability::FsWrite => Capability::FsWrite,
+                wit::Capability::ServicesRead => Capability::ServicesRead,
+                wit::Capability::ServicesControl => Capability::ServicesControl,
+                wit::Capability::Operation(name) => match Capability::parse(&name) {
+                    Some(operation @ Capability::Operation(_)) => operation,
+                    _ => {
+                        return Err(format!(
+                            "describe() asks for the capability `{name}`, which this agent does not know"
+                        ));
+                    }
+                },
+            })
+        }
+    };
+}
+
 /// The version module's entry points: `Pre` (a component linked against
 /// the version's bindings), `add_to_linker`, and `describe`/`handle`
 /// converting to medic's own types. The invoking module has the generated
@@ -841,6 +867,6 @@ macro_rules! version_entry_points {
 }
 
 pub(crate) use {
-    config_interface, fs_interface, log_interface, services_interface, state_interface,
-    types_interface, version_entry_points, wsus_interface,
+    config_interface, fs_interface, log_interface, named_operations_capability, services_interface,
+    state_interface, types_interface, version_entry_points, wsus_interface,
 };
