@@ -9,7 +9,8 @@
 //! exchanges), [`local_fs`] (this machine's files, reached beneath their
 //! granted root by descriptor through [`beneath`]), [`posix_acl`] (POSIX
 //! access lists, Linux), [`principals`] (Windows names mapped to local
-//! users and groups), [`systemd`] (services through `systemctl`).
+//! users and groups), [`systemd`] (services through `systemctl`),
+//! [`windows`] (the Service Control Manager, NTFS and WSUS on Windows).
 //!
 //! Nothing here knows a contract version: the sandbox converts between
 //! these types and each version's generated ones.
@@ -28,6 +29,7 @@ pub mod posix_acl;
 pub mod principals;
 pub mod services;
 pub mod systemd;
+pub mod windows;
 pub mod wsus;
 
 use std::sync::Arc;

@@ -1,0 +1,1 @@
+//! NTFS access lists (placeholder while being written).

@@ -1,0 +1,1 @@
+//! WSUS administration (placeholder while being written).
