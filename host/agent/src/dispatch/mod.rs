@@ -564,6 +564,7 @@ impl Dispatcher {
         match intake {
             Intake::Event(routed) => self.accept(routed),
             Intake::TailPosition { key, position } => self.queue.position(key, position),
+            Intake::EventLogBookmark { key, bookmark } => self.queue.bookmark(key, bookmark),
             Intake::InboxConsumed(file) => self.queue.consumed(file),
         }
     }

@@ -5,7 +5,8 @@
 //! run again, and a run that was cut off is recorded as interrupted.
 //!
 //! The writes of one turn of the dispatcher (events accepted, runs started
-//! and finished, tail positions, rate-limit counters, flap-guard records)
+//! and finished, tail positions and event log bookmarks, rate-limit
+//! counters, flap-guard records)
 //! go in one transaction ([`DurableQueue::commit`]), so a tail's position
 //! never runs ahead of the events it read, and the flap guard's counters
 //! never disagree with its journal records. A commit that fails (a full
@@ -16,6 +17,7 @@ use crate::audit::journal::{AuditRecord, Journal, NewRecord};
 use crate::audit::{Store, StoreError};
 use crate::dispatch::schedule::Counters;
 use crate::triggers::tail::{self, Position, PositionKey};
+use crate::triggers::windows_events::{self, BookmarkKey};
 use medic_sandbox::EventRecord;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,7 @@ enum Write {
     Put(EventId, Vec<u8>),
     Remove(EventId),
     Position(PositionKey, Position),
+    Bookmark(BookmarkKey, String),
     Counters(String, Vec<u8>),
     Record(NewRecord),
 }
@@ -157,6 +160,12 @@ impl DurableQueue {
         self.writes.push(Write::Position(key, position));
     }
 
+    /// An event log channel read up to `bookmark`: saved with the events
+    /// queued before it.
+    pub fn bookmark(&mut self, key: BookmarkKey, bookmark: String) {
+        self.writes.push(Write::Bookmark(key, bookmark));
+    }
+
     pub fn counters(&mut self, plugin: &str, counters: &Counters) {
         self.writes
             .push(Write::Counters(plugin.to_string(), encode(counters)));
@@ -244,6 +253,9 @@ impl DurableQueue {
                         queue.remove(*id)?;
                     }
                     Write::Position(key, position) => tail::write_position(txn, key, position)?,
+                    Write::Bookmark(key, bookmark) => {
+                        windows_events::write_bookmark(txn, key, bookmark)?;
+                    }
                     Write::Counters(plugin, bytes) => {
                         counters.insert(plugin.as_str(), bytes.as_slice())?;
                     }
@@ -330,5 +342,35 @@ mod tests {
         let (mut queue, left) = open(dir.path());
         assert_eq!(left, vec![(b, started), (c, c_entry)]);
         assert!(queue.next_id() > c, "ids are never reused");
+    }
+
+    #[test]
+    fn an_event_log_bookmark_is_saved_with_the_events_before_it_or_not_at_all() {
+        use crate::triggers::windows_events::{ChannelQuery, load_bookmark};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = open(dir.path());
+        let query = ChannelQuery::new("System", Some("Service Control Manager"), &[7040]).unwrap();
+        let key = BookmarkKey::new("bits-restart", &query);
+        let id = queue.next_id();
+        queue.put(id, &queued("bits-restart", "Service Control Manager/7040"));
+        queue.bookmark(key.clone(), "<BookmarkList RecordId='1'/>".into());
+        queue.commit().unwrap();
+        // Not committed: neither the event nor the bookmark after it.
+        let later = queue.next_id();
+        queue.put(
+            later,
+            &queued("bits-restart", "Service Control Manager/7040"),
+        );
+        queue.bookmark(key.clone(), "<BookmarkList RecordId='2'/>".into());
+        drop(queue);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            load_bookmark(&store, &key).as_deref(),
+            Some("<BookmarkList RecordId='1'/>")
+        );
+        let (_, left) = DurableQueue::open(store.clone(), Journal::new(store)).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, id);
     }
 }

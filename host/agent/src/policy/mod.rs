@@ -218,6 +218,16 @@ impl PartialEq for Pattern {
     }
 }
 
+/// Where an `event_log` trigger reads its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSource {
+    /// A JSON-lines event journal file, such as the lab writes (`path`).
+    Journal { path: PathBuf },
+    /// A Windows event log channel such as `Application` (`channel`);
+    /// read only on Windows.
+    Channel { name: String },
+}
+
 /// What wakes a plugin.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
@@ -238,11 +248,15 @@ pub enum Trigger {
         /// The longest line taken whole: longer ones are cut and marked.
         max_line: usize,
     },
-    /// Entries of a JSON-lines event journal.
+    /// New event log entries, from a JSON-lines journal or a Windows
+    /// channel, that have this source, one of these ids and a message
+    /// matching the pattern (each when given).
     EventLog {
-        path: PathBuf,
-        /// The longest line taken whole: longer ones are cut and marked.
+        from: EventSource,
+        /// The longest line (a journal's) or message (a channel's) taken
+        /// whole: longer ones are cut and marked.
         max_line: usize,
+        /// The source name (a Windows event's provider).
         source: Option<String>,
         ids: Vec<u32>,
         message: Option<Pattern>,

@@ -69,8 +69,9 @@ struct RawTrigger {
     debounce: Option<Spanned<String>>,
     subject: Option<Spanned<String>>,
     pattern: Option<Spanned<String>>,
-    source: Option<String>,
-    ids: Option<Vec<u32>>,
+    channel: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    ids: Option<Spanned<Vec<u32>>>,
     message: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     max_line: Option<Spanned<String>>,
@@ -937,7 +938,7 @@ impl Policy {
         let allowed: &[&str] = match kind {
             "file" => &["path", "changes", "debounce", "subject"],
             "log" => &["path", "pattern", "max_line"],
-            "event_log" => &["path", "source", "ids", "message", "max_line"],
+            "event_log" => &["path", "channel", "source", "ids", "message", "max_line"],
             "every" => &["interval"],
             "startup" | "manual" => &[],
             other => {
@@ -949,8 +950,9 @@ impl Policy {
                 return None;
             }
         };
-        let present: [(&str, bool); 10] = [
+        let present: [(&str, bool); 11] = [
             ("path", t.path.is_some()),
+            ("channel", t.channel.is_some()),
             ("changes", t.changes.is_some()),
             ("debounce", t.debounce.is_some()),
             ("subject", t.subject.is_some()),
@@ -1030,16 +1032,26 @@ impl Policy {
                     max_line: c.max_line(t.max_line.as_ref())?,
                 }
             }
-            "event_log" => Trigger::EventLog {
-                path: path(c)?,
-                max_line: c.max_line(t.max_line.as_ref())?,
-                source: t.source.clone(),
-                ids: t.ids.clone().unwrap_or_default(),
-                message: match &t.message {
-                    Some(m) => Some(c.regex(m, "message")?),
-                    None => None,
-                },
-            },
+            "event_log" => {
+                // Every problem is reported before any is given up on.
+                let from = Self::event_source(c, t, &at, path);
+                let max_line = c.max_line(t.max_line.as_ref());
+                let message = match &t.message {
+                    Some(m) => c.regex(m, "message").map(Some),
+                    None => Some(None),
+                };
+                Trigger::EventLog {
+                    from: from?,
+                    max_line: max_line?,
+                    source: t.source.as_ref().map(|s| s.get_ref().clone()),
+                    ids: t
+                        .ids
+                        .as_ref()
+                        .map(|i| i.get_ref().clone())
+                        .unwrap_or_default(),
+                    message: message?,
+                }
+            }
             "every" => {
                 let Some(interval) = &t.interval else {
                     c.error(
@@ -1066,6 +1078,69 @@ impl Policy {
             _ => Trigger::Manual,
         };
         ok.then_some(trigger)
+    }
+
+    /// Where an `event_log` trigger reads: a journal (`path`) or a Windows
+    /// channel (`channel`), never both. A channel's filter must make a
+    /// query Windows takes; that is checked on every platform, so that a
+    /// Windows policy can be checked anywhere.
+    fn event_source(
+        c: &mut Collector<'_>,
+        t: &RawTrigger,
+        at: &Range<usize>,
+        path: impl FnOnce(&mut Collector<'_>) -> Option<PathBuf>,
+    ) -> Option<EventSource> {
+        use crate::triggers::windows_events::{QueryError, filter_problems};
+        let channel = match (&t.path, &t.channel) {
+            (Some(_), Some(channel)) => {
+                c.error(
+                    Some(channel.span()),
+                    "an `event_log` trigger takes either `path` or `channel`, not both",
+                    "keep path = \"...\" to follow a JSON-lines event journal, or channel = \"...\" to follow a Windows event log channel (Windows only), and remove the other",
+                );
+                return None;
+            }
+            (None, None) => {
+                c.error(
+                    Some(at.clone()),
+                    "an `event_log` trigger needs a `path` or a `channel`",
+                    "add path = \"...\" (a JSON-lines event journal) or channel = \"Application\" (a Windows event log channel, Windows only)",
+                );
+                return None;
+            }
+            (Some(_), None) => return path(c).map(|path| EventSource::Journal { path }),
+            (None, Some(channel)) => channel,
+        };
+        let ids = t.ids.as_ref().map_or(&[][..], |i| i.get_ref().as_slice());
+        let problems = filter_problems(
+            channel.get_ref(),
+            t.source.as_ref().map(|s| s.get_ref().as_str()),
+            ids,
+        );
+        for problem in &problems {
+            let (span, fix) = match problem {
+                QueryError::EmptyChannel => (
+                    channel.span(),
+                    "name a channel, such as \"Application\", \"System\" or \"Microsoft-Windows-Bits-Client/Operational\"",
+                ),
+                QueryError::UnquotableSource(_) => (
+                    t.source.as_ref().map_or(at.clone(), |s| s.span()),
+                    "a provider name holds one kind of quote at most: check the name Event Viewer shows as the event's source",
+                ),
+                QueryError::IdTooLarge(_) => (
+                    t.ids.as_ref().map_or(at.clone(), |i| i.span()),
+                    "use the event id Event Viewer shows (0 to 65535)",
+                ),
+            };
+            c.error(
+                Some(span),
+                format!("channel {:?}: {problem}", channel.get_ref()),
+                fix,
+            );
+        }
+        problems.is_empty().then(|| EventSource::Channel {
+            name: channel.get_ref().clone(),
+        })
     }
 }
 
@@ -1151,6 +1226,11 @@ interval = "1h"
         );
         assert_eq!(plugin.triggers.len(), 3);
         assert!(matches!(&plugin.triggers[1], Trigger::EventLog { ids, .. } if ids == &[364]));
+        assert!(matches!(
+            &plugin.triggers[1],
+            Trigger::EventLog { from: EventSource::Journal { path }, .. }
+                if path == &dir.path().join("events.jsonl")
+        ));
         assert!(
             matches!(&plugin.triggers[1], Trigger::EventLog { max_line, .. } if *max_line == crate::triggers::tail::MAX_LINE_BYTES)
         );
@@ -1285,6 +1365,126 @@ max_line = "4KiB"
                 "missing {expected:?} in {messages:#?}"
             );
         }
+    }
+
+    #[test]
+    fn an_event_log_trigger_reads_a_journal_or_a_windows_channel() {
+        let text = r#"
+[plugins.p]
+component = "p.wasm"
+[[plugins.p.triggers]]
+kind = "event_log"
+path = "events.jsonl"
+source = "Windows Server Update Services"
+ids = [364]
+[[plugins.p.triggers]]
+kind = "event_log"
+channel = "Application"
+source = "Windows Server Update Services"
+ids = [364, 10012]
+message = "Access is denied"
+max_line = "4KiB"
+[[plugins.p.triggers]]
+kind = "event_log"
+channel = "Microsoft-Windows-Bits-Client/Operational"
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/p.wasm"), b"").unwrap();
+        let policy = Policy::parse(&dir.path().join("policy.toml"), text).unwrap();
+        let triggers = &policy.plugins[0].triggers;
+        assert!(matches!(
+            &triggers[0],
+            Trigger::EventLog { from: EventSource::Journal { path }, .. }
+                if path == &dir.path().join("events.jsonl")
+        ));
+        let Trigger::EventLog {
+            from,
+            max_line,
+            source,
+            ids,
+            message,
+        } = &triggers[1]
+        else {
+            panic!("{triggers:?}")
+        };
+        assert_eq!(
+            from,
+            &EventSource::Channel {
+                name: "Application".into()
+            }
+        );
+        assert_eq!(*max_line, 4096);
+        assert_eq!(source.as_deref(), Some("Windows Server Update Services"));
+        assert_eq!(ids, &[364, 10012]);
+        assert_eq!(
+            message.as_ref().unwrap().regex().as_str(),
+            "Access is denied"
+        );
+        assert!(matches!(
+            &triggers[2],
+            Trigger::EventLog { from: EventSource::Channel { name }, source: None, .. }
+                if name == "Microsoft-Windows-Bits-Client/Operational"
+        ));
+    }
+
+    #[test]
+    fn an_event_log_trigger_with_both_sources_or_a_filter_windows_cannot_query_is_refused() {
+        let text = r#"[plugins.p]
+component = "p.wasm"
+[[plugins.p.triggers]]
+kind = "event_log"
+path = "/var/log/events.jsonl"
+channel = "Application"
+[[plugins.p.triggers]]
+kind = "event_log"
+source = "x"
+[[plugins.p.triggers]]
+kind = "event_log"
+channel = ""
+source = "it's \"quoted\""
+ids = [364, 70000]
+message = "("
+max_line = "1"
+[[plugins.p.triggers]]
+kind = "log"
+path = "/var/log/x.log"
+pattern = "x"
+channel = "System"
+[[plugins.p.triggers]]
+kind = "event_log"
+path = "/var/log/events.jsonl"
+source = "it's \"fine\" in a journal"
+ids = [70000]
+"#;
+        let errors = with_component(text).unwrap_err().0;
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect();
+        for expected in [
+            "6:11: an `event_log` trigger takes either `path` or `channel`, not both",
+            "7:1: an `event_log` trigger needs a `path` or a `channel`",
+            "12:11: channel \"\": the channel name is empty",
+            "13:10: channel \"\": the source name \"it's \\\"quoted\\\"\" holds both ' and \"",
+            "14:7: channel \"\": event id 70000 is above 65535",
+            "15:11: message is not a valid regular expression",
+            "16:12: max_line = 1 is out of range",
+            "17:1: a `log` trigger takes no `channel`",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(expected)),
+                "missing {expected:?} in {messages:#?}"
+            );
+        }
+        assert_eq!(
+            errors.len(),
+            8,
+            "the journal trigger is fine: {messages:#?}"
+        );
+        assert!(errors.iter().all(|e| !e.fix.is_empty()), "{errors:#?}");
+        let both = &errors[0].fix;
+        assert!(both.contains("path") && both.contains("channel"), "{both}");
     }
 
     const KEY_A: &str = "RWQ4/U1bBuKY9I4G3pL8NkZ8I4WcZKv0+UdIP6ONt+sY0CkZyqKZmhdD";

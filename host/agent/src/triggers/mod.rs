@@ -1,20 +1,29 @@
 //! Triggers turn what happens on the system into events for plugins: file
 //! changes (notify, debounced), new lines of text logs and of JSON-lines
 //! event journals (tailed across rotation and truncation, resuming at the
-//! remembered offset after a restart), intervals, the agent's start, and
-//! manual requests dropped into the agent's inbox by `medic send`.
+//! remembered offset after a restart), new events of Windows event log
+//! channels (resuming after the remembered bookmark), intervals, the
+//! agent's start, and manual requests dropped into the agent's inbox by
+//! `medic send`.
 //!
 //! Every trigger runs as a task sending [`Intake`] to the dispatcher:
 //! events, and the progress that must be saved only once the events before
-//! it are durably queued (a tail's read position, a consumed inbox file).
-//! Dropping the returned [`TriggerSet`] stops them all.
+//! it are durably queued (a tail's read position, an event log bookmark, a
+//! consumed inbox file). Dropping the returned [`TriggerSet`] stops them
+//! all.
+//!
+//! The two sources of an `event_log` trigger, a journal file and a Windows
+//! channel, share its filter ([`EventFilter`]) and the making of its events
+//! ([`system_event`]): a plugin gets the same event for the same facts from
+//! either.
 
 pub mod file;
 pub mod inbox;
 pub mod tail;
+pub mod windows_events;
 
 use crate::audit::Store;
-use crate::policy::{PluginPolicy, Trigger};
+use crate::policy::{EventSource, PluginPolicy, Trigger};
 use medic_sandbox::{EventKind, EventRecord};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -62,6 +71,13 @@ pub enum Intake {
         key: tail::PositionKey,
         position: tail::Position,
     },
+    /// An event log channel has been read up to this bookmark (the XML
+    /// Windows renders for it): saved in the same transaction as the
+    /// events sent before it, as a tail position is.
+    EventLogBookmark {
+        key: windows_events::BookmarkKey,
+        bookmark: String,
+    },
     /// The inbox request in this file was sent before: the file is removed
     /// once its event is durably queued.
     InboxConsumed(std::path::PathBuf),
@@ -90,6 +106,51 @@ pub fn make_event(
         map.entry(key).or_insert(value);
     }
     EventRecord::new(kind, source, subject, map)
+}
+
+/// Which entries an `event_log` trigger takes, whether it reads a journal
+/// file or a Windows channel.
+#[derive(Debug, Clone)]
+pub struct EventFilter {
+    /// The source (a Windows event's provider) exactly; any when `None`.
+    pub source: Option<String>,
+    /// One of these ids; any when empty.
+    pub ids: Vec<u32>,
+    /// A pattern the message must match.
+    pub message: Option<regex::Regex>,
+}
+
+impl EventFilter {
+    /// Whether an entry with this source, id and message is taken.
+    pub fn admits(&self, source: &str, id: u32, message: &str) -> bool {
+        self.source.as_deref().is_none_or(|wanted| wanted == source)
+            && (self.ids.is_empty() || self.ids.contains(&id))
+            && self.message.as_ref().is_none_or(|m| m.is_match(message))
+    }
+}
+
+/// The event a plugin gets for one event log entry, from a journal or a
+/// channel alike: kind `system-event`, source `event-log:<source>`, the
+/// entry's subject or else `<source>/<id>`, and the field `event-id` before
+/// the entry's own fields, so that an entry cannot pass for another id.
+pub fn system_event(
+    source: &str,
+    id: u32,
+    subject: Option<String>,
+    fields: Vec<(String, String)>,
+) -> EventRecord {
+    let subject = subject
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{source}/{id}"));
+    let mut all = Vec::with_capacity(fields.len() + 1);
+    all.push(("event-id".to_string(), id.to_string()));
+    all.extend(fields);
+    make_event(
+        EventKind::SystemEvent,
+        format!("event-log:{source}"),
+        subject,
+        all,
+    )
 }
 
 /// The running trigger tasks, per plugin; dropping it stops them.
@@ -244,10 +305,10 @@ async fn start_plugin(
     for trigger in &plugin.triggers {
         let name = plugin.name.clone();
         let sink = sink.clone();
-        let fail = |target: &std::path::Path, reason: String| TriggerError {
+        let fail = |target: String, reason: String| TriggerError {
             plugin: plugin.name.clone(),
             kind: trigger.kind(),
-            target: target.display().to_string(),
+            target,
             reason,
         };
         let started = match trigger {
@@ -266,7 +327,7 @@ async fn start_plugin(
                 },
                 sink,
             )
-            .map_err(|e| fail(path, e)),
+            .map_err(|e| fail(path.display().to_string(), e)),
             Trigger::Log {
                 path,
                 pattern,
@@ -279,26 +340,35 @@ async fn start_plugin(
                 store.clone(),
                 sink,
             )
-            .map_err(|e| fail(path, e)),
+            .map_err(|e| fail(path.display().to_string(), e)),
             Trigger::EventLog {
-                path,
+                from,
                 max_line,
                 source,
                 ids,
                 message,
-            } => tail::spawn(
-                name,
-                path.clone(),
-                *max_line,
-                tail::LineFilter::EventLog {
+            } => {
+                let filter = EventFilter {
                     source: source.clone(),
                     ids: ids.clone(),
                     message: message.as_ref().map(|m| m.regex().clone()),
-                },
-                store.clone(),
-                sink,
-            )
-            .map_err(|e| fail(path, e)),
+                };
+                match from {
+                    EventSource::Journal { path } => tail::spawn(
+                        name,
+                        path.clone(),
+                        *max_line,
+                        tail::LineFilter::EventLog(filter),
+                        store.clone(),
+                        sink,
+                    )
+                    .map_err(|e| fail(path.display().to_string(), e)),
+                    EventSource::Channel { name: channel } => {
+                        windows_events::spawn(name, channel, filter, *max_line, store.clone(), sink)
+                            .map_err(|e| fail(format!("channel {channel}"), e.to_string()))
+                    }
+                }
+            }
             Trigger::Every { interval } => Ok(spawn_every(name, *interval, sink)),
             Trigger::Startup => Ok(tokio::spawn(async move {
                 let event = make_event(
@@ -387,6 +457,11 @@ mod tests {
             Intake::TailPosition { key, position } => {
                 let txn = store.database().begin_write().unwrap();
                 tail::write_position(&txn, &key, &position).unwrap();
+                txn.commit().unwrap();
+            }
+            Intake::EventLogBookmark { key, bookmark } => {
+                let txn = store.database().begin_write().unwrap();
+                windows_events::write_bookmark(&txn, &key, &bookmark).unwrap();
                 txn.commit().unwrap();
             }
             Intake::InboxConsumed(_) => {}

@@ -1,5 +1,6 @@
-//! The `log` and `event_log` triggers: follow a text file as it grows,
-//! losing no complete line and holding a bounded part of it in memory.
+//! The `log` trigger and the journal source of the `event_log` trigger
+//! (`path = ...`): follow a text file as it grows, losing no complete line
+//! and holding a bounded part of it in memory.
 //!
 //! Reading. New complete lines are read from the remembered [`Position`],
 //! one chunk at a time ([`CHUNK`]); the task sends the events of a chunk,
@@ -57,7 +58,7 @@
 //! A watcher on the file's folder wakes the reader at once; a slow poll
 //! covers file systems that do not notify.
 
-use super::{EventSink, Intake, Routed, make_event};
+use super::{EventFilter, EventSink, Intake, Routed, make_event, system_event};
 use crate::audit::{Store, StoreError};
 use medic_sandbox::{EventKind, EventRecord};
 use notify::{RecursiveMode, Watcher};
@@ -104,13 +105,8 @@ pub const MALFORMED_SUMMARY: Duration = Duration::from_secs(60);
 pub enum LineFilter {
     /// Text lines matching the pattern; named captures become fields.
     Log(regex::Regex),
-    /// JSON-lines event journal entries with this source, one of these ids
-    /// (any when empty) and a message matching the pattern.
-    EventLog {
-        source: Option<String>,
-        ids: Vec<u32>,
-        message: Option<regex::Regex>,
-    },
+    /// JSON-lines event journal entries the filter admits.
+    EventLog(EventFilter),
 }
 
 /// Where a tail has read up to. Inode 0 names no file: the first file to
@@ -286,7 +282,7 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), TailError> {
 
 /// Where a byte slice cut at its end stops being a whole character: a
 /// trailing, incomplete UTF-8 sequence is left out.
-fn char_boundary(bytes: &[u8]) -> usize {
+pub(super) fn char_boundary(bytes: &[u8]) -> usize {
     let len = bytes.len();
     for back in 1..=len.min(4) {
         let b = bytes[len - back];
@@ -870,11 +866,7 @@ fn judge(filter: &LineFilter, path: &Path, line: &Line<'_>) -> Verdict {
                 fields,
             )))
         }
-        LineFilter::EventLog {
-            source,
-            ids,
-            message,
-        } => {
+        LineFilter::EventLog(filter) => {
             if line.truncated {
                 return Verdict::Malformed;
             }
@@ -892,29 +884,18 @@ fn judge(filter: &LineFilter, path: &Path, line: &Line<'_>) -> Verdict {
             let Ok(id) = text("id").parse::<u32>() else {
                 return Verdict::Malformed;
             };
-            let event_message = text("message");
-            if source.as_ref().is_some_and(|s| s != &event_source)
-                || (!ids.is_empty() && !ids.contains(&id))
-                || message
-                    .as_ref()
-                    .is_some_and(|m| !m.is_match(&event_message))
-            {
+            if !filter.admits(&event_source, id, &text("message")) {
                 return Verdict::Ignored;
             }
-            let subject = match text("subject") {
-                s if s.is_empty() => format!("{event_source}/{id}"),
-                s => s,
-            };
-            let mut fields: Vec<(String, String)> = vec![("event-id".into(), id.to_string())];
-            for (key, _) in &entry {
-                if key != "id" {
-                    fields.push((key.clone(), text(key)));
-                }
-            }
-            Verdict::Event(Box::new(make_event(
-                EventKind::SystemEvent,
-                format!("event-log:{event_source}"),
-                subject,
+            let fields = entry
+                .keys()
+                .filter(|key| *key != "id")
+                .map(|key| (key.clone(), text(key)))
+                .collect();
+            Verdict::Event(Box::new(system_event(
+                &event_source,
+                id,
+                Some(text("subject")),
                 fields,
             )))
         }
@@ -932,23 +913,24 @@ pub struct TailStats {
     pub malformed: u64,
 }
 
-/// When to say that malformed lines were skipped: at the first, then at
-/// most once per [`MALFORMED_SUMMARY`].
+/// When to say that malformed entries were skipped: at the first, then at
+/// most once per [`MALFORMED_SUMMARY`]. An entry's place is an offset in a
+/// journal, a count of events read from a channel.
 #[derive(Debug, Default)]
-struct MalformedLog {
+pub(super) struct MalformedLog {
     said: Option<Instant>,
     since: u64,
     first_offset: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Say {
+pub(super) enum Say {
     First { offset: u64 },
     Summary { count: u64, first_offset: u64 },
 }
 
 impl MalformedLog {
-    fn saw(&mut self, offset: u64, now: Instant) -> Option<Say> {
+    pub(super) fn saw(&mut self, offset: u64, now: Instant) -> Option<Say> {
         if self.said.is_none() {
             self.said = Some(now);
             return Some(Say::First { offset });
@@ -958,7 +940,7 @@ impl MalformedLog {
         self.due(now)
     }
 
-    fn due(&mut self, now: Instant) -> Option<Say> {
+    pub(super) fn due(&mut self, now: Instant) -> Option<Say> {
         let said = self.said?;
         if self.since == 0 || now.duration_since(said) < MALFORMED_SUMMARY {
             return None;
@@ -1765,11 +1747,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("events.jsonl");
         std::fs::write(&log, "").unwrap();
-        let filter = LineFilter::EventLog {
+        let filter = LineFilter::EventLog(EventFilter {
             source: None,
             ids: vec![364],
             message: None,
-        };
+        });
         let tail = Tail::new(log.clone(), None).with_max_line(200);
         let mut follower = Follower::new("p".into(), tail, filter);
         assert!(follower.poll().unwrap().0.is_empty());
@@ -1817,11 +1799,11 @@ mod tests {
 
     #[test]
     fn event_log_lines_are_filtered_by_source_id_and_message() {
-        let filter = LineFilter::EventLog {
+        let filter = LineFilter::EventLog(EventFilter {
             source: Some("Windows Server Update Services".into()),
             ids: vec![364],
             message: Some(regex::Regex::new("Access is denied").unwrap()),
-        };
+        });
         let path = Path::new("/lab/events.jsonl");
         let hit = r#"{"id": 364, "source": "Windows Server Update Services", "level": "Error", "message": "Content file download failed. Reason: Access is denied.", "time": "2026-11-24T10:00:00Z"}"#;
         let event = line_event(&filter, path, hit).unwrap();
