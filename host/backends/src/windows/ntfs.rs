@@ -1,1 +1,0 @@
-//! NTFS access lists (placeholder while being written).
