@@ -26,5 +26,5 @@ pub mod units;
 
 pub use backend::BackendCatalog;
 pub use context::{ActivePlugin, AgentContext};
-pub use loading::{AgentError, Loaded, load};
+pub use loading::{AgentError, Checked, Loaded, check, load};
 pub use serve::Agent;

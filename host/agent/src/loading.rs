@@ -9,7 +9,7 @@ use crate::audit::StoreError;
 use crate::backend::BackendCatalog;
 use crate::context::ActivePlugin;
 use crate::policy::{
-    PluginPolicy, Policy, PolicyError, PolicyErrors, ServingPolicy, SetAside, Trust,
+    BackendSection, PluginPolicy, Policy, PolicyError, PolicyErrors, ServingPolicy, SetAside, Trust,
 };
 use crate::triggers;
 use medic_backends::Backends;
@@ -302,11 +302,32 @@ fn refusal(refused: Vec<Refused>) -> PolicyErrors {
 
 /// Read `policy_file`, open its backends through `catalog`, load and check
 /// every plugin; all problems at once. Any problem refuses the whole
-/// policy: what `medic check` and `medic approve` want.
+/// policy: what `medic approve` wants.
 pub fn load(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Loaded, AgentError> {
     let (loaded, refused) = load_serving(policy_file, catalog)?;
     if refused.is_empty() {
         Ok(loaded)
+    } else {
+        Err(refusal(refused).into())
+    }
+}
+
+/// A policy file and its plugins, checked; its backend checked but not
+/// opened.
+#[derive(Debug)]
+pub struct Checked {
+    pub policy: Policy,
+    pub plugins: Vec<ActivePlugin>,
+}
+
+/// What `medic check` does: as [`load`], but the backend is only checked
+/// ([`BackendCatalog::check`]), so that a policy for another system (a
+/// Windows server's, checked on Linux) can be validated before it ships.
+pub fn check(policy_file: &Path, catalog: &dyn BackendCatalog) -> Result<Checked, AgentError> {
+    let (policy, _, plugins, refused) =
+        read_and_load(policy_file, &mut |section| catalog.check(section))?;
+    if refused.is_empty() {
+        Ok(Checked { policy, plugins })
     } else {
         Err(refusal(refused).into())
     }
@@ -322,14 +343,37 @@ pub fn load_serving(
     catalog: &dyn BackendCatalog,
 ) -> Result<(Loaded, Vec<Refused>), AgentError> {
     let mut backends = None;
-    let ServingPolicy { policy, set_aside } =
-        Policy::load_serving_with(policy_file, &mut |section| match catalog.open(section) {
+    let (policy, runtime, plugins, refused) =
+        read_and_load(policy_file, &mut |section| match catalog.open(section) {
             Ok(opened) => {
                 backends = Some(opened);
                 Vec::new()
             }
             Err(errors) => errors,
         })?;
+    let Some(backends) = backends else {
+        // The callback reported why, and the policy was refused with it.
+        return Err(refusal(refused).into());
+    };
+    Ok((
+        Loaded {
+            policy,
+            runtime,
+            backends,
+            plugins,
+        },
+        refused,
+    ))
+}
+
+/// Read `policy_file` (its backend section handed to `backend`), and
+/// load every plugin it names: those that load, and those refused with
+/// why.
+fn read_and_load(
+    policy_file: &Path,
+    backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+) -> Result<(Policy, Runtime, Vec<ActivePlugin>, Vec<Refused>), AgentError> {
+    let ServingPolicy { policy, set_aside } = Policy::load_serving_with(policy_file, backend)?;
     let runtime = runtime_for(&policy)?;
     let mut plugins = Vec::new();
     let mut refused: Vec<Refused> = set_aside
@@ -345,19 +389,7 @@ pub fn load_serving(
             }),
         }
     }
-    let Some(backends) = backends else {
-        // The callback reported why, and the policy was refused with it.
-        return Err(refusal(refused).into());
-    };
-    Ok((
-        Loaded {
-            policy,
-            runtime,
-            backends,
-            plugins,
-        },
-        refused,
-    ))
+    Ok((policy, runtime, plugins, refused))
 }
 
 #[cfg(test)]

@@ -1,7 +1,12 @@
 //! The one place that turns a policy's `[backend]` table into backends:
 //! `local` (this machine's files, with Windows principal names mapped to
-//! local users and groups, and systemd) and `lab` (the downstream server of
-//! a lab made by `medic lab init`).
+//! local users and groups, and systemd), `windows` (a Windows server: NTFS
+//! with principals by SID, the Service Control Manager, and its WSUS
+//! server through the administration API) and `lab` (the downstream
+//! server of a lab made by `medic lab init`).
+//!
+//! A `windows` policy is checked on any system (`medic check` on a Linux
+//! workstation validates it before it ships) but opened only on Windows.
 
 use medic_agent::BackendCatalog;
 use medic_agent::policy::{BackendSection, PolicyError};
@@ -12,13 +17,43 @@ use medic_lab::Lab;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Catalog;
 
-const KINDS: &str = "use kind = \"local\" or kind = \"lab\"";
+const KINDS: &str = "use kind = \"local\", \"windows\" or \"lab\"";
 
 impl BackendCatalog for Catalog {
     fn open(&self, section: &BackendSection) -> Result<Backends, Vec<PolicyError>> {
+        self.select(section, true)
+    }
+
+    fn check(&self, section: &BackendSection) -> Vec<PolicyError> {
+        self.select(section, false).err().unwrap_or_default()
+    }
+}
+
+/// A `[backend]` table read, and opened where it can be.
+enum Selected {
+    Opened(Backends),
+    /// Checked, but not opened here (the `windows` backend elsewhere).
+    #[cfg_attr(windows, allow(dead_code))]
+    Checked,
+}
+
+impl Catalog {
+    /// Check `section` and, with `open` (or wherever checking needs it),
+    /// open the backends it selects.
+    fn select(&self, section: &BackendSection, open: bool) -> Result<Backends, Vec<PolicyError>> {
+        match self.read(section, open)? {
+            Selected::Opened(backends) => Ok(backends),
+            Selected::Checked if open => unreachable!("opened when asked to"),
+            // `check` ignores the backends; an empty set stands for them.
+            Selected::Checked => Err(Vec::new()),
+        }
+    }
+
+    fn read(&self, section: &BackendSection, open: bool) -> Result<Selected, Vec<PolicyError>> {
         let mut errors = Vec::new();
         let allowed: &[&str] = match section.kind.as_str() {
             "local" => &["principals"],
+            "windows" => &["principals", "wsus"],
             "lab" => &["lab", "server"],
             other => {
                 return Err(vec![section.error(
@@ -31,7 +66,7 @@ impl BackendCatalog for Catalog {
         for key in section.settings.keys() {
             if !allowed.contains(&key.as_str()) {
                 let (message, fix) = match (section.kind.as_str(), key.as_str()) {
-                    ("local", "lab") => (
+                    ("local" | "windows", "lab") => (
                         "`lab` is only read with kind = \"lab\"".to_string(),
                         "set kind = \"lab\", or remove `lab`".to_string(),
                     ),
@@ -48,15 +83,112 @@ impl BackendCatalog for Catalog {
                 errors.push(section.error(key, message, fix));
             }
         }
-        let backends = match section.kind.as_str() {
-            "lab" => lab(section, &mut errors),
-            _ => Some(Backends::local(principals(section, &mut errors))),
+        let selected = match section.kind.as_str() {
+            "lab" => lab(section, &mut errors).map(Selected::Opened),
+            "windows" => windows(section, open, &mut errors),
+            _ => Some(Selected::Opened(Backends::local(principals(
+                section,
+                &mut errors,
+            )))),
         };
-        match backends {
-            Some(backends) if errors.is_empty() => Ok(backends),
+        match selected {
+            Some(selected) if errors.is_empty() => Ok(selected),
             _ => Err(errors),
         }
     }
+}
+
+/// `kind = "windows"`, `principals = { "WSUS Admins" = "sid:S-1-5-…" }`
+/// and `wsus = false` on a machine that is not a WSUS server.
+fn windows(
+    section: &BackendSection,
+    open: bool,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Selected> {
+    let mut principals = medic_backends::windows::ntfs::SidMap::default();
+    match section.settings.get("principals").map(|v| v.as_table()) {
+        None => {}
+        Some(None) => errors.push(section.error(
+            "principals",
+            "`principals` must be a table",
+            "write principals = { \"WSUS Admins\" = \"sid:S-1-5-21-…\" }",
+        )),
+        Some(Some(table)) => {
+            for (name, spec) in table {
+                let result = match spec.as_str() {
+                    Some(spec) => principals.insert(name, spec),
+                    None => Err(format!("`{name}` must map to a string")),
+                };
+                if let Err(e) = result {
+                    errors.push(section.error(
+                        "principals",
+                        format!("principal `{name}`: {e}"),
+                        "map it to its SID, sid:S-1-5-…, never to an account name (names are localized); NETWORK SERVICE, Users, Administrators and the other well-known principals need no entry",
+                    ));
+                }
+            }
+        }
+    }
+    let wsus = match section.settings.get("wsus").map(|v| v.as_bool()) {
+        None => true,
+        Some(Some(wsus)) => wsus,
+        Some(None) => {
+            errors.push(section.error(
+                "wsus",
+                "`wsus` must be true or false",
+                "write wsus = false on a machine that is not a WSUS server",
+            ));
+            true
+        }
+    };
+    if !errors.is_empty() {
+        return None;
+    }
+    let config = medic_backends::windows::WindowsConfig { principals, wsus };
+    open_windows(section, config, open, errors)
+}
+
+#[cfg(windows)]
+fn open_windows(
+    section: &BackendSection,
+    config: medic_backends::windows::WindowsConfig,
+    _open: bool,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Selected> {
+    // On Windows, checking opens: a missing WSUS role is a problem to
+    // report now.
+    match medic_backends::windows::backends(config) {
+        Ok(backends) => Some(Selected::Opened(backends)),
+        Err(e) => {
+            errors.push(section.error(
+                "kind",
+                format!("cannot open the windows backend: {}", e.message),
+                "install the WSUS role, or set wsus = false on a machine that is not a WSUS server",
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn open_windows(
+    section: &BackendSection,
+    _config: medic_backends::windows::WindowsConfig,
+    open: bool,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Selected> {
+    if !open {
+        return Some(Selected::Checked);
+    }
+    errors.push(section.error(
+        "kind",
+        format!(
+            "the windows backend acts on Windows only, and this medic is built for {}",
+            std::env::consts::OS
+        ),
+        "run this policy with medic.exe on the Windows server (`medic check` validates it here)",
+    ));
+    None
 }
 
 /// `principals = { "NETWORK SERVICE" = "user:nobody", ... }`.
@@ -173,6 +305,45 @@ mod tests {
                 "4: a `local` backend takes no `colour`",
                 "3: `lab` is only read with kind = \"lab\""
             ]
+        );
+    }
+
+    #[test]
+    fn a_windows_policy_is_checked_here_and_opened_only_on_windows() {
+        let text = "[backend]\nkind = \"windows\"\nprincipals = { \"WSUS Admins\" = \"sid:S-1-5-21-1004336348-1177238915-682003330-1001\" }\n";
+        let mut checked = Vec::new();
+        let _ = Policy::parse_with(
+            Path::new("/nowhere/policy.toml"),
+            text,
+            &SystemProbe,
+            &mut |section| {
+                checked = Catalog.check(section);
+                Vec::new()
+            },
+        );
+        assert!(checked.is_empty(), "{checked:?}");
+        #[cfg(not(windows))]
+        {
+            let found = problems(text);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(
+                found[0].starts_with("2: the windows backend acts on Windows only"),
+                "{found:?}"
+            );
+        }
+        let found = problems(
+            "[backend]\nkind = \"windows\"\nprincipals = { Users = \"group:users\" }\nwsus = \"yes\"\n",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found.iter().any(|f| f.starts_with("3: principal `Users`")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("4: `wsus` must be true or false")),
+            "{found:?}"
         );
     }
 

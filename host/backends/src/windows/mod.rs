@@ -11,3 +11,34 @@
 pub mod ntfs;
 pub mod scm;
 pub mod wsus;
+
+#[cfg(windows)]
+use crate::{Backends, OpResult};
+
+/// What a policy's `kind = "windows"` backend asks for.
+#[derive(Debug, Clone)]
+pub struct WindowsConfig {
+    /// Policy names of principals mapped to SIDs, besides the well-known
+    /// ones.
+    pub principals: ntfs::SidMap,
+    /// Whether this machine is a WSUS server whose `wsus` calls go to its
+    /// administration API.
+    pub wsus: bool,
+}
+
+/// This Windows machine: NTFS, the Service Control Manager, and its WSUS
+/// server when `config.wsus` (refused where the WSUS role is missing).
+#[cfg(windows)]
+pub fn backends(config: WindowsConfig) -> OpResult<Backends> {
+    use std::sync::Arc;
+    let wsus = if config.wsus {
+        Some(Arc::new(wsus::WsusAdmin::local()?) as Arc<dyn crate::WsusServer>)
+    } else {
+        None
+    };
+    Ok(Backends {
+        fs: Arc::new(ntfs::local(config.principals)),
+        services: Arc::new(scm::Scm::new(scm::Win32Scm, scm::SystemClock)),
+        wsus,
+    })
+}

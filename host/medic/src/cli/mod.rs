@@ -73,6 +73,9 @@ pub enum Command {
     /// The lab: a simulated WSUS hierarchy to run the WSUS pack against.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Install, control and run the agent as a Windows service.
+    #[command(subcommand)]
+    Service(crate::service::ServiceCommand),
 }
 
 #[derive(Debug, Args)]
@@ -297,7 +300,13 @@ pub fn main() -> ExitCode {
         (Command::Run(_), None) if cli.log == "warn" => "info".to_string(),
         _ => cli.log.clone(),
     };
-    init_logging(format, &filter);
+    // The service sets up its own log: a file and the event log.
+    if !matches!(
+        cli.command,
+        Command::Service(crate::service::ServiceCommand::Run(_))
+    ) {
+        init_logging(format, &filter);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -397,6 +406,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plugins(PluginsCommand::Verify(args)) => sign::verify(&args),
         Command::Trigger(args) => trigger(&args),
         Command::Lab(command) => lab::run(command),
+        Command::Service(command) => crate::service::run(command),
     }
 }
 
@@ -459,10 +469,8 @@ async fn stop_signal() {
 }
 
 fn check(args: &PolicyArgs) -> Result<ExitCode> {
-    match medic_agent::load(&args.policy, &Catalog) {
-        Ok(medic_agent::Loaded {
-            policy, plugins, ..
-        }) => {
+    match medic_agent::check(&args.policy, &Catalog) {
+        Ok(medic_agent::Checked { policy, plugins }) => {
             println!("{}: ok", policy.file.display());
             for plugin in plugins {
                 let signature = match (&plugin.signer, plugin.policy.trust.keys.is_empty()) {
