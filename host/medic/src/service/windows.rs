@@ -69,25 +69,49 @@ fn install(args: &InstallArgs) -> Result<ExitCode> {
     let service = manager
         .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
         .with_context(|| format!("cannot create the service `{}`", spec.name))?;
-    service.set_description(&spec.description)?;
-    if spec.automatic {
-        service.set_delayed_auto_start(true)?;
-    }
-    service.update_failure_actions(ServiceFailureActions {
-        reset_period: ServiceFailureResetPeriod::After(FAILURE_RESET),
-        reboot_msg: None,
-        command: None,
-        actions: Some(
-            RESTART_DELAYS
-                .iter()
-                .map(|delay| ServiceAction {
-                    action_type: ServiceActionType::Restart,
-                    delay: *delay,
-                })
-                .collect(),
+    // The service exists from here on: what follows refines it, and a
+    // service manager that lacks one of these settings (Wine lacks some)
+    // still has a working service, so each is a warning, not a failure.
+    let refinements: [(&str, windows_service::Result<()>); 4] = [
+        (
+            "its description",
+            service.set_description(&spec.description),
         ),
-    })?;
-    service.set_failure_actions_on_non_crash_failures(true)?;
+        (
+            "delayed automatic start",
+            if spec.automatic {
+                service.set_delayed_auto_start(true)
+            } else {
+                Ok(())
+            },
+        ),
+        (
+            "restart on failure",
+            service.update_failure_actions(ServiceFailureActions {
+                reset_period: ServiceFailureResetPeriod::After(FAILURE_RESET),
+                reboot_msg: None,
+                command: None,
+                actions: Some(
+                    RESTART_DELAYS
+                        .iter()
+                        .map(|delay| ServiceAction {
+                            action_type: ServiceActionType::Restart,
+                            delay: *delay,
+                        })
+                        .collect(),
+                ),
+            }),
+        ),
+        (
+            "restart after an error exit",
+            service.set_failure_actions_on_non_crash_failures(true),
+        ),
+    ];
+    for (what, result) in refinements {
+        if let Err(e) = result {
+            eprintln!("warning: the service is installed, but {what} could not be set: {e}");
+        }
+    }
     eventlog::register_source(&spec.name)?;
     println!(
         "installed the service `{}` ({}), running {} {}",
@@ -165,9 +189,16 @@ fn dispatch(args: RunArgs) -> Result<ExitCode> {
 fn service_main(_start_parameters: Vec<OsString>) {
     let Some(args) = RUN.get() else { return };
     if let Err(e) = serve(args) {
+        // Logging may not be set up yet: the event log hears it either way.
         tracing::error!("the service stopped with an error: {e:#}");
+        eventlog::report_error(&args.name.name, &format!("{e:#}"));
     }
 }
+
+/// How often a stopping service tells the Service Control Manager it is
+/// still stopping (the runs in flight finish first, each within its
+/// plugin's timeout).
+const STOP_PROGRESS: Duration = Duration::from_secs(5);
 
 fn status(state: ServiceState, exit: ServiceExitCode, wait: Duration) -> ServiceStatus {
     ServiceStatus {
@@ -265,11 +296,22 @@ fn serve(args: &RunArgs) -> Result<()> {
             async move {
                 stop.notified().await;
                 tracing::info!("stop requested by the Service Control Manager");
-                let _ = handle.set_service_status(status(
-                    ServiceState::StopPending,
-                    ServiceExitCode::NO_ERROR,
-                    Duration::from_secs(30),
-                ));
+                // While the runs in flight finish, say so again and again
+                // with a growing checkpoint, or the SCM takes the service
+                // for hung once the wait hint has passed.
+                tokio::spawn(async move {
+                    for checkpoint in 1u32.. {
+                        let _ = handle.set_service_status(ServiceStatus {
+                            checkpoint,
+                            ..status(
+                                ServiceState::StopPending,
+                                ServiceExitCode::NO_ERROR,
+                                STOP_PROGRESS * 3,
+                            )
+                        });
+                        tokio::time::sleep(STOP_PROGRESS).await;
+                    }
+                });
             }
         };
         tokio.block_on(agent.serve(stopping))?;
@@ -277,11 +319,7 @@ fn serve(args: &RunArgs) -> Result<()> {
     })();
     let exit = match &result {
         Ok(()) => ServiceExitCode::NO_ERROR,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eventlog::report_error(&args.name.name, &format!("{e:#}"));
-            ServiceExitCode::ServiceSpecific(1)
-        }
+        Err(_) => ServiceExitCode::ServiceSpecific(1),
     };
     handle.set_service_status(status(ServiceState::Stopped, exit, Duration::ZERO))?;
     result

@@ -24,8 +24,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_ACCESS_DENIED, ERROR_EVT_CHANNEL_NOT_FOUND, ERROR_EVT_INVALID_QUERY,
-    ERROR_EVT_UNRESOLVED_VALUE_INSERT, ERROR_INSUFFICIENT_BUFFER, ERROR_NO_MORE_ITEMS,
-    GetLastError, HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    ERROR_EVT_MAX_INSERTS_REACHED, ERROR_EVT_UNRESOLVED_PARAMETER_INSERT,
+    ERROR_EVT_UNRESOLVED_VALUE_INSERT, ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_OPERATION,
+    ERROR_NO_MORE_ITEMS, GetLastError, HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::EventLog::{
     EVT_HANDLE, EvtClose, EvtCreateBookmark, EvtFormatMessage, EvtFormatMessageEvent, EvtNext,
@@ -137,6 +138,10 @@ struct Subscription {
     handle: EvtHandle,
     bookmark: EvtHandle,
     signal: Signal,
+    /// The bookmark points at an event (loaded, or moved past one): an
+    /// empty one must not be subscribed after, which would start from the
+    /// oldest event of the channel.
+    positioned: bool,
 }
 
 impl Subscription {
@@ -199,6 +204,7 @@ impl Subscription {
             handle,
             bookmark,
             signal,
+            positioned: resumes,
         })
     }
 
@@ -284,8 +290,14 @@ fn format_message(metadata: &EvtHandle, event: &EvtHandle) -> Option<String> {
             &mut used,
         )
     };
-    (formatted != 0 || last_error() == ERROR_EVT_UNRESOLVED_VALUE_INSERT)
-        .then(|| from_wide(&buffer))
+    // An insert that cannot be resolved still leaves a usable message.
+    let partial = matches!(
+        last_error(),
+        ERROR_EVT_UNRESOLVED_VALUE_INSERT
+            | ERROR_EVT_UNRESOLVED_PARAMETER_INSERT
+            | ERROR_EVT_MAX_INSERTS_REACHED
+    );
+    (formatted != 0 || partial).then(|| from_wide(&buffer))
 }
 
 /// The metadata of the publishers met, opened once each (none for one
@@ -324,7 +336,7 @@ enum Drained {
 /// bookmark past them go to `out`.
 fn drain(
     reader: &mut ChannelReader,
-    subscription: &Subscription,
+    subscription: &mut Subscription,
     publishers: &mut Publishers,
     out: &mpsc::Sender<Intake>,
 ) -> Result<Drained, u32> {
@@ -348,6 +360,9 @@ fn drain(
         if taken == 0 {
             return match last_error() {
                 ERROR_NO_MORE_ITEMS => Ok(Drained::Empty),
+                // What a pull subscription with nothing waiting answers a
+                // call that does not wait (as other readers of it note).
+                ERROR_INVALID_OPERATION if returned == 0 => Ok(Drained::Empty),
                 code => Err(code),
             };
         }
@@ -357,7 +372,9 @@ fn drain(
             .collect();
         for event in &events {
             // SAFETY: both handles are open.
-            if unsafe { EvtUpdateBookmark(subscription.bookmark.0, event.0) } == 0 {
+            if unsafe { EvtUpdateBookmark(subscription.bookmark.0, event.0) } != 0 {
+                subscription.positioned = true;
+            } else {
                 tracing::warn!(
                     plugin = reader.plugin(),
                     channel = reader.query().channel(),
@@ -414,7 +431,7 @@ fn run(mut reader: ChannelReader, mut subscription: Subscription, out: mpsc::Sen
             continue;
         }
         let failed = if woke == WAIT_OBJECT_0 {
-            match drain(&mut reader, &subscription, &mut publishers, &out) {
+            match drain(&mut reader, &mut subscription, &mut publishers, &out) {
                 Ok(Drained::Empty) => continue,
                 Ok(Drained::Stopped) => return,
                 Err(code) => format!("reading failed (Windows error {code})"),
@@ -428,7 +445,10 @@ fn run(mut reader: ChannelReader, mut subscription: Subscription, out: mpsc::Sen
             "{failed}; subscribing again from the bookmark in {}s",
             RETRY.as_secs()
         );
-        let saved = subscription.rendered_bookmark().ok();
+        let saved = subscription
+            .positioned
+            .then(|| subscription.rendered_bookmark().ok())
+            .flatten();
         loop {
             std::thread::sleep(RETRY);
             if out.is_closed() {

@@ -18,9 +18,13 @@
 //! point) before use, and a walk never enters one; the root itself is the
 //! policy author's choice and is trusted. Unlike the Linux backend, which
 //! resolves everything beneath the root through descriptors, nothing here
-//! opens handles relative to the root yet: between the check and the use
-//! a local user who can write under the root could swap a folder for a
-//! junction (a race window remains). A file with other hard links is
+//! opens handles relative to the root yet. An access list is read and
+//! written through one handle opened without following a reparse point at
+//! the last component, and refused if it is one, so a swapped-in link
+//! there is never written through; but a folder above it swapped for a
+//! junction between the check and the use is still followed (a race
+//! window remains for a local user who can write under the root). A file
+//! with other hard links is
 //! neither read nor changed, since its access list is shared with names
 //! that may lie outside the root (Windows' own propagation of an inherited
 //! entry still reaches such files, as it does any file below the folder).
@@ -32,7 +36,11 @@
 
 pub mod acl;
 mod ensure;
-#[cfg(test)]
+// The fake tree is written with Unix-style absolute paths (`/srv/wsus`),
+// which are not absolute on Windows; the decisions it tests are the same
+// on every platform, and Windows' own paths are covered by the system
+// tests (tests/windows).
+#[cfg(all(test, unix))]
 mod fake;
 pub mod sid;
 #[cfg(windows)]
@@ -313,27 +321,11 @@ impl<A: AclApi> FileSystem for NtfsFileSystem<A> {
     }
 }
 
-/// `path` in the `\\?\` form that lifts the `MAX_PATH` limit off the wide
-/// system calls: `C:\x` → `\\?\C:\x`, `\\server\share` →
-/// `\\?\UNC\server\share`; forward slashes become backslashes (the prefix
-/// turns off the system's own normalization). Other forms, relative paths
-/// and paths already prefixed are left as they are.
-#[cfg_attr(not(windows), allow(dead_code))]
-fn verbatim_path(path: &str) -> String {
-    let path = path.replace('/', "\\");
-    let bytes = path.as_bytes();
-    if path.starts_with("\\\\?\\") || path.starts_with("\\\\.\\") {
-        path
-    } else if let Some(unc) = path.strip_prefix("\\\\") {
-        format!("\\\\?\\UNC\\{unc}")
-    } else if bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && &bytes[1..3] == b":\\" {
-        format!("\\\\?\\{path}")
-    } else {
-        path
-    }
-}
-
-#[cfg(test)]
+// The fake tree is written with Unix-style absolute paths (`/srv/wsus`),
+// which are not absolute on Windows; the decisions it tests are the same
+// on every platform, and Windows' own paths are covered by the system
+// tests (tests/windows).
+#[cfg(all(test, unix))]
 mod tests {
     use super::acl::mask::*;
     use super::fake::FakeAcl;
@@ -525,22 +517,5 @@ mod tests {
         fake.reparse("/srv/wsus", true);
         let fs = ntfs(fake);
         assert_eq!(fs.list_dir(&beneath("")).unwrap().len(), 4);
-    }
-
-    #[test]
-    fn verbatim_paths_lift_the_length_limit() {
-        assert_eq!(
-            verbatim_path("C:\\WSUS\\WsusContent"),
-            "\\\\?\\C:\\WSUS\\WsusContent"
-        );
-        assert_eq!(verbatim_path("D:/WSUS/x"), "\\\\?\\D:\\WSUS\\x");
-        assert_eq!(
-            verbatim_path("\\\\srv\\share\\x"),
-            "\\\\?\\UNC\\srv\\share\\x"
-        );
-        assert_eq!(verbatim_path("\\\\?\\C:\\x"), "\\\\?\\C:\\x");
-        assert_eq!(verbatim_path("\\\\.\\pipe\\x"), "\\\\.\\pipe\\x");
-        assert_eq!(verbatim_path("relative\\x"), "relative\\x");
-        assert_eq!(verbatim_path("C:x"), "C:x");
     }
 }

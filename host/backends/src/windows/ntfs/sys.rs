@@ -1,6 +1,8 @@
 //! [`AclApi`] on Windows. Files and folders through `std` (which reads
 //! attributes without following reparse points); security descriptors
-//! through `GetNamedSecurityInfoW` and `SetNamedSecurityInfoW`; SIDs
+//! through a handle opened without following a reparse point at the last
+//! component (`GetSecurityInfo`, `SetSecurityInfo`), so that what was
+//! checked is what is changed; SIDs
 //! through `ConvertStringSidToSidW`/`ConvertSidToStringSidW`; effective
 //! rights through Authz (`AuthzAccessCheck` with `MAXIMUM_ALLOWED` against
 //! the file's own descriptor, not `GetEffectiveRightsFromAclW`, which
@@ -9,15 +11,13 @@
 //!
 //! It only translates: every decision is in the modules above. Every
 //! allocation the system makes is freed by a guard (`LocalMemory`,
-//! `AuthzState`). Paths go to the wide calls in the `\\?\` form so that
-//! long ones work.
+//! `AuthzState`).
 
 use super::acl::{Ace, AceFlags, AceKind, Dacl};
-use super::{AclApi, DirEntry, NodeInfo, SecurityDescriptor, Sid, verbatim_path};
+use super::{AclApi, DirEntry, NodeInfo, SecurityDescriptor, Sid};
 use crate::{BackendError, ErrorKind, OpResult, io_error};
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::os::windows::ffi::OsStrExt;
 use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
 use std::os::windows::io::AsRawHandle;
 use std::path::Path;
@@ -28,10 +28,10 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Security::Authorization::{
     AUTHZ_ACCESS_REPLY, AUTHZ_ACCESS_REQUEST, AUTHZ_CLIENT_CONTEXT_HANDLE,
-    AUTHZ_RESOURCE_MANAGER_HANDLE, AUTHZ_RM_FLAG_NO_AUDIT, AuthzAccessCheck, AuthzFreeContext,
-    AuthzFreeResourceManager, AuthzInitializeContextFromSid, AuthzInitializeResourceManager,
-    ConvertSidToStringSidW, ConvertStringSidToSidW, GetNamedSecurityInfoW, SE_FILE_OBJECT,
-    SetNamedSecurityInfoW,
+    AUTHZ_RESOURCE_MANAGER_HANDLE, AUTHZ_RM_FLAG_NO_AUDIT, AUTHZ_SKIP_TOKEN_GROUPS,
+    AuthzAccessCheck, AuthzAddSidsToContext, AuthzFreeContext, AuthzFreeResourceManager,
+    AuthzInitializeContextFromSid, AuthzInitializeResourceManager, ConvertSidToStringSidW,
+    ConvertStringSidToSidW, GetSecurityInfo, SE_FILE_OBJECT, SetSecurityInfo,
 };
 use windows_sys::Win32::Security::{
     ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_REVISION, ACL_SIZE_INFORMATION, AclSizeInformation,
@@ -39,7 +39,8 @@ use windows_sys::Win32::Security::{
     GROUP_SECURITY_INFORMATION, GetAce, GetAclInformation, GetLengthSid,
     GetSecurityDescriptorControl, InitializeAcl, LookupAccountSidW, OBJECT_SECURITY_INFORMATION,
     OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    SE_DACL_PROTECTED, SID_NAME_USE, UNPROTECTED_DACL_SECURITY_INFORMATION,
+    SE_DACL_PROTECTED, SID_AND_ATTRIBUTES, SID_NAME_USE, SidTypeUser,
+    UNPROTECTED_DACL_SECURITY_INFORMATION,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT,
@@ -54,6 +55,50 @@ const ACCESS_DENIED_ACE_TYPE: u8 = 1;
 const MAXIMUM_ALLOWED: u32 = 0x0200_0000;
 /// The largest ACL the 16-bit `AclSize` can describe.
 const MAX_ACL_BYTES: usize = 0xFFFC;
+/// `READ_CONTROL` and `WRITE_DAC` (`winnt.h`): what reading and writing a
+/// DACL through a handle need.
+const READ_CONTROL: u32 = 0x0002_0000;
+const WRITE_DAC: u32 = 0x0004_0000;
+/// `FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE`.
+const SHARE_ALL: u32 = 0x7;
+/// `SE_GROUP_ENABLED` (`winnt.h`).
+const SE_GROUP_ENABLED: u32 = 0x4;
+/// Everyone, Authenticated Users and Users: groups in every service
+/// account's token (Authenticated Users is a member of Users).
+const SERVICE_ACCOUNT_GROUPS: [&str; 3] = ["S-1-1-0", "S-1-5-11", "S-1-5-32-545"];
+/// LocalSystem, LocalService, NetworkService.
+const SERVICE_ACCOUNTS: [&str; 3] = ["S-1-5-18", "S-1-5-19", "S-1-5-20"];
+
+/// `path` opened for its security descriptor without following a reparse
+/// point at its last component, and refused if it is one: the handle names
+/// what was checked, whatever is renamed or swapped in meanwhile.
+fn open_for_security(path: &Path, write: bool) -> OpResult<std::fs::File> {
+    let access = if write {
+        READ_CONTROL | WRITE_DAC
+    } else {
+        READ_CONTROL
+    };
+    let file = std::fs::OpenOptions::new()
+        .access_mode(access)
+        .share_mode(SHARE_ALL)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT | FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+        .map_err(|e| io_error(path, &e))?;
+    let attributes = file
+        .metadata()
+        .map_err(|e| io_error(path, &e))?
+        .file_attributes();
+    if attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(BackendError::new(
+            ErrorKind::Denied,
+            format!(
+                "{} is a reparse point (a link or junction); medic does not follow it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
 
 /// The system's NTFS security, for [`super::NtfsFileSystem`].
 #[derive(Default)]
@@ -98,15 +143,6 @@ fn last_error(path: &Path, doing: &str) -> BackendError {
 /// A nul-terminated UTF-16 string.
 fn wide(text: &str) -> Vec<u16> {
     text.encode_utf16().chain(Some(0)).collect()
-}
-
-/// `path` nul-terminated for the wide calls, in the `\\?\` form when it is
-/// valid Unicode (a name with unpaired surrogates is passed as it is).
-fn wide_path(path: &Path) -> Vec<u16> {
-    match path.to_str() {
-        Some(text) => wide(&verbatim_path(text)),
-        None => path.as_os_str().encode_wide().chain(Some(0)).collect(),
-    }
 }
 
 /// Memory the system allocated with `LocalAlloc`, freed on drop.
@@ -184,16 +220,20 @@ struct Descriptor {
 }
 
 impl Descriptor {
-    fn read(path: &Path, parts: OBJECT_SECURITY_INFORMATION) -> OpResult<Self> {
-        let name = wide_path(path);
+    fn read(
+        path: &Path,
+        file: &std::fs::File,
+        parts: OBJECT_SECURITY_INFORMATION,
+    ) -> OpResult<Self> {
         let (mut owner, mut group, mut dacl, mut descriptor) =
             (null_mut(), null_mut(), null_mut(), null_mut());
-        // SAFETY: `name` is nul-terminated and outlives the call; the out
-        // pointers are valid locals; `descriptor` receives a LocalAlloc'd
-        // block (owner, group and DACL point into it), owned by the guard.
+        // SAFETY: the handle is open with READ_CONTROL for the call; the
+        // out pointers are valid locals; `descriptor` receives a
+        // LocalAlloc'd block (owner, group and DACL point into it), owned by
+        // the guard.
         let status = unsafe {
-            GetNamedSecurityInfoW(
-                name.as_ptr(),
+            GetSecurityInfo(
+                file.as_raw_handle(),
                 SE_FILE_OBJECT,
                 parts,
                 &mut owner,
@@ -325,19 +365,26 @@ impl AuthzState {
         })
     }
 
-    /// The client context of `sid`, made once (Authz gathers its groups).
+    /// The client context of `sid`, made once. For a user, Authz gathers
+    /// its groups. Authz builds contexts from user SIDs only: for a group
+    /// (Users), an alias or a service account (NETWORK SERVICE) its own
+    /// token groups are skipped and the groups every such token holds are
+    /// added (Everyone; for the service accounts also Authenticated Users
+    /// and Users), so that an entry for one of them counts.
     fn context(&mut self, path: &Path, sid: &Sid) -> OpResult<AUTHZ_CLIENT_CONTEXT_HANDLE> {
         if let Some(&context) = self.contexts.get(sid) {
             return Ok(context);
         }
         let binary = BinarySid::new(sid)?;
+        let is_user = lookup_account(sid).is_some_and(|(_, kind)| kind == SidTypeUser);
+        let flags = if is_user { 0 } else { AUTHZ_SKIP_TOKEN_GROUPS };
         let mut context = null_mut();
         // SAFETY: the SID is valid while `binary` lives (Authz copies what
         // it needs); the manager is valid; `context` receives the handle,
         // freed in Drop.
         let ok = unsafe {
             AuthzInitializeContextFromSid(
-                0,
+                flags,
                 binary.as_psid(),
                 self.manager,
                 null(),
@@ -355,9 +402,58 @@ impl AuthzState {
                 &format!("gathering the groups of {sid} for an access check"),
             ));
         }
+        if !is_user {
+            let implied: &[&str] = if SERVICE_ACCOUNTS.contains(&sid.as_str()) {
+                &SERVICE_ACCOUNT_GROUPS
+            } else {
+                &SERVICE_ACCOUNT_GROUPS[..1]
+            };
+            context = with_groups(path, context, implied)?;
+        }
         self.contexts.insert(sid.clone(), context);
         Ok(context)
     }
+}
+
+/// `context` with `groups` added (a new context; the old one is freed).
+fn with_groups(
+    path: &Path,
+    context: AUTHZ_CLIENT_CONTEXT_HANDLE,
+    groups: &[&str],
+) -> OpResult<AUTHZ_CLIENT_CONTEXT_HANDLE> {
+    let sids = groups
+        .iter()
+        .map(|sid| Sid::parse(sid).map_err(|e| BackendError::new(ErrorKind::Failed, e)))
+        .map(|sid| sid.and_then(|sid| BinarySid::new(&sid)))
+        .collect::<OpResult<Vec<_>>>()?;
+    let attributes: Vec<SID_AND_ATTRIBUTES> = sids
+        .iter()
+        .map(|sid| SID_AND_ATTRIBUTES {
+            Sid: sid.as_psid(),
+            Attributes: SE_GROUP_ENABLED,
+        })
+        .collect();
+    let mut widened = null_mut();
+    // SAFETY: `context` is a valid context; the SIDs live in `sids` for the
+    // call (Authz copies them); no restricted SIDs; `widened` receives a
+    // new context.
+    let ok = unsafe {
+        AuthzAddSidsToContext(
+            context,
+            attributes.as_ptr(),
+            attributes.len() as u32,
+            null(),
+            0,
+            &mut widened,
+        )
+    };
+    // SAFETY: the original context is no longer needed either way, and is
+    // freed once, here.
+    unsafe { AuthzFreeContext(context) };
+    if ok == 0 {
+        return Err(last_error(path, "adding groups to an access check"));
+    }
+    Ok(widened)
 }
 
 impl Drop for AuthzState {
@@ -449,8 +545,12 @@ impl AclApi for Win32Acl {
     }
 
     fn read_security(&self, path: &Path) -> OpResult<SecurityDescriptor> {
-        let descriptor =
-            Descriptor::read(path, OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION)?;
+        let file = open_for_security(path, false)?;
+        let descriptor = Descriptor::read(
+            path,
+            &file,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+        )?;
         let owner = if descriptor.owner.is_null() {
             None
         } else {
@@ -522,14 +622,14 @@ impl AclApi for Win32Acl {
         } else {
             UNPROTECTED_DACL_SECURITY_INFORMATION
         };
-        let name = wide_path(path);
-        // SAFETY: `name` is nul-terminated and `acl` a valid ACL, both
-        // alive for the call; no owner, group or SACL is passed. The call
-        // recomputes the inherited entries and propagates inheritable ones
-        // to what the folder holds before it returns.
+        let file = open_for_security(path, true)?;
+        // SAFETY: the handle is open with WRITE_DAC and `acl` is a valid
+        // ACL, both alive for the call; no owner, group or SACL is passed.
+        // The call recomputes the inherited entries and propagates
+        // inheritable ones to what the folder holds before it returns.
         let status = unsafe {
-            SetNamedSecurityInfoW(
-                name.as_ptr(),
+            SetSecurityInfo(
+                file.as_raw_handle(),
                 SE_FILE_OBJECT,
                 DACL_SECURITY_INFORMATION | protection,
                 null_mut(),
@@ -546,8 +646,10 @@ impl AclApi for Win32Acl {
 
     fn effective_rights(&self, path: &Path, sid: &Sid) -> OpResult<u32> {
         // Authz wants the owner and group as well as the DACL.
+        let file = open_for_security(path, false)?;
         let descriptor = Descriptor::read(
             path,
+            &file,
             OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
         )?;
         let mut authz = lock(&self.authz);
@@ -599,14 +701,15 @@ impl AclApi for Win32Acl {
         if let Some(name) = lock(&self.names).get(sid) {
             return name.clone();
         }
-        let name = lookup_account(sid);
+        let name = lookup_account(sid).map(|(name, _)| name);
         lock(&self.names).insert(sid.clone(), name.clone());
         name
     }
 }
 
-/// `DOMAIN\name` of `sid` on this machine, or `None` when it has none.
-fn lookup_account(sid: &Sid) -> Option<String> {
+/// `DOMAIN\name` of `sid` on this machine and what kind of account it is,
+/// or `None` when it has none.
+fn lookup_account(sid: &Sid) -> Option<(String, SID_NAME_USE)> {
     let binary = BinarySid::new(sid).ok()?;
     let (mut name_len, mut domain_len) = (64u32, 64u32);
     for _ in 0..2 {
@@ -629,11 +732,12 @@ fn lookup_account(sid: &Sid) -> Option<String> {
         if ok != 0 {
             let name = String::from_utf16_lossy(&name[..name_len as usize]);
             let domain = String::from_utf16_lossy(&domain[..domain_len as usize]);
-            return Some(if domain.is_empty() {
+            let name = if domain.is_empty() {
                 name
             } else {
                 format!("{domain}\\{name}")
-            });
+            };
+            return Some((name, kind));
         }
         // SAFETY: GetLastError only reads the calling thread's error value.
         if unsafe { GetLastError() } != ERROR_INSUFFICIENT_BUFFER {

@@ -7,6 +7,7 @@ use super::{RawConfig, RawStatus, ScmApi, ScmError};
 use std::ffi::OsStr;
 use windows_service::service::{Service, ServiceAccess, ServiceExitCode};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
+use windows_sys::Win32::Foundation::ERROR_INVALID_LEVEL;
 use windows_sys::Win32::System::Services::{
     ChangeServiceConfigW, QueryServiceConfig2W, SERVICE_CONFIG_DELAYED_AUTO_START_INFO,
     SERVICE_DELAYED_AUTO_START_INFO, SERVICE_NO_CHANGE,
@@ -42,6 +43,32 @@ impl Win32Scm {
             .map_err(|e| code_of("OpenServiceW", &e))
     }
 
+    /// The start type alone: `SERVICE_NO_CHANGE` and null for the rest.
+    fn change_start_type(service: &Service, start_type: u32) -> Result<(), ScmError> {
+        // SAFETY: the handle is open with SERVICE_CHANGE_CONFIG for the
+        // life of `service`; SERVICE_NO_CHANGE and null pointers leave every
+        // other setting as it is, as ChangeServiceConfigW documents.
+        let ok = unsafe {
+            ChangeServiceConfigW(
+                service.raw_handle(),
+                SERVICE_NO_CHANGE,
+                start_type,
+                SERVICE_NO_CHANGE,
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if ok == 0 {
+            return Err(last_error("ChangeServiceConfigW"));
+        }
+        Ok(())
+    }
+
     fn delayed_auto_start(service: &Service) -> Result<bool, ScmError> {
         let mut info = SERVICE_DELAYED_AUTO_START_INFO {
             fDelayedAutostart: 0,
@@ -60,7 +87,13 @@ impl Win32Scm {
             )
         };
         if ok == 0 {
-            return Err(last_error("QueryServiceConfig2W"));
+            let error = last_error("QueryServiceConfig2W");
+            // A service manager without the delayed-start level (Wine) has
+            // no delayed start.
+            if error.code == ERROR_INVALID_LEVEL {
+                return Ok(false);
+            }
+            return Err(error);
         }
         Ok(info.fDelayedAutostart != 0)
     }
@@ -118,32 +151,22 @@ impl ScmApi for Win32Scm {
         start_type: u32,
         delayed: Option<bool>,
     ) -> Result<(), ScmError> {
-        let service = self.open(name, ServiceAccess::CHANGE_CONFIG)?;
-        // SAFETY: the handle is open with SERVICE_CHANGE_CONFIG for the
-        // life of `service`; SERVICE_NO_CHANGE and null pointers leave every
-        // other setting as it is, as ChangeServiceConfigW documents.
-        let ok = unsafe {
-            ChangeServiceConfigW(
-                service.raw_handle(),
-                SERVICE_NO_CHANGE,
-                start_type,
-                SERVICE_NO_CHANGE,
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if ok == 0 {
-            return Err(last_error("ChangeServiceConfigW"));
-        }
-        if let Some(delayed) = delayed {
-            service
-                .set_delayed_auto_start(delayed)
-                .map_err(|e| code_of("ChangeServiceConfig2W", &e))?;
+        let service = self.open(
+            name,
+            ServiceAccess::CHANGE_CONFIG | ServiceAccess::QUERY_CONFIG,
+        )?;
+        let previous = service
+            .query_config()
+            .map_err(|e| code_of("QueryServiceConfigW", &e))?
+            .start_type
+            .to_raw();
+        Self::change_start_type(&service, start_type)?;
+        if let Some(delayed) = delayed
+            && let Err(e) = service.set_delayed_auto_start(delayed)
+        {
+            // Both or neither: put the start type back.
+            let _ = Self::change_start_type(&service, previous);
+            return Err(code_of("ChangeServiceConfig2W", &e));
         }
         Ok(())
     }

@@ -27,8 +27,11 @@ try {
 $Readable = @('BitsDownloadPriorityForeground','DownloadExpressPackages','HostBinariesOnMicrosoftUpdate','SyncFromMicrosoftUpdate','IsReplicaServer','UpstreamWsusServerName','UpstreamWsusServerPortNumber','UseProxy','ProxyName','ProxyServerPort','ProxyUserName','ProxyUserDomain','HasProxyPassword')
 $Writable = @('BitsDownloadPriorityForeground','DownloadExpressPackages','HostBinariesOnMicrosoftUpdate','UpstreamWsusServerName','UpstreamWsusServerPortNumber','UseProxy','ProxyName','ProxyServerPort','ProxyUserName','ProxyUserDomain')
 $Upstreams = @{}
+# The API's times are UTC ("in Coordinated Universal Time"), though read
+# from SQL they may carry no kind: such a time is taken as UTC, not local.
 function Ms($date) {
     if ($null -eq $date -or $date -eq [DateTime]::MinValue) { return [long]0 }
+    if ($date.Kind -eq [DateTimeKind]::Unspecified) { $date = [DateTime]::SpecifyKind($date, [DateTimeKind]::Utc) }
     [long]([DateTimeOffset]::new($date.ToUniversalTime())).ToUnixTimeMilliseconds()
 }
 function Upstream($u) {

@@ -165,7 +165,7 @@ impl HelperCommand {
     /// input stays free for requests.
     pub fn windows_powershell(script: &str) -> Self {
         Self {
-            program: PathBuf::from("powershell.exe"),
+            program: windows_powershell_path(),
             args: [
                 "-NoLogo",
                 "-NoProfile",
@@ -180,6 +180,17 @@ impl HelperCommand {
             .collect(),
         }
     }
+}
+
+/// Windows PowerShell 5.1 by its full path under `%SystemRoot%`, never
+/// found by searching (the search starts in medic's own folder).
+pub fn windows_powershell_path() -> PathBuf {
+    let root = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
+    PathBuf::from(root)
+        .join("System32")
+        .join("WindowsPowerShell")
+        .join("v1.0")
+        .join("powershell.exe")
 }
 
 /// `script` without comment lines, blank lines and indentation, none of

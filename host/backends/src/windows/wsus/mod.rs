@@ -246,22 +246,26 @@ fn storage(on_microsoft_update: bool) -> StorageMode {
     }
 }
 
-/// An `UpdateState` member's name as the backends' state.
-fn update_state(name: &str) -> OpResult<UpdateState> {
-    Ok(match name {
-        "NotReady" => UpdateState::NotReady,
+/// An `UpdateState` member's name as the backends' state. The API has two
+/// the contract lacks, both of updates with nothing downloaded yet:
+/// `NotNeeded` (not approved: the state of most updates on a server) and
+/// `LicenseAgreementNotReady`; they read as not-ready (their `approved`
+/// says which they are), as does a name a later WSUS may add. Decisions
+/// about an update (what may be cancelled or resumed) use the API's own
+/// name, never this reading.
+fn update_state(name: &str) -> UpdateState {
+    match name {
         "Ready" => UpdateState::Ready,
         "Failed" => UpdateState::Failed,
         "Canceled" => UpdateState::Canceled,
         "LicenseAgreementFailed" => UpdateState::LicenseAgreementFailed,
         "InstallationImpossible" => UpdateState::InstallationImpossible,
+        "NotReady" | "NotNeeded" | "LicenseAgreementNotReady" => UpdateState::NotReady,
         other => {
-            return Err(BackendError::new(
-                ErrorKind::Failed,
-                format!("the helper reports an unknown update state `{other}`"),
-            ));
+            tracing::debug!("an update state medic does not know, `{other}`, reads as NotReady");
+            UpdateState::NotReady
         }
-    })
+    }
 }
 
 fn state_name(state: UpdateState) -> &'static str {
@@ -275,9 +279,9 @@ fn state_name(state: UpdateState) -> &'static str {
     }
 }
 
-fn summary(update: UpdateReply) -> OpResult<UpdateSummary> {
-    Ok(UpdateSummary {
-        state: update_state(&update.state)?,
+fn summary(update: UpdateReply) -> UpdateSummary {
+    UpdateSummary {
+        state: update_state(&update.state),
         id: update.id.to_ascii_lowercase(),
         revision: update.revision,
         title: update.title,
@@ -288,7 +292,7 @@ fn summary(update: UpdateReply) -> OpResult<UpdateSummary> {
         language: String::new(),
         declined: update.declined,
         approved: update.approved,
-    })
+    }
 }
 
 fn sync_record(reply: SyncReply) -> SyncRecord {
@@ -335,21 +339,23 @@ fn update_ids(ids: &[String]) -> OpResult<Vec<String>> {
     Ok(out)
 }
 
-/// What a batch change does to one update: whether it may be asked, and
-/// whether the state read back shows it took effect.
+/// What a batch change does to one update: whether the API allows it in
+/// the update's state (by the API's own state name), and whether the
+/// update read back after the call shows it took effect.
 struct BatchRule {
     op: &'static str,
-    allowed: fn(&UpdateSummary) -> Result<(), String>,
+    allowed: fn(&UpdateReply) -> Result<(), String>,
     took_effect: fn(&ActionReply) -> bool,
 }
 
 const CANCEL: BatchRule = BatchRule {
     op: "cancel-downloads",
-    allowed: |u| match u.state {
-        UpdateState::NotReady => Ok(()),
+    // "This method cancels the download only if the state of the update
+    // is NotReady."
+    allowed: |u| match u.state.as_str() {
+        "NotReady" => Ok(()),
         other => Err(format!(
-            "only a NotReady download can be cancelled (state {})",
-            state_name(other)
+            "only a NotReady download can be cancelled (state {other})"
         )),
     },
     took_effect: |r| r.state.as_deref() != Some("NotReady"),
@@ -357,14 +363,16 @@ const CANCEL: BatchRule = BatchRule {
 
 const RESUME: BatchRule = BatchRule {
     op: "resume-downloads",
-    allowed: |u| match u.state {
-        UpdateState::Failed => Ok(()),
+    allowed: |u| match u.state.as_str() {
+        "Failed" => Ok(()),
         other => Err(format!(
-            "only a Failed download can be resumed (state {})",
-            state_name(other)
+            "only a Failed download can be resumed (state {other})"
         )),
     },
-    took_effect: |r| r.state.as_deref() != Some("Failed"),
+    // `ResumeDownload` "only identifies to the synchronization agent the
+    // update to download": the state may read Failed until the next sync,
+    // which the plugin starts and its follow-up run judges.
+    took_effect: |_| true,
 };
 
 const DECLINE: BatchRule = BatchRule {
@@ -419,19 +427,13 @@ impl<T: Transport, U: Wsusutil> WsusAdmin<T, U> {
 
     /// The updates `ids` name, read one by one; the ids this server does
     /// not have are refused.
-    fn read_updates(&self, ids: &[String]) -> OpResult<(Vec<UpdateSummary>, Vec<String>)> {
-        let reply: UpdatesReply = self.call("get-updates", json!({ "ids": ids }), READ_TIMEOUT)?;
-        let updates = reply
-            .updates
-            .into_iter()
-            .map(summary)
-            .collect::<OpResult<_>>()?;
-        Ok((updates, reply.missing))
+    fn read_updates(&self, ids: &[String]) -> OpResult<UpdatesReply> {
+        self.call("get-updates", json!({ "ids": ids }), READ_TIMEOUT)
     }
 
     fn batch(&self, rule: &BatchRule, ids: &[String], apply: bool) -> OpResult<BatchResult> {
         let ids = update_ids(ids)?;
-        let (updates, missing) = self.read_updates(&ids)?;
+        let UpdatesReply { updates, missing } = self.read_updates(&ids)?;
         let mut failed: Vec<(String, String)> = missing
             .into_iter()
             .map(|id| {
@@ -443,9 +445,10 @@ impl<T: Transport, U: Wsusutil> WsusAdmin<T, U> {
             .collect();
         let mut planned = Vec::new();
         for update in &updates {
+            let id = update.id.to_ascii_lowercase();
             match (rule.allowed)(update) {
-                Ok(()) => planned.push(update.id.clone()),
-                Err(why) => failed.push((update.id.clone(), why)),
+                Ok(()) => planned.push(id),
+                Err(why) => failed.push((id, why)),
             }
         }
         if !apply || planned.is_empty() {
@@ -513,7 +516,7 @@ impl<T: Transport, U: Wsusutil> WsusServer for WsusAdmin<T, U> {
             "approved": filter.approved,
         });
         let reply: UpdatesReply = self.call("list-updates", args, LIST_TIMEOUT)?;
-        reply.updates.into_iter().map(summary).collect()
+        Ok(reply.updates.into_iter().map(summary).collect())
     }
 
     fn upstream_has(&self, ids: &[String]) -> OpResult<Vec<String>> {
@@ -553,10 +556,14 @@ impl<T: Transport, U: Wsusutil> WsusServer for WsusAdmin<T, U> {
         let server = self.server()?;
         let active = self.approved_count(None)?;
         let inactive = self.list_inactive_approvals()?.len() as u32;
-        let upstream_approved = match server.upstream() {
-            Some(upstream) => Some(self.approved_count(Some(&upstream))?),
-            None => None,
-        };
+        // The upstream may refuse this server's account (it must be in the
+        // upstream's WSUS Reporters): then its count is unknown, and this
+        // server's counts still stand.
+        let upstream_approved = server.upstream().and_then(|upstream| {
+            self.approved_count(Some(&upstream))
+                .map_err(|e| tracing::warn!("the upstream's approvals cannot be counted: {e}"))
+                .ok()
+        });
         Ok(ApprovalTally {
             active,
             inactive,
