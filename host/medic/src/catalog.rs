@@ -86,6 +86,14 @@ impl Catalog {
         let selected = match section.kind.as_str() {
             "lab" => lab(section, &mut errors).map(Selected::Opened),
             "windows" => windows(section, open, &mut errors),
+            _ if cfg!(windows) => {
+                errors.push(section.error(
+                    "kind",
+                    "`local` is this machine's POSIX files and systemd, which Windows has not",
+                    "on Windows use kind = \"windows\"",
+                ));
+                None
+            }
             _ => Some(Selected::Opened(Backends::local(principals(
                 section,
                 &mut errors,

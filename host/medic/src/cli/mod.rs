@@ -9,7 +9,7 @@ use medic_agent::audit::journal::{RecordKind, RecordStatus};
 use medic_agent::audit::state::StateStore;
 use medic_agent::policy::{LogFormat, Policy, PolicyErrors, ServingPolicy};
 use medic_agent::units::{parse_duration, parse_size};
-use medic_backends::{Backends, PrincipalMap};
+use medic_backends::Backends;
 use medic_sandbox::{
     EventRecord, Grants, Limits, LoadedPlugin, Mode, RunReport, RunRequest, RunResult, Runtime,
     RuntimeConfig, SettingValue, Settings, Status, new_id,
@@ -238,8 +238,9 @@ pub struct TriggerArgs {
     pub grants: Vec<String>,
 
     /// Map a principal name plugins use to a local user or group, e.g.
-    /// `"NETWORK SERVICE=user:www-data"` (repeatable).
-    #[arg(long = "principal", value_name = "NAME=user:NAME|group:NAME")]
+    /// `"NETWORK SERVICE=user:www-data"` (repeatable); on Windows to a SID,
+    /// `"WSUS Admins=sid:S-1-5-21-…"`.
+    #[arg(long = "principal", value_name = "NAME=user:NAME|group:NAME|sid:SID")]
     pub principals: Vec<String>,
 
     /// Run against this lab's downstream server (its content folder,
@@ -443,6 +444,39 @@ fn agent_run(args: &PolicyArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     tokio.block_on(agent.serve(stop_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// This machine's files and services (and no WSUS server), with the
+/// principal mappings of `--principal`.
+#[cfg(not(windows))]
+fn this_machine(mappings: &[String]) -> Result<Backends> {
+    let mut principals = medic_backends::PrincipalMap::default();
+    for mapping in mappings {
+        principals
+            .insert_spec(mapping)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--principal {mapping}"))?;
+    }
+    Ok(Backends::local(principals))
+}
+
+/// This machine's files and services (and no WSUS server), with the
+/// principal mappings of `--principal`.
+#[cfg(windows)]
+fn this_machine(mappings: &[String]) -> Result<Backends> {
+    let mut principals = medic_backends::windows::ntfs::SidMap::default();
+    for mapping in mappings {
+        principals
+            .insert_spec(mapping)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--principal {mapping}"))?;
+    }
+    Ok(medic_backends::windows::backends(
+        medic_backends::windows::WindowsConfig {
+            principals,
+            wsus: false,
+        },
+    )?)
 }
 
 /// Completes on Ctrl-C, or on SIGTERM where there is one.
@@ -676,13 +710,6 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
             .add_spec(spec)
             .with_context(|| format!("--grant {spec}"))?;
     }
-    let mut principals = PrincipalMap::default();
-    for mapping in &args.principals {
-        principals
-            .insert_spec(mapping)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("--principal {mapping}"))?;
-    }
     let settings = parse_settings(&args.settings)?;
     let event = match &args.event {
         Some(json) => EventRecord::from_json(json)?,
@@ -726,7 +753,7 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
                     medic_lab::Lab::open(root)?,
                     medic_lab::Server::Downstream,
                 ),
-                None => Backends::local(principals),
+                None => this_machine(&args.principals)?,
             },
             state: Some(Arc::new(StateStore::new(store))),
             own_effects: None,
