@@ -193,7 +193,9 @@ fn every_example_policy_checks_clean() {
             // lab laid out where it expects one.
             let scratch = tempfile::tempdir().unwrap();
             let source = std::fs::read_to_string(&path).unwrap();
-            let path = if source.contains("kind = \"lab\"") {
+            let path = if source.contains("kind = \"windows\"") {
+                windows_layout(scratch.path(), &path, &source)
+            } else if source.contains("kind = \"lab\"") {
                 let name = path.file_name().unwrap().to_owned();
                 let (_, policy) = crate::wsus::example_layout(
                     scratch.path(),
@@ -217,6 +219,53 @@ fn every_example_policy_checks_clean() {
         }
     }
     assert!(checked > 0, "no example policies found");
+}
+
+/// A Windows server's policy, checked here as `medic check` on Linux checks
+/// it (the backend validated, not opened): laid out as on the server, its
+/// plugins and key beside it, and each Windows absolute path (`'C:\WSUS'`,
+/// which Linux cannot have) replaced by a scratch folder. Nothing else of
+/// the text changes.
+fn windows_layout(
+    scratch: &std::path::Path,
+    policy: &std::path::Path,
+    source: &str,
+) -> std::path::PathBuf {
+    let workspace = crate::support::workspace();
+    std::os::unix::fs::symlink(workspace.join("target/plugins"), scratch.join("plugins")).unwrap();
+    std::fs::create_dir(scratch.join("keys")).unwrap();
+    std::fs::copy(
+        workspace.join("target/signing/dev.pub"),
+        scratch.join("keys/ops.pub"),
+    )
+    .unwrap();
+    let mut replaced = 0;
+    let mut lines = Vec::new();
+    for line in source.lines() {
+        let mut parts: Vec<String> = line.split('\'').map(str::to_string).collect();
+        if !line.trim_start().starts_with('#') {
+            // Inside single quotes (TOML literal strings): every odd part.
+            for part in parts.iter_mut().skip(1).step_by(2) {
+                let bytes = part.as_bytes();
+                if bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && &bytes[1..3] == b":\\" {
+                    replaced += 1;
+                    let folder = scratch.join(format!("drive-{replaced}"));
+                    std::fs::create_dir_all(&folder).unwrap();
+                    *part = folder.display().to_string();
+                }
+            }
+        }
+        lines.push(parts.join("'"));
+    }
+    let text = lines.join("\n");
+    assert!(
+        replaced > 0,
+        "{}: no Windows path to lay out",
+        policy.display()
+    );
+    let path = scratch.join(policy.file_name().unwrap());
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 #[test]
