@@ -94,12 +94,16 @@ fn dev_key(root: &Path) -> Result<DevKey> {
     }
 }
 
+/// Create `path` with `bytes`, with permission bits `mode` on Unix (on
+/// Windows it takes the access list of the folder it is made in).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(bytes)
@@ -193,12 +197,15 @@ mod tests {
         let components = [component.clone()];
 
         assert_eq!(sign_components(&root, &components).unwrap(), 1);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(root.join(DEV_KEY))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(root.join(DEV_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         let key = dev_key(&root).unwrap();
         assert!(signed_by(
             &key,
