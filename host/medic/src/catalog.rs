@@ -21,11 +21,20 @@ const KINDS: &str = "use kind = \"local\", \"windows\" or \"lab\"";
 
 impl BackendCatalog for Catalog {
     fn open(&self, section: &BackendSection) -> Result<Backends, Vec<PolicyError>> {
-        self.select(section, true)
+        match self.read(section, true)? {
+            Selected::Opened(backends) => Ok(backends),
+            // `read` opens whatever it is asked to open, or says why not;
+            // this answer stands for a backend that would not say.
+            Selected::Checked => Err(vec![section.error(
+                "kind",
+                "this backend is checked but cannot be opened on this system",
+                "run the policy on the system its backend is for",
+            )]),
+        }
     }
 
     fn check(&self, section: &BackendSection) -> Vec<PolicyError> {
-        self.select(section, false).err().unwrap_or_default()
+        self.read(section, false).err().unwrap_or_default()
     }
 }
 
@@ -40,15 +49,6 @@ enum Selected {
 impl Catalog {
     /// Check `section` and, with `open` (or wherever checking needs it),
     /// open the backends it selects.
-    fn select(&self, section: &BackendSection, open: bool) -> Result<Backends, Vec<PolicyError>> {
-        match self.read(section, open)? {
-            Selected::Opened(backends) => Ok(backends),
-            Selected::Checked if open => unreachable!("opened when asked to"),
-            // `check` ignores the backends; an empty set stands for them.
-            Selected::Checked => Err(Vec::new()),
-        }
-    }
-
     fn read(&self, section: &BackendSection, open: bool) -> Result<Selected, Vec<PolicyError>> {
         let mut errors = Vec::new();
         let allowed: &[&str] = match section.kind.as_str() {
