@@ -413,13 +413,14 @@ fn spawn_every(plugin: String, interval: Duration, sink: EventSink) -> JoinHandl
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::policy::Pattern;
     use medic_sandbox::{Grants, Limits, Mode, Settings};
     use std::path::PathBuf;
 
-    fn plugin(name: &str, triggers: Vec<Trigger>) -> PluginPolicy {
+    /// A plugin's policy with `triggers` and defaults for the rest.
+    pub(crate) fn plugin(name: &str, triggers: Vec<Trigger>) -> PluginPolicy {
         PluginPolicy {
             name: name.into(),
             component: PathBuf::from("/nowhere.wasm"),

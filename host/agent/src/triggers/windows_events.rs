@@ -1225,16 +1225,13 @@ mod tests {
     #[cfg(not(windows))]
     #[tokio::test]
     async fn a_channel_trigger_cannot_start_here_and_says_so() {
-        use crate::policy::{EventSource, PluginPolicy, Trigger};
-        use medic_sandbox::{Grants, Limits, Mode, Settings};
+        use crate::policy::{EventSource, Trigger};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state")).unwrap();
         let (sink, _events) = tokio::sync::mpsc::channel(8);
-        let plugin = PluginPolicy {
-            name: "bits-restart".into(),
-            component: "/nowhere.wasm".into(),
-            mode: Mode::Enforce,
-            triggers: vec![Trigger::EventLog {
+        let plugin = super::super::tests::plugin(
+            "bits-restart",
+            vec![Trigger::EventLog {
                 from: EventSource::Channel {
                     name: "System".into(),
                 },
@@ -1243,15 +1240,7 @@ mod tests {
                 ids: vec![7040],
                 message: None,
             }],
-            grants: Grants::none(),
-            limits: Limits::default(),
-            rate: None,
-            flap_guard: None,
-            concurrency: 1,
-            settings: Settings::new(),
-            trust: crate::policy::Trust::default(),
-            line: 1,
-        };
+        );
         let error = super::super::TriggerSet::start(&[plugin], &sink, &store)
             .await
             .unwrap_err();

@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use anyhow::{Context, Result, bail};
 use medic_agent::policy::Policy;
 use medic_backends::ServiceManager as _;
+use medic_backends::services::ServiceChange;
 use medic_backends::windows::scm::{Scm, SystemClock, Win32Scm};
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -137,21 +138,17 @@ fn scm() -> Scm<Win32Scm, SystemClock> {
 }
 
 fn start(args: &NameArgs) -> Result<ExitCode> {
-    let change = scm().start(&args.name, CONTROL_TIMEOUT, true)?;
-    println!(
-        "`{}`: {} -> {}",
-        args.name,
-        change.before.state.as_str(),
-        change.after.state.as_str()
-    );
-    Ok(ExitCode::SUCCESS)
+    said(&args.name, scm().start(&args.name, CONTROL_TIMEOUT, true)?)
 }
 
 fn stop(args: &NameArgs) -> Result<ExitCode> {
-    let change = scm().stop(&args.name, CONTROL_TIMEOUT, true)?;
+    said(&args.name, scm().stop(&args.name, CONTROL_TIMEOUT, true)?)
+}
+
+/// Print what a start or stop did: `name`: before -> after.
+fn said(name: &str, change: ServiceChange) -> Result<ExitCode> {
     println!(
-        "`{}`: {} -> {}",
-        args.name,
+        "`{name}`: {} -> {}",
         change.before.state.as_str(),
         change.after.state.as_str()
     );
