@@ -92,6 +92,7 @@ mod imp {
     use crate::beneath;
     use crate::fs::{AccessChange, MAX_LISTED_CHANGES, SkippedPath};
     use crate::posix_acl::{self, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER, TAG_USER_OBJ};
+    use crate::principals::Names;
     use crate::{BackendError, Principal};
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
     use rustix::fs::{FileType, Stat};
@@ -121,7 +122,7 @@ mod imp {
 
     // The field types of `stat` differ between architectures.
     #[allow(clippy::useless_conversion)]
-    fn file_info(path: &Path, stat: &Stat) -> FileInfo {
+    fn file_info(path: &Path, stat: &Stat, names: &Names) -> FileInfo {
         let kind = match beneath::file_type(stat) {
             FileType::Symlink => EntryKind::Symlink,
             FileType::Directory => EntryKind::Directory,
@@ -135,7 +136,7 @@ mod imp {
             kind,
             size: u64::try_from(stat.st_size).unwrap_or(0),
             modified_ms,
-            owner: Principal::User(stat.st_uid).display(),
+            owner: names.display(Principal::User(stat.st_uid)),
         }
     }
 
@@ -170,7 +171,7 @@ mod imp {
 
     pub fn stat(path: &Beneath) -> OpResult<FileInfo> {
         let (_, stat) = open(path)?;
-        Ok(file_info(&path.full(), &stat))
+        Ok(file_info(&path.full(), &stat, &Names::default()))
     }
 
     pub fn list_dir(path: &Beneath) -> OpResult<Vec<FileInfo>> {
@@ -178,9 +179,11 @@ mod imp {
         let (fd, stat) = open(path)?;
         expect_kind(&full, &stat, FileType::Directory, "a folder")?;
         let mut out = Vec::new();
+        // Owners named once each for this listing.
+        let names = Names::default();
         for name in beneath::entries(fd.as_fd()).map_err(|e| io_error(&full, &e))? {
             match beneath::stat_entry(fd.as_fd(), &name) {
-                Ok(stat) => out.push(file_info(&child(&full, &name), &stat)),
+                Ok(stat) => out.push(file_info(&child(&full, &name), &stat, &names)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error(&child(&full, &name), &e)),
             }
@@ -273,6 +276,8 @@ mod imp {
         apply: bool,
         deadline: Option<std::time::Instant>,
         tally: Tally,
+        /// Principals named once each for this walk.
+        names: Names,
     }
 
     impl Repair {
@@ -291,7 +296,7 @@ mod imp {
             if self.apply {
                 posix_acl::write_fd(fd, &acl).map_err(|e| io_error(path, &e))?;
             }
-            let display = |p: Principal| p.display();
+            let display = |p: Principal| self.names.display(p);
             let mut changed = lock(&self.tally.changed);
             if changed.len() < MAX_LISTED_CHANGES {
                 changed.push(AccessChange {
@@ -436,6 +441,7 @@ mod imp {
                 skipped: Mutex::new(Vec::new()),
                 unlisted_skips: AtomicU64::new(0),
             },
+            names: Names::default(),
         };
         let (fd, stat) = open(path)?;
         match beneath::file_type(&stat) {

@@ -233,10 +233,11 @@ pub fn perm_text(perm: u16) -> String {
 /// An entry as `getfacl` prints it, e.g. `user:www-data:r-x`, `group::r--`.
 pub fn entry_text(entry: &Entry, name: impl Fn(Principal) -> String) -> String {
     let qualifier = |p: Principal| {
-        name(p)
-            .split_once(':')
-            .map(|(_, n)| n.to_string())
-            .unwrap_or_else(|| name(p))
+        let name = name(p);
+        match name.split_once(':') {
+            Some((_, n)) => n.to_string(),
+            None => name,
+        }
     };
     let perm = perm_text(entry.perm);
     match entry.tag {

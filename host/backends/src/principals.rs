@@ -1,9 +1,20 @@
 //! Principals: who an access right is for. Plugins speak Windows names
 //! (`NETWORK SERVICE`, `Users`); the policy maps them to local users and
 //! groups (`user:www-data`, `group:users`, `uid:33`, `gid:100`).
+//!
+//! Names and ids are resolved through the system's name service switch
+//! (`getpwnam_r`, `getgrnam_r`, `getpwuid_r`, `getgrgid_r`), so users and
+//! groups from LDAP, SSSD or systemd count as well as those of
+//! `/etc/passwd`. Nothing is kept between calls: on a long-running agent a
+//! user may be renamed or created at any time, and the name service keeps
+//! its own caches. One operation that names the owners of many paths asks
+//! once per id through [`Names`], which lives only as long as it does.
+//! Systems without a name service (Windows) know no names here: only
+//! `uid:`/`gid:` parse, and ids are shown as numbers.
 
 use crate::{BackendError, ErrorKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 /// A local user or group by numeric id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,90 +36,287 @@ impl Principal {
         match kind {
             "uid" => Ok(Self::User(number(name)?)),
             "gid" => Ok(Self::Group(number(name)?)),
-            "user" => lookup_id("/etc/passwd", name)
-                .map(Self::User)
-                .ok_or_else(|| format!("`{spec}`: no such user on this system")),
-            "group" => lookup_id("/etc/group", name)
-                .map(Self::Group)
-                .ok_or_else(|| format!("`{spec}`: no such group on this system")),
+            "user" => match nss::user_id(name) {
+                Ok(Some(uid)) => Ok(Self::User(uid)),
+                Ok(None) => Err(format!("`{spec}`: no such user on this system")),
+                Err(e) => Err(format!("`{spec}`: {e}")),
+            },
+            "group" => match nss::group_id(name) {
+                Ok(Some(gid)) => Ok(Self::Group(gid)),
+                Ok(None) => Err(format!("`{spec}`: no such group on this system")),
+                Err(e) => Err(format!("`{spec}`: {e}")),
+            },
             _ => Err(format!(
                 "`{spec}`: expected user:NAME, group:NAME, uid:N or gid:N"
             )),
         }
     }
 
-    /// `user:www-data`, or `uid:1234` when the id has no name.
+    /// `user:www-data`, or `uid:1234` when the id has no name (or the
+    /// name service cannot be asked, or the name is not UTF-8).
     pub fn display(&self) -> String {
         match *self {
-            Self::User(uid) => lookup_name("/etc/passwd", uid)
-                .map(|n| format!("user:{n}"))
-                .unwrap_or_else(|| format!("uid:{uid}")),
-            Self::Group(gid) => lookup_name("/etc/group", gid)
-                .map(|n| format!("group:{n}"))
-                .unwrap_or_else(|| format!("gid:{gid}")),
+            Self::User(uid) => match nss::user_name(uid) {
+                Ok(Some(name)) => format!("user:{name}"),
+                Ok(None) => format!("uid:{uid}"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "shown by number");
+                    format!("uid:{uid}")
+                }
+            },
+            Self::Group(gid) => match nss::group_name(gid) {
+                Ok(Some(name)) => format!("group:{name}"),
+                Ok(None) => format!("gid:{gid}"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "shown by number");
+                    format!("gid:{gid}")
+                }
+            },
         }
     }
 }
 
-/// A parsed `name:x:id:...` database file (`/etc/passwd`, `/etc/group`),
-/// kept until the file's modification time changes, so that naming the
-/// owners of a large tree does not read the file once per path.
-struct IdDatabase {
-    file: &'static str,
-    modified: Option<std::time::SystemTime>,
-    entries: Vec<(String, u32)>,
+/// System names of principals, each asked of the name service once for as
+/// long as this value lives: made for one operation that names many paths
+/// (a listing, a walk) and dropped with it, so that the next operation sees
+/// a renamed or new user.
+#[derive(Debug, Default)]
+pub struct Names {
+    known: Mutex<HashMap<Principal, String>>,
 }
 
-static DATABASES: std::sync::Mutex<Vec<IdDatabase>> = std::sync::Mutex::new(Vec::new());
+impl Names {
+    /// [`Principal::display`], asked once per principal.
+    pub fn display(&self, principal: Principal) -> String {
+        if let Some(name) = lock(&self.known).get(&principal) {
+            return name.clone();
+        }
+        // Asked without the lock held: a slow name service (LDAP) does not
+        // hold up the other threads of a walk.
+        let name = principal.display();
+        lock(&self.known).insert(principal, name.clone());
+        name
+    }
+}
 
-fn with_entries<T>(file: &'static str, f: impl FnOnce(&[(String, u32)]) -> T) -> T {
-    let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
-    let mut databases = DATABASES
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let index = match databases.iter().position(|db| db.file == file) {
-        Some(index) => index,
-        None => {
-            databases.push(IdDatabase {
-                file,
-                modified: None,
-                entries: Vec::new(),
-            });
-            databases.len() - 1
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why the name service gave no answer (as opposed to "no such name").
+#[derive(Debug, thiserror::Error)]
+pub enum NssError {
+    #[error("the system's name service could not be asked about {what}: {source}")]
+    Failed {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the system's name service answers about {what} with an entry larger than {max_bytes} bytes"
+    )]
+    TooLarge { what: String, max_bytes: usize },
+}
+
+/// The reentrant lookups of the C library, which ask every source that
+/// `/etc/nsswitch.conf` lists.
+#[cfg(unix)]
+mod nss {
+    use super::NssError;
+    use libc::{c_char, c_int};
+    use std::ffi::{CStr, CString};
+    use std::mem::MaybeUninit;
+
+    /// The first buffer for an entry's strings: enough for nearly every
+    /// user, and for groups of a few dozen members.
+    const FIRST_BUFFER: usize = 1024;
+    /// The largest buffer tried: a group of some hundred thousand members.
+    const MAX_BUFFER: usize = 16 << 20;
+
+    /// Call a `get*_r` lookup with a buffer, doubling it while the call
+    /// answers `ERANGE`. `call` makes the call and, when it found an
+    /// entry, reads what is wanted from it before the buffer is reused.
+    fn with_buffer<T>(
+        what: impl Fn() -> String,
+        mut call: impl FnMut(&mut [c_char]) -> (c_int, Option<T>),
+    ) -> Result<Option<T>, NssError> {
+        let mut buf = vec![0 as c_char; FIRST_BUFFER];
+        loop {
+            let (rc, found) = call(&mut buf);
+            match rc {
+                0 => return Ok(found),
+                libc::ERANGE if buf.len() < MAX_BUFFER => buf.resize(buf.len() * 2, 0),
+                libc::ERANGE => {
+                    return Err(NssError::TooLarge {
+                        what: what(),
+                        max_bytes: MAX_BUFFER,
+                    });
+                }
+                libc::EINTR => {}
+                // What some sources answer for "not found" (getpwnam_r(3)).
+                libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+                errno => {
+                    return Err(NssError::Failed {
+                        what: what(),
+                        source: std::io::Error::from_raw_os_error(errno),
+                    });
+                }
+            }
         }
-    };
-    let db = &mut databases[index];
-    if db.modified != modified || modified.is_none() {
-        db.modified = modified;
-        db.entries = std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(':');
-                let name = fields.next()?.to_string();
-                let id = fields.nth(1)?.parse().ok()?;
-                Some((name, id))
-            })
-            .collect();
     }
-    f(&db.entries)
+
+    /// The error number a `get*_r` call answered: its return value, or
+    /// `errno` when it returned -1 (as some sources do, nss_wrapper among
+    /// them, instead of returning the number).
+    fn errno_of(rc: c_int) -> c_int {
+        if rc < 0 {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .filter(|&errno| errno > 0)
+                .unwrap_or(libc::EIO)
+        } else {
+            rc
+        }
+    }
+
+    /// A name the C library returned, if it is UTF-8.
+    ///
+    /// # Safety
+    /// `name` is NULL or points to a NUL-terminated string.
+    unsafe fn name_of(name: *const c_char) -> Option<String> {
+        if name.is_null() {
+            return None;
+        }
+        // SAFETY: not NULL, and NUL-terminated by the caller's contract.
+        let name = unsafe { CStr::from_ptr(name) };
+        name.to_str().ok().map(str::to_owned)
+    }
+
+    /// Look up a passwd entry by `lookup` and read it with `read`.
+    fn passwd<T>(
+        what: impl Fn() -> String,
+        lookup: impl Fn(*mut libc::passwd, *mut c_char, usize, *mut *mut libc::passwd) -> c_int,
+        read: impl Fn(&libc::passwd) -> Option<T>,
+    ) -> Result<Option<T>, NssError> {
+        with_buffer(what, |buf| {
+            let mut entry = MaybeUninit::<libc::passwd>::zeroed();
+            let mut result = std::ptr::null_mut();
+            let rc = errno_of(lookup(
+                entry.as_mut_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            ));
+            // SAFETY: on success `result` is NULL or points to `entry`,
+            // filled in, its strings in `buf`, both alive here.
+            let found = (rc == 0 && !result.is_null())
+                .then(|| read(unsafe { &*result }))
+                .flatten();
+            (rc, found)
+        })
+    }
+
+    /// Look up a group entry by `lookup` and read it with `read`.
+    fn group<T>(
+        what: impl Fn() -> String,
+        lookup: impl Fn(*mut libc::group, *mut c_char, usize, *mut *mut libc::group) -> c_int,
+        read: impl Fn(&libc::group) -> Option<T>,
+    ) -> Result<Option<T>, NssError> {
+        with_buffer(what, |buf| {
+            let mut entry = MaybeUninit::<libc::group>::zeroed();
+            let mut result = std::ptr::null_mut();
+            let rc = errno_of(lookup(
+                entry.as_mut_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            ));
+            // SAFETY: as in `passwd`.
+            let found = (rc == 0 && !result.is_null())
+                .then(|| read(unsafe { &*result }))
+                .flatten();
+            (rc, found)
+        })
+    }
+
+    /// The uid of the user `name`; `None` when there is no such user.
+    pub fn user_id(name: &str) -> Result<Option<u32>, NssError> {
+        let Ok(c_name) = CString::new(name) else {
+            return Ok(None);
+        };
+        passwd(
+            || format!("user `{name}`"),
+            // SAFETY: every pointer is valid for the call, `len` is the
+            // buffer's length.
+            |pwd, buf, len, result| unsafe {
+                libc::getpwnam_r(c_name.as_ptr(), pwd, buf, len, result)
+            },
+            |pwd| Some(pwd.pw_uid),
+        )
+    }
+
+    /// The gid of the group `name`; `None` when there is no such group.
+    pub fn group_id(name: &str) -> Result<Option<u32>, NssError> {
+        let Ok(c_name) = CString::new(name) else {
+            return Ok(None);
+        };
+        group(
+            || format!("group `{name}`"),
+            // SAFETY: as in `user_id`.
+            |grp, buf, len, result| unsafe {
+                libc::getgrnam_r(c_name.as_ptr(), grp, buf, len, result)
+            },
+            |grp| Some(grp.gr_gid),
+        )
+    }
+
+    /// The name of the user `uid`; `None` when it has none (or one that
+    /// is not UTF-8).
+    pub fn user_name(uid: u32) -> Result<Option<String>, NssError> {
+        passwd(
+            || format!("uid {uid}"),
+            // SAFETY: as in `user_id`.
+            |pwd, buf, len, result| unsafe { libc::getpwuid_r(uid, pwd, buf, len, result) },
+            // SAFETY: the entry's name is NULL or a string in the buffer.
+            |pwd| unsafe { name_of(pwd.pw_name) },
+        )
+    }
+
+    /// The name of the group `gid`; `None` as for [`user_name`].
+    pub fn group_name(gid: u32) -> Result<Option<String>, NssError> {
+        group(
+            || format!("gid {gid}"),
+            // SAFETY: as in `user_id`.
+            |grp, buf, len, result| unsafe { libc::getgrgid_r(gid, grp, buf, len, result) },
+            // SAFETY: as in `user_name`.
+            |grp| unsafe { name_of(grp.gr_name) },
+        )
+    }
 }
 
-fn lookup_id(file: &'static str, name: &str) -> Option<u32> {
-    with_entries(file, |entries| {
-        entries.iter().find(|(n, _)| n == name).map(|(_, id)| *id)
-    })
-}
+/// No name service: no names.
+#[cfg(not(unix))]
+mod nss {
+    use super::NssError;
 
-fn lookup_name(file: &'static str, id: u32) -> Option<String> {
-    with_entries(file, |entries| {
-        entries
-            .iter()
-            .find(|(_, i)| *i == id)
-            .map(|(n, _)| n.clone())
-    })
-}
+    pub fn user_id(_name: &str) -> Result<Option<u32>, NssError> {
+        Ok(None)
+    }
 
+    pub fn group_id(_name: &str) -> Result<Option<u32>, NssError> {
+        Ok(None)
+    }
+
+    pub fn user_name(_uid: u32) -> Result<Option<String>, NssError> {
+        Ok(None)
+    }
+
+    pub fn group_name(_gid: u32) -> Result<Option<String>, NssError> {
+        Ok(None)
+    }
+}
 /// Policy names of principals mapped to local ones. Lookups ignore case,
 /// as Windows does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,9 +377,31 @@ mod tests {
         assert_eq!(Principal::parse("gid:100"), Ok(Principal::Group(100)));
         #[cfg(unix)]
         assert_eq!(Principal::parse("user:root"), Ok(Principal::User(0)));
-        assert!(Principal::parse("user:no-such-user-here").is_err());
         assert!(Principal::parse("NETWORK SERVICE").is_err());
         assert!(Principal::parse("uid:x").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn root_resolves_both_ways() {
+        assert_eq!(Principal::parse("user:root"), Ok(Principal::User(0)));
+        assert_eq!(Principal::parse("group:root"), Ok(Principal::Group(0)));
+        assert_eq!(Principal::User(0).display(), "user:root");
+        assert_eq!(Principal::Group(0).display(), "group:root");
+        let names = Names::default();
+        assert_eq!(names.display(Principal::User(0)), "user:root");
+        assert_eq!(names.display(Principal::User(0)), "user:root");
+    }
+
+    #[test]
+    fn unknown_names_are_errors_and_unknown_ids_show_as_numbers() {
+        let user = Principal::parse("user:no-such-user-here").unwrap_err();
+        assert!(user.contains("no such user"), "{user}");
+        let group = Principal::parse("group:no-such-group-here").unwrap_err();
+        assert!(group.contains("no such group"), "{group}");
+        assert!(Principal::parse("user:nul\0byte").is_err());
+        assert_eq!(Principal::User(4_000_000_123).display(), "uid:4000000123");
+        assert_eq!(Principal::Group(4_000_000_123).display(), "gid:4000000123");
     }
 
     #[test]
@@ -185,5 +415,142 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(err.message.contains("map it"), "{}", err.message);
         assert!(map.insert_spec("no-equals-sign").is_err());
+    }
+
+    /// Set in the re-executed test binary that runs [`nss_only_lookups`].
+    #[cfg(target_os = "linux")]
+    const NSS_CHILD: &str = "MEDIC_TEST_NSS_WRAPPER_CHILD";
+
+    /// A user and a group that only the name service knows (nss_wrapper's
+    /// files, not /etc/passwd or /etc/group), with more members than the
+    /// first lookup buffer holds.
+    #[cfg(target_os = "linux")]
+    const NSS_USER: (&str, u32) = ("medic-nss-only-user", 4_242_001);
+    #[cfg(target_os = "linux")]
+    const NSS_GROUP: (&str, u32) = ("medic-nss-only-group", 4_242_002);
+
+    /// Where Debian and others put `libnss_wrapper.so`.
+    #[cfg(target_os = "linux")]
+    fn nss_wrapper_library() -> Option<std::path::PathBuf> {
+        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir())
+            .collect();
+        dirs.sort();
+        dirs.extend(
+            ["/usr/lib64", "/usr/lib", "/usr/local/lib", "/lib64", "/lib"]
+                .map(std::path::PathBuf::from),
+        );
+        dirs.into_iter()
+            .map(|dir| dir.join("libnss_wrapper.so"))
+            .find(|lib| lib.is_file())
+    }
+
+    /// Users and groups from the name service (as LDAP or SSSD would give
+    /// them), not only from /etc/passwd and /etc/group: this test binary
+    /// runs again under nss_wrapper, whose files hold a user and a group
+    /// that the system files lack, and does the lookups there.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn users_and_groups_known_only_to_the_name_service_resolve_both_ways() {
+        let library = nss_wrapper_library().unwrap_or_else(|| {
+            panic!(
+                "libnss_wrapper.so not found: this test needs nss_wrapper \
+                 (Debian package libnss-wrapper: apt-get install -y libnss-wrapper)"
+            )
+        });
+        for (file, name) in [("/etc/passwd", NSS_USER.0), ("/etc/group", NSS_GROUP.0)] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            assert!(
+                !text.lines().any(|l| l.split(':').next() == Some(name)),
+                "{name} is in {file}: the test needs a name only nss_wrapper knows"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (passwd, group) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(
+            &passwd,
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}:medic test:/nonexistent:/bin/false\n",
+                NSS_USER.0, NSS_USER.1, NSS_GROUP.1
+            ),
+        )
+        .unwrap();
+        let members: Vec<String> = (0..500).map(|i| format!("member-{i:04}")).collect();
+        std::fs::write(
+            &group,
+            format!(
+                "root:x:0:\n{}:x:{}:{},{}\n",
+                NSS_GROUP.0,
+                NSS_GROUP.1,
+                NSS_USER.0,
+                members.join(",")
+            ),
+        )
+        .unwrap();
+        let name = "principals::tests::nss_only_lookups";
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env("LD_PRELOAD", &library)
+            .env("NSS_WRAPPER_PASSWD", &passwd)
+            .env("NSS_WRAPPER_GROUP", &group)
+            .env(NSS_CHILD, "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        assert!(
+            output.status.success(),
+            "the lookups under nss_wrapper failed:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("name-service-only principals resolved"),
+            "the helper test did not run:\n{stdout}\n{stderr}"
+        );
+    }
+
+    /// The lookups, run only inside the re-executed binary (elsewhere it
+    /// passes at once).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn nss_only_lookups() {
+        if std::env::var_os(NSS_CHILD).is_none() {
+            return;
+        }
+        let (user, uid) = NSS_USER;
+        let (group, gid) = NSS_GROUP;
+        assert_eq!(
+            Principal::parse(&format!("user:{user}")),
+            Ok(Principal::User(uid))
+        );
+        assert_eq!(
+            Principal::parse(&format!("group:{group}")),
+            Ok(Principal::Group(gid))
+        );
+        assert_eq!(Principal::User(uid).display(), format!("user:{user}"));
+        assert_eq!(Principal::Group(gid).display(), format!("group:{group}"));
+        let names = Names::default();
+        assert_eq!(
+            names.display(Principal::Group(gid)),
+            format!("group:{group}")
+        );
+        let mut map = PrincipalMap::default();
+        map.insert("NETWORK SERVICE", &format!("user:{user}"))
+            .unwrap();
+        assert_eq!(
+            map.resolve("network service").unwrap(),
+            Principal::User(uid)
+        );
+        assert_eq!(
+            map.resolve(&format!("group:{group}")).unwrap(),
+            Principal::Group(gid)
+        );
+        assert!(Principal::parse("user:no-such-user-here").is_err());
+        println!("name-service-only principals resolved");
     }
 }
