@@ -66,6 +66,7 @@ fn status(name: &str, row: ServiceRow) -> services::ServiceStatus {
             StartupType::Manual => services::StartupType::Manual,
             StartupType::Disabled => services::StartupType::Disabled,
         },
+        problem: None,
     }
 }
 
@@ -118,6 +119,15 @@ impl ServiceManager for LabServices {
             services::StartupType::AutomaticDelayed => StartupType::AutomaticDelayed,
             services::StartupType::Manual => StartupType::Manual,
             services::StartupType::Disabled => StartupType::Disabled,
+            other => {
+                return Err(BackendError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the lab's Windows services have no `{}` startup",
+                        other.as_str()
+                    ),
+                ));
+            }
         };
         let c = self
             .lab

@@ -179,13 +179,16 @@ macro_rules! log_interface {
 /// `services`: see the module header.
 /// Before 0.3.0 a service had no `failed` state and no delayed-automatic
 /// start: a plugin built for those versions sees them as `stopped` and
-/// `automatic`.
+/// `automatic`. No version yet has systemd's `broken` state (seen as
+/// `failed`, or `stopped` before 0.3.0), its startups that hold until the
+/// next boot (seen as automatic or disabled), or its `static`, `indirect`
+/// and `generated` units (seen as manual: something else starts them).
 macro_rules! services_interface {
     (before_0_3_0) => {
         impl Convert<wit::ServiceState> for ServiceState {
             fn convert(self) -> wit::ServiceState {
                 match self {
-                    Self::Stopped | Self::Failed => wit::ServiceState::Stopped,
+                    Self::Stopped | Self::Failed | Self::Broken => wit::ServiceState::Stopped,
                     Self::StartPending => wit::ServiceState::StartPending,
                     Self::StopPending => wit::ServiceState::StopPending,
                     Self::Running => wit::ServiceState::Running,
@@ -193,23 +196,16 @@ macro_rules! services_interface {
                 }
             }
         }
-        impl Convert<ServiceState> for wit::ServiceState {
-            fn convert(self) -> ServiceState {
-                match self {
-                    Self::Stopped => ServiceState::Stopped,
-                    Self::StartPending => ServiceState::StartPending,
-                    Self::StopPending => ServiceState::StopPending,
-                    Self::Running => ServiceState::Running,
-                    Self::Paused => ServiceState::Paused,
-                }
-            }
-        }
         impl Convert<wit::StartupType> for StartupType {
             fn convert(self) -> wit::StartupType {
                 match self {
-                    Self::Automatic | Self::AutomaticDelayed => wit::StartupType::Automatic,
-                    Self::Manual => wit::StartupType::Manual,
-                    Self::Disabled => wit::StartupType::Disabled,
+                    Self::Automatic | Self::AutomaticDelayed | Self::AutomaticUntilReboot => {
+                        wit::StartupType::Automatic
+                    }
+                    Self::Manual | Self::Static | Self::Indirect | Self::Generated => {
+                        wit::StartupType::Manual
+                    }
+                    Self::Disabled | Self::DisabledUntilReboot => wit::StartupType::Disabled,
                 }
             }
         }
@@ -225,50 +221,68 @@ macro_rules! services_interface {
         crate::contract::interfaces::services_interface!(@common);
     };
     (since_0_3_0) => {
-        crate::contract::convert::convert_enum!(
-            ServiceState,
-            wit::ServiceState {
-                Stopped,
-                StartPending,
-                StopPending,
-                Running,
-                Paused,
-                Failed
+        impl Convert<wit::ServiceState> for ServiceState {
+            fn convert(self) -> wit::ServiceState {
+                match self {
+                    Self::Stopped => wit::ServiceState::Stopped,
+                    Self::StartPending => wit::ServiceState::StartPending,
+                    Self::StopPending => wit::ServiceState::StopPending,
+                    Self::Running => wit::ServiceState::Running,
+                    Self::Paused => wit::ServiceState::Paused,
+                    Self::Failed | Self::Broken => wit::ServiceState::Failed,
+                }
             }
-        );
-        crate::contract::convert::convert_enum!(
-            StartupType,
-            wit::StartupType {
-                Automatic,
-                AutomaticDelayed,
-                Manual,
-                Disabled
+        }
+        impl Convert<wit::StartupType> for StartupType {
+            fn convert(self) -> wit::StartupType {
+                match self {
+                    Self::Automatic | Self::AutomaticUntilReboot => wit::StartupType::Automatic,
+                    Self::AutomaticDelayed => wit::StartupType::AutomaticDelayed,
+                    Self::Manual | Self::Static | Self::Indirect | Self::Generated => {
+                        wit::StartupType::Manual
+                    }
+                    Self::Disabled | Self::DisabledUntilReboot => wit::StartupType::Disabled,
+                }
             }
-        );
+        }
+        impl Convert<StartupType> for wit::StartupType {
+            fn convert(self) -> StartupType {
+                match self {
+                    Self::Automatic => StartupType::Automatic,
+                    Self::AutomaticDelayed => StartupType::AutomaticDelayed,
+                    Self::Manual => StartupType::Manual,
+                    Self::Disabled => StartupType::Disabled,
+                }
+            }
+        }
         crate::contract::interfaces::services_interface!(@common);
     };
     (@common) => {
-        use crate::contract::convert::{Convert, convert_record, result};
+        use crate::contract::convert::{Convert, result};
         use crate::host::RunState;
         use medic_backends::services::{ServiceChange, ServiceState, ServiceStatus, StartupType};
 
-        convert_record!(
-            ServiceStatus,
-            wit::ServiceStatus {
-                name,
-                display_name,
-                state,
-                startup
+        // One way: a plugin never hands a status back. What a version
+        // cannot say (the problem's detail) is left out.
+        impl Convert<wit::ServiceStatus> for ServiceStatus {
+            fn convert(self) -> wit::ServiceStatus {
+                wit::ServiceStatus {
+                    name: self.name,
+                    display_name: self.display_name,
+                    state: self.state.convert(),
+                    startup: self.startup.convert(),
+                }
             }
-        );
-        convert_record!(
-            ServiceChange,
-            wit::ServiceChange {
-                before,
-                after,
-                applied
+        }
+        impl Convert<wit::ServiceChange> for ServiceChange {
+            fn convert(self) -> wit::ServiceChange {
+                wit::ServiceChange {
+                    before: self.before.convert(),
+                    after: self.after.convert(),
+                    applied: self.applied,
+                }
             }
-        );
+        }
 
         impl wit::Host for RunState {
             fn query(

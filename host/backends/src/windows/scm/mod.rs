@@ -25,7 +25,10 @@ mod sys;
 #[cfg(windows)]
 pub use sys::Win32Scm;
 
-use crate::services::{ServiceChange, ServiceManager, ServiceState, ServiceStatus, StartupType};
+use crate::services::{
+    ProblemKind, ServiceChange, ServiceManager, ServiceProblem, ServiceState, ServiceStatus,
+    StartupType,
+};
 use crate::{BackendError, ErrorKind, OpResult};
 use std::time::{Duration, Instant};
 
@@ -214,13 +217,36 @@ pub fn startup_type(config: &RawConfig) -> OpResult<StartupType> {
 /// The start type and delayed flag that give `startup`. The delayed flag
 /// means something for automatic start only, so it is left alone for the
 /// others.
-pub fn start_type_of(startup: StartupType) -> (u32, Option<bool>) {
-    match startup {
+/// The startup types that exist on systemd only are refused.
+pub fn start_type_of(startup: StartupType) -> OpResult<(u32, Option<bool>)> {
+    Ok(match startup {
         StartupType::Automatic => (raw::SERVICE_AUTO_START, Some(false)),
         StartupType::AutomaticDelayed => (raw::SERVICE_AUTO_START, Some(true)),
         StartupType::Manual => (raw::SERVICE_DEMAND_START, None),
         StartupType::Disabled => (raw::SERVICE_DISABLED, None),
-    }
+        StartupType::AutomaticUntilReboot
+        | StartupType::DisabledUntilReboot
+        | StartupType::Static
+        | StartupType::Indirect
+        | StartupType::Generated => {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the Service Control Manager has no `{}` startup: choose automatic, automatic-delayed, manual or disabled",
+                    startup.as_str()
+                ),
+            ));
+        }
+    })
+}
+
+/// Why a stopped service with an error exit code failed, for
+/// [`ServiceStatus::problem`].
+fn problem_of(state: ServiceState, raw: &RawStatus) -> Option<ServiceProblem> {
+    (state == ServiceState::Failed).then(|| ServiceProblem {
+        kind: ProblemKind::ExitCode,
+        detail: exit_code_text(raw),
+    })
 }
 
 /// The contract's error kind for an SCM error code.
@@ -301,11 +327,13 @@ impl<A: ScmApi, C: Clock> Scm<A, C> {
     fn status(&self, name: &str) -> OpResult<(ServiceStatus, RawStatus)> {
         let config = self.api.config(name).map_err(|e| scm_error(name, e))?;
         let raw = self.raw_status(name)?;
+        let state = service_state(&raw)?;
         let status = ServiceStatus {
             name: name.to_string(),
             display_name: config.display_name.clone(),
-            state: service_state(&raw)?,
+            state,
             startup: startup_type(&config)?,
+            problem: problem_of(state, &raw),
         };
         Ok((status, raw))
     }
@@ -493,7 +521,7 @@ impl<A: ScmApi, C: Clock> ServiceManager for Scm<A, C> {
             return Ok(Self::planned(before, ServiceState::Running));
         }
         match before.state {
-            ServiceState::Stopped | ServiceState::Failed => {}
+            ServiceState::Stopped | ServiceState::Failed | ServiceState::Broken => {}
             ServiceState::StopPending => {
                 self.wait_for(name, ServiceState::Stopped, deadline, timeout)?;
             }
@@ -515,6 +543,7 @@ impl<A: ScmApi, C: Clock> ServiceManager for Scm<A, C> {
         startup: StartupType,
         apply: bool,
     ) -> OpResult<ServiceChange> {
+        let (start_type, delayed) = start_type_of(startup)?;
         let (before, _) = self.status(name)?;
         if before.startup == startup {
             return Ok(Self::unchanged(before));
@@ -530,7 +559,6 @@ impl<A: ScmApi, C: Clock> ServiceManager for Scm<A, C> {
                 applied: false,
             });
         }
-        let (start_type, delayed) = start_type_of(startup);
         self.api
             .set_start_type(name, start_type, delayed)
             .map_err(|e| scm_error(name, e))?;

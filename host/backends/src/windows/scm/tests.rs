@@ -310,7 +310,7 @@ fn raw_states_and_start_types_map_to_the_contract() {
         StartupType::Manual,
         StartupType::Disabled,
     ] {
-        let (start_type, delayed) = start_type_of(startup);
+        let (start_type, delayed) = start_type_of(startup).unwrap();
         let config = RawConfig {
             display_name: String::new(),
             start_type,
