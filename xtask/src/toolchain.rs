@@ -66,6 +66,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether Debian's package `name` is installed.
+pub fn package_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Status}", name])
+        .output()
+        .is_ok_and(|out| out.stdout == b"installed")
+}
+
 /// Install Debian packages when running as root; otherwise say what to run.
 pub fn ensure_packages(packages: &[&str], why: &str) -> Result<()> {
     if !is_root() {
