@@ -4,7 +4,7 @@
 //! Inside the namespace, tmpfs covers `/run`, `/etc/systemd/system`, the
 //! vendor unit folder `/usr/lib/systemd/system` (holding a copy of the few
 //! units [`KEPT_UNITS`] names), the generators' folder, the persistent
-//! journal and `/dev` (with the few device nodes a service needs bound into
+//! journal, `/var/lib` and `/dev` (with the few device nodes a service needs bound into
 //! it): units the tests write, masks and enablement links all land in
 //! memory, and nothing that acts on the whole machine (tmpfiles, sysusers,
 //! sysctl) can start. The boot goes to a target of the test's own that
@@ -77,6 +77,8 @@ mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
 if [ -d /usr/lib/systemd/system-generators ]; then
     mount -t tmpfs -o mode=755 tmpfs /usr/lib/systemd/system-generators
 fi
+# State (medic's StateDirectory among it) stays in the namespace.
+mount -t tmpfs -o mode=755 tmpfs /var/lib
 # The journal stays in the namespace's /run.
 if [ -d /var/log/journal ]; then
     mount -t tmpfs -o mode=2755 tmpfs /var/log/journal
@@ -92,6 +94,8 @@ for node in null zero full random urandom tty; do
 done
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /dev/pts
+ln -s pts/ptmx /dev/ptmx
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 cat > /etc/systemd/system/medic-test.target <<'UNIT'
 [Unit]
