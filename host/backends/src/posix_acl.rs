@@ -2,6 +2,11 @@
 //! `system.posix_acl_access` extended attribute (the format `getfacl` and
 //! `setfacl` use), so that scanning a large tree costs one `lstat` and one
 //! `lgetxattr` per path and writes happen only where something is missing.
+//!
+//! A directory also has a default ACL (`system.posix_acl_default`, what
+//! `setfacl -d` sets): the kernel gives it to every file and directory
+//! created in the directory afterwards, which is how a grant on a folder
+//! reaches what is put there later, as an inheritable entry does on NTFS.
 
 use crate::Principal;
 use std::ffi::CString;
@@ -10,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 const ACL_XATTR: &[u8] = b"system.posix_acl_access\0";
+const DEFAULT_ACL_XATTR: &[u8] = b"system.posix_acl_default\0";
 const ACL_VERSION: u32 = 2;
 const UNDEFINED_ID: u32 = u32::MAX;
 
@@ -146,17 +152,15 @@ impl Acl {
             TAG_USER_OBJ | TAG_GROUP_OBJ => UNDEFINED_ID,
             _ => decider.id,
         };
-        match self
-            .entries
-            .iter_mut()
-            .find(|e| e.tag == decider.tag && e.id == id)
-        {
+        self.widen(decider.tag, id, perm);
+    }
+
+    /// Add `perm` to the entry `tag`/`id` (creating it), and widen the
+    /// mask to cover every group-class entry.
+    fn widen(&mut self, tag: u16, id: u32, perm: u16) {
+        match self.entries.iter_mut().find(|e| e.tag == tag && e.id == id) {
             Some(entry) => entry.perm |= perm,
-            None => self.entries.push(Entry {
-                tag: decider.tag,
-                perm,
-                id,
-            }),
+            None => self.entries.push(Entry { tag, perm, id }),
         }
         let has_named = self
             .entries
@@ -177,6 +181,45 @@ impl Acl {
                 }),
             }
         }
+    }
+}
+
+/// Default ACLs: what a directory passes on to what is created in it.
+impl Acl {
+    /// The default ACL `setfacl -d -m` starts from on a directory that has
+    /// none: the owner, owning group and other entries of the directory's
+    /// access ACL (`access`), nothing else.
+    pub fn default_base(access: &Acl) -> Self {
+        Self {
+            entries: access
+                .entries
+                .iter()
+                .filter(|e| matches!(e.tag, TAG_USER_OBJ | TAG_GROUP_OBJ | TAG_OTHER))
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// The named entry of `principal` (one with no permission when there
+    /// is none) and the permission it gives after the mask. In a default
+    /// ACL only a named entry counts: what is created later belongs to
+    /// whoever creates it, not necessarily to the directory's owner.
+    pub fn named_entry(&self, principal: Principal) -> (Entry, u16) {
+        let (tag, id) = match principal {
+            Principal::User(uid) => (TAG_USER, uid),
+            Principal::Group(gid) => (TAG_GROUP, gid),
+        };
+        match self.entries.iter().find(|e| e.tag == tag && e.id == id) {
+            Some(e) => (*e, e.perm & self.mask()),
+            None => (Entry { tag, perm: 0, id }, 0),
+        }
+    }
+
+    /// Give `principal` a named entry with at least `perm`, widening the
+    /// mask to cover it (as `setfacl -d -m` does on a default ACL).
+    pub fn grant_named(&mut self, principal: Principal, perm: u16) {
+        let (entry, _) = self.named_entry(principal);
+        self.widen(entry.tag, entry.id, perm);
     }
 }
 
@@ -265,15 +308,33 @@ enum Follow {
     Yes,
 }
 
-/// `(l)getxattr` of the ACL attribute into `buf`; an empty `buf` asks for
+/// Which of its access lists a call reads or writes: the access ACL of
+/// any path, or the default ACL of a directory.
+#[derive(Clone, Copy)]
+enum Kind {
+    Access,
+    Default,
+}
+
+impl Kind {
+    /// The extended attribute, NUL-terminated.
+    fn xattr(self) -> *const libc::c_char {
+        match self {
+            Self::Access => ACL_XATTR.as_ptr().cast(),
+            Self::Default => DEFAULT_ACL_XATTR.as_ptr().cast(),
+        }
+    }
+}
+
+/// `(l)getxattr` of an ACL attribute into `buf`; an empty `buf` asks for
 /// the attribute's size.
-fn get_acl_xattr(path: &CString, follow: Follow, buf: &mut [u8]) -> io::Result<usize> {
+fn get_acl_xattr(path: &CString, follow: Follow, kind: Kind, buf: &mut [u8]) -> io::Result<usize> {
     let ptr = if buf.is_empty() {
         std::ptr::null_mut()
     } else {
         buf.as_mut_ptr().cast()
     };
-    let name = ACL_XATTR.as_ptr().cast();
+    let name = kind.xattr();
     // SAFETY: both strings are NUL-terminated; `ptr` is NULL with size 0 or
     // valid for writes of `buf.len()` bytes.
     let n = unsafe {
@@ -285,32 +346,35 @@ fn get_acl_xattr(path: &CString, follow: Follow, buf: &mut [u8]) -> io::Result<u
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-fn read_at(path: &CString, follow: Follow, mode: u32) -> io::Result<Acl> {
+/// The ACL of `kind`; `None` when the path has none of its own (or its
+/// file system keeps none).
+fn read_at(path: &CString, follow: Follow, kind: Kind) -> io::Result<Option<Acl>> {
     let mut buf = [0u8; 512];
-    let result = match get_acl_xattr(path, follow, &mut buf) {
+    let result = match get_acl_xattr(path, follow, kind, &mut buf) {
         Ok(n) => Acl::decode(&buf[..n]),
         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
-            let mut large = vec![0u8; get_acl_xattr(path, follow, &mut [])?];
-            get_acl_xattr(path, follow, &mut large).and_then(|n| Acl::decode(&large[..n]))
+            let mut large = vec![0u8; get_acl_xattr(path, follow, kind, &mut [])?];
+            get_acl_xattr(path, follow, kind, &mut large).and_then(|n| Acl::decode(&large[..n]))
         }
         Err(e) => Err(e),
     };
     match result {
+        Ok(acl) => Ok(Some(acl)),
         Err(e)
             if matches!(
                 e.raw_os_error(),
                 Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
             ) =>
         {
-            Ok(Acl::from_mode(mode))
+            Ok(None)
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
-fn write_at(path: &CString, follow: Follow, acl: &Acl) -> io::Result<()> {
+fn write_at(path: &CString, follow: Follow, kind: Kind, acl: &Acl) -> io::Result<()> {
     let bytes = acl.encode();
-    let name = ACL_XATTR.as_ptr().cast();
+    let name = kind.xattr();
     // SAFETY: both strings are NUL-terminated; `bytes` is valid for reads.
     let rc = unsafe {
         match follow {
@@ -333,24 +397,45 @@ fn write_at(path: &CString, follow: Follow, acl: &Acl) -> io::Result<()> {
 /// `mode` when the path has none of its own. For trusted paths only (the
 /// lab's own files): a plugin's paths go through [`read_fd`].
 pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
-    read_at(&c_path(path)?, Follow::No, mode)
+    let acl = read_at(&c_path(path)?, Follow::No, Kind::Access)?;
+    Ok(acl.unwrap_or_else(|| Acl::from_mode(mode)))
 }
 
 /// Write the ACL of `path` (the kernel also updates the mode bits from it).
 /// For trusted paths only, as [`read`].
 pub fn write(path: &Path, acl: &Acl) -> io::Result<()> {
-    write_at(&c_path(path)?, Follow::No, acl)
+    write_at(&c_path(path)?, Follow::No, Kind::Access, acl)
 }
 
 /// Read the ACL of the inode an open descriptor names (an `O_PATH` one
 /// will do); the minimal ACL from `mode` when it has none of its own.
 pub fn read_fd(fd: std::os::fd::BorrowedFd<'_>, mode: u32) -> io::Result<Acl> {
-    read_at(&c_path(&crate::beneath::proc_path(fd))?, Follow::Yes, mode)
+    let acl = read_at(&fd_path(fd)?, Follow::Yes, Kind::Access)?;
+    Ok(acl.unwrap_or_else(|| Acl::from_mode(mode)))
 }
 
 /// Write the ACL of the inode an open descriptor names.
 pub fn write_fd(fd: std::os::fd::BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
-    write_at(&c_path(&crate::beneath::proc_path(fd))?, Follow::Yes, acl)
+    write_at(&fd_path(fd)?, Follow::Yes, Kind::Access, acl)
+}
+
+/// Read the default ACL of the directory an open descriptor names (an
+/// `O_PATH` one will do); `None` when it has none.
+pub fn read_default_fd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<Acl>> {
+    read_at(&fd_path(fd)?, Follow::Yes, Kind::Default)
+}
+
+/// Write the default ACL of the directory an open descriptor names (the
+/// kernel refuses one on anything but a directory).
+pub fn write_default_fd(fd: std::os::fd::BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
+    write_at(&fd_path(fd)?, Follow::Yes, Kind::Default, acl)
+}
+
+/// The name that reaches the inode `fd` names: its `/proc/self/fd` entry,
+/// followed (extended attributes cannot be read or set through an
+/// `O_PATH` descriptor itself).
+fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<CString> {
+    c_path(&crate::beneath::proc_path(fd))
 }
 
 /// The permission bits that `right` needs on a path with this metadata:
@@ -491,5 +576,79 @@ mod tests {
             ),
             "group::r--"
         );
+    }
+
+    fn entry(tag: u16, perm: u16, id: u32) -> Entry {
+        Entry { tag, perm, id }
+    }
+
+    #[test]
+    fn a_default_acl_starts_from_the_base_entries_as_setfacl_d_m_does() {
+        // A folder whose access ACL names a group and narrows group::, as
+        // `setfacl -m g:65534:rwx,g::r--` leaves it.
+        let access = Acl {
+            entries: vec![
+                entry(TAG_USER_OBJ, 7, UNDEFINED_ID),
+                entry(TAG_GROUP_OBJ, READ, UNDEFINED_ID),
+                entry(TAG_GROUP, 7, 65534),
+                entry(TAG_MASK, READ | EXECUTE, UNDEFINED_ID),
+                entry(TAG_OTHER, 0, UNDEFINED_ID),
+            ],
+        };
+        let mut default = Acl::default_base(&access);
+        assert_eq!(default.named_entry(Principal::User(65534)).1, 0);
+        default.grant_named(Principal::User(65534), READ | EXECUTE);
+        // What `setfacl -d -m u:65534:rx` then shows with `getfacl -n`:
+        // default:user::rwx, default:user:65534:r-x, default:group::r--,
+        // default:mask::r-x, default:other::---.
+        let setfacl = Acl {
+            entries: vec![
+                entry(TAG_USER_OBJ, 7, UNDEFINED_ID),
+                entry(TAG_USER, READ | EXECUTE, 65534),
+                entry(TAG_GROUP_OBJ, READ, UNDEFINED_ID),
+                entry(TAG_MASK, READ | EXECUTE, UNDEFINED_ID),
+                entry(TAG_OTHER, 0, UNDEFINED_ID),
+            ],
+        };
+        assert_eq!(default.encode(), setfacl.encode());
+        assert_eq!(
+            default.named_entry(Principal::User(65534)).1,
+            READ | EXECUTE
+        );
+        // Only named entries count in a default ACL, the owner's too.
+        assert_eq!(
+            Acl::default_base(&access).named_entry(Principal::User(0)).1,
+            0
+        );
+        // Revoking the principal takes its default entry away again.
+        assert!(default.revoke(Principal::User(65534)));
+        assert_eq!(default.named_entry(Principal::User(65534)).1, 0);
+        assert_eq!(default.encode(), Acl::default_base(&access).encode());
+    }
+
+    #[test]
+    fn default_acls_round_trip_through_a_descriptor_on_folders_only() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fd = crate::beneath::open_root(dir.path()).unwrap();
+        assert_eq!(read_default_fd(fd.as_fd()).unwrap(), None);
+        let mode = std::fs::metadata(dir.path()).unwrap().mode();
+        let mut default = Acl::default_base(&read_fd(fd.as_fd(), mode).unwrap());
+        default.grant_named(Principal::Group(65534), READ | WRITE | EXECUTE);
+        write_default_fd(fd.as_fd(), &default).unwrap();
+        let back = read_default_fd(fd.as_fd()).unwrap().unwrap();
+        assert_eq!(back.encode(), default.encode());
+        assert_eq!(
+            read_fd(fd.as_fd(), mode).unwrap(),
+            Acl::from_mode(mode),
+            "the access ACL is left alone"
+        );
+
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let file_fd = crate::beneath::open_root(&file).unwrap();
+        assert_eq!(read_default_fd(file_fd.as_fd()).unwrap(), None);
+        assert!(write_default_fd(file_fd.as_fd(), &default).is_err());
     }
 }
