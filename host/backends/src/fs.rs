@@ -70,6 +70,17 @@ pub enum EntryKind {
     Other,
 }
 
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Directory => "directory",
+            Self::Symlink => "symlink",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// What `stat` knows about a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
@@ -153,7 +164,9 @@ pub trait FileSystem: Send + Sync {
     fn read_access(&self, path: &Beneath) -> OpResult<Vec<AccessEntry>>;
     fn read_file(&self, path: &Beneath, max_bytes: u32) -> OpResult<Vec<u8>>;
     /// Give `principal` at least `right` on `path` (and everything under
-    /// it with `recursive`). A walk still going at `deadline` stops there
+    /// it with `recursive`, each folder then also passing the right on to
+    /// what is created in it later: an inheritable entry on NTFS, a default
+    /// ACL entry on POSIX). A walk still going at `deadline` stops there
     /// and says what it left unchecked.
     fn ensure_access(
         &self,

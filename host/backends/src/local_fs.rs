@@ -2,7 +2,10 @@
 //! the granted root by file descriptor ([`crate::beneath`]) and reads and
 //! writes POSIX access lists through that descriptor, so a local user who
 //! can write inside the root cannot redirect a call outside it by swapping
-//! in a symbolic link, whatever the timing. Elsewhere (until the Windows
+//! in a symbolic link, whatever the timing. A recursive grant also gives
+//! every folder of the tree a default entry for the principal, so that
+//! files and folders created there later inherit the right, and a folder
+//! without one counts as needing repair. Elsewhere (until the Windows
 //! backend resolves handles beneath the root) paths are checked for links
 //! and used by name, and access lists are unsupported.
 
@@ -273,6 +276,9 @@ mod imp {
     struct Repair {
         principal: Principal,
         is_read: bool,
+        /// A recursive grant: folders also get a default entry, so that
+        /// what is created in them later inherits the right.
+        inherit: bool,
         apply: bool,
         deadline: Option<std::time::Instant>,
         tally: Tally,
@@ -281,33 +287,90 @@ mod imp {
     }
 
     impl Repair {
-        /// Check (and repair) the inode `fd` names, through `fd`.
+        /// Check (and repair) the inode `fd` names, through `fd`: its
+        /// access ACL, and on a folder of a recursive grant its default
+        /// ACL too. One change is reported per path; a default entry
+        /// added shows as `; default:user:NAME:rwx` in `after`.
         fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<()> {
             self.tally.checked.fetch_add(1, Ordering::Relaxed);
             let needed = posix_acl::required_perm(self.is_read, is_dir(stat), stat.st_mode);
             let mut acl = posix_acl::read_fd(fd, stat.st_mode).map_err(|e| io_error(path, &e))?;
             let (owner, group) = (stat.st_uid, stat.st_gid);
             let (before, effective) = acl.effective(self.principal, owner, group);
-            if effective & needed == needed {
+            let access_missing = effective & needed != needed;
+            if access_missing {
+                acl.grant(self.principal, owner, group, needed);
+            }
+            let (after, _) = acl.effective(self.principal, owner, group);
+            let default = if self.inherit && is_dir(stat) {
+                self.default_change(fd, &acl, needed, path)?
+            } else {
+                None
+            };
+            if !access_missing && default.is_none() {
                 return Ok(());
             }
-            acl.grant(self.principal, owner, group, needed);
-            let (after, _) = acl.effective(self.principal, owner, group);
             if self.apply {
-                posix_acl::write_fd(fd, &acl).map_err(|e| io_error(path, &e))?;
+                if access_missing {
+                    posix_acl::write_fd(fd, &acl).map_err(|e| io_error(path, &e))?;
+                }
+                if let Some(default) = &default {
+                    posix_acl::write_default_fd(fd, &default.acl)
+                        .map_err(|e| io_error(path, &e))?;
+                }
             }
             let display = |p: Principal| self.names.display(p);
+            let mut before = posix_acl::entry_text(&before, display);
+            let mut after = posix_acl::entry_text(&after, display);
+            if let Some(default) = &default {
+                before.push_str(&format!(
+                    "; default:{}",
+                    posix_acl::entry_text(&default.before, display)
+                ));
+                after.push_str(&format!(
+                    "; default:{}",
+                    posix_acl::entry_text(&default.after, display)
+                ));
+            }
             let mut changed = lock(&self.tally.changed);
             if changed.len() < MAX_LISTED_CHANGES {
                 changed.push(AccessChange {
                     path: path.display().to_string(),
-                    before: posix_acl::entry_text(&before, display),
-                    after: posix_acl::entry_text(&after, display),
+                    before,
+                    after,
                 });
             } else {
                 self.tally.unlisted.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
+        }
+
+        /// The default ACL the folder `fd` names must get so that what is
+        /// created in it later gives the principal `needed` (`r-x` for
+        /// read, `rwx` otherwise; the creating call's mode and the mask
+        /// narrow it on files); `None` when it already does. A folder
+        /// without a default ACL gets the base entries `setfacl -d -m`
+        /// would give it, from `access`, its access ACL as it will be.
+        fn default_change(
+            &self,
+            fd: BorrowedFd<'_>,
+            access: &posix_acl::Acl,
+            needed: u16,
+            path: &Path,
+        ) -> OpResult<Option<DefaultChange>> {
+            let current = posix_acl::read_default_fd(fd).map_err(|e| io_error(path, &e))?;
+            let mut default = current.unwrap_or_else(|| posix_acl::Acl::default_base(access));
+            let (before, effective) = default.named_entry(self.principal);
+            if effective & needed == needed {
+                return Ok(None);
+            }
+            default.grant_named(self.principal, needed);
+            let (after, _) = default.named_entry(self.principal);
+            Ok(Some(DefaultChange {
+                acl: default,
+                before,
+                after,
+            }))
         }
 
         fn skip(&self, path: &Path, reason: String) {
@@ -402,6 +465,14 @@ mod imp {
         }
     }
 
+    /// A folder's default ACL as a grant leaves it, and the principal's
+    /// named entry in it before and after.
+    struct DefaultChange {
+        acl: posix_acl::Acl,
+        before: posix_acl::Entry,
+        after: posix_acl::Entry,
+    }
+
     /// A folder to open, by its name in an open parent.
     struct Folder {
         parent: Arc<OwnedFd>,
@@ -414,7 +485,8 @@ mod imp {
     }
 
     /// Give `principal` at least `right` on `path` (and, with `recursive`,
-    /// everything under it), changing only what lacks it, always through a
+    /// everything under it, every folder also passing the right on through
+    /// its default ACL), changing only what lacks it, always through a
     /// descriptor opened beneath the root. Symbolic links are neither
     /// followed nor changed; files with other hard links are skipped (in a
     /// walk) or refused (when named). A tree is walked by a few threads.
@@ -432,6 +504,7 @@ mod imp {
         let repair = Repair {
             principal,
             is_read: right == AccessRight::Read,
+            inherit: recursive,
             apply,
             deadline,
             tally: Tally {
@@ -659,6 +732,200 @@ mod imp {
                 again.changed.is_empty(),
                 "second pass is a no-op: {again:?}"
             );
+        }
+
+        const NOBODY: Principal = Principal::User(65534);
+
+        /// `nobody` as an entry names it, e.g. `user:nobody:r-x`.
+        fn nobody(perm: &str) -> String {
+            let name = NOBODY.display();
+            format!("user:{}:{perm}", name.split_once(':').unwrap().1)
+        }
+
+        fn stat_of(path: &Path) -> (OwnedFd, Stat) {
+            let fd = beneath::open_root(path).unwrap();
+            let stat = beneath::stat(fd.as_fd()).unwrap();
+            (fd, stat)
+        }
+
+        /// `nobody`'s effective permission on `path` by its access ACL.
+        fn access_of(path: &Path) -> u16 {
+            let (fd, stat) = stat_of(path);
+            let acl = posix_acl::read_fd(fd.as_fd(), stat.st_mode).unwrap();
+            acl.effective(NOBODY, stat.st_uid, stat.st_gid).1
+        }
+
+        /// `nobody`'s permission by the default ACL of the folder `path`.
+        fn default_of(path: &Path) -> Option<u16> {
+            let (fd, _) = stat_of(path);
+            posix_acl::read_default_fd(fd.as_fd())
+                .unwrap()
+                .map(|acl| acl.named_entry(NOBODY).1)
+        }
+
+        /// `share/` and `share/sub/` (750) holding `sub/a.txt` (640).
+        fn tree() -> (tempfile::TempDir, PathBuf) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            std::fs::write(root.join("sub/a.txt"), b"a").unwrap();
+            for (p, mode) in [("", 0o750), ("sub", 0o750), ("sub/a.txt", 0o640)] {
+                std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode))
+                    .unwrap();
+            }
+            (dir, root)
+        }
+
+        const RX: u16 = posix_acl::READ | posix_acl::EXECUTE;
+        const RW: u16 = posix_acl::READ | posix_acl::WRITE;
+        const RWX: u16 = RX | posix_acl::WRITE;
+
+        #[test]
+        fn a_recursive_grant_gives_folders_a_default_entry_that_new_files_inherit() {
+            let (_dir, root) = tree();
+            let done = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            let after = |suffix: &str| {
+                done.changed
+                    .iter()
+                    .find(|c| c.path.ends_with(suffix))
+                    .unwrap()
+                    .clone()
+            };
+            for folder in ["share", "share/sub"] {
+                let change = after(folder);
+                assert_eq!(
+                    change.before,
+                    format!("{}; default:{}", nobody("---"), nobody("---"))
+                );
+                assert_eq!(
+                    change.after,
+                    format!("{}; default:{}", nobody("r-x"), nobody("r-x"))
+                );
+            }
+            assert_eq!(after("a.txt").after, nobody("r--"), "files get no default");
+            assert_eq!(default_of(&root.join("sub")), Some(RX));
+
+            // The base entries are the folder's own, as setfacl -d -m makes them.
+            let (fd, _) = stat_of(&root.join("sub"));
+            let default = posix_acl::read_default_fd(fd.as_fd()).unwrap().unwrap();
+            let perm_of = |tag: u16| default.entries.iter().find(|e| e.tag == tag).unwrap().perm;
+            assert_eq!(perm_of(TAG_USER_OBJ), RWX);
+            assert_eq!(perm_of(TAG_GROUP_OBJ), RX);
+            assert_eq!(perm_of(TAG_OTHER), 0);
+            assert_eq!(perm_of(TAG_MASK), RX);
+
+            // Created afterwards, as any program would: they inherit.
+            std::fs::write(root.join("sub/new.txt"), b"new").unwrap();
+            std::fs::write(root.join("top.txt"), b"top").unwrap();
+            std::fs::create_dir(root.join("sub/newdir")).unwrap();
+            std::fs::write(root.join("sub/newdir/deeper.txt"), b"").unwrap();
+            for file in ["sub/new.txt", "top.txt", "sub/newdir/deeper.txt"] {
+                assert_eq!(access_of(&root.join(file)), posix_acl::READ, "{file}");
+            }
+            assert_eq!(access_of(&root.join("sub/newdir")), RX);
+            assert_eq!(default_of(&root.join("sub/newdir")), Some(RX));
+            let again = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            assert!(again.changed.is_empty(), "{again:?}");
+        }
+
+        #[test]
+        fn a_modify_grant_passes_on_read_and_write() {
+            let (_dir, root) = tree();
+            ensure_access(&root, NOBODY, AccessRight::Modify, true, true).unwrap();
+            assert_eq!(default_of(&root), Some(RWX));
+            std::fs::write(root.join("sub/new.txt"), b"new").unwrap();
+            std::fs::create_dir(root.join("sub/newdir")).unwrap();
+            // A file created with mode 666 (as std and most programs do):
+            // its mask, from that mode, leaves read and write.
+            assert_eq!(access_of(&root.join("sub/new.txt")), RW);
+            assert_eq!(access_of(&root.join("sub/newdir")), RWX);
+        }
+
+        #[test]
+        fn a_folder_without_its_default_entry_needs_repair_and_dry_run_only_plans_it() {
+            let (_dir, root) = tree();
+            // Fresh tree, dry run: planned, nothing written.
+            let plan = ensure_access(&root, NOBODY, AccessRight::Read, true, false).unwrap();
+            assert_eq!(plan.changed.len(), 3);
+            assert!(
+                plan.changed
+                    .iter()
+                    .filter(|c| c.after.contains("; default:"))
+                    .count()
+                    == 2,
+                "{plan:?}"
+            );
+            for path in ["", "sub", "sub/a.txt"] {
+                let path = root.join(path);
+                let raw = rustix::fs::lgetxattr(&path, "system.posix_acl_access", &mut [0u8; 64]);
+                assert_eq!(raw, Err(rustix::io::Errno::NODATA), "{}", path.display());
+            }
+            assert_eq!(default_of(&root), None);
+            assert_eq!(default_of(&root.join("sub")), None);
+
+            // A grant on the folder alone gives access but no default entry.
+            let single =
+                ensure_access(&root.join("sub"), NOBODY, AccessRight::Read, false, true).unwrap();
+            assert_eq!(single.changed[0].after, nobody("r-x"));
+            assert_eq!(default_of(&root.join("sub")), None);
+
+            // Access right everywhere but the default entries missing: a
+            // healthy tree needs both, so the folders are still repaired.
+            ensure_access(
+                &root.join("sub/a.txt"),
+                NOBODY,
+                AccessRight::Read,
+                false,
+                true,
+            )
+            .unwrap();
+            ensure_access(&root, NOBODY, AccessRight::Read, false, true).unwrap();
+            let plan = ensure_access(&root, NOBODY, AccessRight::Read, true, false).unwrap();
+            let paths: Vec<&str> = plan.changed.iter().map(|c| c.path.as_str()).collect();
+            assert_eq!(paths.len(), 2, "{paths:?}");
+            for change in &plan.changed {
+                assert_eq!(
+                    change.before,
+                    format!("{}; default:{}", nobody("r-x"), nobody("---"))
+                );
+                assert_eq!(
+                    change.after,
+                    format!("{}; default:{}", nobody("r-x"), nobody("r-x"))
+                );
+            }
+            assert_eq!(default_of(&root.join("sub")), None, "dry run wrote nothing");
+
+            let done = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            assert_eq!(done.changed.len(), 2);
+            assert_eq!(default_of(&root), Some(RX));
+            assert_eq!(default_of(&root.join("sub")), Some(RX));
+            let again = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            assert!(again.changed.is_empty(), "a healthy tree: {again:?}");
+            assert_eq!(again.checked, 3);
+
+            // A default entry lost later is found and put back alone.
+            rustix::fs::removexattr(root.join("sub"), "system.posix_acl_default").unwrap();
+            let repaired = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            assert_eq!(repaired.changed.len(), 1, "{repaired:?}");
+            assert!(repaired.changed[0].path.ends_with("share/sub"));
+            assert_eq!(default_of(&root.join("sub")), Some(RX));
+        }
+
+        #[test]
+        fn a_link_in_the_tree_is_not_followed_for_default_entries() {
+            let (dir, root) = tree();
+            let outside = dir.path().join("outside");
+            std::fs::create_dir(&outside).unwrap();
+            std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join("sub/link")).unwrap();
+            let done = ensure_access(&root, NOBODY, AccessRight::Modify, true, true).unwrap();
+            assert_eq!(done.checked, 3, "the link is not checked: {done:?}");
+            assert!(done.changed.iter().all(|c| !c.path.ends_with("link")));
+            assert_eq!(default_of(&outside), None);
+            assert_eq!(access_of(&outside), 0);
+            let raw = rustix::fs::lgetxattr(&outside, "system.posix_acl_access", &mut [0u8; 64]);
+            assert_eq!(raw, Err(rustix::io::Errno::NODATA));
+            assert_eq!(default_of(&root.join("sub")), Some(RWX));
         }
     }
 }

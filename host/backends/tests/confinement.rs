@@ -69,7 +69,7 @@ fn swapper(share: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
 }
 
 /// Whether any file outside carries a named ACL entry (anything beyond
-/// the three entries of its mode).
+/// the three entries of its mode), or the folder outside a default ACL.
 fn outside_acl_changed(outside: &Path) -> Vec<PathBuf> {
     let mut changed = Vec::new();
     for entry in std::fs::read_dir(outside).unwrap() {
@@ -83,6 +83,12 @@ fn outside_acl_changed(outside: &Path) -> Vec<PathBuf> {
     let meta = std::fs::metadata(outside).unwrap();
     if meta.permissions().mode() & 0o777 != 0o700 {
         changed.push(outside.to_path_buf());
+    }
+    // A recursive repair gives the folders it walks a default ACL.
+    match rustix::fs::lgetxattr(outside, "system.posix_acl_default", &mut [0u8; 256]) {
+        Ok(_) => changed.push(outside.to_path_buf()),
+        Err(rustix::io::Errno::NODATA) => {}
+        Err(e) => panic!("{}: {e}", outside.display()),
     }
     changed
 }
