@@ -429,24 +429,21 @@ mod tests {
     #[cfg(target_os = "linux")]
     const NSS_GROUP: (&str, u32) = ("medic-nss-only-group", 4_242_002);
 
-    /// Where Debian and others put `libnss_wrapper.so`.
+    /// Where Debian and others put `libnss_wrapper.so`, this machine's
+    /// architecture first (a multiarch system may also have another's).
     #[cfg(target_os = "linux")]
     fn nss_wrapper_library() -> Option<std::path::PathBuf> {
-        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.is_dir())
-            .collect();
-        dirs.sort();
-        dirs.extend(
-            ["/usr/lib64", "/usr/lib", "/usr/local/lib", "/lib64", "/lib"]
-                .map(std::path::PathBuf::from),
-        );
-        dirs.into_iter()
-            .map(|dir| dir.join("libnss_wrapper.so"))
-            .find(|lib| lib.is_file())
+        let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+        [
+            format!("/usr/lib/{multiarch}"),
+            format!("/lib/{multiarch}"),
+            "/usr/lib64".into(),
+            "/usr/lib".into(),
+            "/usr/local/lib".into(),
+        ]
+        .into_iter()
+        .map(|dir| std::path::Path::new(&dir).join("libnss_wrapper.so"))
+        .find(|lib| lib.is_file())
     }
 
     /// Users and groups from the name service (as LDAP or SSSD would give
@@ -503,6 +500,12 @@ mod tests {
         let (stdout, stderr) = (
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
+        );
+        assert!(
+            !stderr.contains("cannot be preloaded"),
+            "{} could not be preloaded; install this architecture's nss_wrapper \
+             (Debian package libnss-wrapper):\n{stderr}",
+            library.display()
         );
         assert!(
             output.status.success(),
