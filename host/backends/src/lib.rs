@@ -8,8 +8,9 @@
 //! [`fs`], [`services`] and [`wsus`] (each a trait and the values it
 //! exchanges), [`local_fs`] (this machine's files, reached beneath their
 //! granted root by descriptor through [`beneath`]), [`posix_acl`] (POSIX
-//! access lists, Linux), [`principals`] (Windows names mapped to local
-//! users and groups), [`systemd`] (services through `systemctl`),
+//! access and default access lists, Linux), [`principals`] (Windows names
+//! mapped to local users and groups, resolved through the system's name
+//! service), [`systemd`] (services through `systemctl`),
 //! [`windows`] (the Service Control Manager, NTFS and WSUS on Windows).
 //!
 //! Nothing here knows a contract version: the sandbox converts between
