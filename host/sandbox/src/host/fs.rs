@@ -79,7 +79,7 @@ impl RunState {
             "fs.stat",
             &path,
             |run, p| run.backends.fs.stat(p),
-            |info| format!("{:?}, {} bytes", info.kind, info.size),
+            |info| format!("{}, {} bytes", info.kind.as_str(), info.size),
         )
     }
 
