@@ -44,9 +44,9 @@
 //!
 //! Build it as a `cdylib` for `wasm32-unknown-unknown` and turn the module
 //! into a component (`cargo xtask plugins` in the medic repository does
-//! both). The contract is the WIT package `medic:plugin@0.3.0` in this
-//! crate's `wit/medic-plugin/0.3.0` folder, and `medic:wsus@0.2.0` in
-//! `wit/medic-wsus/0.2.0` for the [`wsus`] functions (a plugin that calls
+//! both). The contract is the WIT package `medic:plugin@0.4.0` in this
+//! crate's `wit/medic-plugin/0.4.0` folder, and `medic:wsus@0.3.0` in
+//! `wit/medic-wsus/0.3.0` for the [`wsus`] functions (a plugin that calls
 //! none of them does not import it); their doc comments are the reference
 //! for every function re-exported here.
 
@@ -56,7 +56,7 @@ extern crate self as medic_sdk;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "medic:wsus/remediation",
-        path: ["wit/medic-plugin/0.3.0", "wit/medic-wsus/0.2.0"],
+        path: ["wit/medic-plugin/0.4.0", "wit/medic-wsus/0.3.0"],
         generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_remediation",
@@ -77,10 +77,10 @@ pub use report::Report;
 
 /// The `medic:plugin` version this SDK builds plugins for (checked against
 /// its WIT by a test).
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 
 /// The `medic:wsus` version this SDK's [`wsus`] functions use.
-pub const WSUS_VERSION: &str = "0.2.0";
+pub const WSUS_VERSION: &str = "0.3.0";
 
 /// The file system under the roots the policy grants.
 pub mod fs {
@@ -259,6 +259,7 @@ impl std::fmt::Display for services::ServiceState {
             Self::Running => "running",
             Self::Paused => "paused",
             Self::Failed => "failed",
+            Self::Broken => "broken",
         })
     }
 }
@@ -270,6 +271,24 @@ impl std::fmt::Display for services::StartupType {
             Self::AutomaticDelayed => "automatic-delayed",
             Self::Manual => "manual",
             Self::Disabled => "disabled",
+            Self::AutomaticUntilReboot => "automatic-until-reboot",
+            Self::DisabledUntilReboot => "disabled-until-reboot",
+            Self::Static => "static",
+            Self::Indirect => "indirect",
+            Self::Generated => "generated",
+        })
+    }
+}
+
+impl std::fmt::Display for services::ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Broken => "broken",
+            Self::ExitCode => "exit-code",
+            Self::Signal => "signal",
+            Self::Timeout => "timeout",
+            Self::StartLimit => "start-limit",
+            Self::Other => "other",
         })
     }
 }

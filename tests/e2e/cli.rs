@@ -49,10 +49,10 @@ fn inspect_shows_what_a_plugin_is_and_asks_for() {
     let stdout = text(&out.stdout);
     for expected in [
         "name          share-guard",
-        "contract      medic:plugin@0.3.0",
+        "contract      medic:plugin@0.4.0",
         "capabilities  fs-read, fs-write",
-        "exports       medic:plugin/plugin@0.3.0",
-        "medic:plugin/fs@0.3.0",
+        "exports       medic:plugin/plugin@0.4.0",
+        "medic:plugin/fs@0.4.0",
     ] {
         assert!(
             stdout.contains(expected),

@@ -11,7 +11,9 @@
 //! merely stopped is started only on fresh evidence that it fails: the
 //! event that woke the plugin is a 364 naming the service, or the last
 //! synchronization failed on it. Otherwise it is left alone, and the run
-//! says so. A disabled BITS (the article's failure) is always repaired.
+//! says so. A disabled BITS (the article's failure) is always repaired. A
+//! broken BITS (its definition cannot be loaded) is reported as failed and
+//! left for a person: no start can succeed.
 //! Pair it with a flap guard in the policy: a BITS that keeps dying needs a
 //! person.
 //!
@@ -69,7 +71,21 @@ impl Plugin for BitsRestart {
             "{bits} is {} ({} start) after a {} event",
             status.state, status.startup, event.kind
         );
-        let disabled = status.startup == StartupType::Disabled;
+        // A BITS whose definition cannot be loaded cannot start: restarting
+        // it would fail every time. It needs a person.
+        if status.state == ServiceState::Broken {
+            let why = status
+                .problem
+                .map(|p| p.detail)
+                .unwrap_or_else(|| "its service manager cannot load it".into());
+            return Ok(Report::new().fail(&format!(
+                "{bits} is broken and cannot start: {why}; fix its definition, then it can be started"
+            )));
+        }
+        let disabled = matches!(
+            status.startup,
+            StartupType::Disabled | StartupType::DisabledUntilReboot
+        );
         // A follow-up verifies the last repair, unless BITS is down again:
         // then it is judged afresh (a new 364 for the same subject may
         // have been folded into this run).
@@ -110,7 +126,7 @@ impl Plugin for BitsRestart {
             .map_err(|e| format!("restarting {wsus_service}: {}", e.describe()))?;
         report.record_service("restart-service", &change, true);
 
-        let repaired = if status.startup == StartupType::Disabled {
+        let repaired = if disabled {
             format!("{bits} was disabled and stopped: re-enabled (manual start) and started")
         } else {
             format!("{bits} was stopped: started")

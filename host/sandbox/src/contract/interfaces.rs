@@ -179,10 +179,12 @@ macro_rules! log_interface {
 /// `services`: see the module header.
 /// Before 0.3.0 a service had no `failed` state and no delayed-automatic
 /// start: a plugin built for those versions sees them as `stopped` and
-/// `automatic`. No version yet has systemd's `broken` state (seen as
-/// `failed`, or `stopped` before 0.3.0), its startups that hold until the
-/// next boot (seen as automatic or disabled), or its `static`, `indirect`
-/// and `generated` units (seen as manual: something else starts them).
+/// `automatic`. Before 0.4.0 there was no `broken` state (seen as
+/// `failed`, or `stopped` before 0.3.0), no startups that hold until the
+/// next boot (seen as automatic or disabled), no `static`, `indirect` and
+/// `generated` units (seen as manual: something else starts them), and a
+/// status did not say why a service failed (its problem is left out).
+/// Since 0.4.0 every value converts one to one.
 macro_rules! services_interface {
     (before_0_3_0) => {
         impl Convert<wit::ServiceState> for ServiceState {
@@ -218,6 +220,7 @@ macro_rules! services_interface {
                 }
             }
         }
+        crate::contract::interfaces::services_interface!(@status_without_problem);
         crate::contract::interfaces::services_interface!(@common);
     };
     (since_0_3_0) => {
@@ -255,15 +258,76 @@ macro_rules! services_interface {
                 }
             }
         }
+        crate::contract::interfaces::services_interface!(@status_without_problem);
         crate::contract::interfaces::services_interface!(@common);
     };
-    (@common) => {
-        use crate::contract::convert::{Convert, result};
-        use crate::host::RunState;
-        use medic_backends::services::{ServiceChange, ServiceState, ServiceStatus, StartupType};
+    (since_0_4_0) => {
+        use crate::contract::convert::convert_enum;
+        use medic_backends::services::{ProblemKind, ServiceProblem};
 
+        convert_enum!(
+            ServiceState,
+            wit::ServiceState {
+                Stopped,
+                StartPending,
+                StopPending,
+                Running,
+                Paused,
+                Failed,
+                Broken
+            }
+        );
+        convert_enum!(
+            StartupType,
+            wit::StartupType {
+                Automatic,
+                AutomaticDelayed,
+                Manual,
+                Disabled,
+                AutomaticUntilReboot,
+                DisabledUntilReboot,
+                Static,
+                Indirect,
+                Generated
+            }
+        );
+        convert_enum!(
+            ProblemKind,
+            wit::ProblemKind {
+                Broken,
+                ExitCode,
+                Signal,
+                Timeout,
+                StartLimit,
+                Other
+            }
+        );
+        // One way, as the status that carries it.
+        impl Convert<wit::ServiceProblem> for ServiceProblem {
+            fn convert(self) -> wit::ServiceProblem {
+                wit::ServiceProblem {
+                    kind: self.kind.convert(),
+                    detail: self.detail,
+                }
+            }
+        }
+        // One way: a plugin never hands a status back.
+        impl Convert<wit::ServiceStatus> for ServiceStatus {
+            fn convert(self) -> wit::ServiceStatus {
+                wit::ServiceStatus {
+                    name: self.name,
+                    display_name: self.display_name,
+                    state: self.state.convert(),
+                    startup: self.startup.convert(),
+                    problem: self.problem.convert(),
+                }
+            }
+        }
+        crate::contract::interfaces::services_interface!(@common);
+    };
+    (@status_without_problem) => {
         // One way: a plugin never hands a status back. What a version
-        // cannot say (the problem's detail) is left out.
+        // cannot say (the problem) is left out.
         impl Convert<wit::ServiceStatus> for ServiceStatus {
             fn convert(self) -> wit::ServiceStatus {
                 wit::ServiceStatus {
@@ -274,6 +338,12 @@ macro_rules! services_interface {
                 }
             }
         }
+    };
+    (@common) => {
+        use crate::contract::convert::{Convert, result};
+        use crate::host::RunState;
+        use medic_backends::services::{ServiceChange, ServiceState, ServiceStatus, StartupType};
+
         impl Convert<wit::ServiceChange> for ServiceChange {
             fn convert(self) -> wit::ServiceChange {
                 wit::ServiceChange {

@@ -12,6 +12,7 @@ mod interfaces;
 pub mod v0_1_0;
 pub mod v0_2_0;
 pub mod v0_3_0;
+pub mod v0_4_0;
 
 use crate::event::{EventRecord, OutcomeRecord};
 use crate::host::RunState;
@@ -23,17 +24,23 @@ use wasmtime::{Engine, Store};
 pub const PACKAGE: &str = "medic:plugin";
 
 /// Contract versions this agent can run, newest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v0_3_0::VERSION, v0_2_0::VERSION, v0_1_0::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    v0_4_0::VERSION,
+    v0_3_0::VERSION,
+    v0_2_0::VERSION,
+    v0_1_0::VERSION,
+];
 
 /// The `medic:wsus` versions this agent links, each with the `medic:plugin`
 /// version it is built on, newest first.
 pub const WSUS_VERSIONS: &[(&str, &str)] = &[
+    (v0_4_0::WSUS_VERSION, v0_4_0::VERSION),
     (v0_3_0::WSUS_VERSION, v0_3_0::VERSION),
     (v0_2_0::WSUS_VERSION, v0_2_0::VERSION),
 ];
 
-/// [`WSUS_VERSIONS`] as an operator reads it: `0.2.0 (with medic:plugin
-/// 0.3.0), ...`.
+/// [`WSUS_VERSIONS`] as an operator reads it: `0.3.0 (with medic:plugin
+/// 0.4.0), ...`.
 pub fn wsus_versions_text() -> String {
     WSUS_VERSIONS
         .iter()
@@ -48,6 +55,7 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     v0_1_0::add_to_linker(linker)?;
     v0_2_0::add_to_linker(linker)?;
     v0_3_0::add_to_linker(linker)?;
+    v0_4_0::add_to_linker(linker)?;
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     crate::host::deadline::shadow_clock(linker)?;
     Ok(())
@@ -60,6 +68,7 @@ pub enum Bindings {
     V0_1_0(v0_1_0::Pre),
     V0_2_0(v0_2_0::Pre),
     V0_3_0(v0_3_0::Pre),
+    V0_4_0(v0_4_0::Pre),
 }
 
 impl Bindings {
@@ -74,6 +83,7 @@ impl Bindings {
             v0_1_0::VERSION => v0_1_0::Pre::new(linker, component).map(Self::V0_1_0),
             v0_2_0::VERSION => v0_2_0::Pre::new(linker, component).map(Self::V0_2_0),
             v0_3_0::VERSION => v0_3_0::Pre::new(linker, component).map(Self::V0_3_0),
+            v0_4_0::VERSION => v0_4_0::Pre::new(linker, component).map(Self::V0_4_0),
             other => Err(wasmtime::format_err!(
                 "contract version {other} has no bindings"
             )),
@@ -86,6 +96,7 @@ impl Bindings {
             Self::V0_1_0(pre) => pre.describe(store),
             Self::V0_2_0(pre) => pre.describe(store),
             Self::V0_3_0(pre) => pre.describe(store),
+            Self::V0_4_0(pre) => pre.describe(store),
         }
     }
 
@@ -99,6 +110,7 @@ impl Bindings {
             Self::V0_1_0(pre) => pre.handle(store, event),
             Self::V0_2_0(pre) => pre.handle(store, event),
             Self::V0_3_0(pre) => pre.handle(store, event),
+            Self::V0_4_0(pre) => pre.handle(store, event),
         }
     }
 }

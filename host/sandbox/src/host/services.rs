@@ -4,8 +4,8 @@
 
 use super::grants::Capability;
 use super::{RunState, denied};
-use medic_backends::BackendError;
 use medic_backends::services::{ServiceChange, ServiceStatus, StartupType};
+use medic_backends::{BackendError, ErrorKind};
 use serde_json::json;
 use std::time::Duration;
 
@@ -144,10 +144,28 @@ impl RunState {
             true,
             |run, apply| {
                 run.check_service(&name, true)?;
+                refuse_read_only(startup)?;
                 run.backends.services.set_startup(&name, startup, apply)
             },
             change_summary,
         )
+    }
+}
+
+/// The startup types a service's definition makes of it, which no call
+/// sets: refused the same way whatever the service manager.
+fn refuse_read_only(startup: StartupType) -> Result<(), BackendError> {
+    match startup {
+        StartupType::Static | StartupType::Indirect | StartupType::Generated => {
+            Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "`{}` is what a service's definition makes of it and cannot be set: choose automatic, manual or disabled",
+                    startup.as_str()
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
