@@ -78,6 +78,13 @@ fn change(name: &str, change: ServiceChange, applied: bool) -> services::Service
     }
 }
 
+/// A start, stop or startup change: applied only when it changed
+/// something, as the contract says of a call with nothing to do.
+fn change_if_any(name: &str, c: ServiceChange, apply: bool) -> services::ServiceChange {
+    let changed = c.before != c.after;
+    change(name, c, apply && changed)
+}
+
 impl ServiceManager for LabServices {
     fn query(&self, name: &str) -> OpResult<services::ServiceStatus> {
         let row = self.lab.service(self.server, name).map_err(plugin_error)?;
@@ -89,7 +96,7 @@ impl ServiceManager for LabServices {
             .lab
             .start_service(self.server, name, apply)
             .map_err(plugin_error)?;
-        Ok(change(name, c, apply))
+        Ok(change_if_any(name, c, apply))
     }
 
     fn stop(&self, name: &str, _: Duration, apply: bool) -> OpResult<services::ServiceChange> {
@@ -97,7 +104,7 @@ impl ServiceManager for LabServices {
             .lab
             .stop_service(self.server, name, apply)
             .map_err(plugin_error)?;
-        Ok(change(name, c, apply))
+        Ok(change_if_any(name, c, apply))
     }
 
     fn restart(&self, name: &str, _: Duration, apply: bool) -> OpResult<services::ServiceChange> {
@@ -133,7 +140,7 @@ impl ServiceManager for LabServices {
             .lab
             .set_startup(self.server, name, startup, apply)
             .map_err(plugin_error)?;
-        Ok(change(name, c, apply))
+        Ok(change_if_any(name, c, apply))
     }
 }
 
