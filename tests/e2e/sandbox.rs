@@ -2,8 +2,18 @@
 //! runtime goes on serving.
 
 use crate::support::{Run, component, load, runtime, workspace};
+use medic_backends::services::{
+    ProblemKind, ServiceChange, ServiceManager, ServiceProblem, ServiceState, ServiceStatus,
+    StartupType,
+};
+use medic_backends::{BackendError, ErrorKind, OpResult};
 use medic_sandbox::Grants;
-use medic_sandbox::{CacheUse, Limits, LoadError, RunFailure, RunResult, Runtime, RuntimeConfig};
+use medic_sandbox::{
+    CacheUse, Limits, LoadError, LoadedPlugin, Mode, RunFailure, RunReport, RunResult, Runtime,
+    RuntimeConfig,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn failure(result: &RunResult) -> &RunFailure {
@@ -169,7 +179,7 @@ fn an_unknown_contract_version_is_refused_with_both_versions_named() {
         "{message}"
     );
     assert!(
-        message.contains("supported: 0.3.0, 0.2.0, 0.1.0"),
+        message.contains("supported: 0.4.0, 0.3.0, 0.2.0, 0.1.0"),
         "{message}"
     );
     assert!(
@@ -254,6 +264,284 @@ fn a_plugin_built_for_0_2_0_sees_the_new_values_as_the_ones_it_knows() {
     }
 }
 
+/// A service manager that reports what a systemd host reports (every
+/// state, startup type and problem 0.4.0 tells apart), and counts the
+/// startup changes that reach it.
+struct ReportedServices {
+    statuses: Vec<ServiceStatus>,
+    set_calls: AtomicUsize,
+}
+
+impl ReportedServices {
+    fn new() -> Arc<Self> {
+        let status = |name: &str,
+                      state: ServiceState,
+                      startup: StartupType,
+                      problem: Option<(ProblemKind, &str)>| ServiceStatus {
+            name: name.into(),
+            display_name: name.into(),
+            state,
+            startup,
+            problem: problem.map(|(kind, detail)| ServiceProblem {
+                kind,
+                detail: detail.into(),
+            }),
+        };
+        Arc::new(Self {
+            statuses: vec![
+                status(
+                    "bad",
+                    ServiceState::Broken,
+                    StartupType::Manual,
+                    Some((
+                        ProblemKind::Broken,
+                        "systemd cannot load it: Unit configuration has fatal error",
+                    )),
+                ),
+                status(
+                    "crashed",
+                    ServiceState::Failed,
+                    StartupType::Automatic,
+                    Some((
+                        ProblemKind::ExitCode,
+                        "systemd's result: exit-code, exit status 3",
+                    )),
+                ),
+                status("tmpfiles", ServiceState::Stopped, StartupType::Static, None),
+                status("getty", ServiceState::Running, StartupType::Indirect, None),
+                status("mnt", ServiceState::Running, StartupType::Generated, None),
+                status(
+                    "for-now",
+                    ServiceState::Running,
+                    StartupType::AutomaticUntilReboot,
+                    None,
+                ),
+                status(
+                    "off-for-now",
+                    ServiceState::Stopped,
+                    StartupType::DisabledUntilReboot,
+                    None,
+                ),
+            ],
+            set_calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.statuses.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// A run of `plugin` against these services, with both services
+    /// grants on each and `services` listing them all.
+    fn run(self: &Arc<Self>, plugin: &LoadedPlugin, run: Run) -> RunReport {
+        let mut run = run.setting_list("services", &self.names());
+        for name in self.names() {
+            run = run
+                .grant(&format!("services-read={name}"))
+                .grant(&format!("services-control={name}"));
+        }
+        let mut request = run.request();
+        request.backends.services = self.clone();
+        runtime().run(plugin, request)
+    }
+}
+
+impl ServiceManager for ReportedServices {
+    fn query(&self, name: &str) -> OpResult<ServiceStatus> {
+        self.statuses
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or_else(|| BackendError::new(ErrorKind::NotFound, format!("no service {name}")))
+    }
+
+    fn start(&self, _: &str, _: Duration, _: bool) -> OpResult<ServiceChange> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "not in this test",
+        ))
+    }
+
+    fn stop(&self, _: &str, _: Duration, _: bool) -> OpResult<ServiceChange> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "not in this test",
+        ))
+    }
+
+    fn restart(&self, _: &str, _: Duration, _: bool) -> OpResult<ServiceChange> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "not in this test",
+        ))
+    }
+
+    fn set_startup(
+        &self,
+        name: &str,
+        startup: StartupType,
+        apply: bool,
+    ) -> OpResult<ServiceChange> {
+        self.set_calls.fetch_add(1, Ordering::SeqCst);
+        let before = self.query(name)?;
+        let after = ServiceStatus {
+            startup,
+            ..before.clone()
+        };
+        Ok(ServiceChange {
+            applied: apply && before != after,
+            before,
+            after,
+        })
+    }
+}
+
+#[test]
+fn a_plugin_built_for_0_4_0_sees_broken_services_every_startup_type_and_the_problem() {
+    let plugin = load("fixture-services");
+    assert_eq!(plugin.contract.version, "0.4.0");
+    assert!(
+        plugin
+            .contract
+            .imports
+            .iter()
+            .any(|i| i == "medic:plugin/services@0.4.0"),
+        "{:?}",
+        plugin.contract.imports
+    );
+    let services = ReportedServices::new();
+    let report = services.run(&plugin, Run::default());
+    let outcome = report.outcome().unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(
+        outcome.summary,
+        "bad broken manual (broken: systemd cannot load it: Unit configuration has fatal error); \
+         crashed failed automatic (exit-code: systemd's result: exit-code, exit status 3); \
+         tmpfiles stopped static (-); \
+         getty running indirect (-); \
+         mnt running generated (-); \
+         for-now running automatic-until-reboot (-); \
+         off-for-now stopped disabled-until-reboot (-)"
+    );
+
+    // The read-only startup types are refused as invalid, whatever the
+    // service manager, and in dry-run as in enforce: none reaches it.
+    for mode in [Mode::Enforce, Mode::DryRun] {
+        let report = services.run(&plugin, Run::default().mode(mode).setting("set", "static"));
+        let outcome = report.outcome().unwrap_or_else(|| panic!("{report:#?}"));
+        assert_eq!(
+            outcome
+                .summary
+                .matches("set static: invalid-argument")
+                .count(),
+            services.statuses.len(),
+            "{}",
+            outcome.summary
+        );
+        let refused = report
+            .calls
+            .iter()
+            .find(|c| c.function == "services.set-startup")
+            .unwrap();
+        assert!(
+            refused
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("`static` is what a service's definition makes of it"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(services.set_calls.load(Ordering::SeqCst), 0);
+
+    // The types that can be set reach the service manager, which answers
+    // in the 0.4.0 values.
+    let report = services.run(
+        &plugin,
+        Run::default()
+            .mode(Mode::DryRun)
+            .setting("set", "disabled-until-reboot"),
+    );
+    let summary = &report.outcome().unwrap().summary;
+    assert!(
+        summary.contains(
+            "off-for-now stopped disabled-until-reboot (-), set disabled-until-reboot: unchanged"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("tmpfiles stopped static (-), set disabled-until-reboot: planned"),
+        "{summary}"
+    );
+    assert_eq!(
+        services.set_calls.load(Ordering::SeqCst),
+        services.statuses.len()
+    );
+}
+
+#[test]
+fn a_plugin_built_for_0_3_0_sees_the_0_4_0_service_values_as_the_ones_it_knows() {
+    let plugin = load("fixture-contract-0-3-0");
+    assert_eq!(plugin.contract.version, "0.3.0");
+    assert!(
+        plugin
+            .contract
+            .imports
+            .iter()
+            .any(|i| i == "medic:plugin/services@0.3.0"),
+        "{:?}",
+        plugin.contract.imports
+    );
+    let report = ReportedServices::new().run(&plugin, Run::default());
+    let outcome = report.outcome().unwrap_or_else(|| panic!("{report:#?}"));
+    // Broken reads as failed; until-reboot startups as automatic and
+    // disabled; static, indirect and generated units as manual (something
+    // else starts them).
+    let seen: Vec<String> = [
+        ("bad", "Failed", "Manual"),
+        ("crashed", "Failed", "Automatic"),
+        ("tmpfiles", "Stopped", "Manual"),
+        ("getty", "Running", "Manual"),
+        ("mnt", "Running", "Manual"),
+        ("for-now", "Running", "Automatic"),
+        ("off-for-now", "Stopped", "Disabled"),
+    ]
+    .iter()
+    .map(|(name, state, startup)| format!("{name} ServiceState::{state} StartupType::{startup}"))
+    .collect();
+    assert_eq!(outcome.summary, seen.join("; "));
+}
+
+#[test]
+fn bits_restart_leaves_a_broken_bits_for_a_person() {
+    let plugin = load("bits-restart");
+    let services = Arc::new(ReportedServices {
+        statuses: vec![ServiceStatus {
+            name: "BITS".into(),
+            display_name: "Background Intelligent Transfer Service".into(),
+            state: ServiceState::Broken,
+            startup: StartupType::Manual,
+            problem: Some(ServiceProblem {
+                kind: ProblemKind::Broken,
+                detail: "systemd cannot load it: Unit configuration has fatal error".into(),
+            }),
+        }],
+        set_calls: AtomicUsize::new(0),
+    });
+    let report = services.run(&plugin, Run::default());
+    let outcome = report.outcome().unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(outcome.status.as_str(), "failed");
+    assert!(
+        outcome.summary.starts_with(
+            "BITS is broken and cannot start: systemd cannot load it: Unit configuration has fatal error"
+        ),
+        "{}",
+        outcome.summary
+    );
+    // It looked, and tried nothing.
+    let functions: Vec<&str> = report.calls.iter().map(|c| c.function.as_str()).collect();
+    assert_eq!(functions, ["services.query"]);
+}
+
 #[test]
 fn a_plugin_built_against_the_previous_contract_still_loads_and_runs() {
     let plugin = load("fixture-contract-0-1-0");
@@ -320,12 +608,12 @@ fn a_plugin_built_against_the_previous_contract_still_loads_and_runs() {
 #[test]
 fn wsus_is_a_package_of_its_own_imported_by_the_plugins_that_use_it() {
     let acl = load("content-acl");
-    assert_eq!(acl.contract.version, "0.3.0");
+    assert_eq!(acl.contract.version, "0.4.0");
     assert!(
         acl.contract
             .imports
             .iter()
-            .any(|i| i == "medic:wsus/wsus@0.2.0"),
+            .any(|i| i == "medic:wsus/wsus@0.3.0"),
         "{:?}",
         acl.contract.imports
     );
