@@ -77,9 +77,11 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
             .find(|a| a.target.ends_with(suffix))
             .unwrap_or_else(|| panic!("no action on {suffix}: {outcome:?}"))
     };
+    // A folder also gets the default entry that what is created in it
+    // later inherits.
     assert_eq!(
         by_target("reports").detail,
-        "Users: user:nobody:--- -> user:nobody:r-x"
+        "Users: user:nobody:---; default:user:nobody:--- -> user:nobody:r-x; default:user:nobody:r-x"
     );
     assert_eq!(
         by_target("q3.txt").detail,
@@ -98,6 +100,20 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
         .find(|e| e.principal == "Users")
         .expect("a Users entry");
     assert_eq!(users.raw, "user:nobody:r--");
+    // A report written after the repair is readable at once.
+    std::fs::write(share.join("reports/q4.txt"), "new").unwrap();
+    let acl = LocalFileSystem::new({
+        let mut names = medic_backends::PrincipalMap::default();
+        names.insert_spec("Users=user:nobody").unwrap();
+        names
+    })
+    .read_access(&medic_backends::fs::Beneath::new(&share, "reports/q4.txt").unwrap())
+    .unwrap();
+    assert!(
+        acl.iter()
+            .any(|e| e.principal == "Users" && e.raw.starts_with("user:nobody:r")),
+        "{acl:?}"
+    );
 
     // Again: healthy, nothing changed, nothing planned.
     let mut run = guard(&share);
@@ -107,7 +123,7 @@ fn share_guard_plans_then_repairs_then_finds_nothing_to_do() {
     assert_eq!(outcome.status.as_str(), "healthy");
     assert!(outcome.actions.is_empty());
     assert!(
-        outcome.summary.contains("4 paths checked"),
+        outcome.summary.contains("5 paths checked"),
         "{}",
         outcome.summary
     );

@@ -1,9 +1,9 @@
 //! The downstream's content folder on disk: real files with real POSIX
 //! ACLs. `ContentDir` (the folder holding `WsusContent`) gives Read to the
 //! principals standing in for `NETWORK SERVICE` and `Users`; `WsusContent`
-//! and everything under it gives `NETWORK SERVICE` full control. New
-//! folders and files inherit the named entries of their parent, as NTFS
-//! inheritance does on a real server.
+//! and everything under it gives `NETWORK SERVICE` full control, inheritably
+//! (a default ACL entry on `WsusContent`). New folders and files inherit the
+//! named entries of their parent, as NTFS inheritance does on a real server.
 
 use super::{Lab, LabError, LabResult, model::UpdateMeta};
 
@@ -50,6 +50,25 @@ mod imp {
             posix_acl::write(path, &acl).map_err(io_err(path))
         }
 
+        /// Make `principal`'s `perm` on `dir` inheritable: a named entry in
+        /// its default ACL (built from its access ACL's base entries when
+        /// it has none), which the kernel gives to everything created in it
+        /// afterwards, as an inheritable entry does on NTFS.
+        fn grant_inheritable(&self, dir: &Path, principal: Principal, perm: u16) -> LabResult<()> {
+            use std::os::fd::AsFd;
+            let folder = std::fs::File::open(dir).map_err(io_err(dir))?;
+            let meta = folder.metadata().map_err(io_err(dir))?;
+            let mut default =
+                match posix_acl::read_default_fd(folder.as_fd()).map_err(io_err(dir))? {
+                    Some(acl) => acl,
+                    None => posix_acl::Acl::default_base(
+                        &posix_acl::read_fd(folder.as_fd(), meta.mode()).map_err(io_err(dir))?,
+                    ),
+                };
+            default.grant_named(principal, perm);
+            posix_acl::write_default_fd(folder.as_fd(), &default).map_err(io_err(dir))
+        }
+
         /// Give `child` the named entries of `parent` (without execute on
         /// files): the inheritance a real server's NTFS folders have.
         fn inherit(&self, parent: &posix_acl::Acl, child: &Path, is_dir: bool) -> LabResult<()> {
@@ -82,7 +101,7 @@ mod imp {
             self.grant(&root, service, READ | EXECUTE)?;
             self.grant(&root, users, READ | EXECUTE)?;
             self.grant(&content, service, FULL)?;
-            Ok(())
+            self.grant_inheritable(&content, service, FULL)
         }
 
         /// Write an update's file under `WsusContent`, creating its folder;
