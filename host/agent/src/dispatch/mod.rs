@@ -565,6 +565,7 @@ impl Dispatcher {
             Intake::Event(routed) => self.accept(routed),
             Intake::TailPosition { key, position } => self.queue.position(key, position),
             Intake::EventLogBookmark { key, bookmark } => self.queue.bookmark(key, bookmark),
+            Intake::JournalCursor { key, cursor } => self.queue.journal_cursor(key, cursor),
             Intake::InboxConsumed(file) => self.queue.consumed(file),
         }
     }

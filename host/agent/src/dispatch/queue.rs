@@ -5,8 +5,8 @@
 //! run again, and a run that was cut off is recorded as interrupted.
 //!
 //! The writes of one turn of the dispatcher (events accepted, runs started
-//! and finished, tail positions and event log bookmarks, rate-limit
-//! counters, flap-guard records)
+//! and finished, tail positions, event log bookmarks and journal cursors,
+//! rate-limit counters, flap-guard records)
 //! go in one transaction ([`DurableQueue::commit`]), so a tail's position
 //! never runs ahead of the events it read, and the flap guard's counters
 //! never disagree with its journal records. A commit that fails (a full
@@ -16,6 +16,7 @@
 use crate::audit::journal::{AuditRecord, Journal, NewRecord};
 use crate::audit::{Store, StoreError};
 use crate::dispatch::schedule::Counters;
+use crate::triggers::journal::{self, CursorKey};
 use crate::triggers::tail::{self, Position, PositionKey};
 use crate::triggers::windows_events::{self, BookmarkKey};
 use medic_sandbox::EventRecord;
@@ -58,6 +59,7 @@ enum Write {
     Remove(EventId),
     Position(PositionKey, Position),
     Bookmark(BookmarkKey, String),
+    JournalCursor(CursorKey, String),
     Counters(String, Vec<u8>),
     Record(NewRecord),
 }
@@ -166,6 +168,12 @@ impl DurableQueue {
         self.writes.push(Write::Bookmark(key, bookmark));
     }
 
+    /// The systemd journal read up to `cursor` for a `journal` trigger:
+    /// saved with the events queued before it.
+    pub fn journal_cursor(&mut self, key: CursorKey, cursor: String) {
+        self.writes.push(Write::JournalCursor(key, cursor));
+    }
+
     pub fn counters(&mut self, plugin: &str, counters: &Counters) {
         self.writes
             .push(Write::Counters(plugin.to_string(), encode(counters)));
@@ -256,6 +264,9 @@ impl DurableQueue {
                     Write::Bookmark(key, bookmark) => {
                         windows_events::write_bookmark(txn, key, bookmark)?;
                     }
+                    Write::JournalCursor(key, cursor) => {
+                        journal::write_cursor(txn, key, cursor)?;
+                    }
                     Write::Counters(plugin, bytes) => {
                         counters.insert(plugin.as_str(), bytes.as_slice())?;
                     }
@@ -342,6 +353,34 @@ mod tests {
         let (mut queue, left) = open(dir.path());
         assert_eq!(left, vec![(b, started), (c, c_entry)]);
         assert!(queue.next_id() > c, "ids are never reused");
+    }
+
+    #[test]
+    fn a_journal_cursor_is_saved_with_the_events_before_it_or_not_at_all() {
+        use crate::policy::JournalMatch;
+        use crate::triggers::journal::{JournalQuery, load_cursor};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = open(dir.path());
+        let matching = JournalMatch {
+            units: vec!["nginx.service".into()],
+            ..JournalMatch::default()
+        };
+        let key = CursorKey::new("web", &JournalQuery::new(&matching));
+        let id = queue.next_id();
+        queue.put(id, &queued("web", "nginx.service"));
+        queue.journal_cursor(key.clone(), "s=a;i=1".into());
+        queue.commit().unwrap();
+        // Not committed: neither the event nor the cursor after it.
+        let later = queue.next_id();
+        queue.put(later, &queued("web", "nginx.service"));
+        queue.journal_cursor(key.clone(), "s=a;i=2".into());
+        drop(queue);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(load_cursor(&store, &key).as_deref(), Some("s=a;i=1"));
+        let (_, left) = DurableQueue::open(store.clone(), Journal::new(store)).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, id);
     }
 
     #[test]

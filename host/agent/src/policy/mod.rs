@@ -228,6 +228,24 @@ pub enum EventSource {
     Channel { name: String },
 }
 
+/// Which systemd journal entries a `journal` trigger takes: those of one
+/// of the units, at the priority or more urgent, with one of the
+/// identifiers (each when given). journalctl is asked for them, and each
+/// entry it gives is checked again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct JournalMatch {
+    /// Full unit names (`nginx.service`): a unit's own entries
+    /// (`_SYSTEMD_UNIT`) and systemd's about it (`UNIT`, written by PID 1).
+    pub units: Vec<String>,
+    /// The least urgent priority taken (`err`: emerg, alert, crit and err).
+    pub priority: Option<crate::triggers::journal::Priority>,
+    /// `SYSLOG_IDENTIFIER`s.
+    pub identifiers: Vec<String>,
+    /// A journal folder read instead of the system's journal, as
+    /// `journalctl --directory` reads it (a container's journal).
+    pub directory: Option<PathBuf>,
+}
+
 /// What wakes a plugin.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
@@ -261,6 +279,14 @@ pub enum Trigger {
         ids: Vec<u32>,
         message: Option<Pattern>,
     },
+    /// New entries of the systemd journal (Linux) that match, with a
+    /// message matching the pattern (when given).
+    Journal {
+        matching: JournalMatch,
+        message: Option<Pattern>,
+        /// The longest message taken whole: longer ones are cut and marked.
+        max_line: usize,
+    },
     /// Every interval.
     Every { interval: Duration },
     /// Once when the agent starts, and when a reload adds the plugin or
@@ -276,6 +302,7 @@ impl Trigger {
             Self::File { .. } => "file",
             Self::Log { .. } => "log",
             Self::EventLog { .. } => "event_log",
+            Self::Journal { .. } => "journal",
             Self::Every { .. } => "every",
             Self::Startup => "startup",
             Self::Manual => "manual",

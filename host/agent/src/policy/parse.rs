@@ -75,6 +75,10 @@ struct RawTrigger {
     message: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     max_line: Option<Spanned<String>>,
+    unit: Option<Spanned<toml::Value>>,
+    priority: Option<Spanned<toml::Value>>,
+    identifier: Option<Spanned<toml::Value>>,
+    directory: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +278,59 @@ impl Collector<'_> {
                 None
             }
         }
+    }
+
+    /// A name or a list of names (`unit`, `identifier`), each checked by
+    /// `check`, each kept once; empty when the key is not there. Every bad
+    /// name is reported.
+    fn names(
+        &mut self,
+        value: Option<&Spanned<toml::Value>>,
+        what: &str,
+        check: impl Fn(&str) -> Result<String, crate::triggers::journal::MatchError>,
+        fix: impl Fn(&crate::triggers::journal::MatchError) -> &'static str,
+    ) -> Option<Vec<String>> {
+        let Some(value) = value else {
+            return Some(Vec::new());
+        };
+        let texts: Vec<&str> = match value.get_ref() {
+            toml::Value::String(text) => vec![text.as_str()],
+            toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => {
+                items.iter().filter_map(toml::Value::as_str).collect()
+            }
+            _ => {
+                self.error(
+                    Some(value.span()),
+                    format!("{what} must be a name or a list of names"),
+                    format!("write {what} = \"x\" or {what} = [\"x\", \"y\"]"),
+                );
+                return None;
+            }
+        };
+        if texts.is_empty() {
+            self.error(
+                Some(value.span()),
+                format!("{what} = [] takes no entry"),
+                format!("name at least one, or remove {what} to take every entry"),
+            );
+            return None;
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut ok = true;
+        for text in texts {
+            match check(text) {
+                Ok(name) => {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                Err(e) => {
+                    self.error(Some(value.span()), format!("{what}: {e}"), fix(&e));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(names)
     }
 
     fn regex(&mut self, value: &Spanned<String>, what: &str) -> Option<Pattern> {
@@ -939,18 +996,26 @@ impl Policy {
             "file" => &["path", "changes", "debounce", "subject"],
             "log" => &["path", "pattern", "max_line"],
             "event_log" => &["path", "channel", "source", "ids", "message", "max_line"],
+            "journal" => &[
+                "unit",
+                "priority",
+                "identifier",
+                "message",
+                "max_line",
+                "directory",
+            ],
             "every" => &["interval"],
             "startup" | "manual" => &[],
             other => {
                 c.error(
                     Some(t.kind.span()),
                     format!("unknown trigger kind `{other}`"),
-                    "use file, log, event_log, every, startup or manual",
+                    "use file, log, event_log, journal, every, startup or manual",
                 );
                 return None;
             }
         };
-        let present: [(&str, bool); 11] = [
+        let present: [(&str, bool); 15] = [
             ("path", t.path.is_some()),
             ("channel", t.channel.is_some()),
             ("changes", t.changes.is_some()),
@@ -962,6 +1027,10 @@ impl Policy {
             ("message", t.message.is_some()),
             ("interval", t.interval.is_some()),
             ("max_line", t.max_line.is_some()),
+            ("unit", t.unit.is_some()),
+            ("priority", t.priority.is_some()),
+            ("identifier", t.identifier.is_some()),
+            ("directory", t.directory.is_some()),
         ];
         let mut ok = true;
         for (key, is_set) in present {
@@ -1052,6 +1121,7 @@ impl Policy {
                     message: message?,
                 }
             }
+            "journal" => Self::journal(c, base, t)?,
             "every" => {
                 let Some(interval) = &t.interval else {
                     c.error(
@@ -1078,6 +1148,79 @@ impl Policy {
             _ => Trigger::Manual,
         };
         ok.then_some(trigger)
+    }
+
+    /// A `journal` trigger: every problem of its keys is reported before
+    /// any is given up on. Only the keys' forms are checked, so that a
+    /// Linux policy can be checked anywhere.
+    fn journal(c: &mut Collector<'_>, base: &Path, t: &RawTrigger) -> Option<Trigger> {
+        use crate::triggers::journal::{self, MatchError, Priority};
+        let fix = |e: &MatchError| match e {
+            MatchError::EmptyUnit | MatchError::UnitCharacter(..) | MatchError::UnitTooLong(_) => {
+                "name a unit as systemctl shows it, such as \"nginx\" (for nginx.service) or \"var-lib.mount\""
+            }
+            MatchError::UnitPattern(_) => "list the units by their whole names",
+            MatchError::UnitTemplate(_) => "name its instances, such as \"getty@tty1.service\"",
+            MatchError::EmptyIdentifier | MatchError::IdentifierControl(_) => {
+                "name the SYSLOG_IDENTIFIER as journalctl -o verbose shows it, such as \"sshd\""
+            }
+        };
+        let units = c.names(t.unit.as_ref(), "unit", journal::unit_name, fix);
+        let identifiers = c.names(
+            t.identifier.as_ref(),
+            "identifier",
+            journal::identifier,
+            fix,
+        );
+        let priority = match &t.priority {
+            None => Some(None),
+            Some(value) => {
+                let parsed = match value.get_ref() {
+                    toml::Value::String(text) => Priority::parse(text),
+                    toml::Value::Integer(n) => u8::try_from(*n).ok().and_then(Priority::new),
+                    _ => None,
+                };
+                if parsed.is_none() {
+                    let shown = match value.get_ref() {
+                        toml::Value::String(text) => format!("{text:?}"),
+                        other => other.to_string(),
+                    };
+                    c.error(
+                        Some(value.span()),
+                        format!("priority = {shown} is no syslog level"),
+                        "use emerg, alert, crit, err, warning, notice, info or debug (or 0 to 7): entries at that level or more urgent are taken, so \"err\" takes 0 to 3",
+                    );
+                }
+                parsed.map(Some)
+            }
+        };
+        let directory = match &t.directory {
+            None => Some(None),
+            Some(d) if d.get_ref().trim().is_empty() => {
+                c.error(
+                    Some(d.span()),
+                    "directory is empty",
+                    "name a journal folder, such as \"/var/log/journal\", or remove the key to read the system journal",
+                );
+                None
+            }
+            Some(d) => Some(Some(resolve(base, d.get_ref()))),
+        };
+        let message = match &t.message {
+            Some(m) => c.regex(m, "message").map(Some),
+            None => Some(None),
+        };
+        let max_line = c.max_line(t.max_line.as_ref());
+        Some(Trigger::Journal {
+            matching: JournalMatch {
+                units: units?,
+                priority: priority?,
+                identifiers: identifiers?,
+                directory: directory?,
+            },
+            message: message?,
+            max_line: max_line?,
+        })
     }
 
     /// Where an `event_log` trigger reads: a journal (`path`) or a Windows
@@ -1426,6 +1569,127 @@ channel = "Microsoft-Windows-Bits-Client/Operational"
             Trigger::EventLog { from: EventSource::Channel { name }, source: None, .. }
                 if name == "Microsoft-Windows-Bits-Client/Operational"
         ));
+    }
+
+    #[test]
+    fn a_journal_trigger_takes_units_a_priority_identifiers_a_message_and_a_folder() {
+        let text = r#"
+[plugins.p]
+component = "p.wasm"
+[[plugins.p.triggers]]
+kind = "journal"
+unit = "nginx"
+priority = "err"
+[[plugins.p.triggers]]
+kind = "journal"
+unit = ["nginx.service", "php-fpm", "nginx", "getty@tty1"]
+priority = 4
+identifier = ["nginx", "php-fpm"]
+message = "(?i)failed|denied"
+max_line = "4KiB"
+directory = "containers/web/run/log/journal"
+[[plugins.p.triggers]]
+kind = "journal"
+identifier = "sshd"
+[[plugins.p.triggers]]
+kind = "journal"
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/p.wasm"), b"").unwrap();
+        let policy = Policy::parse(&dir.path().join("policy.toml"), text).unwrap();
+        let journal = |n: usize| match &policy.plugins[0].triggers[n] {
+            Trigger::Journal {
+                matching,
+                message,
+                max_line,
+            } => (matching.clone(), message.clone(), *max_line),
+            other => panic!("{other:?}"),
+        };
+        let (m, message, max_line) = journal(0);
+        assert_eq!(m.units, ["nginx.service"]);
+        assert_eq!(m.priority.map(|p| p.name()), Some("err"));
+        assert!(m.identifiers.is_empty() && m.directory.is_none() && message.is_none());
+        assert_eq!(max_line, crate::triggers::tail::MAX_LINE_BYTES);
+        let (m, message, max_line) = journal(1);
+        assert_eq!(
+            m.units,
+            ["nginx.service", "php-fpm.service", "getty@tty1.service"],
+            "completed, each once"
+        );
+        assert_eq!(m.priority.map(|p| p.name()), Some("warning"));
+        assert_eq!(m.identifiers, ["nginx", "php-fpm"]);
+        assert_eq!(
+            m.directory,
+            Some(dir.path().join("containers/web/run/log/journal")),
+            "relative to the policy"
+        );
+        assert_eq!(message.unwrap().regex().as_str(), "(?i)failed|denied");
+        assert_eq!(max_line, 4096);
+        assert_eq!(journal(2).0.identifiers, ["sshd"]);
+        assert_eq!(journal(3).0, JournalMatch::default());
+    }
+
+    #[test]
+    fn a_journal_trigger_with_bad_keys_is_refused_where_they_are() {
+        let text = r#"[plugins.p]
+component = "p.wasm"
+[[plugins.p.triggers]]
+kind = "journal"
+unit = "nginx*"
+priority = "error"
+path = "/var/log/journal"
+[[plugins.p.triggers]]
+kind = "journal"
+unit = ["a b", "getty@.service", 3]
+priority = 8
+identifier = []
+[[plugins.p.triggers]]
+kind = "journal"
+unit = ["ok", "getty@"]
+identifier = ["a\u0007"]
+message = "("
+max_line = "1"
+directory = ""
+priority = true
+[[plugins.p.triggers]]
+kind = "journal"
+channel = "System"
+source = "x"
+"#;
+        let errors = with_component(text).unwrap_err().0;
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect();
+        for expected in [
+            "5:8: unit: unit \"nginx*\" is a pattern",
+            "6:12: priority = \"error\" is no syslog level",
+            "3:1: a `journal` trigger takes no `path`",
+            "10:8: unit must be a name or a list of names",
+            "11:12: priority = 8 is no syslog level",
+            "12:14: identifier = [] takes no entry",
+            "15:8: unit: unit \"getty@\" is a template",
+            "16:14: identifier: identifier \"a\\u{7}\" holds a control character",
+            "17:11: message is not a valid regular expression",
+            "18:12: max_line = 1 is out of range",
+            "19:13: directory is empty",
+            "20:12: priority = true is no syslog level",
+            "21:1: a `journal` trigger takes no `channel`",
+            "21:1: a `journal` trigger takes no `source`",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(expected)),
+                "missing {expected:?} in {messages:#?}"
+            );
+        }
+        assert_eq!(errors.len(), 14, "{messages:#?}");
+        assert!(errors.iter().all(|e| !e.fix.is_empty()), "{errors:#?}");
+        let priority = &errors.iter().find(|e| e.line == 6).unwrap().fix;
+        assert!(
+            priority.contains("emerg, alert, crit, err, warning"),
+            "{priority}"
+        );
     }
 
     #[test]

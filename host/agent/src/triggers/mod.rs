@@ -2,23 +2,26 @@
 //! changes (notify, debounced), new lines of text logs and of JSON-lines
 //! event journals (tailed across rotation and truncation, resuming at the
 //! remembered offset after a restart), new events of Windows event log
-//! channels (resuming after the remembered bookmark), intervals, the
+//! channels (resuming after the remembered bookmark), new entries of the
+//! systemd journal (resuming after the remembered cursor), intervals, the
 //! agent's start, and manual requests dropped into the agent's inbox by
 //! `medic send`.
 //!
 //! Every trigger runs as a task sending [`Intake`] to the dispatcher:
 //! events, and the progress that must be saved only once the events before
 //! it are durably queued (a tail's read position, an event log bookmark, a
-//! consumed inbox file). Dropping the returned [`TriggerSet`] stops them
-//! all.
+//! journal cursor, a consumed inbox file). Dropping the returned
+//! [`TriggerSet`] stops them all.
 //!
 //! The two sources of an `event_log` trigger, a journal file and a Windows
 //! channel, share its filter ([`EventFilter`]) and the making of its events
 //! ([`system_event`]): a plugin gets the same event for the same facts from
-//! either.
+//! either. The `journal` trigger's events are made the same way, named
+//! after the systemd journal ([`SystemLog::Journal`]).
 
 pub mod file;
 pub mod inbox;
+pub mod journal;
 pub mod tail;
 pub mod windows_events;
 
@@ -78,6 +81,13 @@ pub enum Intake {
         key: windows_events::BookmarkKey,
         bookmark: String,
     },
+    /// The systemd journal has been read up to this cursor for a `journal`
+    /// trigger: saved in the same transaction as the events sent before
+    /// it, as a tail position is.
+    JournalCursor {
+        key: journal::CursorKey,
+        cursor: String,
+    },
     /// The inbox request in this file was sent before: the file is removed
     /// once its event is durably queued.
     InboxConsumed(std::path::PathBuf),
@@ -109,7 +119,7 @@ pub fn make_event(
 }
 
 /// Which entries an `event_log` trigger takes, whether it reads a journal
-/// file or a Windows channel.
+/// file or a Windows channel; a `journal` trigger's message pattern too.
 #[derive(Debug, Clone)]
 pub struct EventFilter {
     /// The source (a Windows event's provider) exactly; any when `None`.
@@ -129,25 +139,52 @@ impl EventFilter {
     }
 }
 
-/// The event a plugin gets for one event log entry, from a journal or a
-/// channel alike: kind `system-event`, source `event-log:<source>`, the
-/// entry's subject or else `<source>/<id>`, and the field `event-id` before
-/// the entry's own fields, so that an entry cannot pass for another id.
+/// The log a system event was read from, which names its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemLog {
+    /// An `event_log` trigger's JSON-lines journal or Windows channel:
+    /// `event-log:<source>`.
+    EventLog,
+    /// The systemd journal (`journal` trigger): `journal:<source>`.
+    Journal,
+}
+
+impl SystemLog {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::EventLog => "event-log",
+            Self::Journal => "journal",
+        }
+    }
+}
+
+/// The event a plugin gets for one entry of a system log, from a journal
+/// file, a channel or the systemd journal alike: kind `system-event`,
+/// source `<log>:<source>`, the entry's subject or else `<source>/<id>`
+/// (`<source>` without an id), and the field `event-id` (when there is an
+/// id) before the entry's own fields, so that an entry cannot pass for
+/// another id.
 pub fn system_event(
+    log: SystemLog,
     source: &str,
-    id: u32,
+    id: Option<u32>,
     subject: Option<String>,
     fields: Vec<(String, String)>,
 ) -> EventRecord {
     let subject = subject
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("{source}/{id}"));
+        .unwrap_or_else(|| match id {
+            Some(id) => format!("{source}/{id}"),
+            None => source.to_string(),
+        });
     let mut all = Vec::with_capacity(fields.len() + 1);
-    all.push(("event-id".to_string(), id.to_string()));
+    if let Some(id) = id {
+        all.push(("event-id".to_string(), id.to_string()));
+    }
     all.extend(fields);
     make_event(
         EventKind::SystemEvent,
-        format!("event-log:{source}"),
+        format!("{}:{source}", log.prefix()),
         subject,
         all,
     )
@@ -369,6 +406,19 @@ async fn start_plugin(
                     }
                 }
             }
+            Trigger::Journal {
+                matching,
+                message,
+                max_line,
+            } => journal::spawn(
+                name,
+                matching,
+                message.as_ref().map(|m| m.regex().clone()),
+                *max_line,
+                store.clone(),
+                sink,
+            )
+            .map_err(|e| fail(journal::describe(matching), e.to_string())),
             Trigger::Every { interval } => Ok(spawn_every(name, *interval, sink)),
             Trigger::Startup => Ok(tokio::spawn(async move {
                 let event = make_event(
@@ -463,6 +513,11 @@ pub(crate) mod tests {
             Intake::EventLogBookmark { key, bookmark } => {
                 let txn = store.database().begin_write().unwrap();
                 windows_events::write_bookmark(&txn, &key, &bookmark).unwrap();
+                txn.commit().unwrap();
+            }
+            Intake::JournalCursor { key, cursor } => {
+                let txn = store.database().begin_write().unwrap();
+                journal::write_cursor(&txn, &key, &cursor).unwrap();
                 txn.commit().unwrap();
             }
             Intake::InboxConsumed(_) => {}

@@ -58,7 +58,7 @@
 //! A watcher on the file's folder wakes the reader at once; a slow poll
 //! covers file systems that do not notify.
 
-use super::{EventFilter, EventSink, Intake, Routed, make_event, system_event};
+use super::{EventFilter, EventSink, Intake, Routed, SystemLog, make_event, system_event};
 use crate::audit::{Store, StoreError};
 use medic_sandbox::{EventKind, EventRecord};
 use notify::{RecursiveMode, Watcher};
@@ -893,8 +893,9 @@ fn judge(filter: &LineFilter, path: &Path, line: &Line<'_>) -> Verdict {
                 .map(|key| (key.clone(), text(key)))
                 .collect();
             Verdict::Event(Box::new(system_event(
+                SystemLog::EventLog,
                 &event_source,
-                id,
+                Some(id),
                 Some(text("subject")),
                 fields,
             )))

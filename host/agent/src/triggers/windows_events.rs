@@ -35,7 +35,7 @@
 //!   the events to come when there is none.
 
 use super::tail::{MalformedLog, Say, char_boundary};
-use super::{EventFilter, EventSink, Intake, Routed, system_event};
+use super::{EventFilter, EventSink, Intake, Routed, SystemLog, system_event};
 use crate::audit::{Store, StoreError};
 use medic_sandbox::EventRecord;
 use std::time::{Instant, SystemTime};
@@ -534,7 +534,13 @@ impl WindowsEvent {
             };
             field(&key, insertion.value.text.clone());
         }
-        Some(system_event(&self.provider, id, None, fields))
+        Some(system_event(
+            SystemLog::EventLog,
+            &self.provider,
+            Some(id),
+            None,
+            fields,
+        ))
     }
 }
 
