@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod example;
 mod hostile;
+mod journal;
 mod sandbox;
 mod signing;
 mod store;

@@ -145,21 +145,25 @@ pub struct MedicRun(std::process::Child);
 
 impl MedicRun {
     pub fn start(policy: &Path) -> Self {
+        Self::start_with(policy, |_| {})
+    }
+
+    /// Start it with its command changed first (its environment, say).
+    pub fn start_with(policy: &Path, change: impl FnOnce(&mut std::process::Command)) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(policy.with_file_name("agent.log"))
             .unwrap();
-        Self(
-            std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
-                .args(["run", "--policy"])
-                .arg(policy)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medic"));
+        command
+            .args(["run", "--policy"])
+            .arg(policy)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        change(&mut command);
+        Self(command.spawn().unwrap())
     }
 
     pub fn pid(&self) -> u32 {
@@ -169,6 +173,26 @@ impl MedicRun {
     pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+
+    /// Ask it to stop (SIGTERM), as a service manager does, and wait until
+    /// it has.
+    #[cfg(unix)]
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill has no memory effects; the pid is our own child's,
+        // not yet waited for.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not stop within {PATIENCE:?} of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
