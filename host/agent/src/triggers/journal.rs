@@ -13,12 +13,13 @@
 //!   current boot only.
 //! - Where it starts: at the saved cursor (`--cursor=C`), the entry that
 //!   is C itself, printed first when it is still there, being dropped; or,
-//!   without one, at the end (`--lines=0`), so that a first start replays
-//!   no history. `--after-cursor` is not used: journalctl 252 skips the
+//!   without one, at the time the trigger started (`--since=@SECONDS`), so
+//!   that a first start replays no history and loses nothing written while
+//!   journalctl opens the journal (it gives no sign of being ready). `--after-cursor` is not used: journalctl 252 skips the
 //!   first entry after the cursor's place blindly, and so loses one when
 //!   the cursor's own entry is gone (vacuumed) or not matched (another
 //!   boot). A cursor journalctl refuses (it says so and exits before any
-//!   entry) is dropped, with a warning, and the journal read from the end.
+//!   entry) is dropped, with a warning, and the journal read from then on.
 //! - An entry ([`JournalEntry`]): one line of journalctl's JSON. A field is
 //!   a string, an array of bytes (data that is not printable UTF-8, read
 //!   as UTF-8 with replacement characters), null (no value), or an array of
@@ -242,8 +243,9 @@ pub fn admits(matching: &JournalMatch, entry: &JournalEntry) -> bool {
 /// Where journalctl starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start<'a> {
-    /// With the entries to come.
-    End,
+    /// With the entries written from this time on (the trigger's start):
+    /// none is lost while journalctl starts, none older is replayed.
+    Since(SystemTime),
     /// At this cursor's entry (printed first if it is still there), or
     /// where it was.
     Cursor(&'a str),
@@ -304,7 +306,10 @@ impl JournalQuery {
             args.push(format!("--priority=0..{}", priority.number()).into());
         }
         args.push(match start {
-            Start::End => "--lines=0".into(),
+            Start::Since(time) => {
+                let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+                format!("--since=@{}.{:06}", since.as_secs(), since.subsec_micros()).into()
+            }
             Start::Cursor(cursor) => format!("--cursor={cursor}").into(),
         });
         args.extend(self.matches.iter().map(OsString::from));
@@ -843,6 +848,7 @@ pub fn spawn_with(
         journal: describe(matching),
         reader,
         cursor,
+        since: SystemTime::now(),
         sink,
         failing: false,
     };
@@ -871,6 +877,9 @@ struct Follower {
     /// The last entry handed over (or the saved one): where a new
     /// journalctl starts.
     cursor: Option<String>,
+    /// Where it starts without a cursor: when the trigger started, or when
+    /// a refused cursor was dropped.
+    since: SystemTime,
     sink: EventSink,
     /// An exit was told, and nothing read since.
     failing: bool,
@@ -902,6 +911,7 @@ impl Follower {
                     ended.how
                 );
                 self.cursor = None;
+                self.since = SystemTime::now();
                 continue;
             }
             // The pause comes first: a journalctl stopped with the agent (a
@@ -925,10 +935,11 @@ impl Follower {
     async fn run_once(&mut self) -> Result<Ended, Closed> {
         let started = Instant::now();
         let start = self.cursor.clone();
-        let args = self
-            .reader
-            .query()
-            .args(start.as_deref().map_or(Start::End, Start::Cursor));
+        let args = self.reader.query().args(
+            start
+                .as_deref()
+                .map_or(Start::Since(self.since), Start::Cursor),
+        );
         let mut command = tokio::process::Command::new(&self.program);
         command
             .args(args)
@@ -1166,6 +1177,14 @@ mod tests {
         JournalEntry::parse(json.trim_end().as_bytes(), 64 << 10).unwrap()
     }
 
+    /// Now, as the journal stamps an entry.
+    fn now_micros() -> u128 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    }
+
     fn matching(units: &[&str], priority: Option<&str>, identifiers: &[&str]) -> JournalMatch {
         JournalMatch {
             units: units.iter().map(|u| unit_name(u).unwrap()).collect(),
@@ -1250,8 +1269,11 @@ mod tests {
         const BASE: [&str; 4] = ["--follow", "--output=json", "--no-pager", "--all"];
         let everything = JournalQuery::new(&JournalMatch::default());
         assert_eq!(
-            args(&everything, Start::End),
-            [&BASE[..], &["--lines=0"]].concat()
+            args(
+                &everything,
+                Start::Since(UNIX_EPOCH + Duration::from_micros(1_500_007))
+            ),
+            [&BASE[..], &["--since=@1.500007"]].concat()
         );
         assert_eq!(
             args(&everything, Start::Cursor("s=1;i=2")),
@@ -1301,10 +1323,14 @@ mod tests {
         );
         let q = JournalQuery::new(&matching(&[], Some("debug"), &["sshd"]));
         assert_eq!(
-            args(&q, Start::End),
+            args(&q, Start::Since(UNIX_EPOCH)),
             [
                 &BASE[..],
-                &["--priority=0..7", "--lines=0", "SYSLOG_IDENTIFIER=sshd"]
+                &[
+                    "--priority=0..7",
+                    "--since=@0.000000",
+                    "SYSLOG_IDENTIFIER=sshd"
+                ]
             ]
             .concat()
         );
@@ -1672,7 +1698,7 @@ mod tests {
                 text.push_str(
                     &serde_json::json!({
                         "__CURSOR": format!("fake-{}", self.written),
-                        "__REALTIME_TIMESTAMP": (1_795_669_672_549_044u64 + self.written as u64).to_string(),
+                        "__REALTIME_TIMESTAMP": now_micros().to_string(),
                         "_SYSTEMD_UNIT": format!("{unit}.service"),
                         "PRIORITY": "3",
                         "SYSLOG_IDENTIFIER": unit,
@@ -1801,7 +1827,8 @@ mod tests {
         fake.write(&[("web", "before the start")]);
         let task = fake.spawn(&m, Some("^(?:fail|boom)"), &store, &sink);
         let runs = fake.wait_for_runs(1).await;
-        assert!(runs[0].ends_with("--lines=0 _SYSTEMD_UNIT=web.service _SYSTEMD_UNIT=db.service + UNIT=web.service UNIT=db.service _PID=1"), "{runs:?}");
+        assert!(runs[0].contains("--since=@"), "{runs:?}");
+        assert!(runs[0].ends_with(" _SYSTEMD_UNIT=web.service _SYSTEMD_UNIT=db.service + UNIT=web.service UNIT=db.service _PID=1"), "{runs:?}");
         fake.write(&[
             ("web", "fail 1"),
             ("other", "fail: not a unit of the trigger"),
@@ -1853,7 +1880,7 @@ mod tests {
         let task = fake.spawn(&m, None, &store, &sink);
         let runs = fake.wait_for_runs(5).await;
         assert!(runs[3].contains("--cursor=vacuumed long ago"), "{runs:?}");
-        assert!(runs[4].contains("--lines=0"), "{runs:?}");
+        assert!(runs[4].contains("--since=@"), "{runs:?}");
         fake.write(&[("web", "fail 11")]);
         let got = collect(&mut events, &store, 1).await;
         assert_eq!(messages(&got), ["fail 11"]);
