@@ -479,6 +479,40 @@ fn a_plugin_built_for_0_4_0_sees_broken_services_every_startup_type_and_the_prob
 }
 
 #[test]
+fn a_service_call_with_nothing_to_do_is_recorded_as_no_change() {
+    let plugin = load("fixture-services");
+    let services = ReportedServices::new();
+    let report = services.run(
+        &plugin,
+        Run::default().setting("set", "disabled-until-reboot"),
+    );
+    let calls: Vec<_> = report
+        .calls
+        .iter()
+        .filter(|c| c.function == "services.set-startup" && c.error.is_none())
+        .collect();
+    let call = |name: &str| {
+        calls
+            .iter()
+            .find(|c| c.args["name"] == name)
+            .unwrap_or_else(|| panic!("no call for {name}: {calls:#?}"))
+    };
+    // Executed both, but only one changed anything.
+    let already = call("off-for-now");
+    assert!(already.applied && !already.changed, "{already:?}");
+    let changed = call("for-now");
+    assert!(changed.applied && changed.changed, "{changed:?}");
+    // In dry-run nothing is applied, so nothing changed.
+    let planned = services.run(
+        &plugin,
+        Run::default()
+            .mode(Mode::DryRun)
+            .setting("set", "disabled-until-reboot"),
+    );
+    assert!(planned.calls.iter().all(|c| !c.applied && !c.changed));
+}
+
+#[test]
 fn a_plugin_built_for_0_3_0_sees_the_0_4_0_service_values_as_the_ones_it_knows() {
     let plugin = load("fixture-contract-0-3-0");
     assert_eq!(plugin.contract.version, "0.3.0");

@@ -240,7 +240,7 @@ fn run_plugin(
             own_effects: Some(own_effects),
         },
     );
-    let mutated = report.calls.iter().any(|c| c.mutating && c.applied);
+    let mutated = report.calls.iter().any(|c| c.mutating && c.changed);
     (report, mutated)
 }
 

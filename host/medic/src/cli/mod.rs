@@ -816,7 +816,8 @@ pub fn report_text(report: &RunReport) -> String {
         let status = match (&call.error, call.denied, call.mutating, call.applied) {
             (Some(_), true, _, _) => "DENIED",
             (Some(_), false, _, _) => "error",
-            (None, _, true, true) => "applied",
+            (None, _, true, true) if call.changed => "applied",
+            (None, _, true, true) => "no change",
             (None, _, true, false) => "planned",
             (None, _, false, _) => "ok",
         };

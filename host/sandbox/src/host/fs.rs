@@ -2,7 +2,7 @@
 //! `fs-write`) on a root holding the path; `ensure-access` needs `fs-write`.
 
 use super::grants::{Capability, checked_path};
-use super::{RunState, denied};
+use super::{RunState, Summary, denied};
 use medic_backends::fs::{AccessEntry, AccessReport, AccessRight, Beneath, FileInfo};
 use medic_backends::{BackendError, ErrorKind};
 use serde_json::json;
@@ -171,10 +171,11 @@ impl RunState {
                         report.skipped.len()
                     ));
                 }
-                (
-                    summary,
-                    report.changed.iter().map(|c| c.path.clone()).collect(),
-                )
+                Summary {
+                    text: summary,
+                    effects: report.changed.iter().map(|c| c.path.clone()).collect(),
+                    changed: !report.changed.is_empty() || report.unlisted_changes > 0,
+                }
             },
         )
     }

@@ -58,6 +58,15 @@ impl Mode {
     }
 }
 
+/// What a host call's record says of its value: a short text, the paths it
+/// changed where the host knows them exactly, and whether it changed
+/// anything at all.
+pub(crate) struct Summary {
+    pub text: String,
+    pub effects: Vec<String>,
+    pub changed: bool,
+}
+
 /// One call a plugin made to the host, as recorded in the run's journal.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HostCall {
@@ -69,6 +78,11 @@ pub struct HostCall {
     pub mutating: bool,
     /// Whether a mutating call was executed (false: only planned).
     pub applied: bool,
+    /// Whether an executed call changed anything: false for one that had
+    /// nothing to do (starting a running service, a grant already there).
+    /// A run counts as changing the system (for the flap guard) only with
+    /// such a call.
+    pub changed: bool,
     /// A short summary of what came back.
     pub result: String,
     /// Set when the call returned an error to the plugin.
@@ -233,8 +247,10 @@ impl RunState {
         op: impl FnOnce(&mut Self, bool) -> Result<T, BackendError>,
         summary: impl FnOnce(&T) -> String,
     ) -> wasmtime::Result<Result<T, BackendError>> {
-        self.host_call_with_effects(function, args, mutating, op, |value| {
-            (summary(value), Vec::new())
+        self.host_call_with_effects(function, args, mutating, op, |value| Summary {
+            text: summary(value),
+            effects: Vec::new(),
+            changed: true,
         })
     }
 
@@ -245,7 +261,7 @@ impl RunState {
         args: serde_json::Value,
         mutating: bool,
         op: impl FnOnce(&mut Self, bool) -> Result<T, BackendError>,
-        summary: impl FnOnce(&T) -> (String, Vec<String>),
+        summary: impl FnOnce(&T) -> Summary,
     ) -> wasmtime::Result<Result<T, BackendError>> {
         self.check_deadline()?;
         if self.made_calls >= self.max_calls {
@@ -260,9 +276,13 @@ impl RunState {
         let started = Instant::now();
         let result = op(self, apply);
         let micros = started.elapsed().as_micros() as u64;
-        let (text, effects, error, denied) = match &result {
+        let (text, effects, changed, error, denied) = match &result {
             Ok(value) => {
-                let (text, effects) = summary(value);
+                let Summary {
+                    text,
+                    effects,
+                    changed,
+                } = summary(value);
                 let text = clean(&text, MAX_FIELD_BYTES);
                 let mut effects = if apply { effects } else { Vec::new() };
                 if let Some(registry) = &self.own_effects {
@@ -278,11 +298,14 @@ impl RunState {
                 for effect in &mut effects {
                     crate::text::clean_in_place(effect, MAX_ARGUMENT_BYTES);
                 }
-                (text, effects, None, false)
+                (text, effects, changed, None, false)
             }
             Err(e) => (
                 String::new(),
                 Vec::new(),
+                // A call that failed may have changed part of what it was
+                // asked (a walk cut short): it counts as a change.
+                true,
                 Some(clean(
                     &format!("{}: {}", e.kind, e.message),
                     MAX_FIELD_BYTES,
@@ -317,6 +340,7 @@ impl RunState {
             args,
             mutating,
             applied: apply && result.is_ok(),
+            changed: apply && changed,
             result: text,
             error,
             denied,

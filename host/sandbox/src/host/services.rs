@@ -3,7 +3,7 @@
 //! `services-control` for it.
 
 use super::grants::Capability;
-use super::{RunState, denied};
+use super::{RunState, Summary, denied};
 use medic_backends::services::{ServiceChange, ServiceStatus, StartupType};
 use medic_backends::{BackendError, ErrorKind};
 use serde_json::json;
@@ -76,7 +76,7 @@ impl RunState {
         let timeout = Duration::from_millis(u64::from(timeout_ms))
             .min(MAX_TIMEOUT)
             .min(self.remaining());
-        self.host_call(
+        self.host_call_with_effects(
             function,
             json!({ "name": name, "timeout-ms": timeout_ms }),
             true,
@@ -138,7 +138,7 @@ impl RunState {
         name: String,
         startup: StartupType,
     ) -> wasmtime::Result<Result<ServiceChange, BackendError>> {
-        self.host_call(
+        self.host_call_with_effects(
             "services.set-startup",
             json!({ "name": name, "startup": startup.as_str() }),
             true,
@@ -169,12 +169,19 @@ fn refuse_read_only(startup: StartupType) -> Result<(), BackendError> {
     }
 }
 
-fn change_summary(change: &ServiceChange) -> String {
-    format!(
+/// A control call's record: before and after, and whether the service
+/// manager did anything (a start of a running service did not).
+fn change_summary(change: &ServiceChange) -> Summary {
+    let text = format!(
         "{}/{} -> {}/{}",
         change.before.state.as_str(),
         change.before.startup.as_str(),
         change.after.state.as_str(),
         change.after.startup.as_str()
-    )
+    );
+    Summary {
+        text,
+        effects: Vec::new(),
+        changed: change.applied,
+    }
 }
