@@ -4,27 +4,28 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use medic_agent::triggers::EventFilter;
 use medic_agent::triggers::tail::{LineFilter, line_event};
 use std::path::Path;
 use std::sync::LazyLock;
 
 static FILTERS: LazyLock<Vec<LineFilter>> = LazyLock::new(|| {
     vec![
-        LineFilter::EventLog {
+        LineFilter::EventLog(EventFilter {
             source: None,
             ids: Vec::new(),
             message: None,
-        },
-        LineFilter::EventLog {
+        }),
+        LineFilter::EventLog(EventFilter {
             source: Some("Windows Server Update Services".into()),
             ids: vec![364, 10021, 10022],
             message: Some(regex::Regex::new("(?i)access is denied|Range protocol").unwrap()),
-        },
-        LineFilter::EventLog {
+        }),
+        LineFilter::EventLog(EventFilter {
             source: Some(String::new()),
             ids: vec![0, u32::MAX],
             message: Some(regex::Regex::new("^$").unwrap()),
-        },
+        }),
     ]
 });
 

@@ -24,13 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every target, with what it feeds.
-pub const TARGETS: [(&str, &str); 5] = [
+pub const TARGETS: [(&str, &str); 6] = [
     (
         "policy",
         "a policy file's bytes, through medic check's parser",
     ),
     ("units", "durations and sizes"),
     ("event_journal", "event-journal lines (event_log trigger)"),
+    ("journal_entry", "journalctl JSON lines (journal trigger)"),
     ("log_line", "a log pattern and a log line (log trigger)"),
     ("component", "component bytes, through the plugin loader"),
 ];
@@ -296,6 +297,23 @@ fn write_seeds(root: &Path, target: &str, dir: &Path) -> Result<()> {
             for (n, line) in lines.iter().enumerate() {
                 let mut seed = vec![n as u8];
                 seed.extend_from_slice(line.as_bytes());
+                seeds.push((format!("seed-{n}"), seed));
+            }
+        }
+        "journal_entry" => {
+            let fixtures = root.join("host/agent/src/triggers/fixtures/journal");
+            for (n, name) in [
+                "service-stderr.json",
+                "unit-failed.json",
+                "message-bytes.json",
+                "message-null.json",
+                "repeated-field.json",
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut seed = vec![12u8];
+                seed.extend(std::fs::read(fixtures.join(name))?);
                 seeds.push((format!("seed-{n}"), seed));
             }
         }

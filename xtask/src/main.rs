@@ -44,7 +44,7 @@ const USAGE: &str = "usage: cargo xtask <plugins|test|lint|windows|demo|bench|fu
   demo      build, then show the agent repairing every fault of a lab
   bench     run every benchmark, write BENCHMARKS.md
   fuzz [--time SECS] [--asan] [TARGET...] [-- LIBFUZZER ARGS]
-            run each fuzz target (policy, units, event_journal, log_line,
+            run each fuzz target (policy, units, event_journal, journal_entry, log_line,
             component) for SECS seconds [default: 60], installing
             cargo-fuzz if missing; its build and corpora go to target/fuzz";
 

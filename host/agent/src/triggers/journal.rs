@@ -1195,6 +1195,16 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_stamped_past_the_year_9999_still_makes_an_event() {
+        // Found by the journal_entry fuzz target: RFC 3339 cannot write
+        // such a year, and formatting it panicked.
+        let line = br#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"00008009811950264694668","MESSAGE":"m"}"#;
+        let entry = JournalEntry::parse(line, 1024).unwrap();
+        let record = entry.record();
+        assert_eq!(record.fields["time"], "@8009811950264");
+    }
+
+    #[test]
     fn priorities_are_read_by_name_or_number_and_nothing_else() {
         for (n, name) in LEVELS.iter().enumerate() {
             let by_name = Priority::parse(name).unwrap();

@@ -555,7 +555,18 @@ pub fn parse_system_time(text: &str) -> Option<SystemTime> {
 
 /// `2026-11-24T10:15:02.484Z`: the form of the journal's `time`.
 pub fn iso_time(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+    use std::fmt::Write;
+    let mut text = String::new();
+    match write!(text, "{}", humantime::format_rfc3339_millis(time)) {
+        Ok(()) => text,
+        // RFC 3339 has four-digit years: a time past 9999 (a wrong clock, a
+        // forged entry) is shown as seconds since the epoch instead.
+        Err(_) => format!(
+            "@{}",
+            time.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ),
+    }
 }
 
 // ---- the bookmark ----
