@@ -12,3 +12,4 @@ mod example;
 mod journal;
 mod namespace;
 mod services;
+mod skipping;

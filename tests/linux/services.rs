@@ -61,7 +61,16 @@ fn start_stop_and_restart_report_what_systemd_did() {
     assert!(!again.applied);
     assert_eq!(again.before, again.after);
 
+    // Dry-run stop and restart plan, and leave the same process running.
     let pid = systemd.property("medic-ok.service", "MainPID");
+    let stop = backend.stop("medic-ok", LONG, false).unwrap();
+    assert!(!stop.applied);
+    assert_eq!(stop.after.state, ServiceState::Stopped);
+    let restart = backend.restart("medic-ok", LONG, false).unwrap();
+    assert!(!restart.applied);
+    assert_eq!(restart.after.state, ServiceState::Running);
+    assert_eq!(systemd.property("medic-ok.service", "MainPID"), pid);
+
     let restarted = backend.restart("medic-ok", LONG, true).unwrap();
     assert!(restarted.applied);
     assert_eq!(restarted.after.state, ServiceState::Running);
@@ -145,31 +154,61 @@ fn a_job_past_its_timeout_is_cancelled_and_the_state_said() {
     systemd.install_unit(UnitDir::Vendor, "medic-slow-start.service", SLOW_START);
     systemd.install_unit(UnitDir::Vendor, "medic-slow-stop.service", SLOW_STOP);
 
-    let e = backend.start("medic-slow-start", SHORT, true).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
-    assert!(e.message.contains("cancelled"), "{}", e.message);
-    assert!(e.message.contains("start-pending"), "{}", e.message);
-    let jobs = systemd.systemctl(&["list-jobs", "--no-legend", "--plain"]);
-    assert!(
-        !jobs.contains("medic-slow-start"),
-        "no job left behind: {jobs}"
-    );
+    // Deadlines from a moment to a second, each tried again: the job is
+    // cancelled however early the deadline falls.
+    let deadlines = [1, 5, 20, 100, 300, 1000].map(Duration::from_millis);
+    let no_job_left = |unit: &str| {
+        let jobs = systemd.systemctl(&["list-jobs", "--no-legend", "--plain"]);
+        assert!(!jobs.contains(unit), "no job left behind: {jobs}");
+    };
+    for timeout in deadlines {
+        let e = backend
+            .start("medic-slow-start", timeout, true)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{timeout:?}: {e:?}");
+        no_job_left("medic-slow-start");
+        // Unless the kill came before systemd had the request, the unit
+        // is left starting.
+        if timeout >= SHORT {
+            assert!(e.message.contains("cancelled"), "{}", e.message);
+            assert!(e.message.contains("start-pending"), "{}", e.message);
+        }
+        // (Not loaded at all when the request never reached systemd.)
+        systemd.run(
+            "systemctl",
+            &["kill", "--signal=KILL", "medic-slow-start.service"],
+        );
+        systemd.wait_for("the slow start to end", || {
+            backend.query("medic-slow-start").unwrap().state != ServiceState::StartPending
+        });
+        systemd.run("systemctl", &["reset-failed", "medic-slow-start.service"]);
+    }
 
-    backend.start("medic-slow-stop", LONG, true).unwrap();
-    let e = backend.stop("medic-slow-stop", SHORT, true).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
-    assert!(e.message.contains("stop-pending"), "{}", e.message);
-    let jobs = systemd.systemctl(&["list-jobs", "--no-legend", "--plain"]);
-    assert!(
-        !jobs.contains("medic-slow-stop"),
-        "no job left behind: {jobs}"
-    );
-    // A unit still stopping reads so.
-    assert_eq!(
-        backend.query("medic-slow-stop").unwrap().state,
-        ServiceState::StopPending
-    );
-    systemd.systemctl(&["kill", "--signal=KILL", "medic-slow-stop.service"]);
+    for timeout in deadlines {
+        backend.start("medic-slow-stop", LONG, true).unwrap();
+        let e = backend.stop("medic-slow-stop", timeout, true).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{timeout:?}: {e:?}");
+        no_job_left("medic-slow-stop");
+        if timeout >= SHORT {
+            assert!(e.message.contains("stop-pending"), "{}", e.message);
+            // A unit still stopping reads so.
+            assert_eq!(
+                backend.query("medic-slow-stop").unwrap().state,
+                ServiceState::StopPending
+            );
+        }
+        systemd.run(
+            "systemctl",
+            &["kill", "--signal=KILL", "medic-slow-stop.service"],
+        );
+        systemd.wait_for("the slow stop to end", || {
+            matches!(
+                backend.query("medic-slow-stop").unwrap().state,
+                ServiceState::Stopped | ServiceState::Failed
+            )
+        });
+        systemd.run("systemctl", &["reset-failed", "medic-slow-stop.service"]);
+    }
 }
 
 #[test]

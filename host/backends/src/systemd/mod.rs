@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 pub use systemctl::{Ended, Systemctl};
 use unit::{LoadState, Unit};
 
+/// How long after cancelling a timed-out job medic looks again for one
+/// systemd enqueued late.
+const JOB_SETTLE: Duration = Duration::from_millis(100);
+
 /// systemd, driven through `systemctl`.
 #[derive(Debug, Clone, Default)]
 pub struct Systemd {
@@ -273,7 +277,14 @@ impl Systemd {
                 Err(failed_to(name, verb, &after, &stderr))
             }
             Ended::TimedOut => {
-                let cancelled = match self.cancel_jobs(&unit.id) {
+                // A systemctl killed just as it sent its request leaves a
+                // job systemd may enqueue a moment later: a second sweep
+                // after a pause catches it.
+                let swept = self.cancel_jobs(&unit.id).and_then(|first| {
+                    std::thread::sleep(JOB_SETTLE);
+                    Ok(first + self.cancel_jobs(&unit.id)?)
+                });
+                let cancelled = match swept {
                     Ok(0) => "its job had ended".to_string(),
                     Ok(_) => "its job was cancelled".to_string(),
                     Err(e) => format!("its job could not be cancelled ({})", e.message),
