@@ -23,8 +23,8 @@
 
 use medic_sdk::services::{ServiceState, ServiceStatus, StartupType};
 use medic_sdk::{
-    Capability, Event, EventKind, Outcome, Plugin, PluginInfo, Report, TriggerHint, info,
-    services, settings, state, warn,
+    Capability, Event, EventKind, Outcome, Plugin, PluginInfo, Report, TriggerHint, info, services,
+    settings, state, warn,
 };
 
 struct UnitKeeper;
