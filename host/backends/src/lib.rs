@@ -10,7 +10,8 @@
 //! granted root by descriptor through [`beneath`]), [`posix_acl`] (POSIX
 //! access and default access lists, Linux), [`principals`] (Windows names
 //! mapped to local users and groups, resolved through the system's name
-//! service), [`systemd`] (services through `systemctl`),
+//! service), [`systemd`] (services through `systemctl`, judged by what
+//! `systemctl show` reports afterwards),
 //! [`windows`] (the Service Control Manager, NTFS and WSUS on Windows).
 //!
 //! Nothing here knows a contract version: the sandbox converts between
