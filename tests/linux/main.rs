@@ -11,5 +11,6 @@
 mod example;
 mod journal;
 mod namespace;
+mod odd_units;
 mod services;
 mod skipping;

@@ -68,11 +68,14 @@ impl Step {
         }
     }
 
+    /// The command line of the step on `unit`, the unit after `--`: a
+    /// unit's name may begin with a dash (`-.mount`, the root folder's).
     fn args<'a>(&self, unit: &'a str) -> Vec<&'a str> {
         let mut args = vec![self.verb, "--no-ask-password"];
         if self.runtime {
             args.push("--runtime");
         }
+        args.push("--");
         args.push(unit);
         args
     }
@@ -599,6 +602,20 @@ mod tests {
         assert_eq!(
             steps("enabled", ADMIN, Manual).unwrap(),
             [Step::persistent("disable"), Step::runtime("disable")]
+        );
+    }
+
+    #[test]
+    fn a_step_s_unit_comes_after_the_options() {
+        // `-.mount` (the root folder) and any unit whose name begins with a
+        // dash would otherwise be read by systemctl as options.
+        assert_eq!(
+            Step::runtime("mask").args("-.mount"),
+            ["mask", "--no-ask-password", "--runtime", "--", "-.mount"]
+        );
+        assert_eq!(
+            Step::persistent("enable").args("-x.service"),
+            ["enable", "--no-ask-password", "--", "-x.service"]
         );
     }
 
