@@ -1,6 +1,7 @@
-//! The systemd backend given units with names that could confuse
-//! `systemctl`: a name beginning with a dash, names with escapes or at
-//! systemd's length limit.
+//! The systemd backend given units with names and properties that could
+//! confuse `systemctl` or the parsing of what it prints: a name beginning
+//! with a dash, names with escapes or at systemd's length limit, and a
+//! description made of lines that look like other properties.
 
 use crate::namespace::{NamespacedSystemd, UnitDir};
 use medic_backends::services::{ServiceManager, ServiceState, StartupType};
@@ -57,4 +58,78 @@ fn jobs_of_units_with_escapes_or_the_longest_names_are_cancelled() {
         assert!(jobs.trim().is_empty(), "{name}: no job left behind: {jobs}");
         systemd.run("systemctl", &["kill", "--signal=KILL", "--", name]);
     }
+}
+
+#[test]
+fn a_description_of_several_lines_cannot_pose_as_other_properties() {
+    let Some(systemd) = NamespacedSystemd::boot() else {
+        return;
+    };
+    let backend = systemd.backend();
+    // A transient unit's description may hold any text.
+    let out = systemd.run(
+        "systemd-run",
+        &[
+            "--unit=medic-forged",
+            "--description=x\nId=other.service\nLoadState=masked\nActiveState=failed",
+            "/bin/sleep",
+            "infinity",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let status = backend.query("medic-forged").unwrap();
+    assert_eq!(status.state, ServiceState::Running);
+    assert_eq!(status.startup, StartupType::Generated);
+    assert!(!status.display_name.contains('\n'), "{status:?}");
+    // Stopped, a transient unit is gone at once: the stop succeeded.
+    let stopped = backend
+        .stop("medic-forged", Duration::from_secs(60), true)
+        .unwrap();
+    assert!(stopped.applied);
+    assert_eq!(stopped.after.state, ServiceState::Stopped);
+    assert_eq!(stopped.after.startup, StartupType::Generated);
+}
+
+#[test]
+fn a_running_unit_whose_file_was_removed_can_still_be_queried_and_stopped() {
+    let Some(systemd) = NamespacedSystemd::boot() else {
+        return;
+    };
+    let backend = systemd.backend();
+    systemd.install_unit(UnitDir::Admin, "medic-orphan.service", OK);
+    backend
+        .start("medic-orphan", Duration::from_secs(60), true)
+        .unwrap();
+    std::fs::remove_file(
+        systemd
+            .root()
+            .join("etc/systemd/system/medic-orphan.service"),
+    )
+    .unwrap();
+    systemd.systemctl(&["daemon-reload"]);
+    assert_eq!(
+        systemd.property("medic-orphan.service", "LoadState"),
+        "not-found"
+    );
+    assert_eq!(
+        systemd.property("medic-orphan.service", "ActiveState"),
+        "active"
+    );
+
+    assert_eq!(
+        backend.query("medic-orphan").unwrap().state,
+        ServiceState::Running
+    );
+    let stopped = backend
+        .stop("medic-orphan", Duration::from_secs(60), true)
+        .unwrap();
+    assert!(stopped.applied);
+    assert_eq!(stopped.after.state, ServiceState::Stopped);
+    assert_eq!(
+        systemd.property("medic-orphan.service", "ActiveState"),
+        "inactive"
+    );
+    // Now it is gone.
+    let gone = backend.query("medic-orphan").unwrap_err();
+    assert_eq!(gone.kind, medic_backends::ErrorKind::NotFound);
 }

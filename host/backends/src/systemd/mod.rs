@@ -195,17 +195,28 @@ impl Systemd {
         Self { systemctl }
     }
 
-    /// The unit behind service `name`; not-found is an error.
+    /// What `systemctl show` says of service `name`, known to systemd or
+    /// not.
+    fn show(&self, name: &str) -> OpResult<Unit> {
+        let out =
+            self.systemctl
+                .output(&["show", "-p", unit::PROPERTIES, "--", &unit_name(name)])?;
+        Ok(Unit::parse(&out))
+    }
+
+    /// The unit behind service `name`. One systemd has no file for is an
+    /// error, unless it is still running or failed: a unit whose file was
+    /// removed while it ran, or a transient one, is still there to query
+    /// and stop.
     pub fn unit(&self, name: &str) -> OpResult<Unit> {
-        let unit_name = unit_name(name);
-        let out = self
-            .systemctl
-            .output(&["show", "-p", unit::PROPERTIES, "--", &unit_name])?;
-        let unit = Unit::parse(&out);
-        if unit.load == LoadState::NotFound {
+        let unit = self.show(name)?;
+        if unit.gone() {
             return Err(BackendError::new(
                 ErrorKind::NotFound,
-                format!("service `{name}` does not exist (systemd has no unit `{unit_name}`)"),
+                format!(
+                    "service `{name}` does not exist (systemd has no unit `{}`)",
+                    unit_name(name)
+                ),
             ));
         }
         Ok(unit)
@@ -268,15 +279,17 @@ impl Systemd {
             .systemctl
             .run(&[verb, "--no-ask-password", "--", &unit.id], deadline)?
         {
+            // A stopped transient unit is gone at once: stopped.
+            Ended::Succeeded { .. } if control == Control::Stop => self.show(name),
             Ended::Succeeded { .. } => {
                 let after = self.unit(name)?;
-                if control != Control::Stop && after.state() == ServiceState::Failed {
+                if after.state() == ServiceState::Failed {
                     return Err(failed_to(name, verb, &after, ""));
                 }
                 Ok(after)
             }
             Ended::Failed { stderr } => {
-                let after = self.unit(name)?;
+                let after = self.show(name)?;
                 Err(failed_to(name, verb, &after, &stderr))
             }
             Ended::TimedOut => {
@@ -293,7 +306,7 @@ impl Systemd {
                     Err(e) => format!("its job could not be cancelled ({})", e.message),
                 };
                 let now = self
-                    .unit(name)
+                    .show(name)
                     .map(|u| u.state().as_str())
                     .unwrap_or("unknown");
                 Err(BackendError::new(
@@ -358,9 +371,19 @@ impl Systemd {
             });
         }
         let after = self.run_job(name, control, &before_unit, timeout)?;
+        let after = if after.gone() {
+            // Stopped and unloaded (a transient unit): what it was, stopped.
+            ServiceStatus {
+                state: ServiceState::Stopped,
+                problem: None,
+                ..before.clone()
+            }
+        } else {
+            after.status(name)
+        };
         Ok(ServiceChange {
             before,
-            after: after.status(name),
+            after,
             applied: true,
         })
     }

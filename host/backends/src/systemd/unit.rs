@@ -228,6 +228,14 @@ impl Unit {
         self.service_type == "oneshot" && !self.remain_after_exit
     }
 
+    /// Whether systemd has no such unit: no file for it, and nothing of
+    /// it running or failed (a unit whose file was removed while it ran
+    /// is `not-found` but still there).
+    pub fn gone(&self) -> bool {
+        self.load == LoadState::NotFound
+            && matches!(self.active, ActiveState::Inactive | ActiveState::Other)
+    }
+
     /// Whether its unit file lives where masking cannot reach it.
     pub fn defined_by_admin(&self) -> bool {
         self.fragment_path.starts_with(ADMIN_UNIT_DIR)
@@ -327,6 +335,17 @@ mod tests {
         assert!(unit("Type=oneshot\nRemainAfterExit=no\n").runs_once());
         assert!(!unit("Type=oneshot\nRemainAfterExit=yes\n").runs_once());
         assert!(!unit("Type=simple\n").runs_once());
+    }
+
+    #[test]
+    fn a_unit_without_a_file_is_gone_only_once_it_has_stopped() {
+        assert!(unit("LoadState=not-found\nActiveState=inactive\n").gone());
+        // Its file removed while it ran: still running, still there.
+        let running = unit("LoadState=not-found\nActiveState=active\nSubState=running\n");
+        assert!(!running.gone());
+        assert_eq!(running.state(), ServiceState::Running);
+        assert!(!unit("LoadState=not-found\nActiveState=failed\n").gone());
+        assert!(!unit("LoadState=loaded\nActiveState=inactive\n").gone());
     }
 
     #[test]
