@@ -912,6 +912,34 @@ mod imp {
         }
 
         #[test]
+        fn a_grant_for_the_undefined_id_changes_no_one_else_s_entry() {
+            let (_dir, root) = tree();
+            let file = root.join("sub/a.txt");
+            ensure_access(&file, NOBODY, AccessRight::Read, false, true).unwrap();
+            assert_eq!(access_of(&file), posix_acl::READ);
+            // uid 4294967295 is (uid_t)-1, which names no one.
+            let asked = super::ensure_access(
+                &PrincipalMap::default(),
+                &Beneath::new(&file, "").unwrap(),
+                "uid:4294967295",
+                AccessRight::Modify,
+                false,
+                true,
+                None,
+            );
+            assert!(
+                asked.is_err(),
+                "{asked:?}; a.txt now gives nobody {:o}",
+                access_of(&file)
+            );
+            assert_eq!(
+                access_of(&file),
+                posix_acl::READ,
+                "nobody's entry is left alone"
+            );
+        }
+
+        #[test]
         fn a_link_in_the_tree_is_not_followed_for_default_entries() {
             let (dir, root) = tree();
             let outside = dir.path().join("outside");

@@ -103,10 +103,13 @@ impl Acl {
         out
     }
 
+    /// The entry of `tag`, and for a named one (`TAG_USER`, `TAG_GROUP`)
+    /// of exactly `id`: the undefined id is no wildcard.
     fn find(&self, tag: u16, id: u32) -> Option<&Entry> {
+        let named = matches!(tag, TAG_USER | TAG_GROUP);
         self.entries
             .iter()
-            .find(|e| e.tag == tag && (id == UNDEFINED_ID || e.id == id))
+            .find(|e| e.tag == tag && (!named || e.id == id))
     }
 
     fn mask(&self) -> u16 {
@@ -520,6 +523,28 @@ mod tests {
         assert_eq!(acl.effective(Principal::User(33), 0, 0).1, READ);
         acl.grant(Principal::User(33), 0, 0, READ | EXECUTE);
         assert_eq!(acl.effective(Principal::User(33), 0, 0).1, READ | EXECUTE);
+    }
+
+    #[test]
+    fn the_undefined_id_is_no_wildcard_for_named_entries() {
+        // uid 4294967295 is (uid_t)-1, the id the base entries carry: it
+        // must not stand for whichever named entry comes first.
+        let mut acl = Acl::from_mode(0o750);
+        acl.grant(Principal::User(33), 0, 0, READ);
+        let before = acl.clone();
+        let nobody_at_all = Principal::User(UNDEFINED_ID);
+        assert_eq!(acl.effective(nobody_at_all, 0, 0).1, 0);
+        acl.grant(nobody_at_all, 0, 0, READ | WRITE);
+        assert_eq!(
+            acl.effective(Principal::User(33), 0, 0).1,
+            READ,
+            "user 33's entry is left alone: {acl:?}"
+        );
+        assert_ne!(acl, before);
+        let group = Principal::Group(UNDEFINED_ID);
+        let mut acl = Acl::from_mode(0o750);
+        acl.grant(Principal::Group(100), 0, 0, READ);
+        assert_eq!(acl.effective(group, 0, 0).1, 0);
     }
 
     #[test]

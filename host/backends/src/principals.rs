@@ -16,6 +16,10 @@ use crate::{BackendError, ErrorKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// `(uid_t)-1`: the id that stands for "none" (in `chown`, and in the
+/// base entries of an access list), never a user's or a group's.
+const NO_ID: u32 = u32::MAX;
+
 /// A local user or group by numeric id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Principal {
@@ -24,8 +28,18 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// Parse `user:NAME`, `group:NAME`, `uid:N` or `gid:N`.
+    /// Parse `user:NAME`, `group:NAME`, `uid:N` or `gid:N`. The id
+    /// 4294967295 (`(uid_t)-1`) is the kernel's "no id" and names no one.
     pub fn parse(spec: &str) -> Result<Self, String> {
+        let principal = Self::parse_any(spec)?;
+        match principal {
+            Self::User(NO_ID) => Err(format!("`{spec}`: uid {NO_ID} names no user")),
+            Self::Group(NO_ID) => Err(format!("`{spec}`: gid {NO_ID} names no group")),
+            _ => Ok(principal),
+        }
+    }
+
+    fn parse_any(spec: &str) -> Result<Self, String> {
         let (kind, name) = spec
             .split_once(':')
             .ok_or_else(|| format!("`{spec}`: expected user:NAME, group:NAME, uid:N or gid:N"))?;
@@ -379,6 +393,10 @@ mod tests {
         assert_eq!(Principal::parse("user:root"), Ok(Principal::User(0)));
         assert!(Principal::parse("NETWORK SERVICE").is_err());
         assert!(Principal::parse("uid:x").is_err());
+        // (uid_t)-1 and (gid_t)-1 name no one: the kernel's "no id".
+        let none = Principal::parse("uid:4294967295").unwrap_err();
+        assert!(none.contains("no user"), "{none}");
+        assert!(Principal::parse("gid:4294967295").is_err());
     }
 
     #[cfg(unix)]
