@@ -8,6 +8,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod bad_days;
 mod example;
 mod journal;
 mod namespace;

@@ -30,6 +30,10 @@ use unit::{LoadState, Unit};
 /// systemd enqueued late.
 const JOB_SETTLE: Duration = Duration::from_millis(100);
 
+/// How long what follows a job (reading the unit again, cancelling a job
+/// left running) may take in all, past the call's timeout.
+const FOLLOW_UP: Duration = Duration::from_secs(5);
+
 /// systemd, driven through `systemctl`.
 #[derive(Debug, Clone, Default)]
 pub struct Systemd {
@@ -196,11 +200,12 @@ impl Systemd {
     }
 
     /// What `systemctl show` says of service `name`, known to systemd or
-    /// not.
-    fn show(&self, name: &str) -> OpResult<Unit> {
-        let out =
-            self.systemctl
-                .output(&["show", "-p", unit::PROPERTIES, "--", &unit_name(name)])?;
+    /// not, if systemd answers by `deadline`.
+    fn show(&self, name: &str, deadline: Option<Instant>) -> OpResult<Unit> {
+        let out = self.systemctl.output_until(
+            &["show", "-p", unit::PROPERTIES, "--", &unit_name(name)],
+            deadline,
+        )?;
         Ok(Unit::parse(&out))
     }
 
@@ -209,7 +214,12 @@ impl Systemd {
     /// removed while it ran, or a transient one, is still there to query
     /// and stop.
     pub fn unit(&self, name: &str) -> OpResult<Unit> {
-        let unit = self.show(name)?;
+        self.unit_until(name, None)
+    }
+
+    /// [`Systemd::unit`], if systemd answers by `deadline`.
+    fn unit_until(&self, name: &str, deadline: Option<Instant>) -> OpResult<Unit> {
+        let unit = self.show(name, deadline)?;
         if unit.gone() {
             return Err(BackendError::new(
                 ErrorKind::NotFound,
@@ -244,10 +254,11 @@ impl Systemd {
     }
 
     /// Cancel the jobs systemd has queued or running for `unit`; how many.
-    fn cancel_jobs(&self, unit: &str) -> OpResult<usize> {
-        let listed = self
-            .systemctl
-            .output(&["list-jobs", "--no-legend", "--plain", "--", unit])?;
+    fn cancel_jobs(&self, unit: &str, deadline: Option<Instant>) -> OpResult<usize> {
+        let listed = self.systemctl.output_until(
+            &["list-jobs", "--no-legend", "--plain", "--", unit],
+            deadline,
+        )?;
         let jobs: Vec<&str> = listed
             .lines()
             .filter_map(|line| {
@@ -259,46 +270,49 @@ impl Systemd {
         if !jobs.is_empty() {
             let mut args = vec!["cancel", "--no-ask-password", "--"];
             args.extend(&jobs);
-            self.systemctl.output(&args)?;
+            self.systemctl.output_until(&args, deadline)?;
         }
         Ok(jobs.len())
     }
 
-    /// Run a start, stop or restart job on `unit` until `timeout`, and say
-    /// how it ended.
+    /// Run a start, stop or restart job on `unit` until `deadline` (the
+    /// call's `timeout` after it began), and say how it ended. What follows
+    /// the job (reading the unit again, cancelling a job left running) has
+    /// [`FOLLOW_UP`] more in all.
     fn run_job(
         &self,
         name: &str,
         control: Control,
         unit: &Unit,
         timeout: Duration,
+        deadline: Option<Instant>,
     ) -> OpResult<Unit> {
         let verb = control.verb();
-        let deadline = Instant::now().checked_add(timeout);
-        match self
+        let ended = self
             .systemctl
-            .run(&[verb, "--no-ask-password", "--", &unit.id], deadline)?
-        {
+            .run(&[verb, "--no-ask-password", "--", &unit.id], deadline)?;
+        let follow_up = Instant::now().checked_add(FOLLOW_UP);
+        match ended {
             // A stopped transient unit is gone at once: stopped.
-            Ended::Succeeded { .. } if control == Control::Stop => self.show(name),
+            Ended::Succeeded { .. } if control == Control::Stop => self.show(name, follow_up),
             Ended::Succeeded { .. } => {
-                let after = self.unit(name)?;
+                let after = self.unit_until(name, follow_up)?;
                 if after.state() == ServiceState::Failed {
                     return Err(failed_to(name, verb, &after, ""));
                 }
                 Ok(after)
             }
             Ended::Failed { stderr } => {
-                let after = self.show(name)?;
+                let after = self.show(name, follow_up)?;
                 Err(failed_to(name, verb, &after, &stderr))
             }
             Ended::TimedOut => {
                 // A systemctl killed just as it sent its request leaves a
                 // job systemd may enqueue a moment later: a second sweep
                 // after a pause catches it.
-                let swept = self.cancel_jobs(&unit.id).and_then(|first| {
+                let swept = self.cancel_jobs(&unit.id, follow_up).and_then(|first| {
                     std::thread::sleep(JOB_SETTLE);
-                    Ok(first + self.cancel_jobs(&unit.id)?)
+                    Ok(first + self.cancel_jobs(&unit.id, follow_up)?)
                 });
                 let cancelled = match swept {
                     Ok(0) => "its job had ended".to_string(),
@@ -306,7 +320,7 @@ impl Systemd {
                     Err(e) => format!("its job could not be cancelled ({})", e.message),
                 };
                 let now = self
-                    .show(name)
+                    .show(name, follow_up)
                     .map(|u| u.state().as_str())
                     .unwrap_or("unknown");
                 Err(BackendError::new(
@@ -327,7 +341,25 @@ impl Systemd {
         timeout: Duration,
         apply: bool,
     ) -> OpResult<ServiceChange> {
-        let before_unit = self.unit(name)?;
+        // The whole call, reading the unit first included, is bounded by
+        // the timeout: a systemd that does not answer (busy reloading,
+        // hung) does not hold the plugin's run past it.
+        let deadline = Instant::now().checked_add(timeout);
+        let before_unit = self.unit_until(name, deadline).map_err(|e| {
+            if e.kind == ErrorKind::Timeout {
+                BackendError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "`{name}` was not asked to {} within {}: {}; nothing was done",
+                        control.verb(),
+                        humantime::format_duration(timeout),
+                        e.message
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
         let before = before_unit.status(name);
         let running = matches!(
             before.state,
@@ -370,7 +402,7 @@ impl Systemd {
                 applied: false,
             });
         }
-        let after = self.run_job(name, control, &before_unit, timeout)?;
+        let after = self.run_job(name, control, &before_unit, timeout, deadline)?;
         let after = if after.gone() {
             // Stopped and unloaded (a transient unit): what it was, stopped.
             ServiceStatus {

@@ -125,13 +125,29 @@ impl Systemctl {
 
     /// Run `systemctl ARGS` with no deadline, its stdout or a `failed` error.
     pub fn output(&self, args: &[&str]) -> OpResult<String> {
-        match self.run(args, None)? {
+        self.output_until(args, None)
+    }
+
+    /// Run `systemctl ARGS` until `deadline`: its stdout, a `failed`
+    /// error, or a `timeout` one when systemd did not answer in time.
+    pub fn output_until(&self, args: &[&str], deadline: Option<Instant>) -> OpResult<String> {
+        let started = Instant::now();
+        match self.run(args, deadline)? {
             Ended::Succeeded { stdout } => Ok(stdout),
             Ended::Failed { stderr } => Err(BackendError::new(
                 ErrorKind::Failed,
                 format!("`{}` failed: {stderr}", Self::display(args)),
             )),
-            Ended::TimedOut => unreachable!("no deadline"),
+            Ended::TimedOut => Err(BackendError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "`{}` had no answer from systemd within {}",
+                    Self::display(args),
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+                    ))
+                ),
+            )),
         }
     }
 }
@@ -152,6 +168,26 @@ mod tests {
             .unwrap();
         assert_eq!(ended, Ended::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn output_past_its_deadline_is_a_timeout() {
+        let sh = Systemctl::with_command("sh", vec!["-c".into()]);
+        let e = sh
+            .output_until(
+                &["sleep 30"],
+                Some(Instant::now() + Duration::from_millis(50)),
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+        assert_eq!(
+            sh.output_until(
+                &["echo out"],
+                Some(Instant::now() + Duration::from_secs(30))
+            )
+            .unwrap(),
+            "out\n"
+        );
     }
 
     #[test]
