@@ -133,3 +133,27 @@ fn a_running_unit_whose_file_was_removed_can_still_be_queried_and_stopped() {
     let gone = backend.query("medic-orphan").unwrap_err();
     assert_eq!(gone.kind, medic_backends::ErrorKind::NotFound);
 }
+
+#[test]
+fn a_pattern_names_no_unit() {
+    let Some(systemd) = NamespacedSystemd::boot() else {
+        return;
+    };
+    let backend = systemd.backend();
+    for unit in ["medic-a.service", "medic-b.service"] {
+        systemd.install_unit(UnitDir::Vendor, unit, OK);
+        systemd.systemctl(&["start", unit]);
+    }
+    // systemctl reads these as globs, and would act on the first unit it
+    // lists among those they match.
+    for pattern in ["medic-*", "medic-?", "medic-[ab]"] {
+        let e = backend
+            .stop(pattern, Duration::from_secs(60), true)
+            .unwrap_err();
+        assert_eq!(e.kind, medic_backends::ErrorKind::InvalidArgument, "{e:?}");
+        assert!(backend.query(pattern).is_err());
+    }
+    for unit in ["medic-a.service", "medic-b.service"] {
+        assert_eq!(systemd.property(unit, "ActiveState"), "active", "{unit}");
+    }
+}

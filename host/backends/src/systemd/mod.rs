@@ -200,8 +200,18 @@ impl Systemd {
     }
 
     /// What `systemctl show` says of service `name`, known to systemd or
-    /// not, if systemd answers by `deadline`.
+    /// not, if systemd answers by `deadline`. A name systemctl reads as a
+    /// pattern is refused: it would stand for whichever unit systemd lists
+    /// first among those it matches.
     fn show(&self, name: &str, deadline: Option<Instant>) -> OpResult<Unit> {
+        if name.contains(['*', '?', '[']) {
+            return Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "service `{name}` is a pattern, which systemctl would take for the first unit it matches: name one unit by its whole name (no unit name holds *, ? or [)"
+                ),
+            ));
+        }
         let out = self.systemctl.output_until(
             &["show", "-p", unit::PROPERTIES, "--", &unit_name(name)],
             deadline,
@@ -658,6 +668,31 @@ mod tests {
             steps("enabled", ADMIN, Manual).unwrap(),
             [Step::persistent("disable"), Step::runtime("disable")]
         );
+    }
+
+    #[test]
+    fn a_pattern_is_refused_before_systemctl_is_asked() {
+        // A systemctl that would answer anything with a loaded unit.
+        let systemd = Systemd::new(Systemctl::with_command(
+            "sh",
+            vec![
+                "-c".into(),
+                "echo Id=web-a.service; echo LoadState=loaded; echo ActiveState=active".into(),
+            ],
+        ));
+        assert_eq!(systemd.query("web-a").unwrap().state, ServiceState::Running);
+        for pattern in ["web-*", "web-?", "web-[ab]", "*"] {
+            let e = systemd.query(pattern).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{pattern}: {e:?}");
+            let e = systemd
+                .stop(pattern, Duration::from_secs(1), true)
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{pattern}: {e:?}");
+            let e = systemd
+                .set_startup(pattern, StartupType::Disabled, false)
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{pattern}: {e:?}");
+        }
     }
 
     #[test]
