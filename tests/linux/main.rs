@@ -15,3 +15,4 @@ mod namespace;
 mod odd_units;
 mod services;
 mod skipping;
+mod startup_layers;

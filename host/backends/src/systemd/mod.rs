@@ -150,8 +150,20 @@ pub fn startup_steps(name: &str, unit: &Unit, want: StartupType) -> OpResult<Vec
     let mut steps = Vec::new();
     // Undo what stands in the way.
     match current {
-        StartupType::Disabled => steps.push(Step::persistent("unmask")),
-        StartupType::DisabledUntilReboot => steps.push(Step::runtime("unmask")),
+        // A mask hides the unit's enablement links (`systemctl mask` leaves
+        // them): unmasked, it would be automatic again. Unless that is
+        // asked for, they go too.
+        StartupType::Disabled | StartupType::DisabledUntilReboot => {
+            steps.push(if current == StartupType::Disabled {
+                Step::persistent("unmask")
+            } else {
+                Step::runtime("unmask")
+            });
+            if want != StartupType::Automatic {
+                steps.push(Step::persistent("disable"));
+                steps.push(Step::runtime("disable"));
+            }
+        }
         // Enabled for good, it may also be enabled until reboot (and the
         // other way round): leaving both, both links go.
         StartupType::Automatic if want == StartupType::AutomaticUntilReboot => {
@@ -579,10 +591,23 @@ mod tests {
             steps("masked", VENDOR, Automatic).unwrap(),
             [p("unmask"), p("enable")]
         );
-        assert_eq!(steps("masked", VENDOR, Manual).unwrap(), [p("unmask")]);
+        // Enablement links may be left under a mask: they go unless the
+        // unit is to be automatic.
+        assert_eq!(
+            steps("masked", VENDOR, Manual).unwrap(),
+            [p("unmask"), p("disable"), r("disable")]
+        );
         assert_eq!(
             steps("masked-runtime", VENDOR, Manual).unwrap(),
-            [r("unmask")]
+            [r("unmask"), p("disable"), r("disable")]
+        );
+        assert_eq!(
+            steps("masked", VENDOR, AutomaticUntilReboot).unwrap(),
+            [p("unmask"), p("disable"), r("disable"), r("enable")]
+        );
+        assert_eq!(
+            steps("masked-runtime", VENDOR, Disabled).unwrap(),
+            [r("unmask"), p("disable"), r("disable"), p("mask")]
         );
         assert_eq!(
             steps("enabled", VENDOR, Manual).unwrap(),
