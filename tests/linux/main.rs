@@ -10,6 +10,7 @@
 
 mod bad_days;
 mod example;
+mod isolation;
 mod journal;
 mod namespace;
 mod odd_units;

@@ -1,7 +1,9 @@
-//! A real systemd, booted as PID 1 in a PID, mount and cgroup namespace of
-//! its own, that a test drives and then powers off.
+//! A real systemd, booted as PID 1 in PID, mount, cgroup, UTS and network
+//! namespaces of its own, that a test drives and then powers off.
 //!
-//! Inside the namespace, tmpfs covers `/run`, `/etc/systemd/system`, the
+//! Nothing systemd sets at boot reaches the host: not the hostname, not
+//! loopback, not a sysctl (`/proc/sys` is read-only inside). Inside the
+//! namespace, tmpfs covers `/tmp`, `/var/tmp`, `/run`, `/etc/systemd/system`, the
 //! vendor unit folder `/usr/lib/systemd/system` (holding a copy of the few
 //! units [`KEPT_UNITS`] names), the generators' folder, the persistent
 //! journal, `/var/lib` and `/dev` (with the few device nodes a service needs bound into
@@ -73,6 +75,14 @@ for unit in $2; do cp -L "/usr/lib/systemd/system/$unit" /run/medic-test/vendor/
 mount -t tmpfs -o mode=755 tmpfs /usr/lib/systemd/system
 cp /run/medic-test/vendor/* /usr/lib/systemd/system/
 mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
+# What the kernel shares with the host stays out of reach: PID 1 writes
+# sysctls (fs.file-max) at boot.
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+# Services' private /tmp folders (PrivateTmp=) and anything else a unit
+# leaves there stay in memory too.
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 # No generators: they would read this machine's fstab and init scripts.
 if [ -d /usr/lib/systemd/system-generators ]; then
     mount -t tmpfs -o mode=755 tmpfs /usr/lib/systemd/system-generators
@@ -120,6 +130,12 @@ fn missing_privilege() -> Option<String> {
     if cgroup2_root().is_none() {
         return Some("no cgroup2 hierarchy is mounted".into());
     }
+    // systemd creates a missing machine id in /etc, the host's.
+    if std::fs::read_to_string("/etc/machine-id").map_or(true, |id| id.trim().len() != 32) {
+        return Some(
+            "this machine has no /etc/machine-id, which systemd would write into the host's /etc: run `systemd-machine-id-setup` once".into(),
+        );
+    }
     None
 }
 
@@ -166,7 +182,9 @@ impl NamespacedSystemd {
         std::fs::write(&script, BOOT).map_err(|e| e.to_string())?;
         let log =
             std::fs::File::create(scratch.path().join("boot.log")).map_err(|e| e.to_string())?;
-        let cgroup = cgroup2_root().expect("checked").join(format!(
+        let root = cgroup2_root().expect("checked");
+        remove_orphaned_cgroups(&root);
+        let cgroup = root.join(format!(
             "medic-test-{}-{}",
             std::process::id(),
             fastrand::u32(..)
@@ -177,7 +195,7 @@ impl NamespacedSystemd {
         command
             .arg("-c")
             .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec unshare --cgroup --pid --mount --fork --mount-proc --kill-child sh {} {SYSTEMD} '{KEPT_UNITS}'",
+                "echo $$ > {}/cgroup.procs && exec unshare --cgroup --pid --mount --uts --net --fork --mount-proc --kill-child sh {} {SYSTEMD} '{KEPT_UNITS}'",
                 cgroup.display(),
                 script.display()
             ))
@@ -255,10 +273,20 @@ impl NamespacedSystemd {
         PathBuf::from(format!("/proc/{}/root", self.pid))
     }
 
+    /// `nsenter` into every namespace of the systemd, then `program`.
+    fn nsenter(&self, program: &str) -> Vec<String> {
+        let pid = self.pid.to_string();
+        [
+            "-t", &pid, "--mount", "--pid", "--uts", "--net", "--cgroup", "--", program,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// `nsenter` into the namespace, ready for the program to run there.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("nsenter");
-        command.args(["-t", &self.pid.to_string(), "-m", "-p", "--", program]);
+        command.args(self.nsenter(program));
         command
     }
 
@@ -286,9 +314,7 @@ impl NamespacedSystemd {
     pub fn backend(&self) -> Systemd {
         Systemd::new(Systemctl::with_command(
             "nsenter",
-            ["-t", &self.pid.to_string(), "-m", "-p", "--", "systemctl"]
-                .map(String::from)
-                .to_vec(),
+            self.nsenter("systemctl"),
         ))
     }
 
@@ -301,7 +327,7 @@ impl NamespacedSystemd {
 
     /// A unit property, as `systemctl show -P` prints it.
     pub fn property(&self, unit: &str, property: &str) -> String {
-        self.systemctl(&["show", "-P", property, unit])
+        self.systemctl(&["show", "-P", property, "--", unit])
             .trim()
             .to_string()
     }
@@ -338,15 +364,41 @@ impl Drop for NamespacedSystemd {
             let _ = self.unshare.kill();
             let _ = self.unshare.wait();
         }
-        // The cgroups systemd left, deepest first.
-        let mut dirs: Vec<PathBuf> = walk_dirs(&self.cgroup);
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            let _ = std::fs::remove_dir(dir);
-        }
+        // The cgroups systemd left.
+        remove_tree(&self.cgroup);
         if !ended && !std::thread::panicking() {
             panic!("the namespaced systemd did not power off within {PATIENCE:?}");
         }
+    }
+}
+
+/// Remove the cgroups of namespaces whose test process was killed before
+/// it could power them off (named after that process, now gone).
+fn remove_orphaned_cgroups(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("medic-test-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            remove_tree(&entry.path());
+        }
+    }
+}
+
+/// Remove a cgroup and the ones under it, deepest first (a cgroup still
+/// holding a process stays).
+fn remove_tree(cgroup: &Path) {
+    let mut dirs = walk_dirs(cgroup);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
