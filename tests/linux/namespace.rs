@@ -66,11 +66,14 @@ local-fs-pre.target swap.target multi-user.target network.target shutdown.target
 final.target poweroff.target systemd-poweroff.service";
 
 /// The boot script run as the namespace's first process: `$1` is systemd,
-/// `$2` the units to keep.
+/// `$2` the units to keep, `$3` the workspace (whose built binaries and
+/// scratch folders the tests use inside), kept in sight wherever it is,
+/// under `/tmp` too.
 const BOOT: &str = r#"set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=755 tmpfs /run
-mkdir -p /run/lock /run/medic-test/vendor /run/medic-test/dev
+mkdir -p /run/lock /run/medic-test/vendor /run/medic-test/dev /run/medic-test/workspace
+mount --bind "$3" /run/medic-test/workspace
 for unit in $2; do cp -L "/usr/lib/systemd/system/$unit" /run/medic-test/vendor/; done
 mount -t tmpfs -o mode=755 tmpfs /usr/lib/systemd/system
 cp /run/medic-test/vendor/* /usr/lib/systemd/system/
@@ -107,6 +110,8 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /dev/pts
 ln -s pts/ptmx /dev/ptmx
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mkdir -p "$3"
+mount --move /run/medic-test/workspace "$3"
 cat > /etc/systemd/system/medic-test.target <<'UNIT'
 [Unit]
 Description=medic test boot
@@ -115,6 +120,16 @@ UNIT
 export container=medic-test
 exec "$1" --system --unit=medic-test.target --log-target=journal-or-kmsg
 "#;
+
+/// The workspace: where the built binaries and the tests' scratch folders
+/// are.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the workspace holds host/medic")
+        .to_path_buf()
+}
 
 /// Why the namespace cannot be made here, if it cannot.
 fn missing_privilege() -> Option<String> {
@@ -195,9 +210,10 @@ impl NamespacedSystemd {
         command
             .arg("-c")
             .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec unshare --cgroup --pid --mount --uts --net --fork --mount-proc --kill-child sh {} {SYSTEMD} '{KEPT_UNITS}'",
+                "echo $$ > {}/cgroup.procs && exec unshare --cgroup --pid --mount --uts --net --fork --mount-proc --kill-child sh {} {SYSTEMD} '{KEPT_UNITS}' '{}'",
                 cgroup.display(),
-                script.display()
+                script.display(),
+                workspace().display()
             ))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
