@@ -2,9 +2,10 @@
 //! shipped service (`dist/linux/medic.service`, every hardening option in
 //! force; a drop-in changes only where the binary and the policy are),
 //! serving `examples/linux-services.toml` (its paths and unit names made
-//! the test's). Units fail; the journal wakes `unit-keeper`, which restarts
-//! the one that can recover and leaves the one that keeps failing for a
-//! person after its restarts, saying why from the journal.
+//! the test's), installed inside the namespace as an operator installs it.
+//! Units fail; the journal wakes `unit-keeper`, which restarts the one that
+//! can recover and leaves the one that keeps failing for a person after its
+//! restarts, saying why from the journal.
 
 use crate::namespace::{NamespacedSystemd, UnitDir};
 use std::path::{Path, PathBuf};
@@ -24,27 +25,42 @@ const RECOVERS: &str = "[Unit]\nDescription=medic example: recovers\n[Service]\n
 /// Fails every start, saying why at `err`.
 const KEEPS_FAILING: &str = "[Unit]\nDescription=medic example: keeps failing\n[Service]\nSyslogLevel=err\nExecStart=/bin/sh -c 'echo \"keeps-failing: port 8080 is taken\" >&2; exit 4'\n";
 
-/// The example policy with this test's paths and units, and a scratch
-/// folder (outside /tmp, which the hardened service does not see) for it.
-fn policy(scratch: &Path) -> PathBuf {
+/// Where medic is installed inside the namespace (its `/run`, in memory):
+/// the binary, the components, the key and the policy, as
+/// `docs/linux.md` installs them under `/usr/local` and `/etc/medic`. The
+/// workspace itself may be out of the hardened service's sight (under
+/// `/tmp`, which `PrivateTmp=` replaces).
+const INSTALLED: &str = "/run/medic-example";
+
+/// Install medic, the example's plugin and the development key into the
+/// namespace, and the example policy with this test's units; the policy's
+/// path inside.
+fn install(systemd: &NamespacedSystemd) -> String {
     let workspace = workspace();
+    let inside = systemd.root().join(INSTALLED.trim_start_matches('/'));
+    std::fs::create_dir_all(inside.join("plugins")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_medic"), inside.join("medic")).unwrap();
+    for file in ["unit-keeper.wasm", "unit-keeper.wasm.minisig"] {
+        std::fs::copy(
+            workspace.join("target/plugins").join(file),
+            inside.join("plugins").join(file),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        workspace.join("target/signing/dev.pub"),
+        inside.join("dev.pub"),
+    )
+    .unwrap();
+
     let source = std::fs::read_to_string(workspace.join("examples/linux-services.toml")).unwrap();
     let mut policy: toml::Table = source.parse().unwrap();
     let agent = policy["agent"].as_table_mut().unwrap();
     agent.insert("state_dir".into(), "/var/lib/medic".into());
-    agent.insert(
-        "plugin_dir".into(),
-        workspace.join("target/plugins").to_str().unwrap().into(),
-    );
+    agent.insert("plugin_dir".into(), format!("{INSTALLED}/plugins").into());
     agent.insert(
         "trusted_keys".into(),
-        toml::Value::Array(vec![
-            workspace
-                .join("target/signing/dev.pub")
-                .to_str()
-                .unwrap()
-                .into(),
-        ]),
+        toml::Value::Array(vec![format!("{INSTALLED}/dev.pub").into()]),
     );
     let units = toml::Value::Array(vec!["medic-recovers".into(), "medic-keeps-failing".into()]);
     let keeper = policy["plugins"]["unit-keeper"].as_table_mut().unwrap();
@@ -61,9 +77,12 @@ fn policy(scratch: &Path) -> PathBuf {
             trigger.insert("unit".into(), units.clone());
         }
     }
-    let path = scratch.join("policy.toml");
-    std::fs::write(&path, toml::to_string(&policy).unwrap()).unwrap();
-    path
+    std::fs::write(
+        inside.join("policy.toml"),
+        toml::to_string(&policy).unwrap(),
+    )
+    .unwrap();
+    format!("{INSTALLED}/policy.toml")
 }
 
 /// The runs of `unit-keeper` recorded so far, as `medic audit --json` has them.
@@ -120,16 +139,10 @@ fn unit_keeper_keeps_units_running_under_the_shipped_hardened_service() {
     let Some(systemd) = NamespacedSystemd::boot() else {
         return;
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("linux-example-")
-        .tempdir_in(workspace().join("target"))
-        .unwrap();
-    let policy = policy(scratch.path());
+    let policy = install(&systemd);
+    let medic = format!("{INSTALLED}/medic");
     // Checked where it runs: its compile cache is under its state folder.
-    let check = systemd.run(
-        env!("CARGO_BIN_EXE_medic"),
-        &["check", "--policy", policy.to_str().unwrap()],
-    );
+    let check = systemd.run(&medic, &["check", "--policy", &policy]);
     assert!(
         check.status.success(),
         "{}",
@@ -141,8 +154,6 @@ fn unit_keeper_keeps_units_running_under_the_shipped_hardened_service() {
     systemd.install_unit(UnitDir::Admin, "medic.service", &unit);
     let drop_in = systemd.root().join("etc/systemd/system/medic.service.d");
     std::fs::create_dir_all(&drop_in).unwrap();
-    let medic = env!("CARGO_BIN_EXE_medic");
-    let policy = policy.display();
     std::fs::write(
         drop_in.join("paths.conf"),
         format!(
