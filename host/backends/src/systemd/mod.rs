@@ -696,6 +696,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // `sh` stands in for systemctl
     fn a_pattern_is_refused_before_systemctl_is_asked() {
         // A systemctl that would answer anything with a loaded unit.
         let systemd = Systemd::new(Systemctl::with_command(

@@ -152,7 +152,8 @@ impl Systemctl {
     }
 }
 
-#[cfg(test)]
+// The tests run `sh` standing in for systemctl: Unix only.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
