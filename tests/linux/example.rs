@@ -7,17 +7,8 @@
 //! can recover and leaves the one that keeps failing for a person after its
 //! restarts, saying why from the journal.
 
-use crate::namespace::{NamespacedSystemd, UnitDir};
-use std::path::{Path, PathBuf};
+use crate::namespace::{NamespacedSystemd, UnitDir, workspace};
 use std::process::Command;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Fails its first start, saying why at `err`; runs from then on.
 const RECOVERS: &str = "[Unit]\nDescription=medic example: recovers\n[Service]\nSyslogLevel=err\nExecStart=/bin/sh -c 'if [ -e /run/medic-recovers.ran ]; then exec sleep infinity; fi; touch /run/medic-recovers.ran; echo \"recovers: cannot open /etc/recovers.conf\" >&2; exit 3'\n";

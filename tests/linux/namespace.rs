@@ -123,7 +123,7 @@ exec "$1" --system --unit=medic-test.target --log-target=journal-or-kmsg
 
 /// The workspace: where the built binaries and the tests' scratch folders
 /// are.
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)

@@ -208,14 +208,15 @@ mod nss {
         name.to_str().ok().map(str::to_owned)
     }
 
-    /// Look up a passwd entry by `lookup` and read it with `read`.
-    fn passwd<T>(
+    /// Look up an entry (`libc::passwd` or `libc::group`) by `lookup`, one
+    /// of the reentrant `get*_r` calls, and read it with `read`.
+    fn entry<E, T>(
         what: impl Fn() -> String,
-        lookup: impl Fn(*mut libc::passwd, *mut c_char, usize, *mut *mut libc::passwd) -> c_int,
-        read: impl Fn(&libc::passwd) -> Option<T>,
+        lookup: impl Fn(*mut E, *mut c_char, usize, *mut *mut E) -> c_int,
+        read: impl Fn(&E) -> Option<T>,
     ) -> Result<Option<T>, NssError> {
         with_buffer(what, |buf| {
-            let mut entry = MaybeUninit::<libc::passwd>::zeroed();
+            let mut entry = MaybeUninit::<E>::zeroed();
             let mut result = std::ptr::null_mut();
             let rc = errno_of(lookup(
                 entry.as_mut_ptr(),
@@ -232,35 +233,12 @@ mod nss {
         })
     }
 
-    /// Look up a group entry by `lookup` and read it with `read`.
-    fn group<T>(
-        what: impl Fn() -> String,
-        lookup: impl Fn(*mut libc::group, *mut c_char, usize, *mut *mut libc::group) -> c_int,
-        read: impl Fn(&libc::group) -> Option<T>,
-    ) -> Result<Option<T>, NssError> {
-        with_buffer(what, |buf| {
-            let mut entry = MaybeUninit::<libc::group>::zeroed();
-            let mut result = std::ptr::null_mut();
-            let rc = errno_of(lookup(
-                entry.as_mut_ptr(),
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            ));
-            // SAFETY: as in `passwd`.
-            let found = (rc == 0 && !result.is_null())
-                .then(|| read(unsafe { &*result }))
-                .flatten();
-            (rc, found)
-        })
-    }
-
     /// The uid of the user `name`; `None` when there is no such user.
     pub fn user_id(name: &str) -> Result<Option<u32>, NssError> {
         let Ok(c_name) = CString::new(name) else {
             return Ok(None);
         };
-        passwd(
+        entry(
             || format!("user `{name}`"),
             // SAFETY: every pointer is valid for the call, `len` is the
             // buffer's length.
@@ -276,7 +254,7 @@ mod nss {
         let Ok(c_name) = CString::new(name) else {
             return Ok(None);
         };
-        group(
+        entry(
             || format!("group `{name}`"),
             // SAFETY: as in `user_id`.
             |grp, buf, len, result| unsafe {
@@ -289,7 +267,7 @@ mod nss {
     /// The name of the user `uid`; `None` when it has none (or one that
     /// is not UTF-8).
     pub fn user_name(uid: u32) -> Result<Option<String>, NssError> {
-        passwd(
+        entry(
             || format!("uid {uid}"),
             // SAFETY: as in `user_id`.
             |pwd, buf, len, result| unsafe { libc::getpwuid_r(uid, pwd, buf, len, result) },
@@ -300,7 +278,7 @@ mod nss {
 
     /// The name of the group `gid`; `None` as for [`user_name`].
     pub fn group_name(gid: u32) -> Result<Option<String>, NssError> {
-        group(
+        entry(
             || format!("gid {gid}"),
             // SAFETY: as in `user_id`.
             |grp, buf, len, result| unsafe { libc::getgrgid_r(gid, grp, buf, len, result) },
