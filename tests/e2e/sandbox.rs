@@ -769,3 +769,84 @@ fn wasi_is_linked_for_other_languages_and_shows_nothing_of_the_host() {
         "0 environment variables, 0 arguments, cwd false"
     );
 }
+
+/// The log lines a run kept from one stream.
+fn stream_lines<'a>(report: &'a RunReport, stream: &str) -> Vec<&'a str> {
+    report
+        .logs
+        .iter()
+        .filter(|log| log.level == stream)
+        .map(|log| log.message.as_str())
+        .collect()
+}
+
+#[test]
+fn what_a_plugin_prints_is_kept_as_its_log_lines() {
+    let plugin = load("fixture-wasi-output");
+    let report = Run::default().on_subject(&plugin, "ok");
+    assert!(report.outcome().is_some(), "{:?}", report.result);
+    assert_eq!(
+        stream_lines(&report, "stdout"),
+        ["checking the share", "all 3 folders readable"]
+    );
+    assert_eq!(stream_lines(&report, "stderr"), ["a warning on stderr"]);
+}
+
+#[test]
+fn an_uncaught_error_is_told_by_what_the_plugin_said_last() {
+    let plugin = load("fixture-wasi-output");
+    for _ in 0..20 {
+        let report = Run::default().on_subject(&plugin, "uncaught");
+        let RunFailure::Uncaught { message, trap } = failure(&report.result) else {
+            panic!("expected an uncaught error, got {:?}", report.result);
+        };
+        assert_eq!(message, "ValueError: the share is gone");
+        assert!(trap.contains("unreachable"), "{trap}");
+        assert_eq!(
+            stream_lines(&report, "stderr"),
+            [
+                "Traceback (most recent call last):",
+                "  File \"app.py\", line 12, in handle",
+                "ValueError: the share is gone"
+            ]
+        );
+        let shown = failure(&report.result).to_string();
+        assert!(
+            shown.starts_with("stopped by an uncaught error: ValueError: the share is gone"),
+            "{shown}"
+        );
+    }
+    assert_runtime_still_serves();
+}
+
+#[test]
+fn a_flood_of_output_is_cut_to_its_head_and_tail_and_the_run_completes() {
+    let plugin = load("fixture-wasi-output");
+    for _ in 0..10 {
+        let report = Run::default().on_subject(&plugin, "flood");
+        assert!(report.outcome().is_some(), "{:?}", report.result);
+        let stdout = stream_lines(&report, "stdout");
+        assert_eq!(stdout.last(), Some(&"the end of the flood"), "{stdout:?}");
+        assert!(
+            stdout.iter().any(|l| l.ends_with("bytes left out]")),
+            "{stdout:?}"
+        );
+        let kept: usize = report.logs.iter().map(|l| l.message.len()).sum();
+        assert!(kept <= 64 * 1024, "{kept} bytes of log lines kept");
+    }
+}
+
+#[test]
+fn printed_control_characters_cannot_forge_the_agents_log() {
+    let plugin = load("fixture-wasi-output");
+    let report = Run::default().on_subject(&plugin, "escape");
+    let stderr = stream_lines(&report, "stderr");
+    assert_eq!(stderr.len(), 2, "{stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .all(|line| !line.chars().any(char::is_control)),
+        "{stderr:?}"
+    );
+    assert!(stderr[0].starts_with("\\u{1b}[2J"), "{stderr:?}");
+}

@@ -132,7 +132,13 @@ impl Run {
 
     /// Load `plugin`, check grants, run it once.
     pub fn on(self, plugin: &LoadedPlugin) -> RunReport {
-        let request = self.request();
+        self.on_subject(plugin, "test")
+    }
+
+    /// [`Run::on`], with a manual event about `subject`.
+    pub fn on_subject(self, plugin: &LoadedPlugin, subject: &str) -> RunReport {
+        let mut request = self.request();
+        request.event = EventRecord::manual(subject).completed();
         plugin.check_grants(&request.grants).unwrap();
         runtime().run(plugin, request)
     }

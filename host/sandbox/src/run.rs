@@ -52,6 +52,11 @@ pub enum RunFailure {
     Panic { message: String },
     /// Trapped: an invalid operation, or a host limit.
     Trap { message: String },
+    /// Trapped after writing to standard error, as the runtimes of Python
+    /// and JavaScript do with an uncaught exception: what it said last
+    /// there (the exception; the whole traceback is in the run's log
+    /// lines), and the trap.
+    Uncaught { message: String, trap: String },
     /// Could not be instantiated (e.g. the instance pool is full).
     Instantiate { message: String },
 }
@@ -79,6 +84,9 @@ impl std::fmt::Display for RunFailure {
             Self::FuelExhausted { fuel } => write!(f, "ran out of fuel ({fuel} units)"),
             Self::Panic { message } => write!(f, "panicked: {message}"),
             Self::Trap { message } => write!(f, "trapped: {message}"),
+            Self::Uncaught { message, trap } => {
+                write!(f, "stopped by an uncaught error: {message} ({trap})")
+            }
             Self::Instantiate { message } => write!(f, "could not be started: {message}"),
         }
     }
@@ -200,7 +208,8 @@ impl Runtime {
             .limits
             .fuel
             .map(|fuel| fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
-        let state = store.into_data();
+        let mut state = store.into_data();
+        state.log_output();
         let report = RunReport {
             run_id: request.run_id,
             plugin: plugin.info.name.clone(),
@@ -270,9 +279,21 @@ pub(crate) fn classify(
             Some(message) => RunFailure::Panic {
                 message: message.clone(),
             },
-            None => RunFailure::Trap {
-                message: clean(&format!("{error:#}"), MAX_MESSAGE_BYTES),
-            },
+            None => {
+                let trap = clean(&format!("{error:#}"), MAX_MESSAGE_BYTES);
+                let last_words = store
+                    .data()
+                    .output
+                    .as_ref()
+                    .and_then(|output| output.last_words());
+                match last_words {
+                    Some(words) => RunFailure::Uncaught {
+                        message: clean(&words, MAX_MESSAGE_BYTES),
+                        trap,
+                    },
+                    None => RunFailure::Trap { message: trap },
+                }
+            }
         },
     }
 }

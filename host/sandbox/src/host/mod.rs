@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod fs;
 pub mod grants;
 pub mod log;
+pub mod output;
 pub mod services;
 pub mod state;
 pub mod wsus;
@@ -189,13 +190,16 @@ pub struct RunState {
     /// Built on first use: Rust plugins import no WASI, so most runs never
     /// pay for it.
     wasi: Option<WasiCtx>,
+    /// What the plugin writes to standard output and error, with WASI.
+    pub(crate) output: Option<output::Output>,
     table: ResourceTable,
 }
 
 impl RunState {
     /// State for one run. WASI is linked for components written in other
     /// languages, locked down: no files, no network, no environment, no
-    /// arguments, no standard input; output goes nowhere.
+    /// arguments, no standard input; standard output and error are kept,
+    /// within a budget, as the run's log lines.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         plugin: String,
@@ -232,6 +236,7 @@ impl RunState {
             deadline: Instant::now(),
             state_quota: 0,
             wasi: None,
+            output: None,
             table: ResourceTable::new(),
         }
     }
@@ -386,8 +391,12 @@ pub(crate) fn denied(message: impl Into<String>) -> BackendError {
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &mut self.output;
         let ctx = self.wasi.get_or_insert_with(|| {
+            let captured = output.get_or_insert_with(output::Output::default);
             wasmtime_wasi::WasiCtxBuilder::new()
+                .stdout(captured.stdout.clone())
+                .stderr(captured.stderr.clone())
                 .allow_tcp(false)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
