@@ -49,6 +49,11 @@
 //! `wit/medic-wsus/0.3.0` for the [`wsus`] functions (a plugin that calls
 //! none of them does not import it); their doc comments are the reference
 //! for every function re-exported here.
+//!
+//! On other targets (a native `cargo test`), the same functions answer
+//! from the fake host of [`testing`], so a plugin's logic is tested with
+//! no agent: set up a [`testing::FakeHost`] with the fault the plugin
+//! repairs, run the plugin, and check what it changed or planned.
 
 extern crate self as medic_sdk;
 
@@ -67,6 +72,8 @@ pub mod bindings {
 
 mod report;
 pub mod settings;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 mod verify;
 
 pub use bindings::medic::plugin::types::{
@@ -82,21 +89,37 @@ pub const CONTRACT_VERSION: &str = "0.4.0";
 /// The `medic:wsus` version this SDK's [`wsus`] functions use.
 pub const WSUS_VERSION: &str = "0.3.0";
 
+// On wasm32 every module below re-exports the generated imports. Natively
+// the functions are swapped for the fake host's (`testing::imports`): a
+// named import shadows the glob's item of the same name, so the types stay
+// the generated ones on both targets.
+
 /// The file system under the roots the policy grants.
 pub mod fs {
     pub use crate::bindings::medic::plugin::fs::*;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::fs::{ensure_access, list_dir, read_access, read_file, stat};
 }
 pub use fs::AccessRight;
 
 /// System services the policy grants.
 pub mod services {
     pub use crate::bindings::medic::plugin::services::*;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::services::{query, restart, set_startup, start, stop};
 }
 
 /// The local WSUS server and its upstream: the `medic:wsus` package.
 pub mod wsus {
     use crate::Capability;
     pub use crate::bindings::medic::wsus::wsus::*;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::wsus::{
+        approval_counts, cancel_downloads, check_upstream, decline, get_config,
+        list_inactive_approvals, list_updates, proxy, remove_inactive_approvals, resume_downloads,
+        server_info, set_config, start_sync, sync_history, sync_status, upstream_has,
+        upstream_info,
+    };
 
     /// The operations of `medic:wsus` a plugin may ask for; list them in
     /// `describe()` as `wsus::Operation::Read.into()`.
@@ -202,6 +225,8 @@ pub mod wsus {
 /// The plugin's private key/value store, kept across runs and restarts.
 pub mod state {
     pub use crate::bindings::medic::plugin::state::*;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::state::{get, keys, remove, set};
 
     /// The value under `key` parsed as `T`; `None` when absent or unparsable.
     pub fn get_parsed<T: std::str::FromStr>(key: &str) -> Option<T> {
@@ -211,7 +236,19 @@ pub mod state {
 
 /// Logging into the agent's structured log (see also [`info!`] and friends).
 pub mod log {
-    pub use crate::bindings::medic::plugin::log::{Level, log, panicked};
+    pub use crate::bindings::medic::plugin::log::Level;
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::bindings::medic::plugin::log::{log, panicked};
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::log::{log, panicked};
+}
+
+/// The plugin's settings as the host hands them over; [`settings`] reads
+/// them.
+mod config {
+    pub use crate::bindings::medic::plugin::config::*;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::config::{all, get};
 }
 
 /// What a plugin implements. Each run gets a fresh instance of the plugin,
@@ -349,13 +386,24 @@ pub mod __private {
 
 /// Export a type implementing [`Plugin`] as the component's `plugin`
 /// interface. Call it once, at the top level of the plugin crate.
+///
+/// On targets other than wasm32 it exports nothing (tests run the plugin
+/// through [`testing::FakeHost`]); it still checks that the type is a
+/// [`Plugin`].
 #[macro_export]
 macro_rules! register_plugin {
     ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
         type __MedicRegisteredPlugin = $crate::__private::Adapter<$plugin>;
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_remediation!(
             __MedicRegisteredPlugin with_types_in $crate::bindings
         );
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = || {
+            fn is_plugin<P: $crate::Plugin>() {}
+            is_plugin::<$plugin>();
+        };
     };
 }
 

@@ -5,7 +5,7 @@
 //! it with [`parse`]), which keeps float formatting out of every plugin. [`get`] gives any scalar as
 //! text, so [`parse`] reads a number written either way (`30` or `"30"`).
 
-use crate::bindings::medic::plugin::config;
+use crate::config;
 use std::str::FromStr;
 
 pub use config::Value;
