@@ -127,6 +127,90 @@ fn trigger_runs_once_and_prints_every_host_call() {
 }
 
 #[test]
+fn trigger_with_a_policy_runs_its_plugin_exactly_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let plugins = crate::support::workspace().join("target/plugins");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nstate_dir = \"agent-state\"\nplugin_dir = \"{plugins}\"\ntrusted_keys = [\"{plugins}/../signing/dev.pub\"]\n\n[backend]\nkind = \"local\"\nprincipals = {{ \"Users\" = \"user:nobody\" }}\n\n[plugins.share-guard]\ncomponent = \"share-guard.wasm\"\nmode = \"dry-run\"\ngrants = {{ fs-write = [\"{share}\"] }}\nsettings = {{ path = \"{share}\", principals = [\"Users\"], right = \"read\" }}\n[[plugins.share-guard.triggers]]\nkind = \"manual\"\n\n[plugins.broken]\ncomponent = \"nowhere.wasm\"\nmode = \"yolo\"\n",
+            plugins = plugins.display(),
+            share = share.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("trigger-state");
+    let run = |extra: &[&str]| {
+        let args = [
+            &[
+                "trigger",
+                "share-guard",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--json",
+            ][..],
+            extra,
+        ]
+        .concat();
+        medic(&args)
+    };
+    // The table's mode, grants, settings and principals, though another
+    // table of the policy is broken.
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "dry-run");
+    assert_eq!(report["calls"][0]["function"], "fs.ensure-access");
+    assert_eq!(report["calls"][0]["applied"], false);
+    assert!(
+        report["calls"][0]["args"]
+            .to_string()
+            .contains(&share.display().to_string()),
+        "{}",
+        report["calls"][0]
+    );
+    assert_eq!(report["result"]["completed"]["status"], "needs-approval");
+    // --mode overrides the table's mode; nothing else can be retyped.
+    let out = run(&["--mode", "enforce"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["result"]["completed"]["status"], "remediated");
+    let out = run(&["--grant", "fs-write=/"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot be used with"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The agent's store is left alone (its compile cache is shared).
+    assert!(!dir.path().join("agent-state/medic.redb").exists());
+    assert!(state.join("medic.redb").exists());
+
+    let out = medic(&[
+        "trigger",
+        "share-gaurd",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("names no plugin `share-gaurd`; it names `share-guard`"),
+        "{stderr}"
+    );
+    let out = medic(&["trigger", "broken", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("`broken` has problems"), "{stderr}");
+    assert!(stderr.contains("yolo"), "{stderr}");
+}
+
+#[test]
 fn trigger_rejects_bad_input_clearly() {
     let path = component("share-guard");
     let path = path.to_str().unwrap();

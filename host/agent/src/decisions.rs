@@ -6,11 +6,11 @@ use crate::audit::journal::{Journal, NewRecord, RecordKind, RecordStatus};
 use crate::audit::state::StateStore;
 use crate::audit::{Store, StoreError};
 use crate::backend::BackendCatalog;
-use crate::loading::{AgentError, load_plugin, runtime_for};
-use crate::policy::{Policy, PolicyErrors};
+use crate::by_hand::ByHandError;
+use crate::loading::AgentError;
+use crate::policy::Policy;
 use medic_sandbox::Status;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Why an approval or rejection could not be done.
 #[derive(Debug, thiserror::Error)]
@@ -81,44 +81,32 @@ pub fn approve(
     let store = Store::open(&policy.agent.state_dir)?;
     let journal = Journal::new(store.clone());
     let pending = pending_run(&journal, run_id)?;
-    let plugin = policy
-        .plugins
-        .iter()
-        .find(|p| p.name == pending.plugin)
-        .ok_or_else(|| DecisionError::PluginGone {
-            run: run_id.into(),
-            plugin: pending.plugin.clone(),
-        })?;
     let event: medic_sandbox::EventRecord = serde_json::from_value(pending.detail["event"].clone())
         .map_err(|_| DecisionError::NoEvent(run_id.into()))?;
-    let runtime = runtime_for(&policy).map_err(AgentError::from)?;
-    let loaded = load_plugin(&runtime, &policy, plugin, None)
-        .map_err(|e| AgentError::Policy(PolicyErrors(vec![e])))?
-        .loaded;
+    let prepared =
+        crate::by_hand::prepare(policy_file, &pending.plugin, catalog).map_err(|e| match e {
+            ByHandError::UnknownPlugin { .. } => DecisionError::PluginGone {
+                run: run_id.into(),
+                plugin: pending.plugin.clone(),
+            },
+            ByHandError::Policy(errors) => AgentError::Policy(errors).into(),
+            ByHandError::SetAside { errors, .. } => AgentError::Policy(errors).into(),
+            ByHandError::Runtime(e) => AgentError::Runtime(e).into(),
+        })?;
     let planned_with = pending.detail["hash"].as_str().unwrap_or_default();
-    if planned_with != loaded.hash {
+    if planned_with != prepared.loaded.hash {
         tracing::warn!(
             run = run_id,
             "the plan was made by another version of `{}`; applying with the current one",
-            plugin.name
+            prepared.plugin.name
         );
     }
-    let report = runtime.run(
-        &loaded,
-        medic_sandbox::RunRequest {
-            run_id: medic_sandbox::new_id("run"),
-            event: event.completed(),
-            mode: medic_sandbox::Mode::Enforce,
-            grants: Arc::new(plugin.grants.clone()),
-            limits: plugin.limits,
-            settings: Arc::new(plugin.settings.clone()),
-            backends: catalog
-                .open(&policy.backend)
-                .map_err(|e| AgentError::Policy(PolicyErrors(e)))?,
-            state: Some(Arc::new(StateStore::new(store))),
-            own_effects: None,
-        },
+    let request = prepared.request(
+        event,
+        Some(medic_sandbox::Mode::Enforce),
+        Some(StateStore::new(store)),
     );
+    let report = prepared.runtime.run(&prepared.loaded, request);
     let summary = report
         .outcome()
         .map_or_else(|| "failed".to_string(), |o| o.summary.clone());

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod by_hand;
 pub mod context;
 pub mod decisions;
 pub mod dispatch;

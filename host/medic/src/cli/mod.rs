@@ -218,8 +218,22 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct TriggerArgs {
-    /// The component file (`.wasm`).
+    /// The component file (`.wasm`); with --policy, the name of one of its
+    /// plugins.
+    #[arg(value_name = "COMPONENT|PLUGIN")]
     pub component: PathBuf,
+
+    /// Run the plugin named by the policy in this file, with exactly its
+    /// table's grants, settings, limits and mode, and the policy's backend,
+    /// checked as the agent checks it (signature included). The run's
+    /// state is kept apart from the agent's (see --state-dir), and its
+    /// compiled components are cached where the policy says.
+    #[arg(
+        long,
+        short,
+        conflicts_with_all = ["settings", "grants", "principals", "lab", "timeout", "memory", "fuel"]
+    )]
+    pub policy: Option<PathBuf>,
 
     /// The event as JSON, e.g. '{"kind": "system-event", "subject": "BITS",
     /// "fields": {"event-id": "364"}}' [default: a manual event].
@@ -252,9 +266,10 @@ pub struct TriggerArgs {
     #[arg(long, conflicts_with = "mode")]
     pub dry_run: bool,
 
-    /// enforce, dry-run or approve.
-    #[arg(long, default_value = "enforce")]
-    pub mode: String,
+    /// enforce, dry-run or approve [default: enforce, or with --policy the
+    /// plugin's own mode].
+    #[arg(long)]
+    pub mode: Option<String>,
 
     /// Kill the run after this long (e.g. 500ms, 30s).
     #[arg(long, default_value = "30s")]
@@ -697,13 +712,51 @@ fn inspect_text(plugin: &LoadedPlugin) -> String {
 }
 
 fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
-    let mode = if args.dry_run {
-        Mode::DryRun
-    } else {
-        Mode::parse(&args.mode).with_context(|| {
-            format!("--mode {}: expected enforce, dry-run or approve", args.mode)
-        })?
+    let mode = match (&args.mode, args.dry_run) {
+        (_, true) => Some(Mode::DryRun),
+        (Some(mode), false) => Some(
+            Mode::parse(mode)
+                .with_context(|| format!("--mode {mode}: expected enforce, dry-run or approve"))?,
+        ),
+        (None, false) => None,
     };
+    let event = match &args.event {
+        Some(json) => EventRecord::from_json(json)?,
+        None => EventRecord::manual(""),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_dir("XDG_STATE_HOME", ".local/state"));
+    let state = StateStore::new(Store::open(&state_dir)?);
+    let report = match &args.policy {
+        Some(policy) => {
+            let name = args.component.to_string_lossy();
+            let prepared = medic_agent::by_hand::prepare(policy, &name, &Catalog)?;
+            let request = prepared.request(event, mode, Some(state));
+            prepared.runtime.run(&prepared.loaded, request)
+        }
+        None => trigger_component(args, event, mode.unwrap_or_default(), state)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report_text(&report));
+    }
+    Ok(if report.status() == Status::Failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Run a component file with what the command line grants and sets.
+fn trigger_component(
+    args: &TriggerArgs,
+    event: EventRecord,
+    mode: Mode,
+    state: StateStore,
+) -> Result<RunReport> {
     let mut grants = Grants::none();
     for spec in &args.grants {
         grants
@@ -711,11 +764,6 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
             .with_context(|| format!("--grant {spec}"))?;
     }
     let settings = parse_settings(&args.settings)?;
-    let event = match &args.event {
-        Some(json) => EventRecord::from_json(json)?,
-        None => EventRecord::manual(""),
-    }
-    .completed();
     let timeout = parse_duration(&args.timeout)
         .map_err(anyhow::Error::msg)
         .and_then(|t| Ok(Limits::check_timeout(t)?))
@@ -730,20 +778,14 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
         fuel: args.fuel,
         ..Limits::default()
     };
-
     let runtime = runtime(&args.cache)?;
     let plugin = runtime.load_file_within(&args.component, limits.memory_bytes)?;
     plugin.check_grants(&grants)?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| default_dir("XDG_STATE_HOME", ".local/state"));
-    let store = Store::open(&state_dir)?;
-    let report = runtime.run(
+    Ok(runtime.run(
         &plugin,
         RunRequest {
             run_id: new_id("run"),
-            event,
+            event: event.completed(),
             mode,
             grants: Arc::new(grants),
             limits,
@@ -755,20 +797,10 @@ fn trigger(args: &TriggerArgs) -> Result<ExitCode> {
                 ),
                 None => this_machine(&args.principals)?,
             },
-            state: Some(Arc::new(StateStore::new(store))),
+            state: Some(Arc::new(state)),
             own_effects: None,
         },
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report_text(&report));
-    }
-    Ok(if report.status() == Status::Failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    ))
 }
 
 /// `key=value` pairs into a settings map; a key given twice is an error.
