@@ -192,18 +192,64 @@ pub struct Output {
 }
 
 impl Output {
-    /// What the plugin said last on standard error: its last line that is
-    /// not blank and not indented. Python ends a traceback with such a line
-    /// (`ValueError: boom`), and JavaScript starts one with it, its stack
-    /// frames indented below; both are what an uncaught exception's
-    /// runtime writes before the trap.
+    /// What the plugin said last on standard error, as the runtime of an
+    /// uncaught exception writes it before the trap:
+    /// - componentize-py writes the Python traceback, then its own Rust
+    ///   panic (`thread '…' panicked at …`, a message, a `note:`): the
+    ///   traceback's exception line (`ValueError: boom`), or the panic's
+    ///   message when there is no traceback;
+    /// - StarlingMonkey (componentize-js) writes the error, `Stack:` and
+    ///   indented frames, then `Redirecting call to abort() …`: the line
+    ///   before `Stack:`;
+    /// - otherwise the last line that is not blank and not indented.
     pub fn last_words(&self) -> Option<String> {
-        self.stderr
+        let mut lines: Vec<String> = self
+            .stderr
             .lines()
             .into_iter()
-            .rev()
-            .find(|line| !line.trim().is_empty() && !line.starts_with([' ', '\t']))
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        while lines.last().is_some_and(|line| is_runtime_trailer(line)) {
+            lines.pop();
+        }
+        if let Some(panic) = lines.iter().rposition(|line| is_rust_panic(line)) {
+            let before = &lines[..panic];
+            let traceback = before
+                .iter()
+                .rposition(|line| line.starts_with("Traceback (most recent call last)"));
+            return match traceback {
+                Some(start) => last_unindented(&before[start + 1..]),
+                None => lines.get(panic + 1).cloned(),
+            };
+        }
+        if let Some(stack) = lines.iter().rposition(|line| line.trim_end() == "Stack:")
+            && stack > 0
+        {
+            return Some(lines[stack - 1].clone());
+        }
+        last_unindented(&lines)
     }
+}
+
+/// A line a language runtime adds after an error's own report.
+fn is_runtime_trailer(line: &str) -> bool {
+    line.starts_with("note: run with `RUST_BACKTRACE")
+        || line.starts_with("Redirecting call to abort()")
+}
+
+/// The first line of a Rust panic's report.
+fn is_rust_panic(line: &str) -> bool {
+    line.starts_with("thread '") && line.contains("' panicked at ")
+        || line.contains(") panicked at ")
+}
+
+/// The last line not indented (a frame is).
+fn last_unindented(lines: &[String]) -> Option<String> {
+    lines
+        .iter()
+        .rev()
+        .find(|line| !line.starts_with([' ', '\t']))
+        .cloned()
 }
 
 #[cfg(test)]
@@ -267,19 +313,35 @@ mod tests {
         assert_eq!(kept.skipped as usize + HEAD_BYTES + TAIL_BYTES, big.len());
     }
 
+    /// Standard error as the runtimes write it (componentize-py 0.25,
+    /// componentize-js 0.23 on StarlingMonkey).
+    fn last_words_of(stderr: &str) -> Option<String> {
+        let output = Output::default();
+        output.stderr.lock().write(stderr.as_bytes());
+        output.last_words()
+    }
+
     #[test]
-    fn the_last_words_are_the_last_line_that_is_not_a_frame() {
-        let python = Output::default();
-        python.stderr.lock().write(
-            b"Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: boom\n\n",
+    fn the_last_words_are_the_exception_not_the_runtimes_trailer() {
+        let python = "Traceback (most recent call last):\n  File \"/0/app.py\", line 21, in handle\nValueError: boom from python\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            last_words_of(python).unwrap(),
+            "ValueError: boom from python"
         );
-        assert_eq!(python.last_words().unwrap(), "ValueError: boom");
-        let javascript = Output::default();
-        javascript
-            .stderr
-            .lock()
-            .write(b"Error: boom\n    at handle (app.js:3:9)\n\tat main\n");
-        assert_eq!(javascript.last_words().unwrap(), "Error: boom");
+        let python_host_error = "a warning first\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1494:89:\ncalled `Result::unwrap()` on an `Err` value: PyErr { type: <class 'TypeError'> }\nnote: run with `RUST_BACKTRACE=1` ...\n";
+        assert!(
+            last_words_of(python_host_error)
+                .unwrap()
+                .starts_with("called `Result::unwrap()`")
+        );
+        let javascript = "describe blew up\nStack:\n  describe@app.js:2:22\n  @app.js:9:1\n\nRedirecting call to abort() to mozalloc_abort\n";
+        assert_eq!(last_words_of(javascript).unwrap(), "describe blew up");
+        let plain =
+            "Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: boom\n\n";
+        assert_eq!(last_words_of(plain).unwrap(), "ValueError: boom");
+        let frames = "Error: boom\n    at handle (app.js:3:9)\n\tat main\n";
+        assert_eq!(last_words_of(frames).unwrap(), "Error: boom");
         assert_eq!(Output::default().last_words(), None);
+        assert_eq!(last_words_of("note: run with `RUST_BACKTRACE=1`\n"), None);
     }
 }
