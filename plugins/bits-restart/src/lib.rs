@@ -106,15 +106,26 @@ impl Plugin for BitsRestart {
             }
         }
         let mut report = Report::new();
+        let mut enabled = !disabled;
         if disabled {
             let change = services::set_startup(&bits, StartupType::Manual)
                 .map_err(|e| format!("re-enabling {bits}: {}", e.describe()))?;
             report.record_service("set-startup", &change, true);
+            enabled = change.applied;
         }
         if status.state != ServiceState::Running {
-            let change = services::start(&bits, timeout)
-                .map_err(|e| format!("starting {bits}: {}", e.describe()))?;
-            report.record_service("start-service", &change, true);
+            if enabled {
+                let change = services::start(&bits, timeout)
+                    .map_err(|e| format!("starting {bits}: {}", e.describe()))?;
+                report.record_service("start-service", &change, true);
+            } else {
+                // The re-enabling is only planned (dry-run, approve): BITS
+                // is still disabled, and the host, planning from the
+                // service as it is, would refuse a start. The start that
+                // follows the re-enabling is planned here.
+                let detail = format!("{} (manual) -> running (manual)", status.state);
+                report.push("start-service", &bits, &detail, false);
+            }
         }
         if report.is_empty() {
             return Ok(report.finish(&format!(
