@@ -335,11 +335,10 @@ impl Grants {
         if inside {
             return Ok(path);
         }
-        let listed: Vec<String> = roots.iter().map(|r| r.to_string()).collect();
         Err(denied(format!(
             "`{path}` is outside the roots granted to {} ({})",
             if write { "fs-write" } else { "fs-read" },
-            listed.join(", ")
+            listed(&roots)
         )))
     }
 
@@ -361,7 +360,6 @@ impl Grants {
         if allowed {
             return Ok(());
         }
-        let listed: Vec<String> = granted.iter().map(|s| s.to_string()).collect();
         Err(denied(format!(
             "service `{name}` is not granted to {} (granted: {})",
             if control {
@@ -369,9 +367,22 @@ impl Grants {
             } else {
                 "services-read"
             },
-            listed.join(", ")
+            listed(&granted)
         )))
     }
+}
+
+/// The scopes of a refused call's grants, each once (the agent lists a
+/// scope granted both to read and to change twice).
+fn listed<T: fmt::Display>(scopes: &[&Scope<T>]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for scope in scopes {
+        let name = scope.to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join(", ")
 }
 
 fn denied(message: String) -> Error {
