@@ -189,3 +189,252 @@ fn mentions_service(reason: &str) -> bool {
 }
 
 medic_sdk::register_plugin!(BitsRestart);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::services::ProblemKind;
+    use medic_sdk::testing::{FakeHost, HostFn, Mode, Service, SyncScript, Update, event};
+    use medic_sdk::wsus::{SyncRecord, SyncResult, UpdateState};
+    use medic_sdk::{Event, Status};
+
+    const STOPPED_REASON: &str = "Content file download failed. Reason: The service has not been started. Source File: /Content/A1/1.cab";
+
+    /// The article's fault: BITS disabled and stopped, WsusService running,
+    /// one approved download Failed meanwhile.
+    fn server() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.add_service(
+            Service::new("BITS")
+                .display_name("Background Intelligent Transfer Service")
+                .state(ServiceState::Stopped)
+                .startup(StartupType::Disabled),
+        )
+        .add_service(Service::new("WsusService"));
+        host.wsus()
+            .add_update(
+                Update::new("u-failed", "Security Update (KB5034127)").state(UpdateState::Failed),
+            )
+            .add_update(Update::new("u-ready", "Cumulative Update (KB5034122)"));
+        host
+    }
+
+    /// Event 7040: BITS's start type changed to disabled.
+    fn start_type_changed() -> Event {
+        event::system_event(
+            "Service Control Manager",
+            7040,
+            "The start type of the Background Intelligent Transfer Service service was changed from demand start to disabled.",
+        )
+        .about("BITS")
+    }
+
+    fn steps(run: &medic_sdk::testing::Run) -> Vec<(&str, &str, bool)> {
+        run.actions()
+            .iter()
+            .map(|a| (a.verb.as_str(), a.target.as_str(), a.applied))
+            .collect()
+    }
+
+    #[test]
+    fn a_disabled_bits_is_re_enabled_started_and_the_repair_verified() {
+        let mut host = server();
+        let run = host.run::<BitsRestart>(start_type_changed());
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(
+            steps(&run),
+            [
+                ("set-startup", "BITS", true),
+                ("start-service", "BITS", true),
+                ("restart-service", "WsusService", true),
+                ("resume-download", "u-failed", true),
+                ("start-sync", "upstream", true),
+            ]
+        );
+        assert_eq!(
+            run.actions()[0].detail,
+            "stopped (disabled) -> stopped (manual)"
+        );
+        assert_eq!(
+            run.summary(),
+            "BITS was disabled and stopped: re-enabled (manual start) and started; WsusService restarted; failed downloads resumed: verifying in 60s"
+        );
+        let bits = host.service("BITS");
+        assert_eq!(
+            (bits.state, bits.startup),
+            (ServiceState::Running, StartupType::Manual)
+        );
+        assert_eq!(host.update("u-failed").state, UpdateState::NotReady);
+        assert!(host.wsus().running_sync().is_some());
+
+        // The follow-up: the sync ended and downloaded what was resumed.
+        let follow_up = run.follow_up_event().expect("a follow-up");
+        let verified = host.run::<BitsRestart>(follow_up);
+        assert_eq!(verified.status(), Status::Healthy);
+        assert_eq!(
+            verified.summary(),
+            "verified: BITS was brought back; no approved download is Failed; the sync succeeded"
+        );
+        assert!(verified.applied().is_empty());
+        assert_eq!(host.update("u-failed").state, UpdateState::Ready);
+    }
+
+    #[test]
+    fn dry_run_plans_the_whole_repair_and_changes_nothing() {
+        let mut host = server();
+        host.mode(Mode::DryRun);
+        let run = host.run::<BitsRestart>(start_type_changed());
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert_eq!(
+            steps(&run),
+            [
+                ("set-startup", "BITS", false),
+                ("start-service", "BITS", false),
+                ("restart-service", "WsusService", false),
+            ]
+        );
+        assert_eq!(
+            run.summary(),
+            "BITS was disabled and stopped: re-enabled (manual start) and started; WsusService restarted; then a sync (all planned)"
+        );
+        assert!(
+            run.calls_to(HostFn::ServicesStart).is_empty(),
+            "no start the host must refuse"
+        );
+        assert_eq!(run.planned().len(), 2);
+        assert_eq!(host.service("BITS").startup, StartupType::Disabled);
+        assert_eq!(host.update("u-failed").state, UpdateState::Failed);
+        assert!(host.wsus().running_sync().is_none());
+        assert!(run.follow_up_event().is_none(), "a plan is not verified");
+    }
+
+    #[test]
+    fn a_running_bits_needs_nothing() {
+        let mut host = server();
+        host.add_service(Service::new("BITS").startup(StartupType::AutomaticDelayed));
+        let run = host.run::<BitsRestart>(event::schedule(900));
+        assert_eq!(run.status(), Status::Healthy);
+        assert_eq!(
+            run.summary(),
+            "BITS is running (automatic-delayed start): nothing to do"
+        );
+        assert!(run.calls.iter().all(|c| !c.function.is_mutating()));
+    }
+
+    #[test]
+    fn a_stopped_bits_is_started_only_on_evidence_that_it_fails() {
+        let mut host = server();
+        host.add_service(
+            Service::new("BITS")
+                .state(ServiceState::Stopped)
+                .startup(StartupType::Manual),
+        );
+        let idle = host.run::<BitsRestart>(event::schedule(900));
+        assert_eq!(idle.status(), Status::Healthy);
+        assert!(
+            idle.summary()
+                .ends_with("an idle BITS starts when WSUS needs it; left alone")
+        );
+        assert_eq!(host.service("BITS").state, ServiceState::Stopped);
+
+        // A 364 naming the stopped service is evidence.
+        let event_364 = event::system_event("Windows Server Update Services", 364, STOPPED_REASON);
+        let run = host.run::<BitsRestart>(event_364);
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(steps(&run)[0], ("start-service", "BITS", true));
+        assert!(run.summary().starts_with("BITS was stopped: started"));
+        assert!(run.logged("BITS is stopped, and it fails: event 364"));
+    }
+
+    #[test]
+    fn a_last_sync_that_failed_on_bits_is_evidence_too() {
+        let mut host = server();
+        host.add_service(
+            Service::new("BITS")
+                .state(ServiceState::Stopped)
+                .startup(StartupType::Manual),
+        );
+        host.wsus().add_sync(SyncRecord {
+            started_ms: FakeHost::START_MS - 3_600_000,
+            finished_ms: FakeHost::START_MS - 3_500_000,
+            result_kind: SyncResult::Failed,
+            error: Some("UnknownServiceError".into()),
+            reason: Some("The service cannot be started because it is disabled".into()),
+        });
+        let run = host.run::<BitsRestart>(event::schedule(900));
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(host.service("BITS").state, ServiceState::Running);
+    }
+
+    #[test]
+    fn a_broken_bits_is_left_for_a_person() {
+        let mut host = server();
+        host.add_service(Service::new("BITS").broken("The system cannot find the file specified."));
+        let run = host.run::<BitsRestart>(start_type_changed());
+        assert_eq!(run.status(), Status::Failed);
+        assert_eq!(
+            run.summary(),
+            "BITS is broken and cannot start: The system cannot find the file specified.; fix its definition, then it can be started"
+        );
+        assert_eq!(run.calls_to(HostFn::ServicesQuery).len(), 1);
+        assert!(run.calls.iter().all(|c| !c.function.is_mutating()));
+    }
+
+    #[test]
+    fn a_follow_up_that_finds_the_sync_failed_says_so() {
+        let mut host = server();
+        host.wsus().next_sync(SyncScript::fails(
+            "ProxyError",
+            "The proxy refused the connection",
+        ));
+        let run = host.run::<BitsRestart>(start_type_changed());
+        let verdict = host.run::<BitsRestart>(run.follow_up_event().unwrap());
+        assert_eq!(verdict.status(), Status::Failed);
+        assert!(
+            verdict
+                .summary()
+                .contains("failed (ProxyError): The proxy refused the connection"),
+            "{}",
+            verdict.summary()
+        );
+    }
+
+    #[test]
+    fn a_wsus_service_outside_the_grants_stops_the_repair_half_way() {
+        let mut host = server();
+        host.grant_service("BITS");
+        let run = host.run::<BitsRestart>(start_type_changed());
+        assert_eq!(
+            run.error(),
+            "restarting WsusService: denied: service `WsusService` is not granted to services-control (granted: BITS)"
+        );
+        assert_eq!(run.denied().len(), 1);
+        assert_eq!(
+            host.service("BITS").state,
+            ServiceState::Running,
+            "BITS came first"
+        );
+        assert_eq!(
+            host.update("u-failed").state,
+            UpdateState::Failed,
+            "not resumed"
+        );
+    }
+
+    #[test]
+    fn a_bits_that_fails_to_start_ends_the_run_with_the_manager_s_words() {
+        let mut host = server();
+        host.add_service(
+            Service::new("BITS")
+                .state(ServiceState::Stopped)
+                .startup(StartupType::Disabled)
+                .fails_to_start(ProblemKind::ExitCode, "exit code 1067"),
+        );
+        let run = host.run::<BitsRestart>(start_type_changed());
+        assert_eq!(
+            run.error(),
+            "starting BITS: failed: `BITS` failed to start: exit code 1067"
+        );
+        assert_eq!(host.service("BITS").state, ServiceState::Failed);
+    }
+}

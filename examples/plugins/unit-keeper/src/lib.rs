@@ -207,3 +207,185 @@ impl Plugin for UnitKeeper {
 }
 
 medic_sdk::register_plugin!(UnitKeeper);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::Status;
+    use medic_sdk::services::ProblemKind;
+    use medic_sdk::testing::{FakeHost, HostFn, Mode, Service, ServiceManager, event};
+
+    const FAILED: &str = "exit-code: status=1/FAILURE";
+
+    /// systemd with nginx failed (the fault) and redis running; both kept.
+    fn units() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.service_manager(ServiceManager::Systemd)
+            .add_service(Service::new("nginx.service").failed(ProblemKind::ExitCode, FAILED))
+            .add_service(Service::new("redis.service"))
+            .setting("units", ["nginx", "redis"]);
+        host
+    }
+
+    #[test]
+    fn a_failed_unit_is_restarted_and_its_restart_remembered() {
+        let mut host = units();
+        let run = host.run::<UnitKeeper>(event::schedule(300));
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(run.actions().len(), 1);
+        let action = &run.actions()[0];
+        assert_eq!(
+            (action.verb.as_str(), action.target.as_str()),
+            ("restart-service", "nginx")
+        );
+        assert_eq!(action.detail, "failed (automatic) -> running (automatic)");
+        assert!(action.applied);
+        assert_eq!(
+            run.summary(),
+            format!("nginx had failed ({FAILED}): restarted; redis is running")
+        );
+        let nginx = host.service("nginx");
+        assert_eq!(nginx.state, ServiceState::Running);
+        assert!(nginx.problem.is_none());
+        let now_s = (FakeHost::START_MS / 1000).to_string();
+        assert_eq!(host.state("restarts.nginx"), Some(now_s.as_str()));
+
+        let again = host.run::<UnitKeeper>(event::schedule(300));
+        assert_eq!(again.status(), Status::Healthy);
+        assert!(again.calls_to(HostFn::ServicesRestart).is_empty());
+    }
+
+    #[test]
+    fn dry_run_plans_the_restart_and_remembers_none() {
+        let mut host = units();
+        host.mode(Mode::DryRun);
+        let run = host.run::<UnitKeeper>(event::manual());
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert_eq!(run.planned().len(), 1);
+        assert_eq!(run.planned()[0].arg("name"), Some("nginx"));
+        assert!(!run.actions()[0].applied);
+        assert_eq!(host.service("nginx").state, ServiceState::Failed);
+        assert_eq!(host.state("restarts.nginx"), None, "a plan is no restart");
+    }
+
+    #[test]
+    fn the_flap_guard_leaves_a_unit_that_keeps_failing_to_a_person() {
+        let mut host = units();
+        let now_s = FakeHost::START_MS / 1000;
+        let recent = format!("{},{},{}", now_s - 500, now_s - 300, now_s - 100);
+        host.set_state("restarts.nginx", &recent);
+        let run = host.run::<UnitKeeper>(event::schedule(300));
+        assert_eq!(run.status(), Status::Failed);
+        assert!(
+            run.summary().starts_with(&format!(
+                "nginx failed again ({FAILED}) after 3 restarts within 600s: left for a person"
+            )),
+            "{}",
+            run.summary()
+        );
+        assert!(run.calls_to(HostFn::ServicesRestart).is_empty());
+        assert_eq!(host.service("nginx").state, ServiceState::Failed);
+
+        // Restarts older than `within` no longer count.
+        let run = host.run::<UnitKeeper>(event::schedule(300).at(FakeHost::START_MS + 1_000_000));
+        assert_eq!(run.status(), Status::Remediated);
+    }
+
+    #[test]
+    fn broken_masked_and_stopped_units_are_left_alone() {
+        let mut host = FakeHost::new();
+        host.service_manager(ServiceManager::Systemd)
+            .add_service(Service::new("a.service").broken("Unit a.service has a bad setting"))
+            .add_service(
+                Service::new("b.service")
+                    .failed(ProblemKind::Signal, "signal: SIGKILL")
+                    .startup(StartupType::Disabled),
+            )
+            .add_service(Service::new("c.service").state(ServiceState::Stopped))
+            .setting("units", ["a", "b", "c"]);
+        let run = host.run::<UnitKeeper>(event::manual());
+        assert_eq!(
+            run.status(),
+            Status::Failed,
+            "the broken unit needs a person"
+        );
+        assert_eq!(
+            run.summary(),
+            "a cannot start: Unit a.service has a bad setting; fix its unit file; \
+             b failed but is masked: left alone; c is stopped, not failed: left alone"
+        );
+        assert!(run.actions().is_empty());
+        assert!(run.calls.iter().all(|c| !c.function.is_mutating()));
+    }
+
+    #[test]
+    fn a_restart_that_fails_is_reported_and_counted() {
+        let mut host = units();
+        host.add_service(
+            Service::new("nginx.service")
+                .failed(ProblemKind::ExitCode, FAILED)
+                .fails_to_start(ProblemKind::ExitCode, "exit-code: status=203/EXEC"),
+        );
+        let run = host.run::<UnitKeeper>(event::manual());
+        assert_eq!(run.status(), Status::Failed);
+        assert_eq!(
+            run.actions()[0].detail,
+            "failed: `nginx` failed to start: exit-code: status=203/EXEC"
+        );
+        assert!(run.summary().contains("restarting it failed"));
+        assert!(host.state("restarts.nginx").is_some(), "it counts too");
+        assert_eq!(
+            host.service("nginx").problem.map(|p| p.detail).as_deref(),
+            Some("exit-code: status=203/EXEC")
+        );
+    }
+
+    #[test]
+    fn a_journal_entry_wakes_only_its_unit_and_its_words_are_kept() {
+        let mut host = units();
+        let entry = event::journal("nginx.service", "nginx", "bind() to 0.0.0.0:80 failed");
+        let run = host.run::<UnitKeeper>(entry);
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(
+            run.summary(),
+            format!("nginx had failed ({FAILED}; it said: bind() to 0.0.0.0:80 failed): restarted")
+        );
+        assert_eq!(
+            run.calls_to(HostFn::ServicesQuery).len(),
+            1,
+            "redis not looked at"
+        );
+        assert_eq!(
+            host.state("said.nginx"),
+            Some("bind() to 0.0.0.0:80 failed")
+        );
+
+        let other = host.run::<UnitKeeper>(event::journal("sshd.service", "sshd", "hi"));
+        assert_eq!(other.status(), Status::Healthy);
+        assert_eq!(
+            other.summary(),
+            "sshd.service is not one of the units kept (nginx, redis)"
+        );
+    }
+
+    #[test]
+    fn a_unit_outside_the_granted_names_ends_the_run_with_the_refusal() {
+        let mut host = units();
+        host.grant_service("nginx");
+        let run = host.run::<UnitKeeper>(event::manual());
+        assert_eq!(
+            run.error(),
+            "denied: service `redis` is not granted to services-read (granted: nginx)"
+        );
+        assert_eq!(
+            host.service("nginx").state,
+            ServiceState::Running,
+            "nginx came first"
+        );
+        host.unset("units");
+        assert_eq!(
+            host.run::<UnitKeeper>(event::manual()).error(),
+            "setting `units` is required: the units to keep"
+        );
+    }
+}
