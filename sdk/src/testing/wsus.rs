@@ -508,7 +508,7 @@ impl FakeWsus {
     fn need_upstream(&self, call: &str) -> Result<String, Error> {
         self.upstream_target().ok_or_else(|| {
             conflict(format!(
-                "this server synchronizes from Microsoft Update: it has no upstream to {call}"
+                "this server synchronizes from Microsoft Update: `{call}` needs an upstream WSUS server"
             ))
         })
     }
@@ -539,7 +539,7 @@ impl FakeWsus {
     }
 
     pub(crate) fn upstream_has(&self, ids: &[String]) -> Result<Vec<String>, Error> {
-        self.need_upstream("ask")?;
+        self.need_upstream("upstream-has")?;
         Ok(ids
             .iter()
             .filter(|id| {
@@ -757,7 +757,7 @@ impl FakeWsus {
     }
 
     pub(crate) fn check_upstream(&self) -> Result<UpstreamProbe, Error> {
-        let target = self.need_upstream("check")?;
+        let target = self.need_upstream("check-upstream")?;
         Ok(self.probe_of(target))
     }
 }
