@@ -96,3 +96,139 @@ impl Plugin for BitsForeground {
 }
 
 medic_sdk::register_plugin!(BitsForeground);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::services::ServiceState;
+    use medic_sdk::testing::{FakeHost, HostFn, Mode, Service, SyncScript, Update, event};
+    use medic_sdk::wsus::UpdateState;
+    use medic_sdk::{Event, Status};
+
+    /// The fault: background downloads fail through a proxy that strips
+    /// the Range header; `BitsDownloadPriorityForeground` is 0.
+    fn server() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.add_service(Service::new("WsusService"))
+            .add_service(Service::new("BITS"));
+        host.wsus()
+            .upstream("wsus-up.example:8531")
+            .add_update(Update::new("u1", "Security Update (KB5034127)").state(UpdateState::Failed))
+            .add_update(
+                Update::new("u2", "Cumulative Update (KB5034122)").state(UpdateState::Failed),
+            );
+        host
+    }
+
+    fn range_failure() -> Event {
+        event::system_event(
+            "Windows Server Update Services",
+            364,
+            "Content file download failed. Reason: BITS cannot complete the download because the server does not support the necessary HTTP protocol. BITS requires that the server support the Range protocol header.",
+        )
+    }
+
+    #[test]
+    fn downloads_move_to_the_foreground_and_the_repair_is_verified() {
+        let mut host = server();
+        let run = host.run::<BitsForeground>(range_failure());
+        assert_eq!(run.status(), Status::Remediated);
+        let steps: Vec<(&str, &str)> = run
+            .actions()
+            .iter()
+            .map(|a| (a.verb.as_str(), a.target.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("set-config", SETTING),
+                ("restart-service", "WsusService"),
+                ("resume-download", "u1"),
+                ("resume-download", "u2"),
+                ("start-sync", "upstream"),
+            ]
+        );
+        assert_eq!(run.actions()[0].detail, "0 -> 1");
+        assert!(
+            run.summary().contains(PROXY_FIX),
+            "the report names the real fix"
+        );
+        assert_eq!(host.wsus().config(SETTING), Some("1"));
+        assert_eq!(host.update("u1").state, UpdateState::NotReady);
+        assert_eq!(run.outcome().follow_up.as_ref().unwrap().after_seconds, 60);
+
+        let verified = host.run::<BitsForeground>(run.follow_up_event().unwrap());
+        assert_eq!(verified.status(), Status::Healthy);
+        assert!(
+            verified
+                .summary()
+                .starts_with("verified: downloads run in the foreground"),
+            "{}",
+            verified.summary()
+        );
+        assert_eq!(host.update("u2").state, UpdateState::Ready);
+    }
+
+    #[test]
+    fn dry_run_plans_the_setting_and_the_restart_only() {
+        let mut host = server();
+        host.mode(Mode::DryRun).setting("verify_after", 120);
+        let run = host.run::<BitsForeground>(range_failure());
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert!(run.actions().iter().all(|a| !a.applied));
+        let planned: Vec<HostFn> = run.planned().iter().map(|c| c.function).collect();
+        assert_eq!(planned, [HostFn::WsusSetConfig, HostFn::ServicesRestart]);
+        assert!(run.summary().ends_with("then a sync (all planned)"));
+        assert_eq!(host.wsus().config(SETTING), Some("0"));
+        assert_eq!(host.update("u1").state, UpdateState::Failed);
+        assert!(run.outcome().follow_up.is_none());
+    }
+
+    #[test]
+    fn foreground_downloads_already_set_need_nothing() {
+        let mut host = server();
+        host.wsus().set_config(SETTING, "1");
+        let run = host.run::<BitsForeground>(range_failure());
+        assert_eq!(run.status(), Status::Healthy);
+        assert!(
+            run.summary()
+                .starts_with("BitsDownloadPriorityForeground is already 1")
+        );
+        assert!(run.calls.iter().all(|c| !c.function.is_mutating()));
+    }
+
+    #[test]
+    fn a_follow_up_finding_downloads_failed_again_fails() {
+        let mut host = server();
+        host.wsus()
+            .next_sync(SyncScript::succeeds().downloads(medic_sdk::testing::Downloads::Fail));
+        let run = host.run::<BitsForeground>(range_failure());
+        let verdict = host.run::<BitsForeground>(run.follow_up_event().unwrap());
+        assert_eq!(verdict.status(), Status::Failed);
+        assert!(
+            verdict
+                .summary()
+                .contains("2 approved downloads are Failed again"),
+            "{}",
+            verdict.summary()
+        );
+    }
+
+    #[test]
+    fn a_restart_outside_the_grants_ends_the_run_after_the_setting() {
+        let mut host = server();
+        host.setting("wsus_service", "WsusSvc")
+            .grant_service("WsusService");
+        let run = host.run::<BitsForeground>(range_failure());
+        assert_eq!(
+            run.error(),
+            "restarting WsusSvc: denied: service `WsusSvc` is not granted to services-control (granted: WsusService)"
+        );
+        assert_eq!(
+            host.wsus().config(SETTING),
+            Some("1"),
+            "set before the restart"
+        );
+        assert_eq!(host.service("WsusService").state, ServiceState::Running);
+    }
+}

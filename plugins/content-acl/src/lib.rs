@@ -128,3 +128,178 @@ impl Plugin for ContentAcl {
 }
 
 medic_sdk::register_plugin!(ContentAcl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::Status;
+    use medic_sdk::testing::{Entry, FakeHost, HostFn, Mode, Update, event};
+    use medic_sdk::wsus::UpdateState;
+
+    const ROOT: &str = r"D:\WSUS";
+    const CAB: &str = r"D:\WSUS\WsusContent\A1\1.cab";
+
+    /// The fault: Users cannot read the content folder, and a file in
+    /// WsusContent lacks NETWORK SERVICE's full control; a download Failed.
+    fn server() -> FakeHost {
+        let mut host = FakeHost::new();
+        let full = |entry: Entry| entry.allow("NETWORK SERVICE", AccessRight::FullControl);
+        host.entry(
+            ROOT,
+            Entry::dir().allow("NETWORK SERVICE", AccessRight::Read),
+        )
+        .entry(r"D:\WSUS\WsusContent", full(Entry::dir()))
+        .entry(r"D:\WSUS\WsusContent\A1", full(Entry::dir()))
+        .entry(
+            CAB,
+            Entry::file("cab").allow("NETWORK SERVICE", AccessRight::Read),
+        )
+        .entry(r"D:\WSUS\WsusContent\A1\link", Entry::symlink());
+        host.wsus().add_update(
+            Update::new("u1", "Security Update (KB5034127)").state(UpdateState::Failed),
+        );
+        host
+    }
+
+    fn changes(run: &medic_sdk::testing::Run) -> Vec<(&str, &str)> {
+        run.actions()
+            .iter()
+            .filter(|a| a.verb == "grant-access")
+            .map(|a| (a.target.as_str(), a.detail.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn missing_rights_are_restored_and_the_downloads_verified() {
+        let mut host = server();
+        let run = host.run::<ContentAcl>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(
+            changes(&run),
+            [
+                (ROOT, "Users: Users: no entry -> Users: read"),
+                (
+                    CAB,
+                    "NETWORK SERVICE: NETWORK SERVICE: read -> NETWORK SERVICE: full-control"
+                ),
+            ]
+        );
+        assert_eq!(
+            run.summary(),
+            r"restored: Read on D:\WSUS for Users; full control for NETWORK SERVICE on 1 of 3 paths in WsusContent"
+        );
+        assert_eq!(host.right(ROOT, "Users"), Some(AccessRight::Read));
+        assert_eq!(
+            host.right(CAB, "NETWORK SERVICE"),
+            Some(AccessRight::FullControl)
+        );
+        // Resumed, and a sync started for them: resumed downloads wait for one.
+        assert_eq!(host.update("u1").state, UpdateState::NotReady);
+        assert_eq!(run.calls_to(HostFn::WsusStartSync).len(), 1);
+
+        let verified = host.run::<ContentAcl>(run.follow_up_event().unwrap());
+        assert_eq!(verified.status(), Status::Healthy);
+        assert_eq!(
+            verified.summary(),
+            "verified: the content folder's permissions were restored; no approved download is Failed; the sync succeeded"
+        );
+        assert_eq!(host.update("u1").state, UpdateState::Ready);
+    }
+
+    #[test]
+    fn dry_run_lists_what_would_be_restored_and_changes_nothing() {
+        let mut host = server();
+        host.mode(Mode::Approve);
+        let run = host.run::<ContentAcl>(event::schedule(3600));
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert_eq!(changes(&run).len(), 2);
+        assert!(run.actions().iter().all(|a| !a.applied));
+        assert!(run.summary().starts_with("to restore: "));
+        assert_eq!(
+            run.planned().len(),
+            3,
+            "one call per reader, one for the tree"
+        );
+        assert_eq!(host.right(ROOT, "Users"), None);
+        assert_eq!(host.update("u1").state, UpdateState::Failed, "not resumed");
+        assert!(run.calls_to(HostFn::WsusStartSync).is_empty());
+    }
+
+    #[test]
+    fn right_permissions_are_left_alone() {
+        let mut host = server();
+        host.allow(ROOT, "Users", AccessRight::Read).allow(
+            CAB,
+            "NETWORK SERVICE",
+            AccessRight::FullControl,
+        );
+        let run = host.run::<ContentAcl>(event::file_changed(ROOT, "attributes"));
+        assert_eq!(run.status(), Status::Healthy);
+        assert_eq!(
+            run.summary(),
+            r"D:\WSUS: readable by NETWORK SERVICE and Users; NETWORK SERVICE has full control of all 3 paths in WsusContent"
+        );
+        assert!(!run.changed_anything());
+        assert_eq!(
+            host.update("u1").state,
+            UpdateState::Failed,
+            "not its business"
+        );
+    }
+
+    #[test]
+    fn a_follow_up_finding_the_permissions_broken_again_repairs_afresh() {
+        let mut host = server();
+        let run = host.run::<ContentAcl>(event::schedule(3600));
+        host.revoke(ROOT, "Users", false);
+        let again = host.run::<ContentAcl>(run.follow_up_event().unwrap());
+        assert_eq!(again.status(), Status::Remediated);
+        assert_eq!(
+            changes(&again),
+            [(ROOT, "Users: Users: no entry -> Users: read")]
+        );
+        assert!(again.outcome().follow_up.is_some());
+    }
+
+    #[test]
+    fn the_settings_name_the_folder_and_who_needs_what() {
+        let mut host = FakeHost::new();
+        host.dir("/srv/wsus/WsusContent/A1")
+            .setting("content_dir", "/srv/wsus/")
+            .setting("readers", ["www-data"])
+            .setting("owner", "wsus");
+        host.wsus();
+        let run = host.run::<ContentAcl>(event::manual());
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(host.right("/srv/wsus", "www-data"), Some(AccessRight::Read));
+        assert_eq!(
+            host.right("/srv/wsus/WsusContent/A1", "wsus"),
+            Some(AccessRight::FullControl)
+        );
+        assert!(run.calls_to(HostFn::WsusServerInfo).is_empty());
+        // Nothing was Failed: no sync; the follow-up checks the downloads.
+        assert!(run.calls_to(HostFn::WsusStartSync).is_empty());
+        assert!(run.outcome().follow_up.is_some());
+    }
+
+    #[test]
+    fn a_folder_outside_the_granted_roots_ends_the_run_with_the_refusal() {
+        let mut host = server();
+        host.grant_root(r"D:\WSUS\WsusContent");
+        let run = host.run::<ContentAcl>(event::schedule(3600));
+        assert_eq!(
+            run.error(),
+            r"Read for NETWORK SERVICE on D:\WSUS: denied: `D:\WSUS` is outside the roots granted to fs-write (D:\WSUS\WsusContent)"
+        );
+        assert_eq!(host.right(CAB, "NETWORK SERVICE"), Some(AccessRight::Read));
+
+        let mut host = server();
+        host.setting("content_dir", r"E:\WSUS");
+        let missing = host.run::<ContentAcl>(event::schedule(3600));
+        assert!(
+            missing.error().contains(r"not-found: E:\WSUS"),
+            "{}",
+            missing.error()
+        );
+    }
+}

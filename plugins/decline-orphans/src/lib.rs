@@ -155,3 +155,149 @@ impl Plugin for DeclineOrphans {
 }
 
 medic_sdk::register_plugin!(DeclineOrphans);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::Status;
+    use medic_sdk::testing::{FakeHost, HostFn, Mode, Update, event};
+
+    /// The fault: approved downloads the rebuilt upstream no longer has (one
+    /// Failed, one NotReady), beside one it still has and one downloaded.
+    fn server() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.wsus()
+            .upstream("wsus-up.example")
+            .add_update(
+                Update::new("gone-failed", "Feature Pack A")
+                    .state(UpdateState::Failed)
+                    .gone_upstream(),
+            )
+            .add_update(
+                Update::new("gone-pending", "Feature Pack B")
+                    .state(UpdateState::NotReady)
+                    .gone_upstream(),
+            )
+            .add_update(Update::new("kept", "Security Update").state(UpdateState::NotReady))
+            .add_update(Update::new("done", "Cumulative Update").gone_upstream());
+        host
+    }
+
+    fn actions(run: &medic_sdk::testing::Run) -> Vec<(&str, &str, bool)> {
+        run.actions()
+            .iter()
+            .map(|a| (a.verb.as_str(), a.target.as_str(), a.applied))
+            .collect()
+    }
+
+    #[test]
+    fn orphans_are_cancelled_and_declined_on_an_autonomous_server() {
+        let mut host = server();
+        let run = host.run::<DeclineOrphans>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Remediated);
+        assert_eq!(
+            actions(&run),
+            [
+                ("cancel-download", "gone-pending", true),
+                ("decline", "gone-failed", true),
+                ("decline", "gone-pending", true),
+            ]
+        );
+        assert_eq!(
+            run.summary(),
+            "2 downloads gone from wsus-up.example:8531; 1 NotReady cancelled; 2 declined. If they are still needed, re-add their products on wsus-up.example:8531 and synchronize instead"
+        );
+        let pending = host.update("gone-pending");
+        assert_eq!(
+            (pending.state, pending.declined),
+            (UpdateState::Canceled, true)
+        );
+        assert!(host.update("gone-failed").declined);
+        let kept = host.update("kept");
+        assert_eq!((kept.state, kept.declined), (UpdateState::NotReady, false));
+        assert!(
+            !host.update("done").declined,
+            "not waiting: not its business"
+        );
+
+        let again = host.run::<DeclineOrphans>(event::schedule(3600));
+        assert_eq!(again.status(), Status::Healthy);
+        assert_eq!(
+            again.summary(),
+            "1 downloads waiting, all still on wsus-up.example:8531"
+        );
+    }
+
+    #[test]
+    fn approve_mode_plans_the_cancels_and_declines() {
+        let mut host = server();
+        host.mode(Mode::Approve);
+        let run = host.run::<DeclineOrphans>(event::schedule(3600));
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert!(actions(&run).iter().all(|(_, _, applied)| !applied));
+        assert_eq!(actions(&run).len(), 3);
+        assert!(
+            run.summary()
+                .contains("1 NotReady to be cancelled; 2 to be declined")
+        );
+        assert_eq!(host.update("gone-pending").state, UpdateState::NotReady);
+        assert!(!host.update("gone-failed").declined);
+        // No read-back of a cancel that was only planned.
+        assert_eq!(run.calls_to(HostFn::WsusListUpdates).len(), 2);
+    }
+
+    #[test]
+    fn a_replica_cancels_what_it_can_and_fails_on_the_rest() {
+        let mut host = server();
+        host.wsus().replica();
+        let run = host.run::<DeclineOrphans>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Remediated, "the cancel is a repair");
+        assert_eq!(actions(&run), [("cancel-download", "gone-pending", true)]);
+        assert!(run.summary().contains("A replica can neither decline them"));
+        assert!(run.calls_to(HostFn::WsusDecline).is_empty());
+
+        // Only the Failed orphan left: nothing a replica can do.
+        let run = host.run::<DeclineOrphans>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Failed);
+        assert!(run.actions().is_empty());
+        assert_eq!(
+            run.summary(),
+            "1 downloads gone from wsus-up.example:8531. A replica can neither decline them nor cancel a Failed download: re-add their products on wsus-up.example:8531 and synchronize"
+        );
+    }
+
+    #[test]
+    fn declining_can_be_turned_off() {
+        let mut host = server();
+        host.setting("decline", false);
+        let run = host.run::<DeclineOrphans>(event::manual());
+        assert_eq!(actions(&run), [("cancel-download", "gone-pending", true)]);
+        assert!(run.summary().ends_with(
+            "(declining is turned off). Either re-add their products on wsus-up.example:8531 and synchronize, or decline them here"
+        ));
+        assert!(!host.update("gone-failed").declined);
+    }
+
+    #[test]
+    fn nothing_waiting_is_healthy() {
+        let mut host = FakeHost::new();
+        host.wsus()
+            .add_update(Update::new("done", "Cumulative Update"));
+        let run = host.run::<DeclineOrphans>(event::manual());
+        assert_eq!(run.status(), Status::Healthy);
+        assert_eq!(run.summary(), "no download is waiting");
+        assert!(run.calls_to(HostFn::WsusUpstreamHas).is_empty());
+    }
+
+    #[test]
+    fn a_server_without_an_upstream_cannot_be_asked() {
+        let mut host = server();
+        host.wsus().microsoft_update();
+        let run = host.run::<DeclineOrphans>(event::manual());
+        assert_eq!(
+            run.error(),
+            "conflict: this server synchronizes from Microsoft Update: `upstream-has` needs an upstream WSUS server"
+        );
+        assert!(run.applied().is_empty());
+    }
+}

@@ -89,3 +89,108 @@ impl Plugin for LanguageApprovals {
 }
 
 medic_sdk::register_plugin!(LanguageApprovals);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::Status;
+    use medic_sdk::testing::{FakeHost, Grants, HostFn, LoadError, Mode, Update, event};
+
+    /// The upstream after German and French were dropped: its approvals for
+    /// them are inactive (one update approved for two groups).
+    fn upstream_server() -> FakeHost {
+        let mut host = FakeHost::new();
+        let server = host.wsus().name("wsus-up").languages(&["en"]);
+        for n in 1..=5 {
+            server.add_update(Update::new(&format!("u{n}"), &format!("Update {n}")));
+        }
+        server
+            .inactive_approval("d1", "Update (German)", "All Computers", "de")
+            .inactive_approval("d1", "Update (German)", "Servers", "de")
+            .inactive_approval("f1", "Update (French)", "All Computers", "fr")
+            .inactive_approval("n1", "Language Pack", "All Computers", "");
+        host
+    }
+
+    #[test]
+    fn inactive_approvals_are_removed_with_counts_before_and_after() {
+        let mut host = upstream_server();
+        let run = host.run::<LanguageApprovals>(event::startup());
+        assert_eq!(run.status(), Status::Remediated);
+        let action = &run.actions()[0];
+        assert_eq!(action.verb, "remove-inactive-approvals");
+        assert_eq!(
+            action.detail,
+            "4 removed (de: 2, fr: 1, neutral: 1); active 5 -> 5, inactive 3 -> 0"
+        );
+        assert!(action.applied);
+        assert_eq!(
+            run.summary(),
+            "4 approvals left inactive by dropped languages (de: 2, fr: 1, neutral: 1) removed: before 5 active + 3 inactive, after 5 active + 0 inactive"
+        );
+        assert!(host.wsus().inactive_approvals().is_empty());
+
+        let again = host.run::<LanguageApprovals>(event::schedule(3600));
+        assert_eq!(again.status(), Status::Healthy);
+        assert_eq!(again.summary(), "5 active approvals, none inactive");
+    }
+
+    #[test]
+    fn dry_run_counts_what_it_would_remove_and_removes_nothing() {
+        let mut host = upstream_server();
+        host.mode(Mode::DryRun);
+        let run = host.run::<LanguageApprovals>(event::startup());
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert!(!run.actions()[0].applied);
+        assert!(
+            run.summary()
+                .contains("(de: 2, fr: 1, neutral: 1) to remove")
+        );
+        assert_eq!(
+            run.planned()[0].function,
+            HostFn::WsusRemoveInactiveApprovals
+        );
+        assert_eq!(host.wsus().inactive_approvals().len(), 4);
+    }
+
+    #[test]
+    fn a_downstream_says_what_its_upstream_approved() {
+        let mut host = FakeHost::new();
+        host.wsus()
+            .upstream("wsus-up")
+            .upstream_approvals(12, 0)
+            .add_update(Update::new("u1", "Update 1"));
+        let run = host.run::<LanguageApprovals>(event::startup());
+        assert_eq!(run.status(), Status::Healthy);
+        assert_eq!(
+            run.summary(),
+            "1 active approvals, none inactive (upstream: 12 approved)"
+        );
+    }
+
+    #[test]
+    fn without_the_approvals_grant_the_agent_does_not_run_it() {
+        let mut host = upstream_server();
+        host.grants(Grants::none().operation(wsus::Operation::Read));
+        let refused = host
+            .try_run::<LanguageApprovals>(event::startup())
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            LoadError::MissingGrants {
+                plugin: "language-approvals".into(),
+                missing: vec!["wsus-approvals".into()],
+            }
+        );
+        assert_eq!(host.wsus().inactive_approvals().len(), 4);
+    }
+
+    #[test]
+    fn without_a_wsus_server_the_run_fails_as_unsupported() {
+        let run = FakeHost::new().run::<LanguageApprovals>(event::startup());
+        assert!(
+            run.error()
+                .starts_with("unsupported: no WSUS server is configured")
+        );
+    }
+}

@@ -155,3 +155,186 @@ fn same_upstream(a: &str, b: &str) -> bool {
 }
 
 medic_sdk::register_plugin!(UpstreamCheck);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_sdk::Status;
+    use medic_sdk::testing::{FakeHost, HostFn, Mode, event};
+    use medic_sdk::wsus::{SyncRecord, SyncResult};
+
+    const OLD: &str = "wsus-old.example:8531";
+    const NEW: &str = "wsus-up.example:8531";
+
+    fn unresolved() -> UpstreamProbe {
+        UpstreamProbe {
+            target: OLD.into(),
+            addresses: vec![],
+            via_proxy: false,
+            connected: false,
+            http_status: None,
+            problem: Some("`wsus-old.example` does not resolve (UpstreamServerName)".into()),
+        }
+    }
+
+    /// The fault: `UpstreamServerName` names a host that no longer
+    /// resolves; the policy names the right one.
+    fn downstream() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.wsus()
+            .upstream("wsus-old.example")
+            .probe(OLD, unresolved())
+            .add_sync(SyncRecord {
+                started_ms: FakeHost::START_MS - 3_600_000,
+                finished_ms: FakeHost::START_MS - 3_590_000,
+                result_kind: SyncResult::Failed,
+                error: Some("UssNotFound".into()),
+                reason: Some("The upstream server could not be found".into()),
+            });
+        host.setting("upstream", NEW);
+        host
+    }
+
+    #[test]
+    fn an_unresolved_upstream_name_is_set_back_to_the_policy_s() {
+        let mut host = downstream();
+        let run = host.run::<UpstreamCheck>(event::system_event(
+            "Windows Server Update Services",
+            10021,
+            "The synchronization failed",
+        ));
+        assert_eq!(run.status(), Status::Remediated);
+        let action = &run.actions()[0];
+        assert_eq!(
+            (action.verb.as_str(), action.target.as_str()),
+            ("set-config", "UpstreamServerName")
+        );
+        assert_eq!(action.detail, format!("wsus-old.example -> {NEW}"));
+        assert_eq!(
+            run.summary(),
+            format!(
+                "`wsus-old.example` does not resolve (UpstreamServerName); UpstreamServerName set back to {NEW}, the upstream the policy names"
+            )
+        );
+        assert_eq!(host.wsus().config("UpstreamServerName"), Some(NEW));
+
+        let again = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(again.status(), Status::Healthy);
+        assert_eq!(
+            again.summary(),
+            format!(
+                "{NEW} resolves and answers (HTTP 200); the last sync failed (UssNotFound), the next should not"
+            )
+        );
+    }
+
+    #[test]
+    fn approve_mode_plans_the_new_name() {
+        let mut host = downstream();
+        host.mode(Mode::Approve);
+        let run = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(run.status(), Status::NeedsApproval);
+        assert!(!run.actions()[0].applied);
+        assert!(run.summary().contains("UpstreamServerName to be set to"));
+        assert_eq!(run.planned()[0].function, HostFn::WsusSetConfig);
+        assert_eq!(
+            host.wsus().config("UpstreamServerName"),
+            Some("wsus-old.example")
+        );
+    }
+
+    #[test]
+    fn a_reachable_upstream_is_healthy() {
+        let mut host = FakeHost::new();
+        host.wsus().upstream(NEW);
+        let run = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Healthy);
+        assert_eq!(
+            run.summary(),
+            format!("{NEW} resolves and answers (HTTP 200)")
+        );
+        assert!(run.calls.iter().all(|c| !c.function.is_mutating()));
+
+        host.wsus().microsoft_update();
+        let run = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(
+            run.summary(),
+            "this server synchronizes from Microsoft Update: no upstream to check"
+        );
+    }
+
+    #[test]
+    fn refused_proxy_credentials_are_reported_and_nothing_is_changed() {
+        let mut host = downstream();
+        host.wsus()
+            .upstream(NEW)
+            .proxy(ProxySettings {
+                enabled: true,
+                host: "proxy.example".into(),
+                port: 3128,
+                user: Some(r"CORP\wsus-svc".into()),
+                has_password: true,
+            })
+            .probe(
+                NEW,
+                UpstreamProbe {
+                    target: NEW.into(),
+                    addresses: vec!["192.0.2.20".into()],
+                    via_proxy: true,
+                    connected: true,
+                    http_status: Some(407),
+                    problem: Some("the proxy refuses the credentials (HTTP 407)".into()),
+                },
+            );
+        let run = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Failed);
+        assert!(
+            run.summary().starts_with(
+                r"the proxy refuses the credentials (HTTP 407). The proxy refuses the credentials of CORP\wsus-svc: enter the account's current password"
+            ),
+            "{}",
+            run.summary()
+        );
+        assert!(run.calls_to(HostFn::WsusSetConfig).is_empty());
+    }
+
+    #[test]
+    fn without_a_name_to_restore_it_says_what_to_check() {
+        let mut host = downstream();
+        host.unset("upstream");
+        let run = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Failed);
+        assert!(
+            run.summary()
+                .contains("Check the upstream server's name in the WSUS console")
+        );
+
+        // The policy's name is the one configured (other case, port implied).
+        host.setting("upstream", "WSUS-OLD.example");
+        let run = host.run::<UpstreamCheck>(event::schedule(3600));
+        assert_eq!(run.status(), Status::Failed);
+        assert!(run.actions().is_empty());
+    }
+
+    #[test]
+    fn without_the_probe_grant_the_check_is_refused() {
+        let mut host = downstream();
+        host.grants(
+            medic_sdk::testing::Grants::none()
+                .operation(wsus::Operation::Read)
+                .operation(wsus::Operation::Configure)
+                .operation(wsus::Operation::Probe),
+        );
+        assert!(host.try_run::<UpstreamCheck>(event::manual()).is_ok());
+        host.grants(
+            medic_sdk::testing::Grants::none()
+                .operation(wsus::Operation::Read)
+                .operation(wsus::Operation::Configure),
+        );
+        let refused = host.try_run::<UpstreamCheck>(event::manual()).unwrap_err();
+        assert!(
+            refused.to_string().contains("not granted: wsus-probe"),
+            "{refused}"
+        );
+    }
+}
