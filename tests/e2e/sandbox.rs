@@ -851,3 +851,46 @@ fn printed_control_characters_cannot_forge_the_agents_log() {
     );
     assert!(stderr[0].starts_with("\\u{1b}[2J"), "{stderr:?}");
 }
+
+#[test]
+fn a_component_importing_what_the_agent_lacks_is_refused_before_it_is_compiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    for _ in 0..3 {
+        let error = runtime
+            .load_file(&component("fixture-wasi-http"))
+            .unwrap_err();
+        assert!(matches!(error, LoadError::Contract { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("imports what this agent does not provide: `wasi:http/types@0.2.0`"),
+            "{message}"
+        );
+        assert!(message.contains("--disable http fetch-event"), "{message}");
+    }
+    // Nothing was compiled, so nothing was cached (the cache's own key
+    // is made with the runtime).
+    let cached: Vec<_> = walk_files(cache.path())
+        .into_iter()
+        .filter(|f| !f.ends_with("cache.key"))
+        .collect();
+    assert!(cached.is_empty(), "{cached:?}");
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -243,6 +243,16 @@ impl Runtime {
         let origin = origin.to_string();
         let started = std::time::Instant::now();
         let hash = content_hash(bytes);
+        // What it imports and exports is read first: a component this
+        // agent cannot link is refused before it is compiled.
+        let names = contract::scan::names(bytes).map_err(|e| LoadError::Compile {
+            origin: origin.clone(),
+            reason: clean(&e.to_string(), MAX_MESSAGE_BYTES),
+        })?;
+        let contract = contract::contract_use(names).map_err(|cause| LoadError::Contract {
+            origin: origin.clone(),
+            cause,
+        })?;
         let (component, compiled) = match self.cache.lookup(&self.engine, &hash) {
             Some(component) => (component, None),
             None => {
@@ -256,12 +266,6 @@ impl Runtime {
                 (compiled.component.clone(), Some(compiled))
             }
         };
-        let contract = contract::contract_use(&self.engine, &component).map_err(|cause| {
-            LoadError::Contract {
-                origin: origin.clone(),
-                cause,
-            }
-        })?;
         let bindings = Bindings::new(&contract.version, &self.linker, &component).map_err(|e| {
             LoadError::Link {
                 origin: origin.clone(),

@@ -9,6 +9,7 @@
 
 pub mod convert;
 mod interfaces;
+pub mod scan;
 pub mod v0_1_0;
 pub mod v0_2_0;
 pub mod v0_3_0;
@@ -17,8 +18,8 @@ pub mod v0_4_0;
 use crate::event::{EventRecord, OutcomeRecord};
 use crate::host::RunState;
 use crate::info::PluginInfo;
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
 
 /// The WIT package every plugin imports from and exports to.
 pub const PACKAGE: &str = "medic:plugin";
@@ -150,19 +151,32 @@ pub enum ContractError {
         "it mixes contract versions ({versions}); rebuild it against a single medic-sdk version"
     )]
     MixedVersions { versions: String },
+    #[error(
+        "it imports what this agent does not provide: {}; a plugin may import only medic:plugin (versions {}), medic:wsus {} and WASI 0.2 ({})",
+        unprovided_list(imports),
+        SUPPORTED_VERSIONS.join(", "),
+        wsus_versions_text(),
+        "wasi:cli, clocks, filesystem, io, random and sockets, all locked down"
+    )]
+    Unprovided { imports: Vec<scan::Unprovided> },
 }
 
-/// Read the contract version from a component's import and export names.
-pub fn contract_use(engine: &Engine, component: &Component) -> Result<ContractUse, ContractError> {
-    let ty = component.component_type();
-    let imports: Vec<String> = ty
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    let export_names: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
+/// `` `name` (advice); ... `` for a message.
+fn unprovided_list(imports: &[scan::Unprovided]) -> String {
+    imports
+        .iter()
+        .map(|u| format!("`{}` ({})", u.name, u.advice))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Read the contract version from a component's import and export names
+/// (see [`scan::names`]), and check that this agent provides every import.
+pub fn contract_use(names: scan::Names) -> Result<ContractUse, ContractError> {
+    let scan::Names {
+        imports,
+        exports: export_names,
+    } = names;
     let plugin_export = export_names
         .iter()
         .find(|name| name.starts_with(&format!("{PACKAGE}/plugin")))
@@ -195,6 +209,12 @@ pub fn contract_use(engine: &Engine, component: &Component) -> Result<ContractUs
                 version
             },
             supported: SUPPORTED_VERSIONS.join(", "),
+        });
+    }
+    let unprovided = scan::unprovided(&imports);
+    if !unprovided.is_empty() {
+        return Err(ContractError::Unprovided {
+            imports: unprovided,
         });
     }
     Ok(ContractUse {
