@@ -33,10 +33,8 @@ pub fn names(bytes: &[u8]) -> Result<Names, ScanError> {
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(|e| ScanError::Malformed(e.to_string()))? {
-            Payload::Version { encoding, .. } => {
-                if depth == 0 && encoding == Encoding::Module {
-                    return Err(ScanError::CoreModule);
-                }
+            Payload::Version { encoding, .. } if depth == 0 && encoding == Encoding::Module => {
+                return Err(ScanError::CoreModule);
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
