@@ -78,7 +78,7 @@
 //!   nothing; refusals are decided as in enforce mode. State writes are
 //!   kept in every mode.
 //! - **Files** ([`Entry`]): folders, files and symbolic links with an owner
-//!   and access entries (principal and [`AccessRight`](crate::AccessRight)).
+//!   and access entries (principal and [`AccessRight`]).
 //!   `ensure-access` checks the path (and, recursively, everything under
 //!   it but links), adds or raises the principal's entry where it lacks
 //!   the right, and reports each path changed; links are neither followed
@@ -104,7 +104,8 @@
 //! right, as on POSIX, where NTFS would add one inheritable entry); any
 //! principal name is accepted; services start and stop at once; the state
 //! store has no quota; the host's limits (time, memory, calls) are not
-//! enforced.
+//! enforced; a run's [`HostCall`]s include the reads of settings and state,
+//! which the agent's journal leaves out.
 
 mod fs;
 mod grants;
