@@ -17,6 +17,7 @@ use medic_sandbox::{
 
 mod audit;
 mod lab;
+mod project;
 mod sign;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ pub enum Command {
     Approve(DecisionArgs),
     /// Drop a plan waiting for approval.
     Reject(DecisionArgs),
+    /// Make a plugin project (Rust, Python or JavaScript) in a new folder:
+    /// source, tests against a fake host, a policy and a README.
+    New(project::NewArgs),
+    /// Build a plugin project into a component (dist/NAME.wasm),
+    /// installing what the build needs where it can.
+    Build(project::BuildArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -416,6 +423,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("run {} rejected", args.run);
             Ok(ExitCode::SUCCESS)
         }
+        Command::New(args) => project::new(&args),
+        Command::Build(args) => project::build(&args),
         Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
         Command::Plugins(PluginsCommand::Keygen(args)) => sign::keygen(&args),
         Command::Plugins(PluginsCommand::Sign(args)) => sign::sign(&args),
