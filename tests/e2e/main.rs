@@ -8,6 +8,7 @@ mod crash;
 mod example;
 mod hostile;
 mod journal;
+mod projects;
 mod sandbox;
 mod signing;
 mod store;

@@ -1,0 +1,216 @@
+//! Plugin projects as an author makes them, outside the repository: `medic
+//! new` in each language, the project's own tests in its language's usual
+//! runner (against a fake host), `medic build` with the real toolchains
+//! (cargo, componentize-py from PyPI, componentize-js from npm), `medic
+//! check` of the policy the project comes with, and a run of the built
+//! component through the agent's runtime, repairing the lab's stopped BITS.
+
+use crate::support::workspace;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `medic ARGS` in `dir`, its compile cache shared by the suite's runs.
+fn medic_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(args)
+        .current_dir(dir)
+        .env("MEDIC_CACHE_DIR", workspace().join("target/test-cache"))
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn succeeded(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A new project `name` in `lang`, made in a fresh folder.
+fn new_project(root: &Path, name: &str, lang: &str) -> PathBuf {
+    let sdk = workspace().join("sdk");
+    let out = medic_in(
+        root,
+        &["new", name, "--lang", lang, "--sdk", sdk.to_str().unwrap()],
+    );
+    let said = succeeded(&out, "medic new");
+    assert!(said.contains("medic build"), "{said}");
+    root.join(name)
+}
+
+/// Build the project and return its component.
+fn build(project: &Path, name: &str) -> PathBuf {
+    let out = medic_in(project, &["build"]);
+    let said = succeeded(&out, "medic build");
+    let component = project.join("dist").join(format!("{name}.wasm"));
+    assert!(
+        said.contains(&component.display().to_string()) || said.contains("built"),
+        "{said}"
+    );
+    assert!(component.is_file(), "{said}");
+    component
+}
+
+/// The project's policy checks clean against the built component.
+fn check_policy(project: &Path, name: &str) {
+    let out = medic_in(project, &["check", "--policy", "policy.toml"]);
+    let said = succeeded(&out, "medic check");
+    assert!(said.contains(&format!("{name} 0.1.0")), "{said}");
+}
+
+/// Run the component against a lab whose BITS stopped: it is started, and
+/// what the plugin printed is in the run's record.
+fn repairs_the_labs_bits(root: &Path, component: &Path) {
+    let lab = root.join("lab");
+    let lab_arg = lab.to_str().unwrap();
+    succeeded(&medic_in(root, &["lab", "init", lab_arg]), "lab init");
+    succeeded(
+        &medic_in(root, &["lab", "fault", "bits-stopped", "--lab", lab_arg]),
+        "lab fault",
+    );
+    let state = root.join("trigger-state");
+    let run = |setting: &str| {
+        medic_in(
+            root,
+            &[
+                "trigger",
+                component.to_str().unwrap(),
+                "--lab",
+                lab_arg,
+                "--grant",
+                "services-read=BITS",
+                "--grant",
+                "services-control=BITS",
+                "--setting",
+                setting,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+    let report: serde_json::Value =
+        serde_json::from_str(&succeeded(&run("service=BITS"), "trigger")).unwrap();
+    assert_eq!(
+        report["result"]["completed"]["status"], "remediated",
+        "{report:#}"
+    );
+    assert_eq!(report["calls"][1]["function"], "services.start");
+    assert_eq!(report["calls"][1]["applied"], true);
+    let logs = report["logs"].to_string();
+    assert!(logs.contains("checking BITS"), "{logs}");
+    let report: serde_json::Value =
+        serde_json::from_str(&succeeded(&run("service=BITS"), "second trigger")).unwrap();
+    assert_eq!(
+        report["result"]["completed"]["status"], "healthy",
+        "{report:#}"
+    );
+    // A service outside the grants: the plugin's error says so.
+    let out = run("service=W3SVC");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failure = report["result"]["failed"].to_string();
+    assert!(failure.contains("denied"), "{failure}");
+}
+
+/// Run `program ARGS` in `dir` and insist it succeeds.
+#[track_caller]
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    succeeded(&out, &format!("{program} {}", args.join(" ")))
+}
+
+#[test]
+fn a_rust_plugin_project_is_made_tested_built_and_run() {
+    let root = tempfile::tempdir().unwrap();
+    let project = new_project(root.path(), "keep-it-rs", "rust");
+    // Its tests run natively, against the SDK's fake host.
+    let tested = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--quiet"])
+        .current_dir(&project)
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/plugin-projects"),
+        )
+        .output()
+        .unwrap();
+    let said = succeeded(&tested, "cargo test");
+    assert!(said.contains("4 passed"), "{said}");
+    let out = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["build"])
+        .current_dir(&project)
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/plugin-projects"),
+        )
+        .output()
+        .unwrap();
+    succeeded(&out, "medic build");
+    let component = project.join("dist/keep-it-rs.wasm");
+    check_policy(&project, "keep-it-rs");
+    repairs_the_labs_bits(root.path(), &component);
+}
+
+#[test]
+fn a_python_plugin_project_is_made_built_tested_and_run() {
+    let root = tempfile::tempdir().unwrap();
+    let project = new_project(root.path(), "keep-it-py", "python");
+    let component = build(&project, "keep-it-py");
+    // The build wrote the bindings its tests import; pytest runs them.
+    run_in(&project, ".venv/bin/pip", &["install", "--quiet", "pytest"]);
+    let said = run_in(&project, ".venv/bin/pytest", &["-q"]);
+    assert!(said.contains("4 passed"), "{said}");
+    check_policy(&project, "keep-it-py");
+    repairs_the_labs_bits(root.path(), &component);
+}
+
+#[test]
+fn a_javascript_plugin_project_is_made_built_tested_and_run() {
+    let root = tempfile::tempdir().unwrap();
+    let project = new_project(root.path(), "keep-it-js", "js");
+    let component = build(&project, "keep-it-js");
+    let said = run_in(&project, "npm", &["test", "--silent"]);
+    assert!(said.contains("# pass 4"), "{said}");
+    check_policy(&project, "keep-it-js");
+    repairs_the_labs_bits(root.path(), &component);
+}
+
+#[test]
+fn building_what_is_not_a_plugin_project_says_how_to_make_one() {
+    let root = tempfile::tempdir().unwrap();
+    let out = medic_in(root.path(), &["build"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("medic new NAME --lang"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        root.path().join("Cargo.toml"),
+        "[package]\nname = \"lib-only\"\n",
+    )
+    .unwrap();
+    let out = medic_in(root.path(), &["build"]);
+    assert!(
+        text(&out.stderr).contains("crate-type = [\"cdylib\", \"rlib\"]"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = medic_in(root.path(), &["new", "Bad_Name", "--lang", "rust"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = medic_in(root.path(), &["new", "x", "--lang", "cobol"]);
+    assert!(text(&out.stderr).contains("expected rust, python or js"));
+}
