@@ -1,18 +1,16 @@
-//! Building plugin crates into components: compile each crate to a core
-//! wasm module for `wasm32-unknown-unknown`, then wrap the module into a
-//! component with `wit-component` (the module imports no WASI, so no
-//! adapter is needed), and sign it with the development key
-//! ([`crate::sign`]). Output: `target/plugins/<crate name>.wasm` and
-//! `<crate name>.wasm.minisig`.
+//! Building the repository's plugin crates into components, the way
+//! `medic build` builds a plugin author's ([`medic_build::rust`]), all in
+//! one cargo run: compile each crate to a core wasm module for
+//! `wasm32-unknown-unknown`, wrap the module into a component, and sign it
+//! with the development key ([`crate::sign`]). Output:
+//! `target/plugins/<crate name>.wasm` and `<crate name>.wasm.minisig`.
 
 use crate::run_command;
 use crate::toolchain;
 use anyhow::{Context, Result, bail};
+use medic_build::rust::TARGET;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
-
-const TARGET: &str = "wasm32-unknown-unknown";
 
 /// Folders whose subfolders are plugin crates.
 const PLUGIN_DIRS: &[&str] = &["plugins", "examples/plugins", "tests/fixtures/plugins"];
@@ -73,32 +71,18 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
     println!(
         "xtask: building {} plugins with {}",
         crates.len(),
-        toolchain.describe()
+        toolchain.describe(TARGET)
     );
     let started = Instant::now();
     let target_dir = root.join("target/wasm");
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut command = medic_build::rust::cargo_build(&toolchain);
     command
         .current_dir(root)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg("--target-dir")
         .arg(&target_dir);
     for plugin in &crates {
         command.args(["-p", &plugin.name]);
     }
-    // Small components compile fast: size-optimized, whole-program, no
-    // symbols. (Only this build, in its own target dir, is affected.)
-    for (key, value) in [
-        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s"),
-        ("CARGO_PROFILE_RELEASE_LTO", "true"),
-        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
-        ("CARGO_PROFILE_RELEASE_STRIP", "true"),
-    ] {
-        command.env(key, value);
-    }
-    toolchain.configure(
-        &mut command,
-        Some("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER"),
-    );
     run_command(&mut command)?;
 
     let out_dir = root.join("target/plugins");
@@ -114,15 +98,8 @@ pub fn build_all(root: &Path) -> Result<Vec<PathBuf>> {
             built.push(component);
             continue;
         }
-        let bytes = std::fs::read(&module)
-            .with_context(|| format!("reading the module {}", module.display()))?;
-        let encoded = wit_component::ComponentEncoder::default()
-            .module(&bytes)
-            .and_then(|encoder| encoder.validate(true).encode())
-            .with_context(|| format!("making a component of {}", module.display()))?;
-        let tmp = component.with_extension("wasm.tmp");
-        std::fs::write(&tmp, &encoded)?;
-        std::fs::rename(&tmp, &component)?;
+        let encoded = medic_build::rust::encode(&module)?;
+        medic_build::rust::write_atomically(&component, &encoded)?;
         println!(
             "xtask:   {} ({} KiB)",
             component.display(),
