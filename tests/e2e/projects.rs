@@ -214,3 +214,78 @@ fn building_what_is_not_a_plugin_project_says_how_to_make_one() {
     let out = medic_in(root.path(), &["new", "x", "--lang", "cobol"]);
     assert!(text(&out.stderr).contains("expected rust, python or js"));
 }
+
+#[test]
+fn medic_dev_rebuilds_and_reruns_the_plugin_on_every_change() {
+    let root = tempfile::tempdir().unwrap();
+    let project = new_project(root.path(), "keep-it-dev", "rust");
+    let lab = root.path().join("lab");
+    let lab_arg = lab.to_str().unwrap();
+    succeeded(
+        &medic_in(root.path(), &["lab", "init", lab_arg]),
+        "lab init",
+    );
+    succeeded(
+        &medic_in(
+            root.path(),
+            &["lab", "fault", "bits-stopped", "--lab", lab_arg],
+        ),
+        "lab fault",
+    );
+    let policy = root.path().join("lab-policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nstate_dir = \"state\"\nplugin_dir = \"{}\"\n\n[backend]\nkind = \"lab\"\nlab = \"{lab_arg}\"\n\n[plugins.keep-it-dev]\ncomponent = \"keep-it-dev.wasm\"\nmode = \"enforce\"\ngrants = {{ services-read = [\"BITS\"], services-control = [\"BITS\"] }}\nsettings = {{ service = \"BITS\" }}\n[[plugins.keep-it-dev.triggers]]\nkind = \"manual\"\n",
+            project.join("dist").display()
+        ),
+    )
+    .unwrap();
+    let output = root.path().join("dev.out");
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["dev", "--policy", policy.to_str().unwrap()])
+        .current_dir(&project)
+        .env("MEDIC_CACHE_DIR", workspace().join("target/test-cache"))
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/plugin-projects"),
+        )
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = crate::support::KillOnDrop(&mut dev);
+    let wait_for = |wanted: &str| {
+        let deadline = std::time::Instant::now() + crate::support::PATIENCE * 4;
+        loop {
+            let seen = std::fs::read_to_string(&output).unwrap_or_default();
+            if seen.contains(wanted) {
+                return seen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "medic dev never said {wanted:?}; it said:\n{seen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Built and run once: BITS is started.
+    wait_for("outcome  remediated: BITS was stopped; started");
+    wait_for("watching");
+    // The author changes the plugin: it is built and run again, and the
+    // new code speaks.
+    let source = project.join("src/lib.rs");
+    let code = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(
+        &source,
+        code.replace("is running\"", "runs, as it should\""),
+    )
+    .unwrap();
+    wait_for("outcome  healthy: BITS runs, as it should");
+    // A change that does not compile is shown, and the loop goes on.
+    let broken = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, format!("{broken}\nthis does not compile\n")).unwrap();
+    wait_for("medic dev: cargo build failed");
+    std::fs::write(&source, broken.replace("runs, as it should", "is fine")).unwrap();
+    wait_for("outcome  healthy: BITS is fine");
+}

@@ -222,3 +222,14 @@ pub fn run_records(state: &Path) -> Vec<medic_agent::audit::journal::AuditRecord
         })
         .unwrap_or_default()
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing
+/// test leaves none behind.
+pub struct KillOnDrop<'a>(pub &'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

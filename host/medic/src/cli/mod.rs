@@ -16,6 +16,7 @@ use medic_sandbox::{
 };
 
 mod audit;
+mod dev;
 mod lab;
 mod project;
 mod sign;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Build a plugin project into a component (dist/NAME.wasm),
     /// installing what the build needs where it can.
     Build(project::BuildArgs),
+    /// Build a plugin project and run its plugin as its policy says, then
+    /// again on every change to its sources.
+    Dev(dev::DevArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -425,6 +429,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::New(args) => project::new(&args),
         Command::Build(args) => project::build(&args),
+        Command::Dev(args) => dev::dev(&args),
         Command::Plugins(PluginsCommand::Inspect(args)) => inspect(&args),
         Command::Plugins(PluginsCommand::Keygen(args)) => sign::keygen(&args),
         Command::Plugins(PluginsCommand::Sign(args)) => sign::sign(&args),
