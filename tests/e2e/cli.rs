@@ -357,49 +357,106 @@ fn check_reports_every_problem_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("bad.toml");
     let plugins = crate::support::workspace().join("target/plugins");
+    // Problems of every kind, in different places: outside the plugin
+    // tables, in their keys, in their triggers, and in the components
+    // they name (one of them in a table with problems of its own).
     std::fs::write(
         &policy,
         format!(
-            "[agent]\nplugin_dir = \"{}\"\n\n[plugins.share-guard]\ncomponent = \"share-guard.wasm\"\nmode = \"yolo\"\n\n[[plugins.share-guard.triggers]]\nkind = \"manual\"\n\n[plugins.fixture-noop]\ncomponent = \"fixture-spin.wasm\"\n[[plugins.fixture-noop.triggers]]\nkind = \"manual\"\n",
+            r#"[agent]
+plugin_dir = "{}"
+require_signatures = false
+colour = "blue"
+
+[backend]
+kind = "lab"
+lab = "no-lab-here"
+
+[plugins.share-guard]
+component = "share-guard.wasm"
+mode = "yolo"
+rate = {{ max_runs = 1, per = "soon" }}
+
+[[plugins.share-guard.triggers]]
+kind = "manual"
+
+[plugins.bits-restart]
+component = "missing.wasm"
+
+[[plugins.bits-restart.triggers]]
+kind = "every"
+interval = "1ms"
+
+[plugins.spinner]
+component = "fixture-spin.wasm"
+
+[[plugins.spinner.triggers]]
+kind = "manual"
+
+[plugins.unit-keeper]
+component = "unit-keeper.wasm"
+
+[[plugins.unit-keeper.triggers]]
+kind = "manual"
+
+[plugins.fixture-noop]
+component = "fixture-noop.wasm"
+trusted_keys = ["RWQ4/U1bBuKY9I4G3pL8NkZ8I4WcZKv0+UdIP6ONt+sY0CkZyqKZmhdD"]
+
+[[plugins.fixture-noop.triggers]]
+kind = "manual"
+"#,
             plugins.display()
         ),
     )
     .unwrap();
-    let out = medic(&["check", "--policy", policy.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("bad.toml:6:8: unknown mode `yolo`"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("fix: use enforce, dry-run or approve"),
-        "{stderr}"
-    );
-
-    // With the mode fixed, the plugin checks find the next problems.
-    let fixed = std::fs::read_to_string(&policy)
-        .unwrap()
-        .replace("yolo", "enforce");
-    std::fs::write(&policy, fixed).unwrap();
-    let out = medic(&["check", "--policy", policy.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("bad.toml:4:1: plugin `share-guard`"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("needs capabilities that are not granted"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("bad.toml:11:1: [plugins.fixture-noop] names a component that describes itself as `fixture-spin`"), "{stderr}");
-    assert!(stderr.contains("2 problems found"), "{stderr}");
-
-    // `medic run` refuses the same policy the same way.
-    let out = medic(&["run", "--policy", policy.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("2 problems found"));
+    let expected = [
+        ("bad.toml:4:1: in [agent]: unknown field `colour`", ""),
+        ("bad.toml:8:7: ", "no-lab-here is not a lab"),
+        (
+            "bad.toml:10:1: plugin `share-guard`",
+            "needs capabilities that are not granted",
+        ),
+        ("bad.toml:12:8: unknown mode `yolo`", ""),
+        ("bad.toml:13:", "rate.per: `soon` is not a duration"),
+        ("bad.toml:19:13: component ", "missing.wasm does not exist"),
+        ("bad.toml:23:12: interval is below 100ms", ""),
+        (
+            "bad.toml:25:1: [plugins.spinner] names a component that describes itself as `fixture-spin`",
+            "",
+        ),
+        (
+            "bad.toml:31:1: plugin `unit-keeper`",
+            "needs capabilities that are not granted",
+        ),
+        (
+            "bad.toml:37:1: plugin `fixture-noop`",
+            "which is not trusted for it",
+        ),
+    ];
+    // `medic check` reports them all in one run, each with its place and
+    // its fix; `medic run` refuses the same policy the same way.
+    for verb in ["check", "run"] {
+        let out = medic(&[verb, "--policy", policy.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        let stderr = text(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        for (start, rest) in expected {
+            let at = lines
+                .iter()
+                .position(|l| l.contains(start) && l.contains(rest));
+            let Some(at) = at else {
+                panic!("{verb}: no {start:?} … {rest:?} in\n{stderr}");
+            };
+            assert!(
+                lines
+                    .get(at + 1)
+                    .is_some_and(|l| l.trim_start().starts_with("fix: ")),
+                "{verb}: no fix after {start:?} in\n{stderr}"
+            );
+        }
+        assert!(stderr.contains("10 problems found"), "{verb}: {stderr}");
+    }
 }
 
 #[test]

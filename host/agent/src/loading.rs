@@ -9,7 +9,8 @@ use crate::audit::StoreError;
 use crate::backend::BackendCatalog;
 use crate::context::ActivePlugin;
 use crate::policy::{
-    BackendSection, PluginPolicy, Policy, PolicyError, PolicyErrors, ServingPolicy, SetAside, Trust,
+    BackendSection, PartialPlugin, PluginPolicy, Policy, PolicyError, PolicyErrors, Reading,
+    SetAside, Trust,
 };
 use crate::triggers;
 use medic_backends::Backends;
@@ -184,6 +185,18 @@ pub fn load_plugin(
     plugin: &PluginPolicy,
     previous: Option<&ActivePlugin>,
 ) -> Result<ActivePlugin, PolicyError> {
+    load_checking(runtime, policy, plugin, previous, true)
+}
+
+/// [`load_plugin`], checking the grants only when `grants` says so (a
+/// table whose grants had problems is checked for the rest).
+fn load_checking(
+    runtime: &Runtime,
+    policy: &Policy,
+    plugin: &PluginPolicy,
+    previous: Option<&ActivePlugin>,
+    grants: bool,
+) -> Result<ActivePlugin, PolicyError> {
     let unreadable = |e: medic_sandbox::LoadError| {
         plugin_error(
             policy,
@@ -237,14 +250,16 @@ pub fn load_plugin(
             ),
         ));
     }
-    loaded.check_grants(&plugin.grants).map_err(|e| {
-        plugin_error(
-            policy,
-            plugin,
-            e.to_string(),
-            "add the missing capabilities to the plugin's `grants` table",
-        )
-    })?;
+    if grants {
+        loaded.check_grants(&plugin.grants).map_err(|e| {
+            plugin_error(
+                policy,
+                plugin,
+                e.to_string(),
+                "add the missing capabilities to the plugin's `grants` table",
+            )
+        })?;
+    }
     Ok(ActivePlugin {
         grants: Arc::new(plugin.grants.clone()),
         settings: Arc::new(plugin.settings.clone()),
@@ -297,7 +312,14 @@ impl Refused {
 
 /// Every problem of every refused plugin, as one policy error.
 fn refusal(refused: Vec<Refused>) -> PolicyErrors {
-    PolicyErrors(refused.into_iter().flat_map(|r| r.errors).collect())
+    in_file_order(refused.into_iter().flat_map(|r| r.errors).collect())
+}
+
+/// Problems in the order of their places in the file (those with no place
+/// first), as a person fixing it reads it.
+fn in_file_order(mut errors: Vec<PolicyError>) -> PolicyErrors {
+    errors.sort_by_key(|e| (e.line, e.column));
+    PolicyErrors(errors)
 }
 
 /// Read `policy_file`, open its backends through `catalog`, load and check
@@ -368,19 +390,48 @@ pub fn load_serving(
 
 /// Read `policy_file` (its backend section handed to `backend`), and
 /// load every plugin it names: those that load, and those refused with
-/// why.
+/// why. A policy with a problem outside its plugin tables is refused with
+/// every problem found, its plugins' included: their components are
+/// loaded and checked all the same, and so are those of tables with
+/// problems, as far as the problems allow, so that one round reports
+/// everything.
 fn read_and_load(
     policy_file: &Path,
     backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
 ) -> Result<(Policy, Runtime, Vec<ActivePlugin>, Vec<Refused>), AgentError> {
-    let ServingPolicy { policy, set_aside } = Policy::load_serving_with(policy_file, backend)?;
-    let runtime = runtime_for(&policy)?;
-    let mut plugins = Vec::new();
-    let mut refused: Vec<Refused> = set_aside
+    let reading = Policy::load_reading_with(policy_file, backend)?;
+    let outside = reading.outside();
+    let mut refused: Vec<Refused> = reading
+        .set_aside()
         .into_iter()
         .map(|SetAside { plugin, errors }| Refused { plugin, errors })
         .collect();
+    let Reading {
+        policy,
+        partial,
+        trust_read,
+        ..
+    } = reading;
+    let refuse_whole = |outside: Vec<PolicyError>, refused: Vec<Refused>| {
+        let mut errors = outside;
+        errors.extend(refused.into_iter().flat_map(|r| r.errors));
+        AgentError::from(in_file_order(errors))
+    };
+    let runtime = match runtime_for(&policy) {
+        Ok(runtime) => runtime,
+        // The policy's own problems come first (a cache folder it names
+        // may be one of them).
+        Err(_) if !outside.is_empty() => return Err(refuse_whole(outside, refused)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut plugins = Vec::new();
     for plugin in &policy.plugins {
+        // A component is run only once its signature is checked as the
+        // policy means it: not with [agent]'s keys when they had a problem
+        // (the policy is refused for it anyway).
+        if !trust_read && plugin.trust == policy.trust {
+            continue;
+        }
         match load_plugin(&runtime, &policy, plugin, None) {
             Ok(active) => plugins.push(active),
             Err(error) => refused.push(Refused {
@@ -388,6 +439,23 @@ fn read_and_load(
                 errors: vec![error],
             }),
         }
+    }
+    // Not served, but checked: a component that does not load, is not
+    // signed as required, or asks for more than its grants is reported
+    // with the table's own problems.
+    for PartialPlugin {
+        policy: plugin,
+        grants_read,
+    } in &partial
+    {
+        if let Err(error) = load_checking(&runtime, &policy, plugin, None, *grants_read)
+            && let Some(entry) = refused.iter_mut().find(|r| r.plugin == plugin.name)
+        {
+            entry.errors.push(error);
+        }
+    }
+    if !outside.is_empty() {
+        return Err(refuse_whole(outside, refused));
     }
     Ok((policy, runtime, plugins, refused))
 }

@@ -5,12 +5,15 @@
 //!
 //! Parsing collects every error it can find, each with the file, line and
 //! column and the fix, instead of stopping at the first one: a TOML syntax
-//! error stops only the section it is in, and a bad plugin does not hide
-//! the errors of the others. Each error is tagged with the plugin table it
-//! is in, so a serving read ([`Policy::load_serving`]) can set aside a bad
-//! table and keep the rest. Checks that need the components themselves
-//! (do they load, are their grants enough) are in [`crate::loading`]; the
-//! `[backend]` table is kept as written and checked by the caller's
+//! error stops only the section it is in, a key with a problem (unknown,
+//! or of the wrong type) is left out and the rest of its table read, and a
+//! bad plugin does not hide the errors of the others. Each error is tagged
+//! with the plugin table it is in, so a serving read
+//! ([`Policy::load_serving`]) can set aside a bad table and keep the rest.
+//! Checks that need the components themselves (do they load, are their
+//! grants enough) are in [`crate::loading`], which also checks what can be
+//! of a table with problems ([`Reading::partial`]); the `[backend]` table
+//! is kept as written and checked by the caller's
 //! [`crate::BackendCatalog`].
 
 mod check;
@@ -81,6 +84,77 @@ impl std::fmt::Display for PolicyErrors {
             if self.0.len() == 1 { "" } else { "s" }
         )
     }
+}
+
+/// One problem found, with the plugin table it is in (`None`: outside the
+/// plugin tables: the file, `[agent]` or `[backend]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub plugin: Option<String>,
+    pub error: PolicyError,
+}
+
+/// A policy read to report every problem in it, what `medic check` wants:
+/// the plugins whose tables are valid, every problem, and what could be
+/// read of the tables with problems, so that their components are checked
+/// in the same round.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The policy with the plugins whose tables are valid.
+    pub policy: Policy,
+    /// Every problem found, in the order found.
+    pub problems: Vec<Problem>,
+    /// The plugin tables with problems whose components can still be
+    /// checked: named, there, and with the keys they must be signed with
+    /// read.
+    pub partial: Vec<PartialPlugin>,
+    /// `[agent]`'s `trusted_keys` and `require_signatures` had no problem:
+    /// the signatures of the plugins that use them can be checked as the
+    /// policy means them to be (and their components then run).
+    pub trust_read: bool,
+}
+
+impl Reading {
+    /// The problems outside the plugin tables: any refuses the policy.
+    pub fn outside(&self) -> Vec<PolicyError> {
+        self.problems
+            .iter()
+            .filter(|p| p.plugin.is_none())
+            .map(|p| p.error.clone())
+            .collect()
+    }
+
+    /// The plugin tables with problems, each with its problems in the
+    /// order found.
+    pub fn set_aside(&self) -> Vec<SetAside> {
+        let mut set_aside: Vec<SetAside> = Vec::new();
+        for Problem { plugin, error } in &self.problems {
+            let Some(plugin) = plugin else { continue };
+            match set_aside.iter_mut().find(|s| &s.plugin == plugin) {
+                Some(entry) => entry.errors.push(error.clone()),
+                None => set_aside.push(SetAside {
+                    plugin: plugin.clone(),
+                    errors: vec![error.clone()],
+                }),
+            }
+        }
+        set_aside
+    }
+
+    /// Every problem, in the order found.
+    pub fn every_problem(&self) -> PolicyErrors {
+        PolicyErrors(self.problems.iter().map(|p| p.error.clone()).collect())
+    }
+}
+
+/// A `[plugins.<name>]` table with problems, as far as it could be read:
+/// defaults stand where a value had a problem.
+#[derive(Debug, Clone)]
+pub struct PartialPlugin {
+    pub policy: PluginPolicy,
+    /// Its grants had no problem: what the component asks for can be
+    /// checked against them.
+    pub grants_read: bool,
 }
 
 /// A policy read for serving: the plugins whose tables are valid, and the
@@ -392,6 +466,17 @@ impl Policy {
     /// state.
     pub fn load_serving(file: &Path) -> Result<ServingPolicy, PolicyErrors> {
         Self::load_serving_with(file, &mut |_| Vec::new())
+    }
+
+    /// Read a policy file to report every problem in it (see
+    /// [`Policy::parse_reading_with`]); an error only when it cannot be
+    /// read or is not UTF-8 text.
+    pub fn load_reading_with(
+        file: &Path,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> Result<Reading, PolicyErrors> {
+        let bytes = read_policy(file)?;
+        Self::parse_reading_with(file, &bytes, &SystemProbe, check_backend)
     }
 
     /// As [`Policy::load_with`], but a plugin table with problems is set

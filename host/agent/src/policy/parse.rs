@@ -9,7 +9,7 @@ use medic_sandbox::signature::TrustedKeys;
 use medic_sandbox::{Capability, SettingValue, valid_plugin_name};
 use std::ops::Range;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeArray, DeTable, DeValue, ValueDeserializer};
 
 // ---- raw forms, as serde reads them ----
 
@@ -84,7 +84,7 @@ struct RawTrigger {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
-    component: Spanned<String>,
+    component: Option<Spanned<String>>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
     #[serde(default)]
@@ -98,6 +98,17 @@ struct RawPlugin {
     #[serde(default)]
     settings: BTreeMap<String, Spanned<toml::Value>>,
     trusted_keys: Option<RawKeys>,
+    /// The keys (dotted paths) and tables in arrays left out of the table
+    /// for their problems.
+    #[serde(skip)]
+    left_out: Vec<String>,
+}
+
+/// Whether `key`, or something in it, is among the paths `left_out`.
+fn left_out(left_out: &[String], key: &str) -> bool {
+    left_out
+        .iter()
+        .any(|p| p == key || p.strip_prefix(key).is_some_and(|r| r.starts_with('.')))
 }
 
 /// `[agent]`'s trust, with what a plugin without keys of its own needs to
@@ -110,11 +121,16 @@ struct AgentTrust {
     reported: bool,
 }
 
-/// One problem found, with the plugin table it is in (`None`: the file,
-/// `[agent]` or `[backend]`).
-struct Found {
-    plugin: Option<String>,
-    error: PolicyError,
+/// A plugin table as read, with defaults where a value had a problem, and
+/// which of its parts can be relied on.
+struct ReadPlugin {
+    policy: PluginPolicy,
+    /// Its component is named and is a file.
+    component_found: bool,
+    /// Its grants had no problem.
+    grants_read: bool,
+    /// The keys its component must be signed with had no problem.
+    trust_read: bool,
 }
 
 /// Collects errors with positions in one file.
@@ -122,9 +138,12 @@ struct Collector<'a> {
     file: &'a Path,
     text: &'a str,
     probe: &'a dyn Probe,
-    errors: Vec<Found>,
+    errors: Vec<Problem>,
     /// The plugin table being read: errors found now are that plugin's.
     within: Option<String>,
+    /// What [`Collector::section`] left out so far: dotted paths of keys,
+    /// and of the arrays tables were left out of.
+    left_out: Vec<String>,
 }
 
 impl Collector<'_> {
@@ -151,7 +170,7 @@ impl Collector<'_> {
         fix: impl Into<String>,
     ) {
         let (line, column) = self.position(span.map_or(self.text.len(), |s| s.start));
-        self.errors.push(Found {
+        self.errors.push(Problem {
             plugin: self.within.clone(),
             error: PolicyError {
                 file: self.file.to_path_buf(),
@@ -163,32 +182,55 @@ impl Collector<'_> {
         });
     }
 
-    /// Deserialize one section; on failure record the error (with the fix
-    /// serde's message implies) and return `None`.
+    /// Deserialize one section, recording every problem in it: a key with
+    /// a problem (unknown, or a value of the wrong type) is recorded and
+    /// left out, and the rest read again, so that one bad key hides none of
+    /// the others; a table left without a key it needs is left out of the
+    /// table holding it (a trigger, `rate = { ... }`). `None` when the
+    /// section itself cannot be read.
     fn section<T: serde::de::DeserializeOwned>(
         &mut self,
         what: &str,
         value: Spanned<DeValue<'_>>,
     ) -> Option<T> {
         let span = value.span();
-        match T::deserialize(ValueDeserializer::from(value)) {
-            Ok(parsed) => Some(parsed),
-            Err(e) => {
-                let message = e.message().trim().to_string();
+        let mut value = value;
+        // The keys left out so far, with the span of their table: the
+        // table then misses them, which is no problem of its own.
+        let mut left_out: Vec<(Range<usize>, String)> = Vec::new();
+        loop {
+            let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(parsed) => return Some(parsed),
+                Err(e) => e,
+            };
+            let message = error.message().trim().to_string();
+            let at = error.span().unwrap_or_else(|| span.clone());
+            let ours = missing_field(&message)
+                .is_some_and(|key| left_out.iter().any(|(t, k)| *t == at && k == key));
+            let pruned = prune(value.get_mut(), &at, span.clone());
+            if !ours {
                 let fix = if message.contains("unknown field") {
                     "remove or rename the key; the keys this table accepts are listed above"
                         .to_string()
                 } else if message.contains("missing field") {
                     format!("add the key to {what}")
                 } else {
-                    format!("correct the value's type in {what}")
+                    match &pruned {
+                        Some(Pruned::Key { path, .. }) => {
+                            format!("correct the type of {path} in {what}")
+                        }
+                        _ => format!("correct the value's type in {what}"),
+                    }
                 };
-                self.error(
-                    e.span().or(Some(span)),
-                    format!("in {what}: {message}"),
-                    fix,
-                );
-                None
+                self.error(Some(at), format!("in {what}: {message}"), fix);
+            }
+            match pruned {
+                Some(Pruned::Key { table, key, path }) => {
+                    left_out.push((table, key));
+                    self.left_out.push(path);
+                }
+                Some(Pruned::Item { path }) => self.left_out.push(path),
+                None => return None,
             }
         }
     }
@@ -348,6 +390,102 @@ impl Collector<'_> {
     }
 }
 
+/// What [`prune`] left out of a section.
+enum Pruned {
+    /// A key of a table: the table's span, the key, and its dotted path
+    /// from the section (for messages).
+    Key {
+        table: Range<usize>,
+        key: String,
+        path: String,
+    },
+    /// A table in an array (a trigger): the array's dotted path.
+    Item { path: String },
+}
+
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// The key a serde "missing field" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(key, _)| key)
+}
+
+/// Leave out of `value` (whose span is `span`) the innermost entry that
+/// holds the place `at`: a key of a table (`at` is in its name or its
+/// value), or a table in an array when `at` is all of it (a trigger
+/// missing a key it needs). `None` when nothing in `value` holds it.
+fn prune(value: &mut DeValue<'_>, at: &Range<usize>, span: Range<usize>) -> Option<Pruned> {
+    match value {
+        DeValue::Table(table) => {
+            let mut hit = None;
+            for (key, inner) in table.iter_mut() {
+                let name = key.get_ref().to_string();
+                if contains(&key.span(), at) {
+                    hit = Some(name);
+                    break;
+                }
+                // Deeper first; a table's span does not always hold its
+                // entries' (dotted keys, arrays of tables), so every
+                // table and array is looked into.
+                let inner_span = inner.span();
+                if let Some(mut pruned) = prune(inner.get_mut(), at, inner_span.clone()) {
+                    match &mut pruned {
+                        Pruned::Key { path, .. } => *path = format!("{name}.{path}"),
+                        Pruned::Item { path } if path.is_empty() => *path = name,
+                        Pruned::Item { path } => *path = format!("{name}.{path}"),
+                    }
+                    return Some(pruned);
+                }
+                if contains(&inner_span, at) {
+                    hit = Some(name);
+                    break;
+                }
+            }
+            let key = hit?;
+            table.remove(key.as_str());
+            Some(Pruned::Key {
+                table: span,
+                path: key.clone(),
+                key,
+            })
+        }
+        DeValue::Array(items) => {
+            let mut hit = None;
+            for (n, item) in items.iter_mut().enumerate() {
+                let item_span = item.span();
+                if let Some(pruned) = prune(item.get_mut(), at, item_span.clone()) {
+                    return Some(pruned);
+                }
+                if contains(&item_span, at) {
+                    hit = Some(n);
+                    break;
+                }
+            }
+            // A bad value in a list of values: the list's key goes.
+            let n = hit.filter(|n| items[*n].get_ref().is_table())?;
+            let kept: Vec<_> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != n)
+                .map(|(_, item)| item.clone())
+                .collect();
+            *items = DeArray::new();
+            for item in kept {
+                items.push(item);
+            }
+            Some(Pruned::Item {
+                path: String::new(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Where a TOML syntax error the parser gives no place for most likely is.
 /// The one known is a dotted key of too many parts ("recursion limit"):
 /// the first line with that many dots. `None`: nowhere better than the
@@ -382,6 +520,7 @@ fn utf8_text<'a>(file: &Path, bytes: &'a [u8]) -> Result<&'a str, PolicyErrors> 
             probe: &SystemProbe,
             errors: Vec::new(),
             within: None,
+            left_out: Vec::new(),
         };
         let (line, column) = c.position(offset);
         PolicyErrors(vec![PolicyError {
@@ -467,11 +606,11 @@ impl Policy {
         probe: &dyn Probe,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
     ) -> Result<Self, PolicyErrors> {
-        let (policy, found) = Self::read(file, text, probe, check_backend);
-        if found.is_empty() {
-            Ok(policy)
+        let reading = Self::read(file, text, probe, check_backend);
+        if reading.problems.is_empty() {
+            Ok(reading.policy)
         } else {
-            Err(PolicyErrors(found.into_iter().map(|f| f.error).collect()))
+            Err(reading.every_problem())
         }
     }
 
@@ -487,32 +626,45 @@ impl Policy {
         probe: &dyn Probe,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
     ) -> Result<ServingPolicy, PolicyErrors> {
-        let (policy, found) = Self::read(file, utf8_text(file, bytes)?, probe, check_backend);
-        if found.iter().any(|f| f.plugin.is_none()) {
-            return Err(PolicyErrors(found.into_iter().map(|f| f.error).collect()));
+        let reading = Self::parse_reading_with(file, bytes, probe, check_backend)?;
+        if !reading.outside().is_empty() {
+            return Err(reading.every_problem());
         }
-        let mut set_aside: Vec<SetAside> = Vec::new();
-        for Found { plugin, error } in found {
-            let plugin = plugin.unwrap_or_default();
-            match set_aside.iter_mut().find(|s| s.plugin == plugin) {
-                Some(entry) => entry.errors.push(error),
-                None => set_aside.push(SetAside {
-                    plugin,
-                    errors: vec![error],
-                }),
-            }
-        }
-        Ok(ServingPolicy { policy, set_aside })
+        let set_aside = reading.set_aside();
+        Ok(ServingPolicy {
+            policy: reading.policy,
+            set_aside,
+        })
+    }
+
+    /// Read the bytes of a policy file to report every problem in it: the
+    /// policy with the plugins whose tables are valid, every problem found,
+    /// and what could be read of the plugin tables with problems whose
+    /// components can still be checked. Only text that is not UTF-8 is an
+    /// error here.
+    pub fn parse_reading_with(
+        file: &Path,
+        bytes: &[u8],
+        probe: &dyn Probe,
+        check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
+    ) -> Result<Reading, PolicyErrors> {
+        Ok(Self::read(
+            file,
+            utf8_text(file, bytes)?,
+            probe,
+            check_backend,
+        ))
     }
 
     /// Read the policy: the policy with every plugin whose table is valid,
-    /// and every problem found, each with the plugin table it is in.
+    /// every problem found, each with the plugin table it is in, and the
+    /// tables with problems as far as they could be read.
     fn read(
         file: &Path,
         text: &str,
         probe: &dyn Probe,
         check_backend: &mut dyn FnMut(&BackendSection) -> Vec<PolicyError>,
-    ) -> (Self, Vec<Found>) {
+    ) -> Reading {
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut c = Collector {
             file,
@@ -520,6 +672,7 @@ impl Policy {
             probe,
             errors: Vec::new(),
             within: None,
+            left_out: Vec::new(),
         };
         let (document, syntax) = DeTable::parse_recoverable(text);
         for e in syntax {
@@ -535,11 +688,16 @@ impl Policy {
         let mut raw_backend: Option<RawBackend> = None;
         let mut raw_plugins: Vec<(String, Range<usize>, RawPlugin)> = Vec::new();
         let mut saw_plugins = false;
+        let mut agent_left_out = Vec::new();
         let mut backend_at = None;
         for (key, value) in document.into_inner() {
             let span = key.span();
             match key.get_ref().as_ref() {
-                "agent" => raw_agent = c.section("[agent]", value),
+                "agent" => {
+                    let before = c.left_out.len();
+                    raw_agent = c.section("[agent]", value);
+                    agent_left_out = c.left_out.split_off(before);
+                }
                 "backend" => {
                     backend_at = Some(span.start);
                     raw_backend = c.section("[backend]", value);
@@ -562,9 +720,11 @@ impl Policy {
                         if !valid_plugin_name(&name) {
                             c.error(Some(name_span.clone()), format!("`{name}` is not a valid plugin name"), "use lowercase letters, digits and dashes, as the plugin's describe() names itself");
                         }
-                        if let Some(raw) =
+                        let before = c.left_out.len();
+                        if let Some(mut raw) =
                             c.section::<RawPlugin>(&format!("[plugins.{name}]"), plugin)
                         {
+                            raw.left_out = c.left_out.split_off(before);
                             raw_plugins.push((name, name_span, raw));
                         }
                     }
@@ -586,25 +746,32 @@ impl Policy {
         }
 
         let mut raw_agent = raw_agent.unwrap_or_default();
-        let plugins_trust_keys = raw_plugins.iter().any(|(_, _, p)| p.trusted_keys.is_some());
-        let agent_trust = Self::agent_trust(
+        // Keys left out for a problem were meant to be trusted all the same.
+        let plugins_trust_keys = raw_plugins
+            .iter()
+            .any(|(_, _, p)| p.trusted_keys.is_some() || left_out(&p.left_out, "trusted_keys"));
+        let mut agent_trust = Self::agent_trust(
             &mut c,
             &base,
             raw_agent.trusted_keys.take().as_ref(),
             raw_agent.require_signatures.take().as_ref(),
             plugins_trust_keys,
         );
+        // A key of [agent]'s trust left out for its problem is a problem
+        // of that trust.
+        agent_trust.reported |= left_out(&agent_left_out, "trusted_keys")
+            || left_out(&agent_left_out, "require_signatures");
         let agent = Self::agent(&mut c, &base, raw_agent);
         let backend = Self::backend(&mut c, file, &base, backend_at, raw_backend);
         c.errors
-            .extend(check_backend(&backend).into_iter().map(|error| Found {
+            .extend(check_backend(&backend).into_iter().map(|error| Problem {
                 plugin: None,
                 error,
             }));
-        let mut plugins = Vec::new();
+        let mut read = Vec::new();
         for (name, span, raw) in raw_plugins {
             c.within = Some(name.clone());
-            if let Some(plugin) = Self::plugin(
+            read.push(Self::plugin(
                 &mut c,
                 &base,
                 &agent.plugin_dir,
@@ -612,26 +779,37 @@ impl Policy {
                 name,
                 &span,
                 raw,
-            ) {
-                plugins.push(plugin);
-            }
+            ));
         }
         c.within = None;
         // A plugin with a problem anywhere in its table (its name, say) is
-        // not part of the policy.
-        plugins.retain(|p: &PluginPolicy| {
-            !c.errors
-                .iter()
-                .any(|f| f.plugin.as_deref() == Some(p.name.as_str()))
-        });
-        let policy = Self {
-            file: file.to_path_buf(),
-            agent,
-            trust: agent_trust.trust,
-            backend,
-            plugins,
-        };
-        (policy, c.errors)
+        // not part of the policy; its component is still checked as far as
+        // the problems allow.
+        let mut plugins = Vec::new();
+        let mut partial = Vec::new();
+        for plugin in read {
+            let name = plugin.policy.name.as_str();
+            if !c.errors.iter().any(|f| f.plugin.as_deref() == Some(name)) {
+                plugins.push(plugin.policy);
+            } else if plugin.component_found && plugin.trust_read {
+                partial.push(PartialPlugin {
+                    policy: plugin.policy,
+                    grants_read: plugin.grants_read,
+                });
+            }
+        }
+        Reading {
+            policy: Self {
+                file: file.to_path_buf(),
+                agent,
+                trust: agent_trust.trust,
+                backend,
+                plugins,
+            },
+            problems: c.errors,
+            partial,
+            trust_read: !agent_trust.reported,
+        }
     }
 
     fn agent(c: &mut Collector<'_>, base: &Path, raw: RawAgent) -> AgentSettings {
@@ -757,12 +935,25 @@ impl Policy {
         name: String,
         span: &Range<usize>,
         raw: RawPlugin,
-    ) -> Option<PluginPolicy> {
-        let errors_before = c.errors.len();
-        let component = resolve(plugin_dir, raw.component.get_ref());
-        if !c.probe.is_file(&component) {
-            c.error(Some(raw.component.span()), format!("component {} does not exist", component.display()), "build it (cargo xtask plugins) and copy it there, or correct the path (relative paths are under plugin_dir)");
-        }
+    ) -> ReadPlugin {
+        let (component, component_found) = match &raw.component {
+            Some(value) => {
+                let component = resolve(plugin_dir, value.get_ref());
+                let found = c.probe.is_file(&component);
+                if !found {
+                    c.error(Some(value.span()), format!("component {} does not exist", component.display()), "build it (cargo xtask plugins) and copy it there, or correct the path (relative paths are under plugin_dir)");
+                }
+                (component, found)
+            }
+            None => {
+                c.error(
+                    Some(span.clone()),
+                    format!("in [plugins.{name}]: missing field `component`"),
+                    format!("add component = \"<file>.wasm\" to [plugins.{name}] (relative paths are under plugin_dir)"),
+                );
+                (PathBuf::new(), false)
+            }
+        };
         let mode = match &raw.mode {
             None => Mode::Enforce,
             Some(value) => Mode::parse(value.get_ref()).unwrap_or_else(|| {
@@ -774,6 +965,7 @@ impl Policy {
                 Mode::Enforce
             }),
         };
+        let grants_before = c.errors.len();
         let mut grants = Grants::none();
         for (capability, scopes) in &raw.grants {
             let at = Some(scopes.span());
@@ -844,6 +1036,7 @@ impl Policy {
                 }
             }
         }
+        let grants_read = c.errors.len() == grants_before && !left_out(&raw.left_out, "grants");
         let mut limits = Limits::default();
         if let Some(raw_limits) = &raw.limits {
             if let Some(v) = &raw_limits.timeout
@@ -934,7 +1127,7 @@ impl Policy {
             .iter()
             .filter_map(|t| Self::trigger(c, base, t))
             .collect::<Vec<_>>();
-        if raw.triggers.is_empty() {
+        if raw.triggers.is_empty() && !left_out(&raw.left_out, "triggers") {
             c.error(Some(span.clone()), format!("plugin `{name}` has no triggers"), "add at least one [[plugins.<name>.triggers]] (kind = \"manual\" for on-demand only)");
         }
         let settings: Settings = raw
@@ -944,6 +1137,7 @@ impl Policy {
             .collect();
         // A plugin's own keys replace the agent's, and make a signature
         // required for it.
+        let trust_before = c.errors.len();
         let trust = match &raw.trusted_keys {
             Some(list) => Trust {
                 keys: c
@@ -954,6 +1148,7 @@ impl Policy {
             None => agent_trust.trust.clone(),
         };
         if raw.trusted_keys.is_none()
+            && !left_out(&raw.left_out, "trusted_keys")
             && trust.required
             && trust.keys.is_empty()
             && !agent_trust.reported
@@ -969,23 +1164,28 @@ impl Policy {
                 ),
             );
         }
-        if c.errors.len() > errors_before {
-            return None;
+        let trust_read = c.errors.len() == trust_before
+            && !left_out(&raw.left_out, "trusted_keys")
+            && (raw.trusted_keys.is_some() || !agent_trust.reported);
+        ReadPlugin {
+            policy: PluginPolicy {
+                line: c.line_of(span),
+                name,
+                component,
+                mode,
+                triggers,
+                grants,
+                limits,
+                rate,
+                flap_guard,
+                concurrency,
+                settings,
+                trust,
+            },
+            component_found,
+            grants_read,
+            trust_read,
         }
-        Some(PluginPolicy {
-            line: c.line_of(span),
-            name,
-            component,
-            mode,
-            triggers,
-            grants,
-            limits,
-            rate,
-            flap_guard,
-            concurrency,
-            settings,
-            trust,
-        })
     }
 
     fn trigger(c: &mut Collector<'_>, base: &Path, raw: &Spanned<RawTrigger>) -> Option<Trigger> {
@@ -2248,9 +2448,175 @@ kind = "manual"
         )
     }
 
+    fn read_in_dir(text: &str) -> (tempfile::TempDir, Reading) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        for name in ["p.wasm", "q.wasm"] {
+            std::fs::write(dir.path().join("plugins").join(name), b"").unwrap();
+        }
+        let file = dir.path().join("policy.toml");
+        let reading =
+            Policy::parse_reading_with(&file, text.as_bytes(), &SystemProbe, &mut |_| Vec::new())
+                .unwrap();
+        (dir, reading)
+    }
+
+    fn lines_and_messages(reading: &Reading) -> Vec<String> {
+        reading
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.error.line, p.error.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_with_a_problem_hides_none_of_the_rest_of_its_table() {
+        let text = r#"[agent]
+colour = "blue"
+log_format = "xml"
+max_concurrent_runs = 0
+
+[plugins.p]
+component = "p.wasm"
+shade = "dark"
+mode = "yolo"
+concurrency = "two"
+limits = { timeout = "soon", memory = 64 }
+rate = { max_runs = "many", per = "1h" }
+flap_guard = { max_mutating_runs = 3, within = "soon" }
+grants = { wsus = "read", fs-read = ["/srv"] }
+
+[[plugins.p.triggers]]
+kind = "every"
+interval = "1ms"
+
+[[plugins.p.triggers]]
+kind = "file"
+path = "/srv"
+changes = ["explode"]
+
+[[plugins.p.triggers]]
+path = "/srv"
+
+[[plugins.p.triggers]]
+kind = "manual"
+colour = "red"
+"#;
+        let (_dir, reading) = read_in_dir(text);
+        let found = lines_and_messages(&reading);
+        for expected in [
+            "2: in [agent]: unknown field `colour`",
+            "3: in [agent]: unknown variant `xml`",
+            "4: max_concurrent_runs = 0 is out of range",
+            "8: in [plugins.p]: unknown field `shade`",
+            "9: unknown mode `yolo`",
+            "10: in [plugins.p]: invalid type: string \"two\"",
+            "11: limits.timeout: `soon` is not a duration",
+            "11: in [plugins.p]: invalid type: integer `64`",
+            "12: in [plugins.p]: invalid type: string \"many\"",
+            "13: flap_guard.within: `soon` is not a duration",
+            "14: in [plugins.p]: invalid type: string \"read\"",
+            "18: interval is below 100ms",
+            "23: in [plugins.p]: unknown variant `explode`",
+            "25: in [plugins.p]: missing field `kind`",
+            "30: in [plugins.p]: unknown field `colour`",
+        ] {
+            assert!(
+                found.iter().any(|f| f.starts_with(expected)),
+                "missing {expected:?} in {found:#?}"
+            );
+        }
+        // Nothing more: what was left out is no problem of its own (the
+        // `rate` table without the `max_runs` taken out of it, the
+        // plugin's triggers once the bad ones are out), and [agent]'s
+        // plugin_dir is still the one it names.
+        assert_eq!(found.len(), 15, "{found:#?}");
+        let fixes: Vec<&str> = reading
+            .problems
+            .iter()
+            .map(|p| p.error.fix.as_str())
+            .collect();
+        assert!(fixes.iter().all(|f| !f.is_empty()), "{fixes:#?}");
+        assert!(
+            fixes.contains(&"correct the type of limits.memory in [plugins.p]"),
+            "{fixes:#?}"
+        );
+        // The table is still read as far as it goes, for the checks of
+        // its component: its grants had a problem.
+        assert_eq!(reading.partial.len(), 1);
+        assert_eq!(reading.partial[0].policy.name, "p");
+        assert!(!reading.partial[0].grants_read);
+        assert!(reading.trust_read);
+        assert!(reading.partial[0].policy.grants.has(Capability::FsRead));
+    }
+
+    #[test]
+    fn a_table_with_problems_is_kept_for_its_components_checks() {
+        let text = format!(
+            "[agent]\nqueue_capacity = 0\n\n{}",
+            TWO_PLUGINS
+                .replace(
+                    "component = \"p.wasm\"",
+                    "component = \"p.wasm\"\nmode = \"yolo\""
+                )
+                .replace("component = \"q.wasm\"", "component = \"gone.wasm\"")
+        );
+        let (_dir, reading) = read_in_dir(&text);
+        // A problem outside the plugin tables, and one in each table.
+        assert_eq!(reading.outside().len(), 1, "{:#?}", reading.problems);
+        let set_aside = reading.set_aside();
+        let names: Vec<&str> = set_aside.iter().map(|s| s.plugin.as_str()).collect();
+        assert_eq!(names, ["p", "q"]);
+        assert_eq!(reading.every_problem().0.len(), 3);
+        // `p`'s component can still be checked, with its grants; `q`'s is
+        // not there.
+        let partial: Vec<(&str, bool)> = reading
+            .partial
+            .iter()
+            .map(|p| (p.policy.name.as_str(), p.grants_read))
+            .collect();
+        assert_eq!(partial, [("p", true)]);
+        assert!(reading.policy.plugins.is_empty());
+
+        // A table whose keys to check a signature with had a problem is
+        // not: its component must not run before its signature is checked.
+        let text = TWO_PLUGINS.replace(
+            "component = \"p.wasm\"",
+            "component = \"p.wasm\"\nmode = \"yolo\"\ntrusted_keys = [\"RWQnotakey\"]",
+        );
+        let (_dir, reading) = read_in_dir(&text);
+        assert!(reading.partial.is_empty(), "{:#?}", reading.partial);
+        // Keys of the wrong type were still meant to be trusted: the other
+        // plugins must be signed, as with keys of the right type.
+        let text = TWO_PLUGINS.replace(
+            "component = \"p.wasm\"",
+            "component = \"p.wasm\"\ntrusted_keys = \"RWQnotakey\"",
+        );
+        let (_dir, reading) = read_in_dir(&text);
+        assert!(reading.partial.is_empty(), "{:#?}", reading.partial);
+        let found = lines_and_messages(&reading);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("7: plugin `q` must be signed")),
+            "{found:#?}"
+        );
+        // Nor is a plugin that uses [agent]'s keys when they had one.
+        let text = format!("[agent]\ntrusted_keys = \"RWQ\"\n\n{TWO_PLUGINS}");
+        let (_dir, reading) = read_in_dir(&text);
+        assert!(!reading.trust_read, "{:#?}", reading.problems);
+        let text = format!("[agent]\ntrusted_keys = [\"RWQ\"]\n\n{TWO_PLUGINS}");
+        let (_dir, reading) = read_in_dir(&text);
+        assert!(!reading.trust_read, "{:#?}", reading.problems);
+        let (_dir, reading) = read_in_dir(TWO_PLUGINS);
+        assert!(reading.trust_read);
+    }
+
     #[test]
     fn a_bad_plugin_table_is_set_aside_with_its_problems_and_the_rest_kept() {
-        // serde stops at the unknown key of a table.
+        // A key serde does not know is left out, and the rest of the
+        // table read: both problems are found.
         let text = TWO_PLUGINS.replace(
             "component = \"p.wasm\"",
             "component = \"p.wasm\"\nconcurrency = 0\ncolour = \"blue\"",
@@ -2259,7 +2625,7 @@ kind = "manual"
         let read = read.unwrap();
         assert_eq!(serving_names(&read), (vec!["q"], vec!["p"]));
         let lines: Vec<usize> = read.set_aside[0].errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [4], "{:#?}", read.set_aside);
+        assert_eq!(lines, [4, 3], "{:#?}", read.set_aside);
         // The strict read refuses it with the same problems.
         assert_eq!(strict, read.set_aside[0].errors);
 
