@@ -803,6 +803,77 @@ fn a_reader_that_goes_away_ends_every_verb_quietly() {
 }
 
 #[test]
+fn audit_and_status_show_times_as_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    {
+        let store = medic_agent::audit::Store::open(&state).unwrap();
+        medic_agent::audit::journal::Journal::new(store.clone())
+            .append(medic_agent::audit::journal::NewRecord {
+                kind: medic_agent::audit::journal::RecordKind::Run,
+                plugin: "fixture-noop".into(),
+                run_id: "run-1".into(),
+                status: medic_agent::audit::journal::RecordStatus::Run(
+                    medic_sandbox::Status::Healthy,
+                ),
+                summary: "all is well".into(),
+                detail: serde_json::json!({}),
+            })
+            .unwrap();
+        // An agent that started and was last seen long ago.
+        store
+            .put_json(
+                "agent_status",
+                "agent",
+                &serde_json::json!({
+                    "pid": 4242, "started_ms": 1_795_559_000_000_u64,
+                    "updated_ms": 1_795_559_943_123_u64, "running": 0, "plugins": [],
+                }),
+            )
+            .unwrap();
+    }
+    // JSON keeps the milliseconds, with the same time in RFC 3339 beside.
+    let out = medic(&["audit", "--state-dir", state_arg, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ms = records[0]["time_ms"].as_u64().unwrap();
+    let time = records[0]["time"].as_str().unwrap().to_string();
+    let shape = |t: &str| {
+        t.len() == 24
+            && t.chars().enumerate().all(|(n, c)| match n {
+                4 | 7 => c == '-',
+                10 => c == 'T',
+                13 | 16 => c == ':',
+                19 => c == '.',
+                23 => c == 'Z',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    assert!(shape(&time), "{time}");
+    let seconds = (ms / 1000) % 60;
+    assert_eq!(time[17..19], format!("{seconds:02}"), "{time} for {ms}");
+    assert_eq!(time[20..23], format!("{:03}", ms % 1000), "{time} for {ms}");
+
+    // Text shows the date, never the milliseconds.
+    let out = medic(&["audit", "--state-dir", state_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let date = format!("{} UTC", time.replace('T', " ").trim_end_matches('Z'));
+    assert!(listed.contains(&date), "{date} in {listed}");
+    assert!(!listed.contains(&ms.to_string()), "{listed}");
+
+    let out = medic(&["status", "--state-dir", state_arg]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("NOT RUNNING (last seen 2026-11-24 22:39:03.123 UTC, "),
+        "{shown}"
+    );
+    assert!(!shown.contains("1795559943123"), "{shown}");
+}
+
+#[test]
 fn the_agent_outlives_a_closed_stdout_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let policy = noop_policy(dir.path());

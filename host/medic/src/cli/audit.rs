@@ -18,6 +18,12 @@ pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 /// every second).
 const STALE_MS: u64 = 5_000;
 
+/// A time (ms since the epoch) for a person, as `medic lab status` shows
+/// times: `2026-11-26 08:59:37.594 UTC`.
+fn when(ms: u64) -> String {
+    format!("{} UTC", medic_lab::logs::log_time(ms))
+}
+
 /// Say a damaged store's error and exit 1; other errors go up.
 fn damaged(error: StoreError) -> Result<ExitCode> {
     if error.is_corrupt() {
@@ -71,7 +77,16 @@ pub(crate) fn audit(args: &AuditArgs) -> Result<ExitCode> {
         Err(e) => return damaged(e),
     };
     if args.state.json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        // Each record's time also as RFC 3339, beside its milliseconds.
+        let mut listed = Vec::with_capacity(records.len());
+        for r in &records {
+            let mut value = serde_json::to_value(r)?;
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert("time".into(), medic_lab::logs::iso_time(r.time_ms).into());
+            }
+            listed.push(value);
+        }
+        println!("{}", serde_json::to_string_pretty(&listed)?);
     } else {
         for r in &records {
             let actions = r.detail["result"]["completed"]["actions"]
@@ -80,7 +95,7 @@ pub(crate) fn audit(args: &AuditArgs) -> Result<ExitCode> {
             println!(
                 "{:>5}  {}  {:<14} {:<18} {:<15} {:<28} {}{}",
                 r.seq,
-                r.time_ms,
+                when(r.time_ms),
                 r.kind,
                 r.plugin,
                 r.status,
@@ -173,8 +188,9 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
     }
     if running {
         println!(
-            "agent pid {} running — snapshot {:.1}s old, {} run(s) in flight",
+            "agent pid {} running since {} — snapshot {:.1}s old, {} run(s) in flight",
             status.pid,
+            when(status.started_ms),
             age as f64 / 1000.0,
             status.running
         );
@@ -183,8 +199,9 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
         }
     } else {
         println!(
-            "agent pid {} NOT RUNNING (last seen {:.1}s ago); what it last said:",
+            "agent pid {} NOT RUNNING (last seen {}, {:.1}s ago); what it last said:",
             status.pid,
+            when(status.updated_ms),
             age as f64 / 1000.0
         );
     }
@@ -241,4 +258,15 @@ pub(crate) fn status(args: &StateArgs) -> Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(when(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(when(1_795_559_943_123), "2026-11-24 22:39:03.123 UTC");
+    }
 }
