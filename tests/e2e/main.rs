@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod crash;
+mod docs;
 mod example;
 mod hostile;
 mod journal;

@@ -24,7 +24,7 @@ pub struct NewArgs {
 
     /// Rust: depend on the SDK in this folder (a checkout's `sdk`) instead
     /// of the published medic-sdk of this release.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "MEDIC_SDK")]
     pub sdk: Option<PathBuf>,
 }
 
