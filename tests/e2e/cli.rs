@@ -874,6 +874,64 @@ fn audit_and_status_show_times_as_dates() {
 }
 
 #[test]
+fn a_log_written_to_a_file_has_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = noop_policy(dir.path());
+    // A plugin that cannot serve: the agent logs it as an error.
+    let mut text_of_policy = std::fs::read_to_string(&policy).unwrap();
+    text_of_policy.push_str(
+        "\n[plugins.unit-keeper]\ncomponent = \"missing.wasm\"\n[[plugins.unit-keeper.triggers]]\nkind = \"manual\"\n",
+    );
+    std::fs::write(&policy, text_of_policy).unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = Running(
+        Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .env_remove("NO_COLOR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    let written = loop {
+        let written = std::fs::read_to_string(&log).unwrap_or_default();
+        if written.contains("plugin DISABLED") {
+            break written;
+        }
+        assert!(
+            agent.0.try_wait().unwrap().is_none(),
+            "the agent ended: {written}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing logged: {written}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(agent);
+    assert!(!written.contains("\x1b["), "{written:?}");
+    assert!(written.contains("ERROR"), "{written}");
+
+    // A one-shot verb's log, into a file too.
+    let log = dir.path().join("check.log");
+    let status = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["--log", "debug", "check", "--policy"])
+        .arg(&policy)
+        .env("MEDIC_CACHE_DIR", dir.path().join("cache"))
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("DEBUG"), "{written}");
+    assert!(!written.contains("\x1b["), "{written:?}");
+}
+
+#[test]
 fn the_agent_outlives_a_closed_stdout_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let policy = noop_policy(dir.path());

@@ -398,11 +398,22 @@ fn init_logging(format: LogFormat, filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours_wanted(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .log_internal_errors(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Whether the log may be coloured: only on a terminal, so that a log
+/// redirected to a file or a pipe holds no escape codes, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colours_wanted(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -907,6 +918,15 @@ pub fn report_text(report: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colours_wanted(true, None));
+        assert!(colours_wanted(true, Some("".into())));
+        assert!(!colours_wanted(true, Some("1".into())));
+        assert!(!colours_wanted(false, None));
+        assert!(!colours_wanted(false, Some("1".into())));
+    }
 
     #[test]
     fn settings_are_typed_as_in_a_policy_and_text_otherwise() {
