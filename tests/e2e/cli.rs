@@ -932,6 +932,58 @@ fn a_log_written_to_a_file_has_no_colour_codes() {
 }
 
 #[test]
+fn trigger_json_with_a_large_report_ends_quietly_when_its_reader_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let noop = component("fixture-noop");
+    let grant = format!("fs-read={}", dir.path().display());
+    let stat_path = format!("stat-path={}", dir.path().display());
+    let state = dir.path().join("trigger-state");
+    // A report of thousands of host calls, far larger than a pipe holds.
+    let args = [
+        "trigger",
+        "--json",
+        noop.to_str().unwrap(),
+        "--grant",
+        &grant,
+        "--setting",
+        &stat_path,
+        "--setting",
+        "stat-count=3000",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let out = medic(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.len() > 256 << 10, "{}", out.stdout.len());
+
+    // `medic trigger --json … | head -1`.
+    for _ in 0..5 {
+        let cache = crate::support::workspace().join("target/test-cache");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(args)
+            .env("MEDIC_CACHE_DIR", cache)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        assert_eq!(first, "{\n");
+        drop(stdout);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let status = wait_at_most(&mut child, std::time::Duration::from_secs(60), "trigger");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+    // Into a pipe already closed.
+    let (status, stderr) = into_closed_pipe(&args);
+    ended_quietly(status, &stderr, "trigger --json");
+}
+
+#[test]
 fn the_agent_outlives_a_closed_stdout_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let policy = noop_policy(dir.path());
