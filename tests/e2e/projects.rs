@@ -2,8 +2,9 @@
 //! new` in each language, the project's own tests in its language's usual
 //! runner (against a fake host), `medic build` with the real toolchains
 //! (cargo, componentize-py from PyPI, componentize-js from npm), `medic
-//! check` of the policy the project comes with, and a run of the built
-//! component through the agent's runtime, repairing the lab's stopped BITS.
+//! check` of the policy the project comes with, a run of the built
+//! component by `medic trigger` and one by a running agent, each repairing
+//! the lab's stopped BITS.
 
 use crate::support::workspace;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,71 @@ fn repairs_the_labs_bits(root: &Path, component: &Path) {
     assert!(failure.contains("denied"), "{failure}");
 }
 
+/// A policy in `root` serving the project's plugin on `lab`'s downstream,
+/// in enforce mode, keeping BITS running, on manual events.
+fn lab_policy(root: &Path, project: &Path, name: &str, lab: &Path) -> PathBuf {
+    let policy = root.join("lab-policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[agent]\nstate_dir = \"state\"\nplugin_dir = \"{dist}\"\ncache_dir = \"{cache}\"\n\n[backend]\nkind = \"lab\"\nlab = \"{lab}\"\n\n[plugins.{name}]\ncomponent = \"{name}.wasm\"\nmode = \"enforce\"\ngrants = {{ services-read = [\"BITS\"], services-control = [\"BITS\"] }}\nsettings = {{ service = \"BITS\" }}\nlimits = {{ memory = \"64MiB\" }}\n[[plugins.{name}.triggers]]\nkind = \"manual\"\n",
+            dist = project.join("dist").display(),
+            cache = workspace().join("target/test-cache").display(),
+            lab = lab.display(),
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// The agent serves the built plugin: a manual event sent to it is
+/// handled, BITS (stopped again) is started, and the run is in the audit
+/// journal with what the plugin printed.
+fn served_by_the_agent(root: &Path, project: &Path, name: &str) {
+    let lab = root.join("lab");
+    succeeded(
+        &medic_in(
+            root,
+            &[
+                "lab",
+                "fault",
+                "bits-stopped",
+                "--lab",
+                lab.to_str().unwrap(),
+            ],
+        ),
+        "lab fault",
+    );
+    let policy = lab_policy(root, project, name, &lab);
+    let _agent = crate::support::MedicRun::start(&policy);
+    succeeded(
+        &medic_in(root, &["send", name, "--policy", policy.to_str().unwrap()]),
+        "medic send",
+    );
+    let state = root.join("state");
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    let run = loop {
+        if let Some(run) = crate::support::run_records(&state)
+            .into_iter()
+            .find(|r| r.plugin == name)
+        {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never ran {name}; its log:\n{}",
+            std::fs::read_to_string(root.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(run.status.to_string(), "remediated", "{}", run.summary);
+    assert!(
+        run.detail["logs"].to_string().contains("checking BITS"),
+        "{}",
+        run.detail
+    );
+}
+
 /// Run `program ARGS` in `dir` and insist it succeeds.
 #[track_caller]
 fn run_in(dir: &Path, program: &str, args: &[&str]) -> String {
@@ -175,6 +241,7 @@ fn a_python_plugin_project_is_made_built_tested_and_run() {
     assert!(said.contains("4 passed"), "{said}");
     check_policy(&project, "keep-it-py");
     repairs_the_labs_bits(root.path(), &component);
+    served_by_the_agent(root.path(), &project, "keep-it-py");
 }
 
 #[test]
@@ -186,6 +253,7 @@ fn a_javascript_plugin_project_is_made_built_tested_and_run() {
     assert!(said.contains("# pass 4"), "{said}");
     check_policy(&project, "keep-it-js");
     repairs_the_labs_bits(root.path(), &component);
+    served_by_the_agent(root.path(), &project, "keep-it-js");
 }
 
 #[test]
@@ -232,15 +300,7 @@ fn medic_dev_rebuilds_and_reruns_the_plugin_on_every_change() {
         ),
         "lab fault",
     );
-    let policy = root.path().join("lab-policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[agent]\nstate_dir = \"state\"\nplugin_dir = \"{}\"\n\n[backend]\nkind = \"lab\"\nlab = \"{lab_arg}\"\n\n[plugins.keep-it-dev]\ncomponent = \"keep-it-dev.wasm\"\nmode = \"enforce\"\ngrants = {{ services-read = [\"BITS\"], services-control = [\"BITS\"] }}\nsettings = {{ service = \"BITS\" }}\n[[plugins.keep-it-dev.triggers]]\nkind = \"manual\"\n",
-            project.join("dist").display()
-        ),
-    )
-    .unwrap();
+    let policy = lab_policy(root.path(), &project, "keep-it-dev", &lab);
     let output = root.path().join("dev.out");
     let mut dev = Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(["dev", "--policy", policy.to_str().unwrap()])
