@@ -62,7 +62,7 @@ pub enum LoadError {
     )]
     TooLarge { path: PathBuf, size: u64 },
     #[error(
-        "{origin} is not a valid WebAssembly component: {reason}; build it with `cargo xtask plugins` (or wasm-tools component new)"
+        "{origin} is not a valid WebAssembly component: {reason}; build its project with `medic build` (`medic new` makes one), or make a component of a core module with `wasm-tools component new`"
     )]
     Compile { origin: String, reason: String },
     #[error("{origin} cannot be loaded: {cause}")]
