@@ -110,6 +110,20 @@ fn missing_list(missing: &[Capability]) -> String {
         .join(", ")
 }
 
+/// A compile error, with what to do about the one a plugin author meets
+/// most: a component that uses the component model's async features (jco's
+/// QuickJS backend makes such components), which this agent does not
+/// enable.
+fn with_hint(reason: String) -> String {
+    if reason.contains("component model async") {
+        format!(
+            "{reason} (this agent runs synchronous components only: build a JavaScript plugin with componentize-js's default engine, StarlingMonkey, as `medic build` does, not jco's QuickJS backend)"
+        )
+    } else {
+        reason
+    }
+}
+
 /// The largest component file medic reads (128 MiB): a Rust plugin is tens
 /// of KiB, a Python or JavaScript one with its interpreter tens of MiB.
 pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
@@ -261,7 +275,7 @@ impl Runtime {
                         .compile(&self.engine, bytes)
                         .map_err(|e| LoadError::Compile {
                             origin: origin.clone(),
-                            reason: clean(&format!("{e:#}"), MAX_MESSAGE_BYTES),
+                            reason: with_hint(clean(&format!("{e:#}"), MAX_MESSAGE_BYTES)),
                         })?;
                 (compiled.component.clone(), Some(compiled))
             }
@@ -372,6 +386,13 @@ pub fn valid_plugin_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_async_component_is_told_which_build_avoids_it() {
+        let hinted = with_hint("`task.cancel` requires the component model async feature".into());
+        assert!(hinted.contains("StarlingMonkey"), "{hinted}");
+        assert_eq!(with_hint("bad magic".into()), "bad magic");
+    }
 
     /// `read_component(path)`, failing the test if it does not return
     /// within a few seconds (a FIFO must not wait for a writer).
