@@ -984,6 +984,33 @@ fn trigger_json_with_a_large_report_ends_quietly_when_its_reader_goes() {
 }
 
 #[test]
+fn a_refusal_names_a_service_granted_to_read_and_to_control_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = component("fixture-services");
+    let state = dir.path().join("trigger-state");
+    let out = medic(&[
+        "trigger",
+        services.to_str().unwrap(),
+        "--grant",
+        "services-read=BITS",
+        "--grant",
+        "services-control=BITS",
+        "--setting",
+        "services=W3SVC",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(
+            "[DENIED] denied: service `W3SVC` is not granted to services-read (granted: BITS)\n"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
 fn the_agent_outlives_a_closed_stdout_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let policy = noop_policy(dir.path());

@@ -360,6 +360,9 @@ impl Grants {
         if allowed {
             return Ok(());
         }
+        // Sorted, as the agent lists services.
+        let mut granted = granted;
+        granted.sort_by_key(|scope| scope.to_string());
         Err(denied(format!(
             "service `{name}` is not granted to {} (granted: {})",
             if control {
@@ -372,8 +375,8 @@ impl Grants {
     }
 }
 
-/// The scopes of a refused call's grants, each once (the agent lists a
-/// scope granted both to read and to change twice).
+/// The scopes of a refused call's grants, each once (a scope may be
+/// granted both to read and to change), as the agent lists them.
 fn listed<T: fmt::Display>(scopes: &[&Scope<T>]) -> String {
     let mut names: Vec<String> = Vec::new();
     for scope in scopes {

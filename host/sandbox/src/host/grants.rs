@@ -215,6 +215,21 @@ impl Grants {
         self.services_control.contains(name)
     }
 
+    /// The services that may be controlled (`control`), or queried, each
+    /// once (one may be granted both to read and to control), sorted.
+    pub fn services(&self, control: bool) -> Vec<&str> {
+        let granted: BTreeSet<&str> = if control {
+            self.services_control.iter().map(String::as_str).collect()
+        } else {
+            self.services_read
+                .iter()
+                .chain(&self.services_control)
+                .map(String::as_str)
+                .collect()
+        };
+        granted.into_iter().collect()
+    }
+
     /// The grants as `capability=scope` strings, for display and audit.
     pub fn describe(&self) -> Vec<String> {
         let paths = |name: &str, roots: &[PathBuf]| {
@@ -369,6 +384,21 @@ mod tests {
                 Capability::ServicesRead
             ]
         );
+    }
+
+    #[test]
+    fn a_service_granted_to_read_and_to_control_is_listed_once() {
+        let mut grants = Grants::none();
+        for spec in [
+            "services-read=BITS",
+            "services-control=BITS",
+            "services-read=W3SVC",
+            "services-control=WsusService",
+        ] {
+            grants.add_spec(spec).unwrap();
+        }
+        assert_eq!(grants.services(false), ["BITS", "W3SVC", "WsusService"]);
+        assert_eq!(grants.services(true), ["BITS", "WsusService"]);
     }
 
     #[test]

@@ -35,20 +35,7 @@ impl RunState {
         if allowed {
             Ok(())
         } else {
-            let granted = if control {
-                self.grants
-                    .services_control
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-            } else {
-                self.grants
-                    .services_read
-                    .iter()
-                    .chain(&self.grants.services_control)
-                    .cloned()
-                    .collect()
-            };
+            let granted = self.grants.services(control);
             Err(denied(format!(
                 "service `{name}` is not granted to {} (granted: {})",
                 if control {
