@@ -23,7 +23,14 @@ pub fn build(project: &Project, component: &Path, install: Install) -> Result<St
             project.dir.display()
         )));
     }
-    let tool = project.dir.join("node_modules/.bin/componentize-js");
+    let tool = project
+        .dir
+        .join("node_modules/.bin")
+        .join(if cfg!(windows) {
+            "componentize-js.cmd"
+        } else {
+            "componentize-js"
+        });
     if !tool.exists() {
         if install == Install::Never {
             return Err(BuildError::Project(format!(
@@ -33,12 +40,9 @@ pub fn build(project: &Project, component: &Path, install: Install) -> Result<St
         }
         eprintln!("medic build: npm install (componentize-js)");
         crate::run(
-            Command::new("npm").current_dir(&project.dir).args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-            ]),
+            Command::new(if cfg!(windows) { "npm.cmd" } else { "npm" })
+                .current_dir(&project.dir)
+                .args(["install", "--no-audit", "--no-fund", "--loglevel=error"]),
             "npm install",
             "install Node.js 20 or newer with npm",
         )?;

@@ -12,6 +12,18 @@ use std::process::Command;
 /// The world `medic new` writes in `wit/world.wit`.
 pub const WORLD: &str = "plugin";
 
+/// Python, as its installers name it.
+const PYTHON: &str = if cfg!(windows) { "python" } else { "python3" };
+
+/// A program installed in a virtual environment.
+fn venv_program(venv: &Path, name: &str) -> std::path::PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join(format!("{name}.exe"))
+    } else {
+        venv.join("bin").join(name)
+    }
+}
+
 /// The componentize-py version the project asks for.
 fn wanted_version(project: &Project) -> String {
     std::fs::read_to_string(project.dir.join("pyproject.toml"))
@@ -31,7 +43,7 @@ fn wanted_version(project: &Project) -> String {
 /// The project's componentize-py, installed first where allowed.
 fn componentize_py(project: &Project, install: Install) -> Result<std::path::PathBuf, BuildError> {
     let venv = project.dir.join(".venv");
-    let tool = venv.join("bin/componentize-py");
+    let tool = venv_program(&venv, "componentize-py");
     let version = wanted_version(project);
     let pip_spec = format!("componentize-py=={version}");
     let has_version = || {
@@ -52,17 +64,18 @@ fn componentize_py(project: &Project, install: Install) -> Result<std::path::Pat
             "componentize-py {version} is not installed in the project: run `{by_hand}`"
         )));
     }
-    if !venv.join("bin/pip").exists() {
+    let pip = venv_program(&venv, "pip");
+    if !pip.exists() {
         eprintln!("medic build: making the project's Python environment (.venv)");
         crate::run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            Command::new(PYTHON).args(["-m", "venv"]).arg(&venv),
             "python3 -m venv",
             "install Python 3.11 or newer (python3 with its venv module)",
         )?;
     }
     eprintln!("medic build: installing {pip_spec} into .venv");
     crate::run(
-        Command::new(venv.join("bin/pip")).args([
+        Command::new(&pip).args([
             "install",
             "--quiet",
             "--disable-pip-version-check",
