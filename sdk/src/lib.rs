@@ -76,8 +76,29 @@ pub mod settings;
 pub mod testing;
 mod verify;
 
+/// What a plugin may use, listed in [`PluginInfo::capabilities`]: the
+/// agent refuses to load a plugin that asks for one its policy does not
+/// grant.
+///
+/// Each has one name, the one `medic plugins inspect`, the agent's
+/// messages and `medic trigger --grant` use; a policy grants it in the
+/// plugin's `grants` table, under that name for the scoped ones and in the
+/// `wsus` list for the operations of `medic:wsus`:
+///
+/// | in `describe()` | name | in a policy | on `medic trigger` |
+/// | --- | --- | --- | --- |
+/// | `Capability::FsRead` | `fs-read` | `grants = { fs-read = ["/srv/share"] }` | `--grant fs-read=/srv/share` |
+/// | `Capability::FsWrite` | `fs-write` | `grants = { fs-write = ["/srv/share"] }` | `--grant fs-write=/srv/share` |
+/// | `Capability::ServicesRead` | `services-read` | `grants = { services-read = ["BITS"] }` | `--grant services-read=BITS` |
+/// | `Capability::ServicesControl` | `services-control` | `grants = { services-control = ["BITS"] }` | `--grant services-control=BITS` |
+/// | `wsus::Operation::Read.into()` | `wsus-read` | `grants = { wsus = ["read"] }` | `--grant wsus-read` |
+/// | `wsus::Operation::Sync.into()` | `wsus-sync` | `grants = { wsus = ["sync"] }` | `--grant wsus-sync` |
+///
+/// and so on for every [`wsus::Operation`]; several in one table read
+/// `grants = { fs-write = ["/srv/share"], wsus = ["read", "sync"] }`.
+pub use bindings::medic::plugin::types::Capability;
 pub use bindings::medic::plugin::types::{
-    Action, Capability, Error, ErrorKind, Event, EventKind, FollowUp, Outcome, PluginInfo, Status,
+    Action, Error, ErrorKind, Event, EventKind, FollowUp, Outcome, PluginInfo, Status,
     SystemEventMatch, TriggerHint,
 };
 pub use report::Report;
@@ -122,7 +143,21 @@ pub mod wsus {
     };
 
     /// The operations of `medic:wsus` a plugin may ask for; list them in
-    /// `describe()` as `wsus::Operation::Read.into()`.
+    /// `describe()` as `wsus::Operation::Read.into()`. Each is a
+    /// capability named `wsus-<operation>` ([`Operation::name`]), which a
+    /// policy grants in the plugin's `wsus` list and `medic trigger` with
+    /// `--grant`:
+    ///
+    /// | operation | name | in a policy | on `medic trigger` |
+    /// | --- | --- | --- | --- |
+    /// | `Read` | `wsus-read` | `grants = { wsus = ["read"] }` | `--grant wsus-read` |
+    /// | `Updates` | `wsus-updates` | `grants = { wsus = ["updates"] }` | `--grant wsus-updates` |
+    /// | `Approvals` | `wsus-approvals` | `grants = { wsus = ["approvals"] }` | `--grant wsus-approvals` |
+    /// | `Configure` | `wsus-configure` | `grants = { wsus = ["configure"] }` | `--grant wsus-configure` |
+    /// | `Sync` | `wsus-sync` | `grants = { wsus = ["sync"] }` | `--grant wsus-sync` |
+    /// | `Probe` | `wsus-probe` | `grants = { wsus = ["probe"] }` | `--grant wsus-probe` |
+    ///
+    /// Several read `grants = { wsus = ["read", "updates", "sync"] }`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Operation {
         /// Every read-only function.
@@ -140,8 +175,9 @@ pub mod wsus {
     }
 
     impl Operation {
-        /// The capability's name, as policies and `medic plugins inspect`
-        /// show it.
+        /// The capability's name, as `medic plugins inspect`, the agent's
+        /// messages and `medic trigger --grant` show it (a policy lists
+        /// the part after `wsus-` in its `wsus` list).
         pub fn name(self) -> &'static str {
             match self {
                 Self::Read => "wsus-read",

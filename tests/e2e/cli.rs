@@ -50,7 +50,7 @@ fn inspect_shows_what_a_plugin_is_and_asks_for() {
     for expected in [
         "name          share-guard",
         "contract      medic:plugin@0.4.0",
-        "capabilities  fs-read, fs-write",
+        "capabilities  fs-read, fs-write\n  in a policy grants = { fs-read = [\"<root path>\"], fs-write = [\"<root path>\"] }\n  on trigger  --grant fs-read=<absolute path> --grant fs-write=<absolute path>\n",
         "exports       medic:plugin/plugin@0.4.0",
         "medic:plugin/fs@0.4.0",
     ] {
@@ -68,6 +68,14 @@ fn inspect_shows_what_a_plugin_is_and_asks_for() {
     assert_eq!(
         json["capabilities"],
         serde_json::json!(["fs-read", "fs-write"])
+    );
+    assert_eq!(
+        json["policy_grants"],
+        r#"grants = { fs-read = ["<root path>"], fs-write = ["<root path>"] }"#
+    );
+    assert_eq!(
+        json["grant_flags"],
+        "--grant fs-read=<absolute path> --grant fs-write=<absolute path>"
     );
 }
 
@@ -217,7 +225,7 @@ fn trigger_rejects_bad_input_clearly() {
     let cases: [(&[&str], &str); 7] = [
         (
             &["trigger", path],
-            "needs capabilities that are not granted",
+            "needs capabilities that are not granted: fs-read, fs-write; grant them in the plugin's policy table with `grants = { fs-read = [\"<root path>\"], fs-write = [\"<root path>\"] }`, or on `medic trigger` with `--grant fs-read=<absolute path> --grant fs-write=<absolute path>`",
         ),
         (
             &["trigger", path, "--grant", "fs-delete=/x"],
@@ -456,6 +464,13 @@ kind = "manual"
             );
         }
         assert!(stderr.contains("10 problems found"), "{verb}: {stderr}");
+        // A missing grant's fix is the line the table needs.
+        for fix in [
+            r#"fix: add to [plugins.share-guard]: grants = { fs-read = ["<root path>"], fs-write = ["<root path>"] }"#,
+            r#"fix: add to [plugins.unit-keeper]: grants = { services-read = ["<service name>"], services-control = ["<service name>"] }"#,
+        ] {
+            assert!(stderr.contains(fix), "{verb}: no {fix:?} in\n{stderr}");
+        }
     }
 }
 

@@ -163,7 +163,7 @@ fn a_plugin_asking_for_more_than_granted_is_refused_at_load() {
     let message = error.to_string();
     assert!(message.contains("plugin `share-guard`"), "{message}");
     assert!(
-        message.contains("needs a capability that is not granted: fs-write (with a root path)"),
+        message.contains("needs a capability that is not granted: fs-write; grant it in the plugin's policy table with `grants = { fs-write = [\"<root path>\"] }`, or on `medic trigger` with `--grant fs-write=<absolute path>`"),
         "{message}"
     );
 }

@@ -15,7 +15,9 @@ use crate::policy::{
 use crate::triggers;
 use medic_backends::Backends;
 use medic_sandbox::signature::{MAX_SIGNATURE_TEXT_LEN, Signer, VerifyError, signature_path};
-use medic_sandbox::{LoadedPlugin, Runtime, RuntimeConfig, RuntimeError, content_hash};
+use medic_sandbox::{
+    Capability, Grants, LoadedPlugin, Runtime, RuntimeConfig, RuntimeError, content_hash,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,6 +51,18 @@ pub(crate) fn plugin_error(
         column: 1,
         message,
         fix: fix.to_string(),
+    }
+}
+
+/// How to grant a plugin what it is missing: the `grants` line its table
+/// needs, with what it grants already and a placeholder for each scope
+/// wanted.
+fn grants_fix(plugin: &PluginPolicy, missing: &[Capability]) -> String {
+    let line = plugin.grants.policy_line(missing);
+    if plugin.grants == Grants::none() {
+        format!("add to [plugins.{}]: {line}", plugin.name)
+    } else {
+        format!("write the grants of [plugins.{}] as {line}", plugin.name)
     }
 }
 
@@ -250,15 +264,14 @@ fn load_checking(
             ),
         ));
     }
-    if grants {
-        loaded.check_grants(&plugin.grants).map_err(|e| {
-            plugin_error(
-                policy,
-                plugin,
-                e.to_string(),
-                "add the missing capabilities to the plugin's `grants` table",
-            )
-        })?;
+    let missing = plugin.grants.missing(&loaded.info.capabilities);
+    if grants && !missing.is_empty() {
+        return Err(plugin_error(
+            policy,
+            plugin,
+            medic_sandbox::missing_grants(&loaded.info.name, &loaded.origin, &missing),
+            &grants_fix(plugin, &missing),
+        ));
     }
     Ok(ActivePlugin {
         grants: Arc::new(plugin.grants.clone()),
@@ -481,6 +494,49 @@ TP2Z4Ci6OzMTZu8T7dAyHJc6hZmSZfhzGfHcaFDBacs+YEDj1IyFZ/xzFa1TYqA8lFDWV1apA2aZCP2k
             keys: TrustedKeys::new([PublicKey::parse(key).unwrap()]),
             required,
         }
+    }
+
+    #[test]
+    fn a_missing_grant_is_fixed_with_the_line_the_table_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/p.wasm"), b"").unwrap();
+        let file = dir.path().join("policy.toml");
+        let table = |grants: &str| {
+            format!(
+                "[plugins.p]\ncomponent = \"p.wasm\"\n{grants}\n[[plugins.p.triggers]]\nkind = \"manual\"\n"
+            )
+        };
+        let asked = [
+            Capability::FsRead,
+            Capability::FsWrite,
+            Capability::parse("wsus-read").unwrap(),
+            Capability::parse("wsus-sync").unwrap(),
+        ];
+        let policy = Policy::parse(&file, &table("")).unwrap();
+        let plugin = &policy.plugins[0];
+        let missing = plugin.grants.missing(&asked);
+        let fix = grants_fix(plugin, &missing);
+        assert_eq!(
+            fix,
+            r#"add to [plugins.p]: grants = { fs-read = ["<root path>"], fs-write = ["<root path>"], wsus = ["read", "sync"] }"#
+        );
+
+        let policy = Policy::parse(
+            &file,
+            &table(r#"grants = { fs-read = ["/srv/share"], wsus = ["read"] }"#),
+        )
+        .unwrap();
+        let plugin = &policy.plugins[0];
+        let missing = plugin.grants.missing(&asked);
+        let fix = grants_fix(plugin, &missing);
+        let line = r#"grants = { fs-read = ["/srv/share"], fs-write = ["<root path>"], wsus = ["read", "sync"] }"#;
+        assert_eq!(fix, format!("write the grants of [plugins.p] as {line}"));
+        // The line, with a root in place of the placeholder, is what the
+        // table needs.
+        let fixed =
+            Policy::parse(&file, &table(&line.replace("<root path>", "/srv/data"))).unwrap();
+        assert!(fixed.plugins[0].grants.missing(&asked).is_empty());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub use host::grants::{Capability, GrantError, Grants, Operation};
 pub use host::{HostCall, Mode, OwnEffects, PluginLog, PluginState, StateError};
 pub use info::{PluginInfo, TriggerHint};
 pub use limits::Limits;
-pub use load::{LoadError, LoadedPlugin, MAX_COMPONENT_BYTES, read_component, valid_plugin_name};
+pub use load::{
+    LoadError, LoadedPlugin, MAX_COMPONENT_BYTES, missing_grants, read_component, valid_plugin_name,
+};
 pub use run::{RunFailure, RunReport, RunRequest, RunResult};
 pub use settings::{SettingValue, Settings};

@@ -83,11 +83,11 @@ pub enum LoadError {
     )]
     BadName { origin: String, name: String },
     #[error(
-        "plugin `{plugin}` ({origin}) needs {} that {} not granted: {}; grant {} in the policy (or with `--grant` on `medic trigger`)",
-        if missing.len() == 1 { "a capability" } else { "capabilities" },
-        if missing.len() == 1 { "is" } else { "are" },
-        missing_list(missing),
-        if missing.len() == 1 { "it" } else { "them" }
+        "{}; grant {} in the plugin's policy table with `{}`, or on `medic trigger` with `{}`",
+        missing_grants(plugin, origin, missing),
+        if missing.len() == 1 { "it" } else { "them" },
+        crate::Grants::none().policy_line(missing),
+        crate::host::grants::grant_flags(missing)
     )]
     MissingGrants {
         plugin: String,
@@ -96,18 +96,23 @@ pub enum LoadError {
     },
 }
 
-fn missing_list(missing: &[Capability]) -> String {
-    missing
-        .iter()
-        .map(|c| match c {
-            Capability::FsRead | Capability::FsWrite => format!("{c} (with a root path)"),
-            Capability::ServicesRead | Capability::ServicesControl => {
-                format!("{c} (with service names)")
-            }
-            Capability::Operation(_) => c.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// What a plugin asks for that is not granted, by the capabilities'
+/// names, with no word on how to grant it: "plugin `x` (x.wasm) needs
+/// capabilities that are not granted: fs-write, wsus-sync".
+pub fn missing_grants(plugin: &str, origin: &str, missing: &[Capability]) -> String {
+    format!(
+        "plugin `{plugin}` ({origin}) needs {} not granted: {}",
+        if missing.len() == 1 {
+            "a capability that is"
+        } else {
+            "capabilities that are"
+        },
+        missing
+            .iter()
+            .map(Capability::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// A compile error, with what to do about the one a plugin author meets
@@ -392,6 +397,30 @@ mod tests {
         let hinted = with_hint("`task.cancel` requires the component model async feature".into());
         assert!(hinted.contains("StarlingMonkey"), "{hinted}");
         assert_eq!(with_hint("bad magic".into()), "bad magic");
+    }
+
+    #[test]
+    fn missing_grants_are_named_with_how_a_policy_and_trigger_grant_them() {
+        let error = LoadError::MissingGrants {
+            plugin: "keeper".into(),
+            origin: "keeper.wasm".into(),
+            missing: vec![
+                Capability::FsWrite,
+                Capability::parse("wsus-read").unwrap(),
+                Capability::parse("wsus-sync").unwrap(),
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "plugin `keeper` (keeper.wasm) needs capabilities that are not granted: fs-write, wsus-read, wsus-sync; \
+             grant them in the plugin's policy table with \
+             `grants = { fs-write = [\"<root path>\"], wsus = [\"read\", \"sync\"] }`, \
+             or on `medic trigger` with `--grant fs-write=<absolute path> --grant wsus-read --grant wsus-sync`"
+        );
+        assert_eq!(
+            missing_grants("keeper", "keeper.wasm", &[Capability::ServicesRead]),
+            "plugin `keeper` (keeper.wasm) needs a capability that is not granted: services-read"
+        );
     }
 
     /// `read_component(path)`, failing the test if it does not return

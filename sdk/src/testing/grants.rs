@@ -155,20 +155,63 @@ impl fmt::Display for LoadError {
             ),
             Self::MissingGrants { plugin, missing } => write!(
                 f,
-                "plugin `{plugin}` needs {} not granted: {}; grant {} in the policy (or with `--grant` on `medic trigger`)",
+                "plugin `{plugin}` needs {} not granted: {}; grant {} in the plugin's policy table with `{}`, or on `medic trigger` with `{}`",
                 if missing.len() == 1 {
                     "a capability that is"
                 } else {
                     "capabilities that are"
                 },
                 missing.join(", "),
-                if missing.len() == 1 { "it" } else { "them" }
+                if missing.len() == 1 { "it" } else { "them" },
+                policy_line(missing),
+                grant_flags(missing),
             ),
         }
     }
 }
 
 impl std::error::Error for LoadError {}
+
+/// The capabilities named `missing` as a plugin's policy table grants
+/// them, a placeholder for each scope, as the agent writes it: `grants = {
+/// fs-write = ["<root path>"], wsus = ["read", "sync"] }`.
+fn policy_line(missing: &[String]) -> String {
+    let keys = ["fs-read", "fs-write", "services-read", "services-control"];
+    let mut entries: Vec<String> = Vec::new();
+    for key in keys {
+        if missing.iter().any(|m| m == key) {
+            let scope = if key.starts_with("fs-") {
+                "<root path>"
+            } else {
+                "<service name>"
+            };
+            entries.push(format!("{key} = [\"{scope}\"]"));
+        }
+    }
+    let operations: Vec<String> = OPERATIONS
+        .iter()
+        .filter(|op| missing.iter().any(|m| m == op.name()))
+        .map(|op| format!("\"{}\"", op.name().trim_start_matches("wsus-")))
+        .collect();
+    if !operations.is_empty() {
+        entries.push(format!("wsus = [{}]", operations.join(", ")));
+    }
+    format!("grants = {{ {} }}", entries.join(", "))
+}
+
+/// The `--grant` flags of `medic trigger` that grant the capabilities
+/// named `missing`, as the agent writes them.
+fn grant_flags(missing: &[String]) -> String {
+    missing
+        .iter()
+        .map(|name| match name.as_str() {
+            "fs-read" | "fs-write" => format!("--grant {name}=<absolute path>"),
+            "services-read" | "services-control" => format!("--grant {name}=<service name>"),
+            _ => format!("--grant {name}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Every capability, for runs of no plugin.
 pub(crate) fn every_capability() -> Vec<Capability> {

@@ -473,9 +473,29 @@ fn the_agent_refuses_a_plugin_whose_capabilities_are_not_all_granted() {
         }
     );
     assert!(
-        refused
-            .to_string()
-            .contains("needs a capability that is not granted: fs-write")
+        refused.to_string().ends_with(
+            "needs a capability that is not granted: fs-write; grant it in the plugin's policy table \
+             with `grants = { fs-write = [\"<root path>\"] }`, or on `medic trigger` with \
+             `--grant fs-write=<absolute path>`"
+        ),
+        "{refused}"
+    );
+    // As the agent writes them.
+    let refused = LoadError::MissingGrants {
+        plugin: "keeper".into(),
+        missing: vec![
+            "wsus-sync".into(),
+            "services-control".into(),
+            "wsus-read".into(),
+        ],
+    };
+    assert!(
+        refused.to_string().ends_with(
+            "`grants = { services-control = [\"<service name>\"], wsus = [\"read\", \"sync\"] }`, \
+             or on `medic trigger` with \
+             `--grant wsus-sync --grant services-control=<service name> --grant wsus-read`"
+        ),
+        "{refused}"
     );
 
     struct Unknown;

@@ -390,6 +390,25 @@ impl Collector<'_> {
     }
 }
 
+/// The keys of a plugin's `grants` and what each lists, for fixes.
+fn grants_help() -> String {
+    let mut packages = String::new();
+    for package in medic_sandbox::host::grants::extension_packages() {
+        let operations: Vec<&str> = medic_sandbox::host::grants::OPERATIONS
+            .iter()
+            .filter(|o| o.package == package)
+            .map(|o| o.name)
+            .collect();
+        packages.push_str(&format!(
+            " and {package} (a list of its operations: {})",
+            operations.join(", ")
+        ));
+    }
+    format!(
+        "a plugin's grants are fs-read, fs-write (lists of root paths), services-read, services-control (lists of service names){packages}, e.g. grants = {{ fs-read = [\"/srv/share\"], services-control = [\"BITS\"], wsus = [\"read\", \"sync\"] }}"
+    )
+}
+
 /// What [`prune`] left out of a section.
 enum Pruned {
     /// A key of a table: the table's span, the key, and its dotted path
@@ -1003,6 +1022,14 @@ impl Policy {
                 );
                 continue;
             }
+            if Capability::parse(capability).is_none() {
+                c.error(
+                    at,
+                    format!("unknown capability `{capability}` in grants"),
+                    grants_help(),
+                );
+                continue;
+            }
             if scopes.get_ref().is_empty() {
                 c.error(
                     at.clone(),
@@ -1032,7 +1059,7 @@ impl Policy {
                     scope.clone()
                 };
                 if let Err(e) = grants.add_spec(&format!("{capability}={scope}")) {
-                    c.error(at.clone(), e.to_string(), "grants are fs-read, fs-write (paths), services-read, services-control (service names) and wsus (operations)");
+                    c.error(at.clone(), e.to_string(), grants_help());
                 }
             }
         }
@@ -1635,6 +1662,43 @@ component = "x.wasm"
             shown.contains("fix: use enforce, dry-run or approve"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_grant_written_wrong_is_answered_with_the_policy_form() {
+        let text = r#"[plugins.p]
+component = "p.wasm"
+grants = { fs-delete = [], wsus-sync = [], wsus = ["everything"] }
+[[plugins.p.triggers]]
+kind = "manual"
+"#;
+        let errors = errors(text);
+        let fix_of = |message: &str| {
+            errors
+                .iter()
+                .find(|e| e.message.starts_with(message))
+                .map(|e| e.fix.clone())
+                .unwrap_or_else(|| panic!("no {message:?} in {errors:#?}"))
+        };
+        // An unknown key is named as such, however long its list.
+        let fix = fix_of("unknown capability `fs-delete` in grants");
+        assert!(
+            fix.contains(r#"e.g. grants = { fs-read = ["/srv/share"], services-control = ["BITS"], wsus = ["read", "sync"] }"#),
+            "{fix}"
+        );
+        assert!(
+            fix.contains(
+                "wsus (a list of its operations: read, updates, approvals, configure, sync, probe)"
+            ),
+            "{fix}"
+        );
+        assert!(!errors.iter().any(|e| e.message.contains("grants nothing")));
+        // A capability's name is the key of a core one only.
+        assert_eq!(
+            fix_of("`wsus-sync` is granted through the wsus list"),
+            r#"write wsus = ["sync"]"#
+        );
+        assert!(fix_of("unknown wsus operation `everything`").contains("sync, probe"));
     }
 
     #[test]

@@ -258,7 +258,9 @@ pub struct TriggerArgs {
     /// A grant, `capability[=scope]` (repeatable): `fs-read=/srv/share`,
     /// `fs-write=/srv/share`, `services-read=BITS`, `services-control=BITS`,
     /// `wsus-read`, `wsus-updates`, `wsus-approvals`, `wsus-configure`,
-    /// `wsus-sync`.
+    /// `wsus-sync`, `wsus-probe`. A policy grants the same as `grants = {
+    /// fs-read = ["/srv/share"], services-control = ["BITS"], wsus =
+    /// ["read", "sync"] }`.
     #[arg(long = "grant", value_name = "CAPABILITY[=SCOPE]")]
     pub grants: Vec<String>,
 
@@ -699,6 +701,8 @@ fn inspect_json(plugin: &LoadedPlugin) -> serde_json::Value {
         "hash": plugin.hash,
         "size": plugin.size,
         "capabilities": plugin.info.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "policy_grants": Grants::none().policy_line(&plugin.info.capabilities),
+        "grant_flags": medic_sandbox::host::grants::grant_flags(&plugin.info.capabilities),
         "triggers": plugin.info.triggers.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "imports": plugin.contract.imports,
         "exports": plugin.contract.exports,
@@ -713,8 +717,19 @@ fn inspect_text(plugin: &LoadedPlugin) -> String {
             items.join(", ")
         }
     };
+    // What it asks for, as a policy and `medic trigger` grant it.
+    let capabilities = &plugin.info.capabilities;
+    let grants = if capabilities.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  in a policy {}\n  on trigger  {}\n",
+            Grants::none().policy_line(capabilities),
+            medic_sandbox::host::grants::grant_flags(capabilities)
+        )
+    };
     format!(
-        "name          {}\nversion       {}\ndescription   {}\ncontract      {}@{}\nsha256        {}\nsize          {} bytes\ncapabilities  {}\ntriggers      {}\nimports       {}\nexports       {}\n",
+        "name          {}\nversion       {}\ndescription   {}\ncontract      {}@{}\nsha256        {}\nsize          {} bytes\ncapabilities  {}\n{grants}triggers      {}\nimports       {}\nexports       {}\n",
         plugin.info.name,
         plugin.info.version,
         plugin.info.description,

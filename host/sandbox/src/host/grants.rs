@@ -9,6 +9,13 @@ use std::path::{Component, Path, PathBuf};
 /// A capability a plugin may ask for and a policy may grant. The core ones
 /// are scoped (paths, service names); an extension package's operations
 /// (`wsus-read`, `wsus-sync`, ...) are not.
+///
+/// A capability has one name wherever a person reads it (`fs-read`,
+/// `wsus-sync`: [`Capability::parse`] and `Display`), the name `medic
+/// trigger --grant` takes; a policy grants it in its plugin's `grants`
+/// table, under the same name for a core one (`fs-read = ["/srv/share"]`)
+/// and in its package's list for an operation (`wsus = ["sync"]`):
+/// [`Grants::policy_line`] writes that form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Capability {
     /// `fs.stat`, `fs.list-dir`, `fs.read-access`, `fs.read-file` under a root.
@@ -57,6 +64,19 @@ impl Capability {
             .iter()
             .find(|op| op.package == package && op.name == name)
             .map(|op| Self::Operation(*op))
+    }
+
+    /// The key of a policy's `grants` table that grants it, and the entry
+    /// of its list for an operation: `("fs-read", None)`, `("wsus",
+    /// Some("sync"))`.
+    pub fn policy_key(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::FsRead => ("fs-read", None),
+            Self::FsWrite => ("fs-write", None),
+            Self::ServicesRead => ("services-read", None),
+            Self::ServicesControl => ("services-control", None),
+            Self::Operation(op) => (op.package, Some(op.name)),
+        }
     }
 
     /// What the scope of a grant of this capability is, if it has one.
@@ -256,6 +276,97 @@ impl Grants {
     }
 }
 
+/// The `--grant` flags of `medic trigger` that grant `capabilities`, with
+/// a placeholder for each scope: `--grant fs-write=<absolute path> --grant
+/// wsus-sync`.
+pub fn grant_flags(capabilities: &[Capability]) -> String {
+    capabilities
+        .iter()
+        .map(|c| match c.scope() {
+            Some(scope) => format!("--grant {c}=<{scope}>"),
+            None => format!("--grant {c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Grants {
+    /// These grants, and the capabilities `more` with a placeholder for
+    /// each scope (`"<root path>"`, `"<service name>"`), as a plugin's
+    /// policy table writes them: `grants = { fs-read = ["/srv/share"],
+    /// wsus = ["read", "sync"] }`.
+    pub fn policy_line(&self, more: &[Capability]) -> String {
+        let text = |items: &[String]| {
+            items
+                .iter()
+                .map(|item| serde_json::to_string(item).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut entries: Vec<(&str, Vec<String>)> = vec![
+            (
+                "fs-read",
+                self.fs_read
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            ),
+            (
+                "fs-write",
+                self.fs_write
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            ),
+            (
+                "services-read",
+                self.services_read.iter().cloned().collect(),
+            ),
+            (
+                "services-control",
+                self.services_control.iter().cloned().collect(),
+            ),
+        ];
+        for package in extension_packages() {
+            let granted = self.operations.iter().filter(|op| op.package == package);
+            entries.push((package, granted.map(|op| op.name.to_string()).collect()));
+        }
+        for capability in more {
+            let (key, _) = capability.policy_key();
+            let placeholder = match capability {
+                Capability::FsRead | Capability::FsWrite => "<root path>".to_string(),
+                Capability::ServicesRead | Capability::ServicesControl => {
+                    "<service name>".to_string()
+                }
+                Capability::Operation(op) => op.name.to_string(),
+            };
+            if let Some((_, items)) = entries.iter_mut().find(|(k, _)| *k == key)
+                && !items.contains(&placeholder)
+            {
+                items.push(placeholder);
+            }
+        }
+        // A package's operations in the order it lists them.
+        for (key, items) in &mut entries {
+            items.sort_by_key(|item| {
+                OPERATIONS
+                    .iter()
+                    .position(|op| op.package == *key && op.name == item.as_str())
+            });
+        }
+        let written: Vec<String> = entries
+            .iter()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(key, items)| format!("{key} = [{}]", text(items)))
+            .collect();
+        if written.is_empty() {
+            "grants = {}".to_string()
+        } else {
+            format!("grants = {{ {} }}", written.join(", "))
+        }
+    }
+}
+
 /// Every capability's policy name, for messages.
 fn known_capabilities() -> String {
     Capability::CORE
@@ -399,6 +510,43 @@ mod tests {
         }
         assert_eq!(grants.services(false), ["BITS", "W3SVC", "WsusService"]);
         assert_eq!(grants.services(true), ["BITS", "WsusService"]);
+    }
+
+    #[test]
+    fn grants_are_written_as_a_policy_and_a_command_line_write_them() {
+        let sync = Capability::parse("wsus-sync").unwrap();
+        let read = Capability::parse("wsus-read").unwrap();
+        assert_eq!(Grants::none().policy_line(&[]), "grants = {}");
+        assert_eq!(
+            Grants::none().policy_line(&[Capability::FsWrite, read, sync]),
+            r#"grants = { fs-write = ["<root path>"], wsus = ["read", "sync"] }"#
+        );
+        // What is granted already is kept, with what is missing added.
+        let mut grants = Grants::none();
+        grants.add_spec("fs-read=/srv/share").unwrap();
+        grants.add_spec("services-control=BITS").unwrap();
+        grants.add_spec("wsus-sync").unwrap();
+        assert_eq!(
+            grants.policy_line(&[read, Capability::ServicesRead]),
+            r#"grants = { fs-read = ["/srv/share"], services-read = ["<service name>"], services-control = ["BITS"], wsus = ["read", "sync"] }"#
+        );
+        // A path is written as a TOML string, whatever it holds.
+        let mut grants = Grants::none();
+        grants.add_spec(r#"fs-read=/srv/a "b"\c"#).unwrap();
+        assert_eq!(
+            grants.policy_line(&[]),
+            r#"grants = { fs-read = ["/srv/a \"b\"\\c"] }"#
+        );
+        assert_eq!(
+            grant_flags(&[Capability::FsWrite, Capability::ServicesControl, sync]),
+            "--grant fs-write=<absolute path> --grant services-control=<service name> --grant wsus-sync"
+        );
+        assert_eq!(Capability::FsRead.policy_key(), ("fs-read", None));
+        assert_eq!(
+            Capability::ServicesControl.policy_key(),
+            ("services-control", None)
+        );
+        assert_eq!(sync.policy_key(), ("wsus", Some("sync")));
     }
 
     #[test]
