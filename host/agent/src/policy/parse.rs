@@ -960,7 +960,7 @@ impl Policy {
                 let component = resolve(plugin_dir, value.get_ref());
                 let found = c.probe.is_file(&component);
                 if !found {
-                    c.error(Some(value.span()), format!("component {} does not exist", component.display()), "build it (cargo xtask plugins) and copy it there, or correct the path (relative paths are under plugin_dir)");
+                    c.error(Some(value.span()), format!("component {} does not exist", component.display()), "build it (`medic build` in its project; `cargo xtask plugins` in medic's repository) and copy it there, or correct the path (relative paths are under plugin_dir)");
                 }
                 (component, found)
             }
