@@ -727,6 +727,44 @@ fn compiled_components_are_cached_on_disk() {
     assert_eq!(third.cache, CacheUse::Compiled);
 }
 
+/// A component loaded already shares its compiled code with every later
+/// load of the same bytes, without reading the cache, for as long as a
+/// plugin holds it; then the cache serves it again. Each of many rounds
+/// drops the plugins in a different order.
+#[test]
+fn plugins_loaded_from_one_component_share_its_compiled_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(&config).unwrap();
+    let noop = component("fixture-noop");
+    let first = runtime.load_file(&noop).unwrap();
+    assert_eq!(first.cache, CacheUse::Compiled);
+    for round in 0..20 {
+        let held = (0..3)
+            .map(|_| runtime.load_file(&noop).unwrap())
+            .collect::<Vec<_>>();
+        assert!(held.iter().all(|p| p.cache == CacheUse::Shared), "{round}");
+        assert_eq!(runtime.shared_code().len(), 1);
+        // The shared code runs.
+        let report = runtime.run(&held[round % 3], Run::default().request());
+        assert!(
+            matches!(report.result, RunResult::Completed(_)),
+            "{report:?}"
+        );
+        drop(held);
+    }
+    // A different component is not confused with it.
+    let other = runtime.load_file(&component("fixture-panicker")).unwrap();
+    assert_ne!(other.cache, CacheUse::Shared);
+    assert_eq!(runtime.shared_code().len(), 2);
+    drop((first, other));
+    assert!(runtime.shared_code().is_empty());
+    assert_eq!(runtime.load_file(&noop).unwrap().cache, CacheUse::Hit);
+}
+
 #[test]
 fn too_many_host_calls_end_the_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,11 +6,16 @@
 use crate::cache::CompileCache;
 use crate::host::RunState;
 use crate::limits;
+use crate::shared::SharedCode;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The wasmtime the engine is made with, for callers that name its types
+/// (the benchmarks compare [`wasmtime_config`] with variants of it).
+pub use wasmtime;
 
 /// How often the engine's epoch advances: the granularity of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -44,6 +49,8 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<RunState>>,
     pub(crate) cache: CompileCache,
+    /// Compiled code of the plugins loaded now, shared by hash.
+    pub(crate) shared: SharedCode,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -57,31 +64,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
         let err = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
-        let mut pool = PoolingAllocationConfig::default();
-        let instances = config.max_instances.max(1);
-        // Components from other languages hold several core instances,
-        // memories and tables each; Rust plugins hold one or two.
-        pool.total_component_instances(instances)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 4)
-            .total_tables(instances * 8)
-            .max_memories_per_component(8)
-            .max_tables_per_component(16)
-            .max_core_instances_per_component(64)
-            .max_memory_size(limits::MAX_MEMORY_BYTES)
-            .max_component_instance_size(1 << 20)
-            // Reset small regions with memset and batch the rest of the
-            // decommits, instead of a system call per memory per run.
-            .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(64 << 10)
-            .decommit_batch_size(16);
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(true)
-            .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(err)?;
+        let engine = Engine::new(&wasmtime_config(config)).map_err(err)?;
         let mut linker = Linker::new(&engine);
         crate::contract::add_to_linker(&mut linker).map_err(err)?;
         spawn_epoch_ticker(&engine);
@@ -91,6 +74,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache,
+            shared: SharedCode::default(),
         })
     }
 
@@ -101,6 +85,56 @@ impl Runtime {
     pub fn cache(&self) -> &CompileCache {
         &self.cache
     }
+
+    /// The compiled code loaded plugins hold, shared by hash.
+    pub fn shared_code(&self) -> &SharedCode {
+        &self.shared
+    }
+}
+
+/// The wasmtime configuration of the engine [`Runtime::new`] makes for
+/// `config` (public so that benchmarks can compare it with variants).
+pub fn wasmtime_config(config: &RuntimeConfig) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = config.max_instances.max(1);
+    // Components from other languages hold several core instances,
+    // memories and tables each; Rust plugins hold one or two.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 16)
+        .total_memories(instances * 4)
+        .total_tables(instances * 8)
+        .max_memories_per_component(8)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(64)
+        .max_memory_size(limits::MAX_MEMORY_BYTES)
+        .max_component_instance_size(1 << 20)
+        // Reset what a run dirtied, up to 64 KiB, with memset, found with
+        // the PAGEMAP_SCAN ioctl (Linux 6.7 and later; elsewhere the
+        // lowest 64 KiB), and decommit the rest at once. Decommits are
+        // not batched: a memory waiting in a batch holds its memory
+        // image, which holds the whole compiled plugin, and outlives the
+        // plugin's unloading: a hot-reloaded Python or JavaScript plugin
+        // kept ~40 MiB per version it had served.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        // No map from native code back to wasm offsets: a trap's
+        // backtrace keeps its function names, and the compiled code of a
+        // Python or JavaScript plugin (and its cache entry, and the
+        // agent's memory) is 7-10% smaller.
+        .generate_address_map(false);
+    // Nor native unwind information (`.eh_frame`), which only native
+    // debuggers and profilers use: wasmtime walks wasm frames itself.
+    // Windows requires it.
+    #[cfg(not(windows))]
+    wasm.native_unwind_info(false);
+    wasm
 }
 
 /// Advance the engine's epoch every tick for as long as the engine lives.

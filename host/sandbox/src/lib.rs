@@ -28,6 +28,7 @@ pub mod limits;
 pub mod load;
 pub mod run;
 pub mod settings;
+pub mod shared;
 pub mod signature;
 pub mod text;
 

@@ -31,6 +31,9 @@ pub struct LoadedPlugin {
     /// Whether the compile cache served it.
     pub cache: CacheUse,
     pub(crate) bindings: Bindings,
+    /// Keeps the compiled code shared with plugins loaded from the same
+    /// component ([`crate::shared`]).
+    _code: Arc<wasmtime::component::Component>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -272,7 +275,9 @@ impl Runtime {
             origin: origin.clone(),
             cause,
         })?;
-        let (component, compiled) = match self.cache.lookup(&self.engine, &hash) {
+        let shared = self.shared.get(&hash);
+        let cached = || self.cache.lookup(&self.engine, &hash);
+        let (component, compiled) = match shared.as_deref().cloned().or_else(cached) {
             Some(component) => (component, None),
             None => {
                 let compiled =
@@ -307,10 +312,13 @@ impl Runtime {
             });
         }
         // Only a component that loaded is worth keeping compiled.
-        let cache = match &compiled {
-            None => CacheUse::Hit,
-            Some(compiled) => self.cache.store(&hash, compiled),
+        let cache = match (&shared, &compiled) {
+            (Some(_), _) => CacheUse::Shared,
+            (None, None) => CacheUse::Hit,
+            (None, Some(compiled)) => self.cache.store(&hash, compiled),
         };
+
+        let code = shared.unwrap_or_else(|| self.shared.share(&hash, component));
         Ok(LoadedPlugin {
             info,
             contract,
@@ -319,6 +327,7 @@ impl Runtime {
             size: bytes.len(),
             cache,
             bindings,
+            _code: code,
         })
     }
 
