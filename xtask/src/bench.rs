@@ -18,6 +18,7 @@ const BENCHES: &[&str] = &[
     "content_acl",
     "decline_orphans",
     "agent_footprint",
+    "large_plugins",
 ];
 
 /// The sizes `decline_orphans` runs (downstream updates).
@@ -77,14 +78,36 @@ fn figures(output: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
         .collect()
 }
 
-pub fn run(root: &Path) -> Result<()> {
+/// Run the benchmarks `only` names (every one when empty), and write
+/// `BENCHMARKS.md` from their output and, for the others, the output of
+/// their last run on this machine (kept in `target/bench/`, and said in
+/// the file).
+pub fn run(root: &Path, only: &[String]) -> Result<()> {
+    if let Some(unknown) = only.iter().find(|name| !BENCHES.contains(&name.as_str())) {
+        anyhow::bail!(
+            "no benchmark `{unknown}`; there are: {}",
+            BENCHES.join(", ")
+        );
+    }
     // `content_acl` compares with getfacl and setfacl on the same tree.
     if Command::new("getfacl").arg("--version").output().is_err() {
         crate::toolchain::ensure_packages(&["acl"], "the content_acl benchmark")?;
     }
     crate::plugins::build_all(root)?;
+    let kept = root.join("target/bench");
+    std::fs::create_dir_all(&kept)?;
     let mut output = String::new();
+    let mut reused = Vec::new();
     for bench in BENCHES {
+        let kept = kept.join(format!("{bench}.txt"));
+        if !only.is_empty() && !only.iter().any(|name| name == bench) {
+            let text = std::fs::read_to_string(&kept).with_context(|| {
+                format!("no earlier output of the {bench} benchmark: run it too")
+            })?;
+            output.push_str(&text);
+            reused.push(*bench);
+            continue;
+        }
         println!("xtask: cargo bench --bench {bench}");
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
@@ -97,6 +120,7 @@ pub fn run(root: &Path) -> Result<()> {
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
             anyhow::bail!("the {bench} benchmark failed");
         }
+        std::fs::write(&kept, text.as_bytes())?;
         output.push_str(&text);
     }
     let f = figures(&output);
@@ -116,6 +140,23 @@ pub fn run(root: &Path) -> Result<()> {
         md,
         "Shared virtual machines are noisy: compare figures from one run, not across runs.\n"
     );
+    if !reused.is_empty() {
+        let _ = writeln!(
+            md,
+            "This run measured only {}; the figures of {} are from an earlier run on this machine (`cargo xtask bench` with no names runs them all).\n",
+            BENCHES
+                .iter()
+                .filter(|b| !reused.contains(b))
+                .map(|b| format!("`{b}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reused
+                .iter()
+                .map(|b| format!("`{b}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(
         md,
         "| what | figure | baseline | ratio | target |\n| --- | --- | --- | --- | --- |"
@@ -202,13 +243,107 @@ pub fn run(root: &Path) -> Result<()> {
         "| hot reload: rebuilt plugin renamed into the plugin folder -> new version serving (median of 5) | {:.0} ms | — | — | < 100 ms |",
         get("agent_footprint", "reload_ms")
     );
+    large_plugin_rows(&mut md, &get);
     let _ = writeln!(
         md,
-        "\nThe benchmarks: `host/medic/benches/run_overhead.rs`, `host/medic/benches/agent_latency.rs`, `host/medic/benches/content_acl.rs`, `host/medic/benches/decline_orphans.rs`, `host/medic/benches/agent_footprint.rs` (each states what it measures and how)."
+        "\nThe benchmarks: `host/medic/benches/run_overhead.rs`, `host/medic/benches/agent_latency.rs`, `host/medic/benches/content_acl.rs`, `host/medic/benches/decline_orphans.rs`, `host/medic/benches/agent_footprint.rs`, `host/medic/benches/large_plugins.rs` (each states what it measures and how)."
     );
     std::fs::write(root.join("BENCHMARKS.md"), &md)?;
     println!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
     Ok(())
+}
+
+/// The rows of `large_plugins`: a Python and a JavaScript plugin made
+/// with `medic new`, beside the Rust `content-acl`.
+fn large_plugin_rows(md: &mut String, get: &dyn Fn(&str, &str) -> f64) {
+    let rust = |key: &str| get("large_plugins_rust", key);
+    for (lang, title) in [
+        ("python", "Python plugin (componentize-py)"),
+        ("js", "JavaScript plugin (componentize-js)"),
+    ] {
+        let bench = format!("large_plugins_{lang}");
+        let v = |key: &str| get(&bench, key);
+        if v("cold_ms").is_nan() {
+            let _ = writeln!(
+                md,
+                "| {title} from `medic new` | skipped (no python3 or npm, or no registry: see the benchmark's SKIP line) | — | — | — |"
+            );
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {title} from `medic new`, {:.1} MiB: cold load, empty compile cache | {:.2} s ({:.2} s CPU), cache entry {:.1} MiB | Rust `content-acl`, {:.0} KiB: {:.0} ms | {:.0}x | <= 3 s for 15 MB |",
+            v("size_mib"),
+            v("cold_ms") / 1e3,
+            v("cold_cpu_ms") / 1e3,
+            v("cache_mib"),
+            rust("size_kib"),
+            rust("cold_ms"),
+            v("cold_ms") / rust("cold_ms")
+        );
+        let _ = writeln!(
+            md,
+            "| {title}: load from the compile cache (median of 5) | {:.1} ms (reading and hashing the component {:.1} ms; the cache entry {:.1} ms: reading it {:.1} ms, its MAC {:.1} ms, deserializing {:.1} ms) | Rust `content-acl`: {:.2} ms | {:.0}x | <= 50 ms |",
+            v("warm_ms"),
+            v("read_hash_ms"),
+            v("lookup_ms"),
+            v("entry_read_ms"),
+            v("entry_mac_ms"),
+            v("shipped_deserialize_ms"),
+            rust("warm_ms"),
+            v("warm_ms") / rust("warm_ms")
+        );
+        let _ = writeln!(
+            md,
+            "| {title}: loaded again while loaded (a second policy entry, a version brought back), compiled code shared (median of 5) | {:.1} ms | Rust `content-acl`: {:.2} ms | {:.0}x | <= 50 ms |",
+            v("shared_ms"),
+            rust("shared_ms"),
+            v("shared_ms") / rust("shared_ms")
+        );
+        let _ = writeln!(
+            md,
+            "| {title}: a run (new instance, one `handle`), median of 21 | {:.2} ms | Rust `content-acl`: {:.3} ms | {:.0}x | — |",
+            v("run_ms"),
+            rust("run_ms"),
+            v("run_ms") / rust("run_ms")
+        );
+        let _ = writeln!(
+            md,
+            "| agent serving the {title}: start to ready (warm cache), idle memory | {:.0} ms, {:.1} MiB RSS | the agent serving a Rust plugin: {:.1} MiB | +{:.1} MiB | — |",
+            v("start_ms"),
+            v("rss_mib"),
+            v("base_rss_mib"),
+            v("rss_mib") - v("base_rss_mib")
+        );
+        let _ = writeln!(
+            md,
+            "| hot reload of the {title} | same component, policy changed: {:.0} ms; a version in the cache: {:.0} ms; the rebuilt one, compiled: {:.1} s | Rust WSUS pack (above): {:.0} ms | — | — |",
+            v("reload_same_ms"),
+            v("reload_cached_ms"),
+            v("reload_compiled_ms") / 1e3,
+            get("agent_footprint", "reload_ms")
+        );
+        let _ = writeln!(
+            md,
+            "| agent memory after hot reloads of the {title} | {:.0} MiB RSS after the reload that compiled ({:.0} MiB left to the allocator by a compile), {:.0} MiB after swapping versions from the cache; compiled versions mapped: {:.0} | — | — | — |",
+            v("rss_compiled_mib"),
+            v("trimmed_mib"),
+            v("rss_after_mib"),
+            v("code_maps")
+        );
+        let _ = writeln!(
+            md,
+            "| engine settings on the {title}: compile, code, deserialize | shipped: {:.1} s, {:.1} MiB, {:.1} ms | wasmtime's defaults for the address map and unwind information: {:.1} s, {:.1} MiB, {:.1} ms; Cranelift unoptimized (not shipped): {:.1} s | code {:.2}x | — |",
+            v("shipped_compile_ms") / 1e3,
+            v("shipped_code_mib"),
+            v("shipped_deserialize_ms"),
+            v("before_compile_ms") / 1e3,
+            v("before_code_mib"),
+            v("before_deserialize_ms"),
+            v("opt_none_compile_ms") / 1e3,
+            v("shipped_code_mib") / v("before_code_mib")
+        );
+    }
 }
 
 #[cfg(test)]

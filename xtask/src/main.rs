@@ -13,7 +13,8 @@
 //!   unit tests under Wine; see [`wine`].
 //! - `demo`: build everything, create a lab, start the agent with the WSUS
 //!   pack, inject every fault in turn and show the repairs.
-//! - `bench`: run every benchmark and write `BENCHMARKS.md`.
+//! - `bench [NAME...]`: run every benchmark (or the named ones, the
+//!   others' figures taken from their last run) and write `BENCHMARKS.md`.
 //! - `fuzz`: run each fuzz target (cargo-fuzz, libFuzzer) for a bounded
 //!   time; see [`fuzz`].
 //!
@@ -42,7 +43,7 @@ const USAGE: &str = "usage: cargo xtask <plugins|test|lint|windows|demo|bench|fu
   windows   build medic.exe for Windows (x86_64-pc-windows-gnu), run it
             and the backends' Windows unit tests under Wine
   demo      build, then show the agent repairing every fault of a lab
-  bench     run every benchmark, write BENCHMARKS.md
+  bench     run every benchmark (or those named), write BENCHMARKS.md
   fuzz [--time SECS] [--asan] [TARGET...] [-- LIBFUZZER ARGS]
             run each fuzz target (policy, units, event_journal, journal_entry, log_line,
             component) for SECS seconds [default: 60], installing
@@ -64,7 +65,7 @@ fn run() -> Result<()> {
         Some("lint") => lint(&root),
         Some("windows") => windows(&root),
         Some("demo") => demo::run(&root),
-        Some("bench") => bench::run(&root),
+        Some("bench") => bench::run(&root, &args[1..]),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

@@ -14,81 +14,15 @@
 //! Needs the components and the development key from `cargo xtask
 //! plugins`. Run with `cargo bench -p medic --bench agent_footprint`.
 
+#[path = "support/agent.rs"]
+mod agent;
+
+use agent::Agent;
 use medic_lab::{InitOptions, Lab};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const RELOADS: usize = 5;
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(root: &Path, log: PathBuf) -> (Self, Duration) {
-        let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_medic"))
-            .args([
-                "run",
-                "--policy",
-                "examples/wsus-pack.toml",
-                "--log",
-                "info",
-            ])
-            .args(["--log-format", "json"])
-            .current_dir(root)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let agent = Self { child, log };
-        agent.wait_for("agent ready", Duration::from_secs(60));
-        (agent, started.elapsed())
-    }
-
-    fn wait_for(&self, text: &str, limit: Duration) {
-        self.wait_for_line(&[text], limit);
-    }
-
-    /// Wait for a log line holding every one of `texts`.
-    fn wait_for_line(&self, texts: &[&str], limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if std::fs::read_to_string(&self.log)
-                .unwrap_or_default()
-                .lines()
-                .any(|line| texts.iter().all(|t| line.contains(t)))
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no line with {texts:?} in the agent's log"
-            );
-            std::thread::sleep(Duration::from_micros(500));
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 /// The same component with a custom section appended: a different file
 /// and hash, as a rebuilt plugin would be.
@@ -143,9 +77,9 @@ fn main() {
     )
     .unwrap();
 
-    let (cold, cold_start) = Agent::start(root, root.join("cold.log"));
+    let (cold, cold_start) = Agent::start(root, "examples/wsus-pack.toml", root.join("cold.log"));
     drop(cold);
-    let (agent, warm_start) = Agent::start(root, root.join("agent.log"));
+    let (agent, warm_start) = Agent::start(root, "examples/wsus-pack.toml", root.join("agent.log"));
     std::thread::sleep(Duration::from_secs(2));
     let idle_kib = agent.rss_kib();
 
@@ -162,7 +96,7 @@ fn main() {
         std::fs::write(&partial, &bytes).unwrap();
         let landed = Instant::now();
         std::fs::rename(&partial, plugins.join("content-acl.wasm")).unwrap();
-        agent.wait_for_line(&["(re)loaded", &hash[..12]], Duration::from_secs(10));
+        agent.wait_for_lines(&["(re)loaded", &hash[..12]], 1, Duration::from_secs(10));
         reloads.push(landed.elapsed());
         std::thread::sleep(Duration::from_millis(300));
     }

@@ -220,7 +220,10 @@ fn main() {
         }
     }
     let burst_done = started.elapsed();
-    // Drained: nothing queued or running, and nothing new for 200 ms.
+    // Drained: every file's change has run (the per-path subject makes at
+    // least one run per file), nothing is queued or running, and nothing
+    // new for 200 ms. Events still waiting in the trigger's debounce are
+    // not in the status: a quiet queue alone is not the end.
     let mut quiet_since = Instant::now();
     let mut last_runs = 0;
     let drained = loop {
@@ -237,7 +240,9 @@ fn main() {
         if runs != last_runs || plugin.queued > 0 || status.running > 0 {
             last_runs = runs;
             quiet_since = Instant::now();
-        } else if quiet_since.elapsed() > Duration::from_millis(200) {
+        } else if quiet_since.elapsed() > Duration::from_millis(200)
+            && (runs >= BURST_FILES || started.elapsed() > Duration::from_secs(120))
+        {
             break (quiet_since - started, runs, plugin.coalesced);
         }
     };

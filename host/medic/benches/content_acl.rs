@@ -81,8 +81,16 @@ fn main() {
         memory_bytes: 128 << 20,
         ..Limits::default()
     };
+    let state = support::state(&dir.path().join("state"));
     let run = |expect: &str| {
-        let report = support::run(&runtime, &plugin, &grants, &backends, limits);
+        let report = support::run(
+            &runtime,
+            &plugin,
+            &grants,
+            &backends,
+            limits,
+            Some(state.clone()),
+        );
         assert_eq!(report.status().as_str(), expect, "{report:#?}");
     };
     let principal = lab

@@ -57,6 +57,7 @@ fn main() {
             &grants,
             &medic_lab::backend::backends(lab.clone(), medic_lab::Server::Downstream),
             limits,
+            Some(support::state(&dir.path().join("state"))),
         );
         let elapsed = started.elapsed();
         assert_eq!(report.status().as_str(), "remediated", "{report:#?}");

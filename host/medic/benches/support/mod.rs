@@ -5,6 +5,7 @@ use medic_backends::Backends;
 use medic_sandbox::EventRecord;
 use medic_sandbox::Grants;
 use medic_sandbox::Mode;
+use medic_sandbox::PluginState;
 use medic_sandbox::{Limits, LoadedPlugin, RunReport, RunRequest, Runtime};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,13 +29,25 @@ pub fn grants(specs: &[&str]) -> Arc<Grants> {
     Arc::new(grants)
 }
 
-/// Run `plugin` once in enforce mode.
+/// A plugin state store in a new embedded store under `dir`, for plugins
+/// that keep state between runs.
+#[allow(
+    dead_code,
+    reason = "the benchmarks of stateless plugins do not use it"
+)]
+pub fn state(dir: &Path) -> Arc<dyn PluginState> {
+    let store = medic_agent::audit::Store::open(dir).unwrap();
+    Arc::new(medic_agent::audit::state::StateStore::new(store))
+}
+
+/// Run `plugin` once in enforce mode, with `state` if it keeps any.
 pub fn run(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
     grants: &Arc<Grants>,
     backends: &Backends,
     limits: Limits,
+    state: Option<Arc<dyn PluginState>>,
 ) -> RunReport {
     runtime.run(
         plugin,
@@ -46,7 +59,7 @@ pub fn run(
             limits,
             settings: Arc::new(Default::default()),
             backends: backends.clone(),
-            state: None,
+            state,
             own_effects: None,
         },
     )

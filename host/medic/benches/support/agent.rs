@@ -1,0 +1,98 @@
+//! The agent as a process, for the benchmarks that measure it: `medic run`
+//! on a policy, its JSON log read for readiness and reloads, its memory
+//! read from `/proc`. Stopped (SIGTERM, then waited for) when dropped.
+
+#![allow(dead_code, reason = "each benchmark uses the part it measures")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// `medic run --policy POLICY` in `dir`, its log (JSON, info) in
+    /// `log`; returns once it logs `agent ready`, with the time from
+    /// spawn to that line.
+    pub fn start(dir: &Path, policy: &str, log: PathBuf) -> (Self, Duration) {
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["run", "--policy", policy, "--log", "info"])
+            .args(["--log-format", "json"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Self { child, log };
+        agent.wait_for_lines(&["agent ready"], 1, Duration::from_secs(600));
+        (agent, started.elapsed())
+    }
+
+    /// How many lines of the log hold every one of `texts`.
+    pub fn count(&self, texts: &[&str]) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| texts.iter().all(|t| line.contains(t)))
+            .count()
+    }
+
+    /// Wait until `n` lines of the log hold every one of `texts`. Polls
+    /// every half millisecond for the first second, then every 10 ms (a
+    /// long compile is not slowed by the polling).
+    pub fn wait_for_lines(&self, texts: &[&str], n: usize, limit: Duration) {
+        let started = Instant::now();
+        while self.count(texts) < n {
+            assert!(
+                started.elapsed() < limit,
+                "no {n} lines with {texts:?} in the agent's log {} within {limit:?}",
+                self.log.display()
+            );
+            std::thread::sleep(if started.elapsed() < Duration::from_secs(1) {
+                Duration::from_micros(500)
+            } else {
+                Duration::from_millis(10)
+            });
+        }
+    }
+
+    /// The agent's resident memory, KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    /// How many compiled components of at least 1 MiB the agent has
+    /// mapped: anonymous executable mappings (its own code is a file's).
+    pub fn code_maps(&self) -> usize {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.child.id()))
+            .unwrap()
+            .lines()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let size = fields[0].split_once('-').map_or(0, |(start, end)| {
+                    let at = |hex| u64::from_str_radix(hex, 16).unwrap_or(0);
+                    at(end).saturating_sub(at(start))
+                });
+                fields[1] == "r-xp" && fields.len() == 5 && size >= 1 << 20
+            })
+            .count()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
