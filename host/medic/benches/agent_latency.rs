@@ -7,6 +7,9 @@
 //! read back from the file system. Needs `cargo xtask plugins` first. Run
 //! with `cargo bench -p medic --bench agent_latency`.
 
+#[path = "support/agent.rs"]
+mod agent;
+
 use medic_agent::Agent;
 use medic_backends::fs::AccessRight;
 use medic_backends::{FileSystem, PrincipalMap};
@@ -130,12 +133,7 @@ fn report(name: &str, mut samples: Vec<Duration>, retries: usize) -> (f64, f64) 
 }
 
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    agent::memory_kib("self", "VmHWM")
 }
 
 fn main() {

@@ -126,12 +126,7 @@ fn cpu_time() -> Duration {
 
 /// This process's resident memory, KiB.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    agent::memory_kib("self", "VmRSS")
 }
 
 /// `medic ARGS` in `dir`; its output, or the end of what it said on

@@ -1,6 +1,6 @@
 //! The agent as a process, for the benchmarks that measure it: `medic run`
 //! on a policy, its JSON log read for readiness and reloads, its memory
-//! read from `/proc`. Stopped (SIGTERM, then waited for) when dropped.
+//! read from `/proc` (as any process's, [`memory_kib`]). Stopped (SIGTERM, then waited for) when dropped.
 
 #![allow(dead_code, reason = "each benchmark uses the part it measures")]
 
@@ -62,12 +62,7 @@ impl Agent {
 
     /// The agent's resident memory, KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
+        memory_kib(&self.child.id().to_string(), "VmRSS")
     }
 
     /// How many compiled components of at least 1 MiB the agent has
@@ -86,6 +81,18 @@ impl Agent {
             })
             .count()
     }
+}
+
+/// A memory figure of process `pid` (`self` for this one), KiB, as
+/// `/proc/PID/status` gives it: `VmRSS` (resident now) or `VmHWM` (its
+/// peak).
+pub fn memory_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for process {pid}"))
 }
 
 impl Drop for Agent {
