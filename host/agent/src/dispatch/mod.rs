@@ -3,10 +3,11 @@
 //! flap guard) are a pure state machine in [`schedule`]; this module is its
 //! I/O shell: it feeds it events, keeps every accepted event in the
 //! durable queue ([`queue`]) with its counters and flap-guard records,
-//! spawns the runs it starts on blocking threads (so a slow or hung plugin
-//! holds only its own slot, and is killed at its timeout), records each
-//! run in the same transaction that takes its event off the queue, and
-//! publishes the status snapshot. File events caused by a plugin's own
+//! writes the runs it starts to the start log ([`start_log`]) so they need
+//! not wait for the store's fsync, spawns them on blocking threads (so a
+//! slow or hung plugin holds only its own slot, and is killed at its
+//! timeout), records each run in the same transaction that takes its
+//! event off the queue, and publishes the status snapshot. File events caused by a plugin's own
 //! changes are not fed back to it. At start it takes up what a previous
 //! agent left in the queue: cut-off runs are recorded as interrupted, and
 //! every event left runs (again).
@@ -19,6 +20,7 @@
 pub mod follow_up;
 pub mod queue;
 pub mod schedule;
+pub mod start_log;
 
 use crate::audit::journal::{NewRecord, RecordKind, RecordStatus};
 use crate::audit::{StoreError, StoreHealth};
@@ -485,7 +487,13 @@ impl Dispatcher {
                     self.accept(routed);
                 }
             }
-            if self.queue.failing().is_none() || !self.to_start.is_empty() {
+            let starting = !self.to_start.is_empty();
+            // Runs whose start is in the start log need not wait for the
+            // commit's fsync; the others start once it is done.
+            if self.queue.write_ahead() {
+                self.spawn_started();
+            }
+            if self.queue.failing().is_none() || starting {
                 self.commit();
             }
             self.spawn_started();
@@ -644,7 +652,8 @@ impl Dispatcher {
     }
 
     /// Decide every run that the limits allow now; they are marked as
-    /// started in the durable queue and spawned once that is committed.
+    /// started in the durable queue and spawned once that is in the start
+    /// log, or committed.
     fn pump(&mut self) {
         let decisions = self.scheduler.next_runs(now_ms());
         for (plugin, counters) in &decisions.persist {
@@ -665,7 +674,7 @@ impl Dispatcher {
                 }),
                 not_before_ms: None,
             };
-            self.queue.put(start.event.id, &queued);
+            self.queue.put_started(start.event.id, &queued);
             self.to_start.push((start, run_id));
         }
     }

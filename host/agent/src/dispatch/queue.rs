@@ -1,6 +1,8 @@
 //! The durable queue: every event the dispatcher accepts is written to the
-//! store before it runs, marked when its run starts, and removed in the
-//! same transaction that records the run in the journal. So a `kill -9` at
+//! store, marked when its run starts, and removed in the same transaction
+//! that records the run in the journal. A run starts once its start is in
+//! the start log ([`super::start_log`]), before the commit lands, or, when
+//! the log cannot take it, once the commit has landed. So a `kill -9` at
 //! any moment loses no accepted event: at the next start the events left
 //! run again, and a run that was cut off is recorded as interrupted.
 //!
@@ -16,6 +18,7 @@
 use crate::audit::journal::{AuditRecord, Journal, NewRecord};
 use crate::audit::{Store, StoreError};
 use crate::dispatch::schedule::Counters;
+use crate::dispatch::start_log::StartLog;
 use crate::triggers::journal::{self, CursorKey};
 use crate::triggers::tail::{self, Position, PositionKey};
 use crate::triggers::windows_events::{self, BookmarkKey};
@@ -83,6 +86,8 @@ pub struct DurableQueue {
     failing: Option<String>,
     /// Commit even with no write of our own.
     flush: bool,
+    /// Runs started since the last commit landed.
+    start_log: StartLog,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -116,6 +121,23 @@ impl DurableQueue {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Runs a previous agent started whose commit may not have landed.
+        let (start_log, logged) = StartLog::open(store.state_dir());
+        let mut relogged = Vec::new();
+        for (id, bytes) in logged {
+            match serde_json::from_slice::<QueuedEvent>(&bytes) {
+                Ok(queued) => {
+                    left.retain(|(known, _)| *known != id);
+                    left.push((id, queued));
+                    relogged.push((id, bytes));
+                }
+                Err(e) => tracing::error!(
+                    event = id,
+                    "a run in the start log cannot be read and is dropped: {e}"
+                ),
+            }
+        }
+        left.sort_by_key(|(id, _)| *id);
         let last = left
             .iter()
             .map(|(id, _)| *id)
@@ -130,7 +152,12 @@ impl DurableQueue {
             consumed: Vec::new(),
             failing: None,
             flush: false,
+            start_log,
         };
+        // Kept by the first commit; the log is emptied once it lands.
+        for (id, bytes) in relogged {
+            queue.writes.push(Write::Put(id, bytes));
+        }
         for (id, reason) in unreadable {
             tracing::error!(
                 event = id,
@@ -151,6 +178,21 @@ impl DurableQueue {
     /// Keep (or update) an event.
     pub fn put(&mut self, id: EventId, queued: &QueuedEvent) {
         self.writes.push(Write::Put(id, encode(queued)));
+    }
+
+    /// An event whose run is about to start, marked started: kept at the
+    /// next commit, and in the start log at the next
+    /// [`Self::write_ahead`].
+    pub fn put_started(&mut self, id: EventId, queued: &QueuedEvent) {
+        let bytes = encode(queued);
+        self.start_log.add(id, &bytes);
+        self.writes.push(Write::Put(id, bytes));
+    }
+
+    /// Write the runs started since the last call to the start log. True
+    /// when they are all there: they may run before their commit lands.
+    pub fn write_ahead(&mut self) -> bool {
+        self.start_log.write()
     }
 
     /// The event is done with: ran and recorded, coalesced, or dropped.
@@ -222,6 +264,7 @@ impl DurableQueue {
         match self.try_commit() {
             Ok(records) => {
                 self.writes.clear();
+                self.start_log.clear();
                 self.records_waiting = 0;
                 if let Some(error) = self.failing.take() {
                     tracing::warn!(
@@ -353,6 +396,45 @@ mod tests {
         let (mut queue, left) = open(dir.path());
         assert_eq!(left, vec![(b, started), (c, c_entry)]);
         assert!(queue.next_id() > c, "ids are never reused");
+    }
+
+    #[test]
+    fn a_run_started_before_its_commit_is_found_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let (mut queue, left) = open(dir.path());
+            assert!(left.is_empty(), "round {round}: {left:?}");
+            // One event accepted and committed, then started; one accepted
+            // and started in the same turn.
+            let (a, b) = (queue.next_id(), queue.next_id());
+            queue.put(a, &queued("p", "a"));
+            queue.commit().unwrap();
+            let start = |subject: &str| {
+                let mut started = queued("p", subject);
+                started.started = Some(StartedRun {
+                    run_id: format!("run-{subject}"),
+                    at_ms: 5,
+                    forced_dry_run: false,
+                });
+                started
+            };
+            let (started_a, started_b) = (start("a"), start("b"));
+            queue.put_started(a, &started_a);
+            queue.put_started(b, &started_b);
+            assert!(queue.write_ahead());
+            // Killed before the commit: the log has both runs.
+            drop(queue);
+            let (mut queue, left) = open(dir.path());
+            assert_eq!(left, vec![(a, started_a), (b, started_b)]);
+            assert!(queue.next_id() > b, "ids are never reused");
+            // Their next commit empties the log; once finished and
+            // removed, they are not brought back.
+            queue.commit().unwrap();
+            assert!(queue.start_log.is_empty());
+            queue.remove(a);
+            queue.remove(b);
+            queue.commit().unwrap();
+        }
     }
 
     #[test]
