@@ -10,6 +10,11 @@
 //! cut off is recorded as interrupted and runs again), and each repaired
 //! file must have a run that says it repaired it, or an interrupted run
 //! that may have (no repair without a record).
+//!
+//! The same with a file trigger, whose runs start from the start log
+//! before their commit lands: killed at random and at the worst moment
+//! (a run in the start log), every file is repaired and every repair has
+//! a record.
 
 use crate::agent::readable_by_nobody;
 use crate::support::{MedicRun, run_records, workspace};
@@ -346,4 +351,178 @@ fn follow_up_runs_survive_kills_and_run_once() {
             "the follow-up of {event_id} ({subject}): {follow_ups:#?}"
         );
     }
+}
+
+/// A file trigger's runs start from the start log, before their commit
+/// lands. Killed at random moments while files break one after another,
+/// the agent still repairs every file (a run cut off is put back from the
+/// log; a change made while it was down is found by the rescan at start),
+/// and every repaired file has a record: a completed run that names it,
+/// or a run recorded as interrupted that may have repaired it.
+#[test]
+fn killed_at_random_moments_file_trigger_repairs_all_land_and_have_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let text = format!(
+        r#"
+[agent]
+state_dir = "state"
+plugin_dir = "{plugins}"
+max_concurrent_runs = 4
+
+[backend]
+kind = "local"
+principals = {{ "nobody" = "user:nobody" }}
+
+[plugins.fixture-per-event]
+component = "fixture-per-event.wasm"
+grants = {{ fs-write = ["{files}"] }}
+settings = {{ root = "{files}" }}
+concurrency = 2
+
+[[plugins.fixture-per-event.triggers]]
+kind = "file"
+path = "{files}"
+changes = ["attribute"]
+debounce = "1ms"
+"#,
+        plugins = workspace().join("target/plugins").display(),
+        files = files.display(),
+    );
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, text).unwrap();
+    let state = dir.path().join("state");
+
+    // When each file was broken, in ms since the epoch.
+    let broken_at = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (broken_at, stop, files) = (broken_at.clone(), stop.clone(), files.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let n = broken_at.lock().unwrap().len();
+                let file = files.join(format!("f{n}"));
+                std::fs::write(&file, "x").unwrap();
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+                broken_at.lock().unwrap().push(medic_sandbox::now_ms());
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    let mut rng = fastrand::Rng::with_seed(0x0073_7461_7274);
+    let mut agent = MedicRun::start(&policy);
+    let kills = 40;
+    let mut killed_at = Vec::new();
+    let in_start_log = |state: &Path| {
+        ["start-a.log", "start-b.log"]
+            .iter()
+            .any(|name| std::fs::metadata(state.join(name)).is_ok_and(|m| m.len() > 0))
+    };
+    for kill in 0..kills {
+        // Anywhere: during start-up, the rescan, mid-run, mid-commit; and
+        // every other time at the worst moment, while a run is in the
+        // start log and its commit has not landed.
+        std::thread::sleep(Duration::from_millis(rng.u64(20..600)));
+        if kill % 2 == 1 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !in_start_log(&state) && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+        }
+        agent.kill();
+        killed_at.push(medic_sandbox::now_ms());
+        agent = MedicRun::start(&policy);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let broken_at = broken_at.lock().unwrap().clone();
+    let broken = broken_at.len();
+    wait_until("every file is repaired", Duration::from_secs(300), || {
+        let left: Vec<usize> = (0..broken)
+            .filter(|n| !readable_by_nobody(&files.join(format!("f{n}"))))
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {broken} files not repaired, the first {:?}; agent log:\n{}",
+                left.len(),
+                &left[..left.len().min(10)],
+                agent_log(dir.path())
+            ))
+        }
+    });
+    // The last runs' records land once their commit does.
+    let root = files.display().to_string();
+    let mut unrecorded = Vec::new();
+    let mut cut_off = 0;
+    wait_until("every repair has a record", Duration::from_secs(60), || {
+        let runs = run_records(&state);
+        let mut named = std::collections::BTreeSet::new();
+        cut_off = 0;
+        for run in &runs {
+            let subject = run.detail["event"]["subject"].as_str().unwrap_or_default();
+            match run.status {
+                RecordStatus::Interrupted => {
+                    cut_off += 1;
+                    named.insert(subject.to_string());
+                    if subject == root {
+                        // A rescan cut off may have repaired any file
+                        // broken before the kill that cut it off.
+                        let started = run.detail["started_ms"].as_u64().unwrap_or(0);
+                        let kill = killed_at
+                            .iter()
+                            .copied()
+                            .find(|k| *k >= started)
+                            .unwrap_or(u64::MAX);
+                        for (n, at) in broken_at.iter().enumerate() {
+                            if *at <= kill {
+                                named.insert(format!("{root}/f{n}"));
+                            }
+                        }
+                    }
+                }
+                RecordStatus::Run(Status::Remediated) => {
+                    // The paths its actions changed (a rescan's lists
+                    // every one).
+                    let detail = run.detail.to_string();
+                    for n in 0..broken {
+                        let path = format!("{root}/f{n}");
+                        if detail.contains(&format!("\"{path}\"")) {
+                            named.insert(path);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        unrecorded = (0..broken)
+            .map(|n| format!("{root}/f{n}"))
+            .filter(|path| !named.contains(path))
+            .collect();
+        if unrecorded.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} repairs have no record, the first {:?}",
+                unrecorded.len(),
+                &unrecorded[..unrecorded.len().min(10)]
+            ))
+        }
+    });
+    agent.kill();
+    eprintln!(
+        "{kills} kills: {broken} files broken and repaired, {cut_off} runs cut off and run again"
+    );
+    let verify = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["audit", "--verify", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

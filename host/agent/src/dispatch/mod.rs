@@ -41,7 +41,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 const COUNTERS: &str = "plugin_counters";
-const STATUS: &str = "agent_status";
 
 /// Read a plugin's counters.
 pub fn load_counters(ctx: &AgentContext, plugin: &str) -> Counters {
@@ -106,7 +105,7 @@ pub struct AgentStatus {
 
 /// Read the last snapshot the agent wrote.
 pub fn read_status(store: &crate::audit::Store) -> Option<AgentStatus> {
-    store.get_json(STATUS, "agent")
+    store.get_json(queue::STATUS_TABLE, queue::STATUS_KEY)
 }
 
 /// Orders for the dispatcher from the agent.
@@ -194,8 +193,13 @@ pub struct Dispatcher {
     disabled: Vec<DisabledPlugin>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
-    /// Runs decided and written to the queue, to spawn after the commit.
+    /// Runs decided and written to the queue, to spawn once they are in
+    /// the start log or committed.
     to_start: Vec<(Start<Queued>, String)>,
+    /// Runs that wait for their commit (their event is read again by its
+    /// source, or the start log could not take them): each spawns once the
+    /// commit of that number, which marks it started, has landed.
+    after_commit: Vec<(u64, Start<Queued>, String)>,
     /// A line read by a tail that found its plugin's queue full: taking
     /// more from the triggers waits until it fits, so a tail's backlog
     /// slows down instead of being dropped (and its position, sent after
@@ -304,6 +308,21 @@ fn is_echo(own: &OwnEffects, routed: &Routed) -> bool {
     }
 }
 
+/// Whether an event of `kind` comes back from its source when its commit
+/// is lost: a log line or a journal entry is read again from the position
+/// saved with its event, an inbox request stays until its event is
+/// committed. Their runs wait for that commit, not for the start log: a
+/// run put back from the log beside the same line read again would run
+/// it twice. The others (file changes, whose trigger rescans at start;
+/// schedules; follow-ups, already committed when they were asked for)
+/// start from the start log.
+fn read_again_by_its_source(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::LogLine | EventKind::SystemEvent | EventKind::Manual
+    )
+}
+
 fn rules(active: &ActivePlugin) -> Rules {
     Rules {
         concurrency: active.policy.concurrency,
@@ -337,6 +356,7 @@ impl Dispatcher {
             done_tx,
             done_rx,
             to_start: Vec::new(),
+            after_commit: Vec::new(),
             held: None,
             started_ms: now_ms(),
             dirty: true,
@@ -463,6 +483,9 @@ impl Dispatcher {
                         self.finish(done);
                     }
                 }
+                joined = self.queue.landing(), if self.queue.committing() => {
+                    self.land(joined);
+                }
                 _ = tick.tick() => {
                     self.watch();
                     self.report_drops(false);
@@ -475,7 +498,7 @@ impl Dispatcher {
                         // Also writes the journal records other parts of
                         // the agent could not.
                         self.queue.retry();
-                        self.commit();
+                        self.begin_commit();
                     }
                     self.publish_status();
                 }
@@ -487,17 +510,24 @@ impl Dispatcher {
                     self.accept(routed);
                 }
             }
-            let starting = !self.to_start.is_empty();
             // Runs whose start is in the start log need not wait for the
-            // commit's fsync; the others start once it is done.
+            // commit's fsync; the others start once it has landed.
+            let starting = !self.to_start.is_empty();
             if self.queue.write_ahead() {
                 self.spawn_started();
+            } else {
+                let number = self.queue.next_commit();
+                self.after_commit.extend(
+                    self.to_start
+                        .drain(..)
+                        .map(|(start, run_id)| (number, start, run_id)),
+                );
             }
             if self.queue.failing().is_none() || starting {
-                self.commit();
+                self.begin_commit();
             }
-            self.spawn_started();
-            if !open && self.scheduler.running() == 0 {
+            if !open && self.scheduler.running() == 0 && self.after_commit.is_empty() {
+                self.queue.settle().await;
                 self.report_drops(true);
                 // Give a failing store a last few tries before the end.
                 for _ in 0..3 {
@@ -513,23 +543,43 @@ impl Dispatcher {
                     );
                 }
                 self.publish_status();
+                self.queue.settle().await;
                 break;
             }
         }
     }
 
-    fn commit(&mut self) {
-        self.store_tried = std::time::Instant::now();
+    /// Start a commit of the writes waiting, unless one is in flight.
+    fn begin_commit(&mut self) {
+        if !self.queue.committing() {
+            self.store_tried = std::time::Instant::now();
+        }
+        self.queue.begin_commit();
+    }
+
+    /// Take in a commit that landed, and start the runs that waited for it.
+    fn land(&mut self, joined: Result<queue::Landed, tokio::task::JoinError>) {
         let was_failing = self.queue.failing().is_some();
-        // A failure is kept, and said once by the queue.
-        let _ = self.queue.commit();
+        let number = joined.as_ref().map_or(u64::MAX, |landed| landed.number());
+        // A failure is kept, and said once by the queue; the runs start
+        // even so, as the start log could not take them either.
+        let _ = self.queue.land(joined);
         if was_failing != self.queue.failing().is_some() {
             self.dirty = true;
         }
+        let (ready, waiting) = std::mem::take(&mut self.after_commit)
+            .into_iter()
+            .partition(|(after, _, _)| *after <= number);
+        self.after_commit = waiting;
+        self.to_start
+            .extend(ready.into_iter().map(|(_, start, run_id)| (start, run_id)));
+        self.spawn_started();
     }
 
+    /// Commit what waits, here (at the end, with nothing in flight).
     fn commit_ok(&mut self) -> bool {
-        self.commit();
+        self.store_tried = std::time::Instant::now();
+        let _ = self.queue.commit();
         self.queue.failing().is_none()
     }
 
@@ -674,8 +724,14 @@ impl Dispatcher {
                 }),
                 not_before_ms: None,
             };
-            self.queue.put_started(start.event.id, &queued);
-            self.to_start.push((start, run_id));
+            if read_again_by_its_source(queued.event.kind) {
+                self.queue.put(start.event.id, &queued);
+                let number = self.queue.next_commit();
+                self.after_commit.push((number, start, run_id));
+            } else {
+                self.queue.put_started(start.event.id, &queued);
+                self.to_start.push((start, run_id));
+            }
         }
     }
 
@@ -978,7 +1034,17 @@ impl Dispatcher {
             writes_waiting: self.queue.waiting(),
             store: self.ctx.store.health(),
         };
-        // While the store fails this fails too; the queue says so loudly.
-        let _ = self.ctx.store.put_json(STATUS, "agent", &status);
+        if self.queue.failing().is_some() {
+            // Written apart, so that `medic status` shows why the queue's
+            // commits fail when only they do (a broken journal); when the
+            // whole store fails this fails too, and the queue says so.
+            let _ = self
+                .ctx
+                .store
+                .put_json(queue::STATUS_TABLE, queue::STATUS_KEY, &status);
+        } else if let Ok(json) = serde_json::to_vec(&status) {
+            self.queue.status(json);
+            self.begin_commit();
+        }
     }
 }

@@ -1,10 +1,17 @@
 //! The durable queue: every event the dispatcher accepts is written to the
 //! store, marked when its run starts, and removed in the same transaction
 //! that records the run in the journal. A run starts once its start is in
-//! the start log ([`super::start_log`]), before the commit lands, or, when
-//! the log cannot take it, once the commit has landed. So a `kill -9` at
+//! the start log ([`super::start_log`]), before the commit lands, or, for
+//! an event its source reads again and when the log cannot take it, once
+//! the commit has landed. So a `kill -9` at
 //! any moment loses no accepted event: at the next start the events left
 //! run again, and a run that was cut off is recorded as interrupted.
+//!
+//! In the agent a commit runs on a blocking thread
+//! ([`DurableQueue::begin_commit`], [`DurableQueue::land`]), one at a time:
+//! the dispatcher goes on taking events and starting runs during its
+//! fsync, and their writes make the next commit (group commit), so its
+//! loop never waits for the disk.
 //!
 //! The writes of one turn of the dispatcher (events accepted, runs started
 //! and finished, tail positions, event log bookmarks and journal cursors,
@@ -18,7 +25,7 @@
 use crate::audit::journal::{AuditRecord, Journal, NewRecord};
 use crate::audit::{Store, StoreError};
 use crate::dispatch::schedule::Counters;
-use crate::dispatch::start_log::StartLog;
+use crate::dispatch::start_log::{Sealed, StartLog};
 use crate::triggers::journal::{self, CursorKey};
 use crate::triggers::tail::{self, Position, PositionKey};
 use crate::triggers::windows_events::{self, BookmarkKey};
@@ -29,6 +36,10 @@ use std::path::PathBuf;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("event_queue");
 const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_counters");
+/// The status snapshot `medic status` reads (as JSON, under [`STATUS_KEY`]).
+pub const STATUS_TABLE: &str = "agent_status";
+pub const STATUS_KEY: &str = "agent";
+const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new(STATUS_TABLE);
 
 /// Identifies one accepted event in the durable queue.
 pub type EventId = u64;
@@ -86,8 +97,40 @@ pub struct DurableQueue {
     failing: Option<String>,
     /// Commit even with no write of our own.
     flush: bool,
-    /// Runs started since the last commit landed.
+    /// Runs started before their commit landed.
     start_log: StartLog,
+    /// The latest status snapshot, for the next commit.
+    status: Option<Vec<u8>>,
+    /// The commit running on a blocking thread.
+    in_flight: Option<tokio::task::JoinHandle<Landed>>,
+    /// Commits handed over so far; the next is number `handed + 1`.
+    handed: u64,
+}
+
+/// The writes of one commit, handed to the thread that commits them, and
+/// back.
+#[derive(Debug)]
+pub struct Batch {
+    number: u64,
+    writes: Vec<Write>,
+    status: Option<Vec<u8>>,
+    records: usize,
+    consumed: Vec<PathBuf>,
+    covers: Sealed,
+}
+
+/// A commit that ran: its batch and how it went.
+#[derive(Debug)]
+pub struct Landed {
+    batch: Batch,
+    result: Result<Vec<AuditRecord>, StoreError>,
+}
+
+impl Landed {
+    /// The number of the commit (counted from 1 by this queue).
+    pub fn number(&self) -> u64 {
+        self.batch.number
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -153,6 +196,9 @@ impl DurableQueue {
             failing: None,
             flush: false,
             start_log,
+            status: None,
+            in_flight: None,
+            handed: 0,
         };
         // Kept by the first commit; the log is emptied once it lands.
         for (id, bytes) in relogged {
@@ -253,28 +299,126 @@ impl DurableQueue {
         self.flush = true;
     }
 
-    /// Commit every waiting write in one transaction. On failure every
-    /// write is kept, in order, for the next commit. Returns the journal
-    /// records appended.
-    pub fn commit(&mut self) -> Result<Vec<AuditRecord>, StoreError> {
-        if self.writes.is_empty() && !std::mem::take(&mut self.flush) {
+    /// The status snapshot, written with the next commit (a newer one
+    /// replaces it).
+    pub fn status(&mut self, json: Vec<u8>) {
+        self.status = Some(json);
+    }
+
+    /// The number the next commit handed over will have.
+    pub fn next_commit(&self) -> u64 {
+        self.handed + 1
+    }
+
+    /// Whether a commit runs on its thread.
+    pub fn committing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The writes waiting, as one batch, or `None` when there is nothing
+    /// to commit.
+    fn take_batch(&mut self) -> Option<Batch> {
+        if self.writes.is_empty() && self.status.is_none() && !std::mem::take(&mut self.flush) {
             self.remove_consumed();
-            return Ok(Vec::new());
+            return None;
         }
-        match self.try_commit() {
+        self.handed += 1;
+        Some(Batch {
+            number: self.handed,
+            writes: std::mem::take(&mut self.writes),
+            status: self.status.take(),
+            records: std::mem::take(&mut self.records_waiting),
+            consumed: std::mem::take(&mut self.consumed),
+            covers: self.start_log.seal(),
+        })
+    }
+
+    /// Start committing every waiting write, in one transaction on a
+    /// blocking thread, unless a commit is in flight (its successor then
+    /// takes them) or nothing waits. Its end comes to [`Self::landing`].
+    pub fn begin_commit(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(batch) = self.take_batch() else {
+            return;
+        };
+        let (store, journal) = (self.store.clone(), self.journal.clone());
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            run_batch(&store, &journal, batch)
+        }));
+    }
+
+    /// The end of the commit in flight (pending for ever when there is
+    /// none): give it to [`Self::land`]. Cancel-safe.
+    pub async fn landing(&mut self) -> Result<Landed, tokio::task::JoinError> {
+        match self.in_flight.as_mut() {
+            Some(handle) => handle.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Take in the end of the commit in flight: on success the start log
+    /// files it covered are emptied and its inbox files removed; on
+    /// failure its writes go back, in order, before the ones made since.
+    pub fn land(
+        &mut self,
+        joined: Result<Landed, tokio::task::JoinError>,
+    ) -> Option<Result<Vec<AuditRecord>, StoreError>> {
+        self.in_flight = None;
+        match joined {
+            Ok(landed) => Some(self.take_in(landed)),
+            Err(e) => {
+                // Cannot happen: the commit's panics are contained.
+                tracing::error!("a commit's thread failed: {e}; its writes are lost");
+                None
+            }
+        }
+    }
+
+    /// Wait for the commit in flight, if any, and take it in.
+    pub async fn settle(&mut self) {
+        if self.in_flight.is_some() {
+            let joined = self.landing().await;
+            self.land(joined);
+        }
+    }
+
+    /// Commit every waiting write in one transaction, here; the commit in
+    /// flight, if any, must have landed. On failure every write is kept,
+    /// in order, for the next commit. Returns the journal records
+    /// appended.
+    pub fn commit(&mut self) -> Result<Vec<AuditRecord>, StoreError> {
+        debug_assert!(self.in_flight.is_none(), "a commit is in flight");
+        match self.take_batch() {
+            Some(batch) => self.take_in(run_batch(&self.store, &self.journal, batch)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn take_in(&mut self, landed: Landed) -> Result<Vec<AuditRecord>, StoreError> {
+        let Landed { mut batch, result } = landed;
+        match result {
             Ok(records) => {
-                self.writes.clear();
-                self.start_log.clear();
-                self.records_waiting = 0;
+                self.start_log.landed(batch.covers);
                 if let Some(error) = self.failing.take() {
                     tracing::warn!(
                         "the store can be written again (it failed with: {error}); every write kept meanwhile is saved"
                     );
                 }
+                self.consumed.splice(0..0, batch.consumed);
                 self.remove_consumed();
                 Ok(records)
             }
             Err(e) => {
+                batch.writes.append(&mut self.writes);
+                self.writes = batch.writes;
+                self.records_waiting += batch.records;
+                batch.consumed.append(&mut self.consumed);
+                self.consumed = batch.consumed;
+                if self.status.is_none() {
+                    self.status = batch.status;
+                }
                 if self.failing.is_none() {
                     tracing::error!(
                         waiting = self.writes.len(),
@@ -287,44 +431,6 @@ impl DurableQueue {
         }
     }
 
-    fn try_commit(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        // Journal records that waited in memory (appended outside the
-        // dispatcher while the store failed) go first, in order.
-        self.journal.flush_backlog()?;
-        let records = self.store.write(|txn| {
-            let mut records = Vec::new();
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut counters = txn.open_table(COUNTERS)?;
-            for write in &self.writes {
-                match write {
-                    Write::Put(id, bytes) => {
-                        queue.insert(*id, bytes.as_slice())?;
-                    }
-                    Write::Remove(id) => {
-                        queue.remove(*id)?;
-                    }
-                    Write::Position(key, position) => tail::write_position(txn, key, position)?,
-                    Write::Bookmark(key, bookmark) => {
-                        windows_events::write_bookmark(txn, key, bookmark)?;
-                    }
-                    Write::JournalCursor(key, cursor) => {
-                        journal::write_cursor(txn, key, cursor)?;
-                    }
-                    Write::Counters(plugin, bytes) => {
-                        counters.insert(plugin.as_str(), bytes.as_slice())?;
-                    }
-                    Write::Record(record) => {
-                        records.push(self.journal.append_in(txn, record.clone())?);
-                    }
-                }
-            }
-            Ok(records)
-        })?;
-        // The chain's head, outside the store, moves on.
-        self.journal.committed(&records);
-        Ok(records)
-    }
-
     fn remove_consumed(&mut self) {
         for file in self.consumed.drain(..) {
             if let Err(e) = std::fs::remove_file(&file)
@@ -334,6 +440,59 @@ impl DurableQueue {
             }
         }
     }
+}
+
+/// Commit `batch` in one transaction.
+fn run_batch(store: &Store, journal: &Journal, batch: Batch) -> Landed {
+    let result =
+        store.contain(|| commit_writes(store, journal, &batch.writes, batch.status.as_deref()));
+    Landed { batch, result }
+}
+
+fn commit_writes(
+    store: &Store,
+    journal: &Journal,
+    writes: &[Write],
+    status: Option<&[u8]>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    // Journal records that waited in memory (appended outside the
+    // dispatcher while the store failed) go first, in order.
+    journal.flush_backlog()?;
+    let records = store.write(|txn| {
+        let mut records = Vec::new();
+        let mut queue = txn.open_table(QUEUE)?;
+        let mut counters = txn.open_table(COUNTERS)?;
+        for write in writes {
+            match write {
+                Write::Put(id, bytes) => {
+                    queue.insert(*id, bytes.as_slice())?;
+                }
+                Write::Remove(id) => {
+                    queue.remove(*id)?;
+                }
+                Write::Position(key, position) => tail::write_position(txn, key, position)?,
+                Write::Bookmark(key, bookmark) => {
+                    windows_events::write_bookmark(txn, key, bookmark)?;
+                }
+                Write::JournalCursor(key, cursor) => {
+                    journal::write_cursor(txn, key, cursor)?;
+                }
+                Write::Counters(plugin, bytes) => {
+                    counters.insert(plugin.as_str(), bytes.as_slice())?;
+                }
+                Write::Record(record) => {
+                    records.push(journal.append_in(txn, record.clone())?);
+                }
+            }
+        }
+        if let Some(status) = status {
+            txn.open_table(STATUS)?.insert(STATUS_KEY, status)?;
+        }
+        Ok(records)
+    })?;
+    // The chain's head, outside the store, moves on.
+    journal.committed(&records);
+    Ok(records)
 }
 
 #[cfg(test)]
