@@ -1,6 +1,7 @@
-//! The real `medic run`, killed with SIGKILL at random moments while a log
-//! grows steadily: every event it accepted runs, exactly once where no
-//! run was cut off, and every repair has a record.
+//! The real `medic run`, killed with SIGKILL at random moments, and at the
+//! worst one (runs started from the start log, their commit not landed),
+//! while a log grows steadily: every event it accepted runs, exactly once
+//! where no run was cut off, and every repair has a record.
 //!
 //! Each log line names one file, broken (unreadable by `nobody`) before
 //! the line is written; `fixture-per-event` repairs that one file. So
@@ -11,10 +12,8 @@
 //! file must have a run that says it repaired it, or an interrupted run
 //! that may have (no repair without a record).
 //!
-//! The same with a file trigger, whose runs start from the start log
-//! before their commit lands: killed at random and at the worst moment
-//! (a run in the start log), every file is repaired and every repair has
-//! a record.
+//! The same with a file trigger: every file is repaired and every repair
+//! has a record.
 
 use crate::agent::readable_by_nobody;
 use crate::support::{MedicRun, run_records, workspace};
@@ -97,6 +96,21 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<(), 
     }
 }
 
+/// Spin (up to 5 s) until the start log holds something: the worst moment
+/// for a kill, with runs started whose commit has not landed.
+fn wait_for_the_start_log(state: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if ["start-a.log", "start-b.log"]
+            .iter()
+            .any(|name| std::fs::metadata(state.join(name)).is_ok_and(|m| m.len() > 0))
+        {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 #[test]
 fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,9 +154,13 @@ fn killed_at_random_moments_the_agent_loses_no_event_and_no_record() {
 
     let mut rng = fastrand::Rng::with_seed(0x006d_6564_6963);
     let kills = 25;
-    for _ in 0..kills {
-        // Anywhere: during start-up, mid-backlog, mid-run, mid-commit.
+    for kill in 0..kills {
+        // Anywhere: during start-up, mid-backlog, mid-run, mid-commit;
+        // every other time while lines are in the start log.
         std::thread::sleep(Duration::from_millis(rng.u64(20..1200)));
+        if kill % 2 == 1 {
+            wait_for_the_start_log(&state);
+        }
         agent.kill();
         agent = MedicRun::start(&policy);
     }
@@ -414,21 +432,13 @@ debounce = "1ms"
     let mut agent = MedicRun::start(&policy);
     let kills = 40;
     let mut killed_at = Vec::new();
-    let in_start_log = |state: &Path| {
-        ["start-a.log", "start-b.log"]
-            .iter()
-            .any(|name| std::fs::metadata(state.join(name)).is_ok_and(|m| m.len() > 0))
-    };
     for kill in 0..kills {
         // Anywhere: during start-up, the rescan, mid-run, mid-commit; and
         // every other time at the worst moment, while a run is in the
         // start log and its commit has not landed.
         std::thread::sleep(Duration::from_millis(rng.u64(20..600)));
         if kill % 2 == 1 {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !in_start_log(&state) && Instant::now() < deadline {
-                std::hint::spin_loop();
-            }
+            wait_for_the_start_log(&state);
         }
         agent.kill();
         killed_at.push(medic_sandbox::now_ms());

@@ -200,11 +200,12 @@ pub struct Dispatcher {
     /// source, or the start log could not take them): each spawns once the
     /// commit of that number, which marks it started, has landed.
     after_commit: Vec<(u64, Start<Queued>, String)>,
-    /// A line read by a tail that found its plugin's queue full: taking
-    /// more from the triggers waits until it fits, so a tail's backlog
-    /// slows down instead of being dropped (and its position, sent after
-    /// it, is not saved before it).
-    held: Option<Routed>,
+    /// A line read by a tail that found its plugin's queue full, and what
+    /// came after it in order (the rest of that read, its position):
+    /// taking more from the triggers waits until it fits, so a tail's
+    /// backlog slows down instead of being dropped (and its position is
+    /// not saved before it).
+    held: std::collections::VecDeque<Intake>,
     started_ms: u64,
     dirty: bool,
     in_flight: BTreeMap<u64, InFlight>,
@@ -308,21 +309,6 @@ fn is_echo(own: &OwnEffects, routed: &Routed) -> bool {
     }
 }
 
-/// Whether an event of `kind` comes back from its source when its commit
-/// is lost: a log line or a journal entry is read again from the position
-/// saved with its event, an inbox request stays until its event is
-/// committed. Their runs wait for that commit, not for the start log: a
-/// run put back from the log beside the same line read again would run
-/// it twice. The others (file changes, whose trigger rescans at start;
-/// schedules; follow-ups, already committed when they were asked for)
-/// start from the start log.
-fn read_again_by_its_source(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::LogLine | EventKind::SystemEvent | EventKind::Manual
-    )
-}
-
 fn rules(active: &ActivePlugin) -> Rules {
     Rules {
         concurrency: active.policy.concurrency,
@@ -357,7 +343,7 @@ impl Dispatcher {
             done_rx,
             to_start: Vec::new(),
             after_commit: Vec::new(),
-            held: None,
+            held: std::collections::VecDeque::new(),
             started_ms: now_ms(),
             dirty: true,
             in_flight: BTreeMap::new(),
@@ -451,12 +437,12 @@ impl Dispatcher {
             .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
-                intake = events.recv(), if open && self.held.is_none() => match intake {
+                intake = events.recv(), if open && self.held.is_empty() => match intake {
                     Some(intake) => {
                         self.intake(intake);
                         // A burst is taken whole, and committed once.
                         for _ in 1..INTAKE_BATCH {
-                            if self.held.is_some() {
+                            if !self.held.is_empty() {
                                 break;
                             }
                             match events.try_recv() {
@@ -506,14 +492,16 @@ impl Dispatcher {
             if open {
                 self.release_follow_ups();
                 self.pump();
-                if let Some(routed) = self.held.take() {
-                    self.accept(routed);
+                for intake in std::mem::take(&mut self.held) {
+                    self.intake(intake);
                 }
             }
             // Runs whose start is in the start log need not wait for the
-            // commit's fsync; the others start once it has landed.
+            // commit's fsync; the others start once it has landed. A read
+            // half taken (held) is not logged: its events without their
+            // position would run twice after a kill.
             let starting = !self.to_start.is_empty();
-            if self.queue.write_ahead() {
+            if self.queue.write_ahead(self.held.is_empty()) {
                 self.spawn_started();
             } else {
                 let number = self.queue.next_commit();
@@ -619,9 +607,23 @@ impl Dispatcher {
     }
 
     fn intake(&mut self, intake: Intake) {
+        if !self.held.is_empty() {
+            // Behind a held line, in order.
+            self.held.push_back(intake);
+            return;
+        }
         match intake {
             Intake::Event(routed) => self.accept(routed),
-            Intake::TailPosition { key, position } => self.queue.position(key, position),
+            Intake::Read(items) => {
+                for item in items {
+                    self.intake(item);
+                }
+            }
+            Intake::TailPosition {
+                key,
+                position,
+                kind,
+            } => self.queue.position(key, position, kind),
             Intake::EventLogBookmark { key, bookmark } => self.queue.bookmark(key, bookmark),
             Intake::JournalCursor { key, cursor } => self.queue.journal_cursor(key, cursor),
             Intake::InboxConsumed(file) => self.queue.consumed(file),
@@ -669,7 +671,8 @@ impl Dispatcher {
             {
                 // Read again from the log rather than dropped: held until
                 // it fits, and the triggers wait meanwhile.
-                self.held = Some(Routed::new(queued.plugin, queued.event));
+                self.held
+                    .push_back(Routed::new(queued.plugin, queued.event).into());
             }
             Offer::QueueFull => self.note_drop(&routed.plugin),
             Offer::UnknownPlugin => {
@@ -724,13 +727,12 @@ impl Dispatcher {
                 }),
                 not_before_ms: None,
             };
-            if read_again_by_its_source(queued.event.kind) {
-                self.queue.put(start.event.id, &queued);
+            self.queue.put(start.event.id, &queued);
+            if queue::logged_before_its_run(queued.event.kind) {
+                self.to_start.push((start, run_id));
+            } else {
                 let number = self.queue.next_commit();
                 self.after_commit.push((number, start, run_id));
-            } else {
-                self.queue.put_started(start.event.id, &queued);
-                self.to_start.push((start, run_id));
             }
         }
     }

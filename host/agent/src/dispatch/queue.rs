@@ -25,11 +25,11 @@
 use crate::audit::journal::{AuditRecord, Journal, NewRecord};
 use crate::audit::{Store, StoreError};
 use crate::dispatch::schedule::Counters;
-use crate::dispatch::start_log::{Sealed, StartLog};
+use crate::dispatch::start_log::{Entry, Sealed, StartLog};
 use crate::triggers::journal::{self, CursorKey};
 use crate::triggers::tail::{self, Position, PositionKey};
 use crate::triggers::windows_events::{self, BookmarkKey};
-use medic_sandbox::EventRecord;
+use medic_sandbox::{EventKind, EventRecord};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -66,12 +66,24 @@ pub struct StartedRun {
     pub forced_dry_run: bool,
 }
 
-/// One write waiting for the next commit.
+/// Whether events of `kind`, and the read positions saved with them, go
+/// to the start log before their runs start. Not an event log channel's
+/// or the systemd journal's (their bookmarks and cursors are saved only
+/// in the store, so after a lost commit their entries are read again),
+/// nor an inbox request's (its file stays until its event is committed):
+/// those put back from the log beside the same entry read again would
+/// run twice. Their runs wait for their commit.
+pub fn logged_before_its_run(kind: EventKind) -> bool {
+    !matches!(kind, EventKind::SystemEvent | EventKind::Manual)
+}
+
+/// One write waiting for the next commit; `true` marks a write that goes
+/// to the start log.
 #[derive(Debug)]
 enum Write {
-    Put(EventId, Vec<u8>),
+    Put(EventId, Vec<u8>, bool),
     Remove(EventId),
-    Position(PositionKey, Position),
+    Position(PositionKey, Position, bool),
     Bookmark(BookmarkKey, String),
     JournalCursor(CursorKey, String),
     Counters(String, Vec<u8>),
@@ -97,8 +109,16 @@ pub struct DurableQueue {
     failing: Option<String>,
     /// Commit even with no write of our own.
     flush: bool,
-    /// Runs started before their commit landed.
+    /// What may run before its commit lands.
     start_log: StartLog,
+    /// The writes waiting that went through [`Self::write_ahead`] (a
+    /// prefix of them).
+    logged: usize,
+    /// Every write of that prefix that goes to the start log is there.
+    prefix_in_log: bool,
+    /// Every write of the commit in flight that goes to the start log is
+    /// there (true when none is in flight).
+    in_flight_in_log: bool,
     /// The latest status snapshot, for the next commit.
     status: Option<Vec<u8>>,
     /// The commit running on a blocking thread.
@@ -164,20 +184,33 @@ impl DurableQueue {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Runs a previous agent started whose commit may not have landed.
+        // What a previous agent wrote ahead of a commit that may not have
+        // landed, in the order it was written (the last of an id wins).
         let (start_log, logged) = StartLog::open(store.state_dir());
         let mut relogged = Vec::new();
-        for (id, bytes) in logged {
-            match serde_json::from_slice::<QueuedEvent>(&bytes) {
-                Ok(queued) => {
-                    left.retain(|(known, _)| *known != id);
-                    left.push((id, queued));
-                    relogged.push((id, bytes));
+        for entry in logged {
+            match entry {
+                Entry::Event(id, bytes) => match serde_json::from_slice::<QueuedEvent>(&bytes) {
+                    Ok(queued) => {
+                        left.retain(|(known, _)| *known != id);
+                        left.push((id, queued));
+                        relogged.push(Write::Put(id, bytes, true));
+                    }
+                    Err(e) => tracing::error!(
+                        event = id,
+                        "an event in the start log cannot be read and is dropped: {e}"
+                    ),
+                },
+                Entry::Position(bytes) => {
+                    match serde_json::from_slice::<(PositionKey, Position)>(&bytes) {
+                        Ok((key, position)) => {
+                            relogged.push(Write::Position(key, position, true));
+                        }
+                        Err(e) => tracing::error!(
+                            "a read position in the start log cannot be read and is dropped: {e}"
+                        ),
+                    }
                 }
-                Err(e) => tracing::error!(
-                    event = id,
-                    "a run in the start log cannot be read and is dropped: {e}"
-                ),
             }
         }
         left.sort_by_key(|(id, _)| *id);
@@ -196,14 +229,15 @@ impl DurableQueue {
             failing: None,
             flush: false,
             start_log,
+            logged: relogged.len(),
+            prefix_in_log: true,
+            in_flight_in_log: true,
             status: None,
             in_flight: None,
             handed: 0,
         };
         // Kept by the first commit; the log is emptied once it lands.
-        for (id, bytes) in relogged {
-            queue.writes.push(Write::Put(id, bytes));
-        }
+        queue.writes = relogged;
         for (id, reason) in unreadable {
             tracing::error!(
                 event = id,
@@ -223,22 +257,42 @@ impl DurableQueue {
 
     /// Keep (or update) an event.
     pub fn put(&mut self, id: EventId, queued: &QueuedEvent) {
-        self.writes.push(Write::Put(id, encode(queued)));
+        let logged = logged_before_its_run(queued.event.kind);
+        self.writes.push(Write::Put(id, encode(queued), logged));
     }
 
-    /// An event whose run is about to start, marked started: kept at the
-    /// next commit, and in the start log at the next
-    /// [`Self::write_ahead`].
-    pub fn put_started(&mut self, id: EventId, queued: &QueuedEvent) {
-        let bytes = encode(queued);
-        self.start_log.add(id, &bytes);
-        self.writes.push(Write::Put(id, bytes));
+    /// Write to the start log what goes there of the writes made since the
+    /// last call. True when every such write not yet committed is in the
+    /// log: the runs marked started may then start before their commit
+    /// lands. `whole` says that no trigger's read is half taken (its
+    /// events queued, not yet its position): the log is not written then,
+    /// and false is returned.
+    pub fn write_ahead(&mut self, whole: bool) -> bool {
+        if !whole || !self.in_flight_in_log || !self.prefix_in_log {
+            return false;
+        }
+        for write in &self.writes[self.logged..] {
+            match write {
+                Write::Put(id, bytes, true) => {
+                    self.start_log.add(&Entry::Event(*id, bytes.clone()))
+                }
+                Write::Position(key, position, true) => {
+                    self.start_log
+                        .add(&Entry::Position(encode(&(key, position))));
+                }
+                _ => {}
+            }
+        }
+        self.logged = self.writes.len();
+        self.prefix_in_log = self.start_log.write();
+        self.prefix_in_log
     }
 
-    /// Write the runs started since the last call to the start log. True
-    /// when they are all there: they may run before their commit lands.
-    pub fn write_ahead(&mut self) -> bool {
-        self.start_log.write()
+    /// Whether the writes not yet logged hold one that goes to the log.
+    fn unlogged(&self) -> bool {
+        self.writes[self.logged..]
+            .iter()
+            .any(|write| matches!(write, Write::Put(_, _, true) | Write::Position(_, _, true)))
     }
 
     /// The event is done with: ran and recorded, coalesced, or dropped.
@@ -246,8 +300,11 @@ impl DurableQueue {
         self.writes.push(Write::Remove(id));
     }
 
-    pub fn position(&mut self, key: PositionKey, position: Position) {
-        self.writes.push(Write::Position(key, position));
+    /// A log read up to `position`: saved with the events queued before
+    /// it, which are of `kind`.
+    pub fn position(&mut self, key: PositionKey, position: Position, kind: EventKind) {
+        let logged = logged_before_its_run(kind);
+        self.writes.push(Write::Position(key, position, logged));
     }
 
     /// An event log channel read up to `bookmark`: saved with the events
@@ -323,6 +380,9 @@ impl DurableQueue {
             return None;
         }
         self.handed += 1;
+        self.in_flight_in_log = self.prefix_in_log && !self.unlogged();
+        self.logged = 0;
+        self.prefix_in_log = true;
         Some(Batch {
             number: self.handed,
             writes: std::mem::take(&mut self.writes),
@@ -401,6 +461,7 @@ impl DurableQueue {
         match result {
             Ok(records) => {
                 self.start_log.landed(batch.covers);
+                self.in_flight_in_log = true;
                 if let Some(error) = self.failing.take() {
                     tracing::warn!(
                         "the store can be written again (it failed with: {error}); every write kept meanwhile is saved"
@@ -411,6 +472,10 @@ impl DurableQueue {
                 Ok(records)
             }
             Err(e) => {
+                // The batch's logged writes stay in the files it sealed.
+                self.logged += batch.writes.len();
+                self.prefix_in_log &= self.in_flight_in_log;
+                self.in_flight_in_log = true;
                 batch.writes.append(&mut self.writes);
                 self.writes = batch.writes;
                 self.records_waiting += batch.records;
@@ -464,13 +529,13 @@ fn commit_writes(
         let mut counters = txn.open_table(COUNTERS)?;
         for write in writes {
             match write {
-                Write::Put(id, bytes) => {
+                Write::Put(id, bytes, _) => {
                     queue.insert(*id, bytes.as_slice())?;
                 }
                 Write::Remove(id) => {
                     queue.remove(*id)?;
                 }
-                Write::Position(key, position) => tail::write_position(txn, key, position)?,
+                Write::Position(key, position, _) => tail::write_position(txn, key, position)?,
                 Write::Bookmark(key, bookmark) => {
                     windows_events::write_bookmark(txn, key, bookmark)?;
                 }
@@ -570,6 +635,7 @@ mod tests {
             queue.commit().unwrap();
             let start = |subject: &str| {
                 let mut started = queued("p", subject);
+                started.event.kind = EventKind::FileChanged;
                 started.started = Some(StartedRun {
                     run_id: format!("run-{subject}"),
                     at_ms: 5,
@@ -578,9 +644,9 @@ mod tests {
                 started
             };
             let (started_a, started_b) = (start("a"), start("b"));
-            queue.put_started(a, &started_a);
-            queue.put_started(b, &started_b);
-            assert!(queue.write_ahead());
+            queue.put(a, &started_a);
+            queue.put(b, &started_b);
+            assert!(queue.write_ahead(true));
             // Killed before the commit: the log has both runs.
             drop(queue);
             let (mut queue, left) = open(dir.path());
@@ -594,6 +660,82 @@ mod tests {
             queue.remove(b);
             queue.commit().unwrap();
         }
+    }
+
+    #[test]
+    fn a_log_read_goes_to_the_start_log_with_its_position_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PositionKey::new("p", std::path::Path::new("/var/log/app.log"));
+        let at = |offset| Position {
+            inode: 7,
+            offset,
+            device: 1,
+            before: None,
+        };
+        let line = |subject: &str, kind| {
+            let mut event = queued("p", subject);
+            event.event.kind = kind;
+            event
+        };
+        let (mut queue, _) = open(dir.path());
+        // A whole read: its event and the position after it.
+        let a = queue.next_id();
+        queue.put(a, &line("a", EventKind::LogLine));
+        queue.position(key.clone(), at(10), EventKind::LogLine);
+        assert!(queue.write_ahead(true));
+        // Half a read (its position not taken yet): not logged.
+        let b = queue.next_id();
+        queue.put(b, &line("b", EventKind::LogLine));
+        assert!(!queue.write_ahead(false));
+        drop(queue);
+        let (mut queue, left) = open(dir.path());
+        assert_eq!(left.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a]);
+        queue.commit().unwrap();
+        let store = queue.store.clone();
+        assert_eq!(
+            crate::triggers::tail::load_position(&store, &key),
+            Some(at(10))
+        );
+
+        // An event log channel's entries wait for their commit: neither
+        // they nor their position are logged, and nothing is refused.
+        let c = queue.next_id();
+        queue.put(c, &line("c", EventKind::SystemEvent));
+        queue.position(key.clone(), at(20), EventKind::SystemEvent);
+        assert!(queue.write_ahead(true));
+        drop(queue);
+        drop(store);
+        let (_, left) = open(dir.path());
+        assert_eq!(
+            left.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [a],
+            "not {c}"
+        );
+    }
+
+    #[test]
+    fn after_a_commit_handed_over_half_logged_nothing_runs_ahead_until_it_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = open(dir.path());
+        let file_event = || {
+            let mut event = queued("p", "f");
+            event.event.kind = EventKind::FileChanged;
+            event
+        };
+        // A write that goes to the log but was never logged is committed.
+        let a = queue.next_id();
+        queue.put(a, &file_event());
+        queue.store.fail_writes(true);
+        assert!(queue.commit().is_err());
+        // Put back unlogged: the log would miss it, so nothing runs ahead.
+        let b = queue.next_id();
+        queue.put(b, &file_event());
+        assert!(!queue.write_ahead(true));
+        queue.store.fail_writes(false);
+        queue.commit().unwrap();
+        let c = queue.next_id();
+        queue.put(c, &file_event());
+        assert!(queue.write_ahead(true), "whole again once it landed");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The start log: each run the dispatcher starts is written here, with a
-//! plain `write`, before it starts, and the log is emptied once the store
-//! commit that marks those runs started has landed. It is two files: the
+//! The start log: before the runs the dispatcher starts may start, the
+//! events it queued since the last write (marked started or not), and the
+//! log triggers' read positions saved with them, are written here with a
+//! plain `write`; the log is emptied once the store commit that holds
+//! them has landed. It is two files: the
 //! one a commit in flight covers is sealed, and new runs go to the other,
 //! so emptying one never drops a run the commit did not hold. So a run need not wait
 //! for the store's fsync (a millisecond or more on most disks): a kill at
@@ -14,9 +16,10 @@
 //! [`MAX_BYTES`], or both files wait for a commit (while the store fails),
 //! runs wait for their commit again, as without the log.
 //!
-//! One entry per line: the event's id, a space, the queued event as JSON
-//! (which holds no raw newline). A last line cut short by a kill is
-//! ignored.
+//! One entry per line: its sequence number, then `e`, the event's id and
+//! the queued event as JSON, or `p` and a read position as JSON (JSON
+//! holds no raw newline), separated by spaces. A last line cut short by a
+//! kill is ignored.
 
 use super::queue::EventId;
 use std::fs::File;
@@ -77,15 +80,27 @@ pub struct StartLog {
     active: Option<usize>,
     /// Entries added since the last write.
     buffer: Vec<u8>,
+    /// The next entry's sequence number: orders entries across the files.
+    next_seq: u64,
 }
 
 /// The files a commit covers: emptied when it lands.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sealed([bool; 2]);
 
-/// What a previous agent left in the log: started runs whose commit may
-/// not have landed, as (id, queued event JSON).
-pub type LeftEntries = Vec<(EventId, Vec<u8>)>;
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An event as the queue keeps it (its JSON).
+    Event(EventId, Vec<u8>),
+    /// A log trigger's read position, saved with the events read before
+    /// it (its JSON).
+    Position(Vec<u8>),
+}
+
+/// What a previous agent left in the log, oldest first: entries whose
+/// commit may not have landed.
+pub type LeftEntries = Vec<Entry>;
 
 fn open_file(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
@@ -100,19 +115,38 @@ fn open_file(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-/// The complete entries of a log's text; a line cut short or unreadable is
-/// skipped (the second said).
-fn parse(text: &[u8]) -> LeftEntries {
+/// The first word of `line` and the rest after its space.
+fn word(line: &[u8]) -> Option<(&str, &[u8])> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    Some((
+        std::str::from_utf8(&line[..space]).ok()?,
+        &line[space + 1..],
+    ))
+}
+
+fn parse_line(line: &[u8]) -> Option<(u64, Entry)> {
+    let (seq, rest) = word(line)?;
+    let seq = seq.parse().ok()?;
+    let (kind, rest) = word(rest)?;
+    match kind {
+        "e" => {
+            let (id, json) = word(rest)?;
+            Some((seq, Entry::Event(id.parse().ok()?, json.to_vec())))
+        }
+        "p" => Some((seq, Entry::Position(rest.to_vec()))),
+        _ => None,
+    }
+}
+
+/// The complete entries of a log's text, with their sequence numbers; a
+/// line cut short or unreadable is skipped (the second said).
+fn parse(text: &[u8]) -> Vec<(u64, Entry)> {
     let mut entries = Vec::new();
     for line in text.split_inclusive(|&b| b == b'\n') {
         let Some(line) = line.strip_suffix(b"\n") else {
             break; // the last line, cut short by a kill
         };
-        let parsed = line.iter().position(|&b| b == b' ').and_then(|space| {
-            let id = std::str::from_utf8(&line[..space]).ok()?.parse().ok()?;
-            Some((id, line[space + 1..].to_vec()))
-        });
-        match parsed {
+        match parse_line(line) {
             Some(entry) => entries.push(entry),
             None => tracing::error!("a line of the start log cannot be read; skipped"),
         }
@@ -121,7 +155,7 @@ fn parse(text: &[u8]) -> LeftEntries {
 }
 
 /// Open one file and read what it holds.
-fn open_slot(path: PathBuf, left: &mut LeftEntries) -> Slot {
+fn open_slot(path: PathBuf, left: &mut Vec<(u64, Entry)>) -> Slot {
     let file = match open_file(&path) {
         Ok(mut file) => {
             let mut text = Vec::new();
@@ -161,26 +195,30 @@ impl StartLog {
     pub fn open(state_dir: &Path) -> (Self, LeftEntries) {
         let mut left = Vec::new();
         let slots = FILE_NAMES.map(|name| open_slot(state_dir.join(name), &mut left));
-        left.sort_by_key(|(id, _)| *id);
+        left.sort_by_key(|(seq, _)| *seq);
         let mut log = Self {
             slots,
             active: None,
             buffer: Vec::new(),
+            next_seq: left.last().map_or(0, |(seq, _)| seq + 1),
         };
         log.active = log.first_usable();
-        (log, left)
+        (log, left.into_iter().map(|(_, entry)| entry).collect())
     }
 
     fn first_usable(&self) -> Option<usize> {
         (0..2).find(|&i| self.slots[i].usable())
     }
 
-    /// A run about to start: its event, marked started, as the queue
-    /// keeps it.
-    pub fn add(&mut self, id: EventId, queued_json: &[u8]) {
-        self.buffer.extend_from_slice(id.to_string().as_bytes());
-        self.buffer.push(b' ');
-        self.buffer.extend_from_slice(queued_json);
+    /// Add an entry, for the next [`Self::write`].
+    pub fn add(&mut self, entry: &Entry) {
+        let (head, json) = match entry {
+            Entry::Event(id, json) => (format!("{} e {id} ", self.next_seq), json),
+            Entry::Position(json) => (format!("{} p ", self.next_seq), json),
+        };
+        self.next_seq += 1;
+        self.buffer.extend_from_slice(head.as_bytes());
+        self.buffer.extend_from_slice(json);
         self.buffer.push(b'\n');
     }
 
@@ -257,7 +295,14 @@ mod tests {
     use super::*;
 
     fn entries(dir: &Path) -> Vec<EventId> {
-        StartLog::open(dir).1.iter().map(|(id, _)| *id).collect()
+        StartLog::open(dir)
+            .1
+            .iter()
+            .filter_map(|entry| match entry {
+                Entry::Event(id, _) => Some(*id),
+                Entry::Position(_) => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -265,20 +310,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, left) = StartLog::open(dir.path());
         assert!(left.is_empty());
-        log.add(7, br#"{"plugin":"a"}"#);
-        log.add(8, br#"{"plugin":"b"}"#);
+        log.add(&Entry::Event(7, br#"{"plugin":"a"}"#.to_vec()));
+        log.add(&Entry::Event(8, br#"{"plugin":"b"}"#.to_vec()));
         assert!(log.write());
         let _ = log.seal();
-        log.add(9, br#"{"plugin":"c"}"#);
+        log.add(&Entry::Event(9, br#"{"plugin":"c"}"#.to_vec()));
+        assert!(log.write());
+        log.add(&Entry::Position(br#"{"at":1}"#.to_vec()));
         assert!(log.write());
         drop(log);
         // A kill in the middle of a write leaves a line cut short.
         let mut file = open_file(&dir.path().join(FILE_NAMES[1])).unwrap();
-        file.write_all(br#"10 {"plug"#).unwrap();
+        file.write_all(br#"4 e 10 {"plug"#).unwrap();
         let (_, left) = StartLog::open(dir.path());
-        let ids: Vec<EventId> = left.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, [7, 8, 9]);
-        assert_eq!(left[1].1, br#"{"plugin":"b"}"#);
+        assert_eq!(
+            left,
+            [
+                Entry::Event(7, br#"{"plugin":"a"}"#.to_vec()),
+                Entry::Event(8, br#"{"plugin":"b"}"#.to_vec()),
+                Entry::Event(9, br#"{"plugin":"c"}"#.to_vec()),
+                Entry::Position(br#"{"at":1}"#.to_vec()),
+            ]
+        );
     }
 
     #[test]
@@ -286,11 +339,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = StartLog::open(dir.path());
         for round in 0..50u64 {
-            log.add(round * 2, b"{}");
+            log.add(&Entry::Event(round * 2, b"{}".to_vec()));
             assert!(log.write());
             let sealed = log.seal();
             // Runs started while the commit is in flight.
-            log.add(round * 2 + 1, b"{}");
+            log.add(&Entry::Event(round * 2 + 1, b"{}".to_vec()));
             assert!(log.write());
             log.landed(sealed);
             assert_eq!(entries(dir.path()), [round * 2 + 1], "round {round}");
@@ -304,20 +357,20 @@ mod tests {
     fn after_a_failed_commit_the_next_one_covers_both_files() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = StartLog::open(dir.path());
-        log.add(1, b"{}");
+        log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(log.write());
         let _failed = log.seal();
-        log.add(2, b"{}");
+        log.add(&Entry::Event(2, b"{}".to_vec()));
         assert!(log.write());
         // The failed commit's writes are put back; the next covers both.
         let sealed = log.seal();
         assert_eq!(sealed, Sealed([true, true]));
         // Both files wait: a run started now waits for its commit.
-        log.add(3, b"{}");
+        log.add(&Entry::Event(3, b"{}".to_vec()));
         assert!(!log.write());
         log.landed(sealed);
         assert!(log.is_empty());
-        log.add(4, b"{}");
+        log.add(&Entry::Event(4, b"{}".to_vec()));
         assert!(log.write());
         assert_eq!(entries(dir.path()), [4]);
     }
@@ -326,12 +379,12 @@ mod tests {
     fn what_a_previous_agent_left_is_sealed_for_the_first_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = StartLog::open(dir.path());
-        log.add(5, b"{}");
+        log.add(&Entry::Event(5, b"{}".to_vec()));
         assert!(log.write());
         drop(log);
         let (mut log, left) = StartLog::open(dir.path());
         assert_eq!(left.len(), 1);
-        log.add(6, b"{}");
+        log.add(&Entry::Event(6, b"{}".to_vec()));
         assert!(log.write(), "the other file takes new runs");
         let sealed = log.seal();
         log.landed(sealed);
@@ -341,9 +394,37 @@ mod tests {
     #[test]
     fn a_line_that_is_not_an_entry_is_skipped() {
         assert_eq!(
-            parse(b"x {}\n5 {}\nnospace\n6 {\"a\":1}\n"),
-            vec![(5, b"{}".to_vec()), (6, b"{\"a\":1}".to_vec())]
+            parse(b"x e 1 {}\n0 e 5 {}\nnospace\n1 q {}\n2 e x {}\n3 p {\"a\":1}\n"),
+            vec![
+                (0, Entry::Event(5, b"{}".to_vec())),
+                (3, Entry::Position(b"{\"a\":1}".to_vec()))
+            ]
         );
+    }
+
+    #[test]
+    fn entries_come_back_in_the_order_written_across_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = StartLog::open(dir.path());
+        // The second file first: a commit covering the first failed.
+        log.add(&Entry::Event(1, b"{}".to_vec()));
+        assert!(log.write());
+        let sealed = log.seal();
+        log.add(&Entry::Event(2, b"{}".to_vec()));
+        assert!(log.write());
+        log.landed(sealed);
+        log.add(&Entry::Event(3, b"{}".to_vec()));
+        assert!(log.write(), "the emptied first file takes it");
+        drop(log);
+        assert_eq!(entries(dir.path()), [2, 3]);
+        // Numbering goes on after a restart.
+        let (mut log, _) = StartLog::open(dir.path());
+        let sealed = log.seal();
+        log.landed(sealed);
+        log.add(&Entry::Event(4, b"{}".to_vec()));
+        assert!(log.write());
+        drop(log);
+        assert_eq!(entries(dir.path()), [4]);
     }
 
     #[test]
@@ -351,10 +432,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = StartLog::open(dir.path());
         log.slots[0].len = MAX_BYTES - 4;
-        log.add(1, b"{}");
+        log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(!log.write());
         let sealed = log.seal();
-        log.add(2, b"{}");
+        log.add(&Entry::Event(2, b"{}".to_vec()));
         assert!(log.write(), "the other file takes it");
         log.landed(sealed);
     }
@@ -365,7 +446,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = StartLog::open(dir.path());
-        log.add(1, b"{}");
+        log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(log.write());
         let mode = std::fs::metadata(dir.path().join(FILE_NAMES[0]))
             .unwrap()
@@ -382,7 +463,7 @@ mod tests {
             }
             let (mut log, left) = StartLog::open(other.path());
             assert!(left.is_empty());
-            log.add(1, b"{}");
+            log.add(&Entry::Event(1, b"{}".to_vec()));
             assert!(!log.write(), "a symlinked log is refused");
             for name in FILE_NAMES {
                 let target = other.path().join(format!("{name}.target"));

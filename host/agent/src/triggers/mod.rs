@@ -67,12 +67,17 @@ pub struct ChangedPaths {
 #[derive(Debug)]
 pub enum Intake {
     Event(Routed),
+    /// What a trigger read in one go (a tail's lines and the position
+    /// after them), taken whole by the dispatcher: a write to the start
+    /// log never holds the events of a read without its position.
+    Read(Vec<Intake>),
     /// A tail has read its file up to `position`: saved in the same
-    /// transaction as the events it sent before, so a restart neither
-    /// loses nor repeats them.
+    /// transaction as the events (of `kind`) it sent before, so a restart
+    /// neither loses nor repeats them.
     TailPosition {
         key: tail::PositionKey,
         position: tail::Position,
+        kind: EventKind,
     },
     /// An event log channel has been read up to this bookmark (the XML
     /// Windows renders for it): saved in the same transaction as the
@@ -503,31 +508,39 @@ pub(crate) mod tests {
         count: usize,
     ) -> Vec<Routed> {
         let mut got = Vec::new();
-        let mut take = |intake| match intake {
-            Intake::Event(routed) => got.push(routed),
-            Intake::TailPosition { key, position } => {
-                let txn = store.database().begin_write().unwrap();
-                tail::write_position(&txn, &key, &position).unwrap();
-                txn.commit().unwrap();
+        fn take(intake: Intake, got: &mut Vec<Routed>, store: &Store) {
+            match intake {
+                Intake::Event(routed) => got.push(routed),
+                Intake::Read(items) => {
+                    for item in items {
+                        take(item, got, store);
+                    }
+                }
+                Intake::TailPosition { key, position, .. } => {
+                    let txn = store.database().begin_write().unwrap();
+                    tail::write_position(&txn, &key, &position).unwrap();
+                    txn.commit().unwrap();
+                }
+                Intake::EventLogBookmark { key, bookmark } => {
+                    let txn = store.database().begin_write().unwrap();
+                    windows_events::write_bookmark(&txn, &key, &bookmark).unwrap();
+                    txn.commit().unwrap();
+                }
+                Intake::JournalCursor { key, cursor } => {
+                    let txn = store.database().begin_write().unwrap();
+                    journal::write_cursor(&txn, &key, &cursor).unwrap();
+                    txn.commit().unwrap();
+                }
+                Intake::InboxConsumed(_) => {}
             }
-            Intake::EventLogBookmark { key, bookmark } => {
-                let txn = store.database().begin_write().unwrap();
-                windows_events::write_bookmark(&txn, &key, &bookmark).unwrap();
-                txn.commit().unwrap();
-            }
-            Intake::JournalCursor { key, cursor } => {
-                let txn = store.database().begin_write().unwrap();
-                journal::write_cursor(&txn, &key, &cursor).unwrap();
-                txn.commit().unwrap();
-            }
-            Intake::InboxConsumed(_) => {}
-        };
+        }
         let mut taken = 0;
         loop {
             match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
                 Ok(Some(intake)) => {
-                    taken += usize::from(matches!(intake, Intake::Event(_)));
-                    take(intake);
+                    let before = got.len();
+                    take(intake, &mut got, store);
+                    taken += got.len() - before;
                 }
                 _ => panic!("only {taken} of {count} events came"),
             }
@@ -538,7 +551,7 @@ pub(crate) mod tests {
         while let Ok(Some(intake)) =
             tokio::time::timeout(Duration::from_millis(200), events.recv()).await
         {
-            take(intake);
+            take(intake, &mut got, store);
         }
         got
     }

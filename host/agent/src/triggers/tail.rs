@@ -141,7 +141,8 @@ impl Position {
 }
 
 /// Whose read position of which file: one per plugin and path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct PositionKey(String);
 
 impl PositionKey {
@@ -150,7 +151,7 @@ impl PositionKey {
     }
 }
 
-fn load_position(store: &Store, key: &PositionKey) -> Option<Position> {
+pub(crate) fn load_position(store: &Store, key: &PositionKey) -> Option<Position> {
     store.get_json(OFFSETS, &key.0)
 }
 
@@ -1076,6 +1077,10 @@ pub fn spawn(
         .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
     let key = PositionKey::new(&plugin, &path);
     let tail = Tail::new(path, load_position(&store, &key)).with_max_line(max_line);
+    let kind = match &filter {
+        LineFilter::Log(_) => EventKind::LogLine,
+        LineFilter::EventLog(_) => EventKind::SystemEvent,
+    };
     let mut follower = Follower::new(plugin.clone(), tail, filter);
     Ok(tokio::spawn(async move {
         let _watcher = watcher;
@@ -1088,15 +1093,11 @@ pub fn spawn(
                         tracing::info!(plugin, path = %follower.tail().path().display(), "readable again");
                     }
                     let sent = !events.is_empty();
-                    for event in events {
-                        if sink
-                            .send(Routed::new(plugin.clone(), event).into())
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
+                    // The events and the position after them go as one.
+                    let mut read: Vec<Intake> = events
+                        .into_iter()
+                        .map(|event| Routed::new(plugin.clone(), event).into())
+                        .collect();
                     let position = follower.tail().position();
                     let far = match (position, saved) {
                         (Some(now), Some(then)) => {
@@ -1109,14 +1110,15 @@ pub fn spawn(
                         && (sent || !more || far)
                         && let Some(position) = position
                     {
-                        let intake = Intake::TailPosition {
+                        read.push(Intake::TailPosition {
                             key: key.clone(),
                             position,
-                        };
-                        if sink.send(intake).await.is_err() {
-                            return;
-                        }
+                            kind,
+                        });
                         saved = Some(position);
+                    }
+                    if !read.is_empty() && sink.send(Intake::Read(read)).await.is_err() {
+                        return;
                     }
                     more
                 }
