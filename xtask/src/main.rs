@@ -25,6 +25,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod plot;
 mod plugins;
 mod sign;
 mod toolchain;
