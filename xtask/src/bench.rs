@@ -413,7 +413,7 @@ fn plots(root: &Path, kept: &Path, md: &mut String) -> Result<()> {
         }];
         if let Some(peer) = &peer {
             series.push(Series {
-                name: "shell loop (inotifywait/tail | getfacl || setfacl)",
+                name: "shell loop",
                 values: peer,
             });
         }

@@ -9,7 +9,7 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 240.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 28.0;
+const TOP: f64 = 44.0;
 const BOTTOM: f64 = 40.0;
 const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
@@ -51,9 +51,10 @@ fn frame(svg: &mut String, title: &str, x_label: &str, y_label: &str) {
 }
 
 fn legend(svg: &mut String, names: &[&str]) {
+    // One row under the title.
+    let mut x = LEFT;
     for (i, name) in names.iter().enumerate() {
-        let y = TOP + 4.0 + 14.0 * i as f64;
-        let x = WIDTH - RIGHT - 230.0;
+        let y = 34.0;
         let _ = write!(
             svg,
             r#"<rect x="{x}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{}</text>"#,
@@ -63,6 +64,7 @@ fn legend(svg: &mut String, names: &[&str]) {
             y,
             escape(name)
         );
+        x += 24.0 + 6.5 * name.chars().count() as f64;
     }
 }
 

@@ -11,9 +11,27 @@
 //! gives a local user (`nobody`) read access; its mode gives others
 //! nothing. The remediation is the example plugin `share-guard` putting
 //! that access back; "applied" is when the access can be read back from
-//! the file system. Needs `cargo xtask plugins` first, and `inotifywait`
-//! and `setfacl` for the shell loop (skipped, and said, without them). Run
-//! with `cargo bench -p medic --bench agent_latency`.
+//! the file system. The measuring thread polls for it, yielding its core
+//! between reads: on two cores a spinning reader starved the agent (and
+//! the shell loop) and made their p99 five to ten times their p50. Needs
+//! `cargo xtask plugins` first, and `inotifywait` and `setfacl` for the
+//! shell loop (skipped, and said, without them). Run with
+//! `cargo bench -p medic --bench agent_latency`.
+//!
+//! Where the time went (`perf record` of this benchmark, 2-core VM).
+//! Before (p50 1.97 ms, log 2.76 ms): a change waited for the file
+//! trigger's trailing debounce timer (tokio's timers tick in
+//! milliseconds, so even a 0 ms debounce cost up to one), then for the
+//! store commit of its event and its run's start (redb's pages, the
+//! journal anchor, the fsync) before the run was spawned; and the
+//! dispatcher ran its commits on its own loop, so an event arriving
+//! during one waited for it. After: the first change to a path is sent at
+//! once; a run starts as soon as its event is in the start log (one
+//! `write`); commits run on a blocking thread, one at a time, grouping
+//! what came meanwhile. On-CPU, the agent's threads now spend their time
+//! mostly in those commits (fsync about 9%, redb, the journal anchor,
+//! malloc), off the path of the repair; the run itself (instantiation,
+//! the ACL calls) is a few percent.
 
 #[path = "support/agent.rs"]
 mod agent;
