@@ -224,7 +224,7 @@ pub fn run(root: &Path, only: &[String]) -> Result<()> {
     );
     for (key, subject) in [
         ("burst", "per path (the default)"),
-        ("burst_root", "`subject = \"root\"`"),
+        ("burst_root", "the watched root (`subject = \"root\"`)"),
     ] {
         let _ = writeln!(
             md,
