@@ -131,6 +131,10 @@ impl Agent {
         let policies = |plugins: &[Arc<ActivePlugin>]| -> Vec<PluginPolicy> {
             plugins.iter().map(|p| p.policy.clone()).collect()
         };
+        // First, so that what the last agent left in the start log (log
+        // positions among it) is committed before a tail reads its saved
+        // position.
+        let dispatcher = Dispatcher::new(ctx.clone(), self.plugins.clone())?;
         let mut triggers = TriggerSet::start(&policies(&self.plugins), &sink, &ctx.store).await?;
         let inbox = triggers::inbox::spawn(&agent_settings.state_dir, sink.clone())
             .map_err(AgentError::Inbox)?;
@@ -143,7 +147,6 @@ impl Agent {
             .map(|p| p.policy.name.as_str())
             .collect();
         tracing::info!(plugins = ?names, state_dir = %agent_settings.state_dir.display(), "agent ready");
-        let dispatcher = Dispatcher::new(ctx.clone(), self.plugins.clone())?;
         if !self.disabled.is_empty() {
             let _ = control.send(Control::Disabled(self.disabled)).await;
         }

@@ -130,6 +130,8 @@ pub enum Control {
 pub struct Queued {
     pub id: EventId,
     pub event: EventRecord,
+    /// Its run may start before its commit lands (from the start log).
+    pub runs_ahead: bool,
 }
 
 /// A finished run, back from its blocking thread, with its journal record.
@@ -389,6 +391,7 @@ impl Dispatcher {
                 &subject,
                 Queued {
                     id,
+                    runs_ahead: queue::logged_before_its_run(queued.event.kind),
                     event: queued.event,
                 },
             );
@@ -500,7 +503,7 @@ impl Dispatcher {
             // commit's fsync; the others start once it has landed. A read
             // half taken (held) is not logged: its events without their
             // position would run twice after a kill.
-            let starting = !self.to_start.is_empty();
+            let starting = !self.to_start.is_empty() || !self.after_commit.is_empty();
             if self.queue.write_ahead(self.held.is_empty()) {
                 self.spawn_started();
             } else {
@@ -654,12 +657,19 @@ impl Dispatcher {
             started: None,
             not_before_ms: None,
         };
-        match self
-            .scheduler
-            .offer(&routed.plugin, &subject, Queued { id, event })
-        {
+        let runs_ahead = !routed.from_inbox && queue::logged_before_its_run(event.kind);
+        let offered = Queued {
+            id,
+            event,
+            runs_ahead,
+        };
+        match self.scheduler.offer(&routed.plugin, &subject, offered) {
             Offer::Queued => {
-                self.queue.put(id, &queued);
+                if runs_ahead {
+                    self.queue.put(id, &queued);
+                } else {
+                    self.queue.put_waiting(id, &queued);
+                }
                 self.dirty = true;
             }
             Offer::Coalesced => {}
@@ -671,8 +681,13 @@ impl Dispatcher {
             {
                 // Read again from the log rather than dropped: held until
                 // it fits, and the triggers wait meanwhile.
-                self.held
-                    .push_back(Routed::new(queued.plugin, queued.event).into());
+                self.held.push_back(
+                    Routed {
+                        from_inbox: routed.from_inbox,
+                        ..Routed::new(queued.plugin, queued.event)
+                    }
+                    .into(),
+                );
             }
             Offer::QueueFull => self.note_drop(&routed.plugin),
             Offer::UnknownPlugin => {
@@ -727,10 +742,11 @@ impl Dispatcher {
                 }),
                 not_before_ms: None,
             };
-            self.queue.put(start.event.id, &queued);
-            if queue::logged_before_its_run(queued.event.kind) {
+            if start.event.runs_ahead {
+                self.queue.put(start.event.id, &queued);
                 self.to_start.push((start, run_id));
             } else {
+                self.queue.put_waiting(start.event.id, &queued);
                 let number = self.queue.next_commit();
                 self.after_commit.push((number, start, run_id));
             }
@@ -740,7 +756,10 @@ impl Dispatcher {
     fn spawn_started(&mut self) {
         for (start, run_id) in std::mem::take(&mut self.to_start) {
             let Some(served) = self.served.get(&start.plugin) else {
-                // Cannot happen: the scheduler serves the same names.
+                // The plugin left the policy while its run waited for its
+                // commit: its event goes, as the rest of its queue did.
+                tracing::info!(plugin = %start.plugin, run = %run_id, "a run waiting for its commit is dropped: its plugin is no longer served");
+                self.queue.remove(start.event.id);
                 let _ = self.scheduler.finish(start.ticket, false, now_ms());
                 continue;
             };
@@ -820,7 +839,7 @@ impl Dispatcher {
         let Start {
             ticket,
             plugin,
-            event: Queued { id, event },
+            event: Queued { id, event, .. },
             forced_dry_run,
         } = start;
         self.in_flight.insert(
@@ -931,6 +950,8 @@ impl Dispatcher {
                 Queued {
                     id: pending.id,
                     event: pending.event.clone(),
+                    // Committed when it was asked for.
+                    runs_ahead: true,
                 },
             );
             match offer {

@@ -36,6 +36,9 @@ use std::path::PathBuf;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("event_queue");
 const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_counters");
+/// The last start log entry the store holds (see [`super::start_log`]).
+const START_LOG: TableDefinition<&str, u64> = TableDefinition::new("start_log");
+const START_LOG_COVERED: &str = "covered";
 /// The status snapshot `medic status` reads (as JSON, under [`STATUS_KEY`]).
 pub const STATUS_TABLE: &str = "agent_status";
 pub const STATUS_KEY: &str = "agent";
@@ -186,14 +189,22 @@ impl DurableQueue {
         }
         // What a previous agent wrote ahead of a commit that may not have
         // landed, in the order it was written (the last of an id wins).
-        let (start_log, logged) = StartLog::open(store.state_dir());
+        let covered = {
+            let txn = store.database().begin_read()?;
+            match txn.open_table(START_LOG) {
+                Ok(table) => table.get(START_LOG_COVERED)?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (start_log, logged) = StartLog::open(store.state_dir(), covered);
         let mut relogged = Vec::new();
+        let mut left: std::collections::BTreeMap<EventId, QueuedEvent> = left.into_iter().collect();
         for entry in logged {
             match entry {
                 Entry::Event(id, bytes) => match serde_json::from_slice::<QueuedEvent>(&bytes) {
                     Ok(queued) => {
-                        left.retain(|(known, _)| *known != id);
-                        left.push((id, queued));
+                        left.insert(id, queued);
                         relogged.push(Write::Put(id, bytes, true));
                     }
                     Err(e) => tracing::error!(
@@ -213,7 +224,7 @@ impl DurableQueue {
                 }
             }
         }
-        left.sort_by_key(|(id, _)| *id);
+        let left: Vec<(EventId, QueuedEvent)> = left.into_iter().collect();
         let last = left
             .iter()
             .map(|(id, _)| *id)
@@ -255,10 +266,17 @@ impl DurableQueue {
         id
     }
 
-    /// Keep (or update) an event.
+    /// Keep (or update) an event; one of a kind that goes to the start log
+    /// goes there at the next [`Self::write_ahead`].
     pub fn put(&mut self, id: EventId, queued: &QueuedEvent) {
         let logged = logged_before_its_run(queued.event.kind);
         self.writes.push(Write::Put(id, encode(queued), logged));
+    }
+
+    /// Keep (or update) an event whose run waits for its commit (an inbox
+    /// request, sent again until then): never in the start log.
+    pub fn put_waiting(&mut self, id: EventId, queued: &QueuedEvent) {
+        self.writes.push(Write::Put(id, encode(queued), false));
     }
 
     /// Write to the start log what goes there of the writes made since the
@@ -509,8 +527,15 @@ impl DurableQueue {
 
 /// Commit `batch` in one transaction.
 fn run_batch(store: &Store, journal: &Journal, batch: Batch) -> Landed {
-    let result =
-        store.contain(|| commit_writes(store, journal, &batch.writes, batch.status.as_deref()));
+    let result = store.contain(|| {
+        commit_writes(
+            store,
+            journal,
+            &batch.writes,
+            batch.status.as_deref(),
+            batch.covers.upto,
+        )
+    });
     Landed { batch, result }
 }
 
@@ -519,6 +544,7 @@ fn commit_writes(
     journal: &Journal,
     writes: &[Write],
     status: Option<&[u8]>,
+    start_log_upto: Option<u64>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     // Journal records that waited in memory (appended outside the
     // dispatcher while the store failed) go first, in order.
@@ -552,6 +578,9 @@ fn commit_writes(
         }
         if let Some(status) = status {
             txn.open_table(STATUS)?.insert(STATUS_KEY, status)?;
+        }
+        if let Some(upto) = start_log_upto {
+            txn.open_table(START_LOG)?.insert(START_LOG_COVERED, upto)?;
         }
         Ok(records)
     })?;
@@ -711,6 +740,21 @@ mod tests {
             [a],
             "not {c}"
         );
+    }
+
+    #[test]
+    fn an_event_whose_run_waits_for_its_commit_is_never_in_the_start_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = open(dir.path());
+        // An inbox request of a kind that would go there otherwise.
+        let mut request = queued("p", "a");
+        request.event.kind = EventKind::FileChanged;
+        let a = queue.next_id();
+        queue.put_waiting(a, &request);
+        assert!(queue.write_ahead(true));
+        drop(queue);
+        let (_, left) = open(dir.path());
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

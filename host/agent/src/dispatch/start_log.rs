@@ -18,8 +18,15 @@
 //!
 //! One entry per line: its sequence number, then `e`, the event's id and
 //! the queued event as JSON, or `p` and a read position as JSON (JSON
-//! holds no raw newline), separated by spaces. A last line cut short by a
-//! kill is ignored.
+//! holds no raw newline), separated by spaces. Each write ends with a line
+//! `w`: entries after the last one (a write cut short by a kill) are
+//! ignored, so a read's events never come back without its position.
+//!
+//! Each commit also saves, in the store, the sequence number of the last
+//! entry it covers ([`Sealed::upto`]): at open, entries up to it are
+//! skipped. So a kill between a commit landing and its file being emptied,
+//! or a file that could not be emptied, never brings back what the store
+//! already holds (nor events finished since).
 
 use super::queue::EventId;
 use std::fs::File;
@@ -84,9 +91,13 @@ pub struct StartLog {
     next_seq: u64,
 }
 
-/// The files a commit covers: emptied when it lands.
+/// What a commit covers: the files emptied when it lands, and the last
+/// entry's sequence number, saved with it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sealed([bool; 2]);
+pub struct Sealed {
+    files: [bool; 2],
+    pub upto: Option<u64>,
+}
 
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,16 +149,22 @@ fn parse_line(line: &[u8]) -> Option<(u64, Entry)> {
     }
 }
 
-/// The complete entries of a log's text, with their sequence numbers; a
-/// line cut short or unreadable is skipped (the second said).
+/// The entries of a log's complete writes, with their sequence numbers;
+/// those of a write cut short are dropped, a line unreadable is skipped
+/// (and said).
 fn parse(text: &[u8]) -> Vec<(u64, Entry)> {
     let mut entries = Vec::new();
+    let mut write = Vec::new();
     for line in text.split_inclusive(|&b| b == b'\n') {
         let Some(line) = line.strip_suffix(b"\n") else {
             break; // the last line, cut short by a kill
         };
+        if line == b"w" {
+            entries.append(&mut write);
+            continue;
+        }
         match parse_line(line) {
-            Some(entry) => entries.push(entry),
+            Some(entry) => write.push(entry),
             None => tracing::error!("a line of the start log cannot be read; skipped"),
         }
     }
@@ -189,18 +206,27 @@ fn open_slot(path: PathBuf, left: &mut Vec<(u64, Entry)>) -> Slot {
 }
 
 impl StartLog {
-    /// Open the log in `state_dir` and read what a previous agent left,
-    /// ordered by id. A file that cannot be opened is said, and runs then
+    /// Open the log in `state_dir` and read what a previous agent left
+    /// past `covered` (the last entry the store holds), in the order it
+    /// was written. A file that cannot be opened is said, and runs then
     /// wait for their commit when the other cannot take them.
-    pub fn open(state_dir: &Path) -> (Self, LeftEntries) {
+    pub fn open(state_dir: &Path, covered: Option<u64>) -> (Self, LeftEntries) {
         let mut left = Vec::new();
         let slots = FILE_NAMES.map(|name| open_slot(state_dir.join(name), &mut left));
         left.sort_by_key(|(seq, _)| *seq);
+        let next_seq = left
+            .last()
+            .map(|(seq, _)| seq + 1)
+            .into_iter()
+            .chain(covered.map(|c| c + 1))
+            .max()
+            .unwrap_or(0);
+        left.retain(|(seq, _)| covered.is_none_or(|c| *seq > c));
         let mut log = Self {
             slots,
             active: None,
             buffer: Vec::new(),
-            next_seq: left.last().map_or(0, |(seq, _)| seq + 1),
+            next_seq,
         };
         log.active = log.first_usable();
         (log, left.into_iter().map(|(_, entry)| entry).collect())
@@ -229,7 +255,8 @@ impl StartLog {
         if self.buffer.is_empty() {
             return true;
         }
-        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.extend_from_slice(b"w\n");
         let Some(slot) = self.active.map(|i| &mut self.slots[i]) else {
             return false;
         };
@@ -265,12 +292,15 @@ impl StartLog {
             }
         }
         self.active = self.first_usable();
-        Sealed(covers)
+        Sealed {
+            files: covers,
+            upto: self.next_seq.checked_sub(1),
+        }
     }
 
     /// The commit covering `sealed` landed: empty those files.
     pub fn landed(&mut self, sealed: Sealed) {
-        for (slot, covered) in self.slots.iter_mut().zip(sealed.0) {
+        for (slot, covered) in self.slots.iter_mut().zip(sealed.files) {
             if covered {
                 slot.empty();
             }
@@ -295,7 +325,7 @@ mod tests {
     use super::*;
 
     fn entries(dir: &Path) -> Vec<EventId> {
-        StartLog::open(dir)
+        StartLog::open(dir, None)
             .1
             .iter()
             .filter_map(|entry| match entry {
@@ -308,7 +338,7 @@ mod tests {
     #[test]
     fn what_is_written_is_read_back_and_a_cut_line_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, left) = StartLog::open(dir.path());
+        let (mut log, left) = StartLog::open(dir.path(), None);
         assert!(left.is_empty());
         log.add(&Entry::Event(7, br#"{"plugin":"a"}"#.to_vec()));
         log.add(&Entry::Event(8, br#"{"plugin":"b"}"#.to_vec()));
@@ -322,7 +352,7 @@ mod tests {
         // A kill in the middle of a write leaves a line cut short.
         let mut file = open_file(&dir.path().join(FILE_NAMES[1])).unwrap();
         file.write_all(br#"4 e 10 {"plug"#).unwrap();
-        let (_, left) = StartLog::open(dir.path());
+        let (_, left) = StartLog::open(dir.path(), None);
         assert_eq!(
             left,
             [
@@ -337,7 +367,7 @@ mod tests {
     #[test]
     fn a_landed_commit_empties_only_the_files_it_covers() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         for round in 0..50u64 {
             log.add(&Entry::Event(round * 2, b"{}".to_vec()));
             assert!(log.write());
@@ -356,7 +386,7 @@ mod tests {
     #[test]
     fn after_a_failed_commit_the_next_one_covers_both_files() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(log.write());
         let _failed = log.seal();
@@ -364,7 +394,7 @@ mod tests {
         assert!(log.write());
         // The failed commit's writes are put back; the next covers both.
         let sealed = log.seal();
-        assert_eq!(sealed, Sealed([true, true]));
+        assert_eq!(sealed.files, [true, true]);
         // Both files wait: a run started now waits for its commit.
         log.add(&Entry::Event(3, b"{}".to_vec()));
         assert!(!log.write());
@@ -378,11 +408,11 @@ mod tests {
     #[test]
     fn what_a_previous_agent_left_is_sealed_for_the_first_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         log.add(&Entry::Event(5, b"{}".to_vec()));
         assert!(log.write());
         drop(log);
-        let (mut log, left) = StartLog::open(dir.path());
+        let (mut log, left) = StartLog::open(dir.path(), None);
         assert_eq!(left.len(), 1);
         log.add(&Entry::Event(6, b"{}".to_vec()));
         assert!(log.write(), "the other file takes new runs");
@@ -394,7 +424,7 @@ mod tests {
     #[test]
     fn a_line_that_is_not_an_entry_is_skipped() {
         assert_eq!(
-            parse(b"x e 1 {}\n0 e 5 {}\nnospace\n1 q {}\n2 e x {}\n3 p {\"a\":1}\n"),
+            parse(b"x e 1 {}\n0 e 5 {}\nnospace\n1 q {}\n2 e x {}\n3 p {\"a\":1}\nw\n4 e 6 {}\n"),
             vec![
                 (0, Entry::Event(5, b"{}".to_vec())),
                 (3, Entry::Position(b"{\"a\":1}".to_vec()))
@@ -403,9 +433,38 @@ mod tests {
     }
 
     #[test]
+    fn what_the_store_holds_already_is_skipped_and_numbering_goes_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = StartLog::open(dir.path(), None);
+        log.add(&Entry::Event(1, b"{}".to_vec()));
+        log.add(&Entry::Event(2, b"{}".to_vec()));
+        assert!(log.write());
+        let sealed = log.seal();
+        assert_eq!(sealed.upto, Some(1));
+        log.add(&Entry::Event(3, b"{}".to_vec()));
+        assert!(log.write());
+        // Killed after the commit covering 1 and 2 landed, before their
+        // file was emptied: only 3 comes back.
+        drop(log);
+        let (mut log, left) = StartLog::open(dir.path(), sealed.upto);
+        assert_eq!(left, [Entry::Event(3, b"{}".to_vec())]);
+        // A log emptied (or lost) still numbers past what the store saved.
+        let sealed = log.seal();
+        log.landed(sealed);
+        drop(log);
+        let (mut log, left) = StartLog::open(dir.path(), Some(40));
+        assert!(left.is_empty());
+        log.add(&Entry::Event(4, b"{}".to_vec()));
+        assert!(log.write());
+        drop(log);
+        let (_, left) = StartLog::open(dir.path(), Some(40));
+        assert_eq!(left, [Entry::Event(4, b"{}".to_vec())]);
+    }
+
+    #[test]
     fn entries_come_back_in_the_order_written_across_the_files() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         // The second file first: a commit covering the first failed.
         log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(log.write());
@@ -418,7 +477,7 @@ mod tests {
         drop(log);
         assert_eq!(entries(dir.path()), [2, 3]);
         // Numbering goes on after a restart.
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         let sealed = log.seal();
         log.landed(sealed);
         log.add(&Entry::Event(4, b"{}".to_vec()));
@@ -430,7 +489,7 @@ mod tests {
     #[test]
     fn past_its_size_runs_wait_for_their_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         log.slots[0].len = MAX_BYTES - 4;
         log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(!log.write());
@@ -445,7 +504,7 @@ mod tests {
     fn the_log_is_private_and_never_followed_through_a_symlink() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = StartLog::open(dir.path());
+        let (mut log, _) = StartLog::open(dir.path(), None);
         log.add(&Entry::Event(1, b"{}".to_vec()));
         assert!(log.write());
         let mode = std::fs::metadata(dir.path().join(FILE_NAMES[0]))
@@ -461,7 +520,7 @@ mod tests {
                 std::fs::write(&target, "keep").unwrap();
                 std::os::unix::fs::symlink(&target, other.path().join(name)).unwrap();
             }
-            let (mut log, left) = StartLog::open(other.path());
+            let (mut log, left) = StartLog::open(other.path(), None);
             assert!(left.is_empty());
             log.add(&Entry::Event(1, b"{}".to_vec()));
             assert!(!log.write(), "a symlinked log is refused");

@@ -254,6 +254,7 @@ fn event_of(
         plugin: plugin.to_string(),
         event,
         changed,
+        from_inbox: false,
     }
 }
 

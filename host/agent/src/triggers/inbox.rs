@@ -61,7 +61,11 @@ async fn drain(dir: &Path, sink: &EventSink, sent: &mut HashSet<PathBuf>) -> boo
             continue;
         }
         let request = read_request(&file);
-        match request.map(|r| Routed::new(r.plugin, r.event.completed())) {
+        let request = request.map(|r| Routed {
+            from_inbox: true,
+            ..Routed::new(r.plugin, r.event.completed())
+        });
+        match request {
             Ok(routed) => {
                 if sink.send(routed.into()).await.is_err()
                     || sink

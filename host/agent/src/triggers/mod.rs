@@ -40,6 +40,9 @@ pub struct Routed {
     pub event: EventRecord,
     /// For a whole-tree file event, the paths it covers.
     pub changed: Option<ChangedPaths>,
+    /// An inbox request: its file stays, and is read again, until its
+    /// event is committed, so its run waits for that commit.
+    pub from_inbox: bool,
 }
 
 impl Routed {
@@ -48,6 +51,7 @@ impl Routed {
             plugin,
             event,
             changed: None,
+            from_inbox: false,
         }
     }
 }
