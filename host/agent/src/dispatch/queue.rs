@@ -485,8 +485,9 @@ impl DurableQueue {
                         "the store can be written again (it failed with: {error}); every write kept meanwhile is saved"
                     );
                 }
-                self.consumed.splice(0..0, batch.consumed);
-                self.remove_consumed();
+                // Only the inbox files whose events this commit holds: those
+                // read since wait for the commit that holds theirs.
+                remove_inbox_files(batch.consumed);
                 Ok(records)
             }
             Err(e) => {
@@ -515,12 +516,17 @@ impl DurableQueue {
     }
 
     fn remove_consumed(&mut self) {
-        for file in self.consumed.drain(..) {
-            if let Err(e) = std::fs::remove_file(&file)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = %file.display(), "cannot remove a consumed inbox request: {e}");
-            }
+        remove_inbox_files(std::mem::take(&mut self.consumed));
+    }
+}
+
+/// Remove inbox request files whose events are committed.
+fn remove_inbox_files(files: Vec<PathBuf>) {
+    for file in files {
+        if let Err(e) = std::fs::remove_file(&file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), "cannot remove a consumed inbox request: {e}");
         }
     }
 }
@@ -740,6 +746,32 @@ mod tests {
             [a],
             "not {c}"
         );
+    }
+
+    #[test]
+    fn an_inbox_file_is_removed_by_the_commit_that_holds_its_event_not_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = open(dir.path());
+        let (first, second) = (
+            dir.path().join("first.json"),
+            dir.path().join("second.json"),
+        );
+        std::fs::write(&first, "{}").unwrap();
+        std::fs::write(&second, "{}").unwrap();
+        let a = queue.next_id();
+        queue.put_waiting(a, &queued("p", "a"));
+        queue.consumed(first.clone());
+        let batch = queue.take_batch().unwrap();
+        // Read while that commit is in flight: its event is not in it.
+        let b = queue.next_id();
+        queue.put_waiting(b, &queued("p", "b"));
+        queue.consumed(second.clone());
+        let landed = run_batch(&queue.store, &queue.journal, batch);
+        queue.take_in(landed).unwrap();
+        assert!(!first.exists());
+        assert!(second.exists(), "its event is not committed yet");
+        queue.commit().unwrap();
+        assert!(!second.exists());
     }
 
     #[test]
