@@ -7,8 +7,8 @@
 //! not wait for the store's fsync, spawns them on blocking threads (so a
 //! slow or hung plugin holds only its own slot, and is killed at its
 //! timeout), records each run in the same transaction that takes its
-//! event off the queue, and publishes the status snapshot. File events caused by a plugin's own
-//! changes are not fed back to it. At start it takes up what a previous
+//! event off the queue, and publishes the status snapshot. File events
+//! caused by a plugin's own changes are not fed back to it. At start it takes up what a previous
 //! agent left in the queue: cut-off runs are recorded as interrupted, and
 //! every event left runs (again).
 //!
