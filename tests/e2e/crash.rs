@@ -29,7 +29,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// `fixture-per-event` repairing files under `files`, on a log trigger
+/// naming them in `app.log`.
 fn policy(dir: &Path) -> PathBuf {
+    let trigger = format!(
+        "kind = \"log\"\npath = \"{}\"\npattern = \"broken: (?P<subject>f[0-9]+)\"",
+        dir.join("app.log").display()
+    );
+    policy_with_trigger(dir, &trigger)
+}
+
+/// The same plugin with `trigger` (a TOML table's body).
+fn policy_with_trigger(dir: &Path, trigger: &str) -> PathBuf {
     let text = format!(
         r#"
 [agent]
@@ -48,13 +59,10 @@ settings = {{ root = "{files}" }}
 concurrency = 2
 
 [[plugins.fixture-per-event.triggers]]
-kind = "log"
-path = "{log}"
-pattern = "broken: (?P<subject>f[0-9]+)"
+{trigger}
 "#,
         plugins = workspace().join("target/plugins").display(),
         files = dir.join("files").display(),
-        log = dir.join("app.log").display(),
     );
     let file = dir.join("policy.toml");
     std::fs::write(&file, text).unwrap();
@@ -382,34 +390,11 @@ fn killed_at_random_moments_file_trigger_repairs_all_land_and_have_records() {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
     std::fs::create_dir(&files).unwrap();
-    let text = format!(
-        r#"
-[agent]
-state_dir = "state"
-plugin_dir = "{plugins}"
-max_concurrent_runs = 4
-
-[backend]
-kind = "local"
-principals = {{ "nobody" = "user:nobody" }}
-
-[plugins.fixture-per-event]
-component = "fixture-per-event.wasm"
-grants = {{ fs-write = ["{files}"] }}
-settings = {{ root = "{files}" }}
-concurrency = 2
-
-[[plugins.fixture-per-event.triggers]]
-kind = "file"
-path = "{files}"
-changes = ["attribute"]
-debounce = "1ms"
-"#,
-        plugins = workspace().join("target/plugins").display(),
-        files = files.display(),
+    let trigger = format!(
+        "kind = \"file\"\npath = \"{}\"\nchanges = [\"attribute\"]\ndebounce = \"1ms\"",
+        files.display()
     );
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, text).unwrap();
+    let policy = policy_with_trigger(dir.path(), &trigger);
     let state = dir.path().join("state");
 
     // When each file was broken, in ms since the epoch.
