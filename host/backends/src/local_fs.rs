@@ -99,7 +99,7 @@ mod imp {
     use crate::{BackendError, Principal};
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
     use rustix::fs::{FileType, Stat};
-    use std::ffi::CString;
+    use std::ffi::{CStr, CString};
     use std::os::unix::ffi::OsStrExt;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -290,8 +290,9 @@ mod imp {
         /// Check (and repair) the inode `fd` names, through `fd`: its
         /// access ACL, and on a folder of a recursive grant its default
         /// ACL too. One change is reported per path; a default entry
-        /// added shows as `; default:user:NAME:rwx` in `after`.
-        fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<()> {
+        /// added shows as `; default:user:NAME:rwx` in `after`. Whether
+        /// the path needed a change.
+        fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<bool> {
             self.tally.checked.fetch_add(1, Ordering::Relaxed);
             let needed = posix_acl::required_perm(self.is_read, is_dir(stat), stat.st_mode);
             let mut acl = posix_acl::read_fd(fd, stat.st_mode).map_err(|e| io_error(path, &e))?;
@@ -308,7 +309,7 @@ mod imp {
                 None
             };
             if !access_missing && default.is_none() {
-                return Ok(());
+                return Ok(false);
             }
             if self.apply {
                 if access_missing {
@@ -342,7 +343,7 @@ mod imp {
             } else {
                 self.tally.unlisted.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(())
+            Ok(true)
         }
 
         /// The default ACL the folder `fd` names must get so that what is
@@ -400,41 +401,101 @@ mod imp {
                 Err(e) => return Err(io_error(path, &e)),
             };
             let mut folders = Vec::new();
+            // After an entry that needed a change, the next is opened
+            // straight away: in a broken folder most do.
+            let mut changing = false;
             for name in names {
-                let child_path = child(path, &name);
-                let fd = match beneath::open_entry(dir.as_fd(), &name) {
-                    Ok(fd) => fd,
+                let stat = match beneath::stat_entry(dir.as_fd(), &name) {
+                    Ok(stat) => stat,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error(&child_path, &e)),
+                    Err(e) => return Err(io_error(&child(path, &name), &e)),
                 };
-                let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&child_path, &e))?;
                 match beneath::file_type(&stat) {
                     FileType::Symlink => {}
-                    FileType::Directory if child_path.as_os_str().len() > MAX_PATH_BYTES => self
-                        .skip(
-                            &child_path,
-                            format!(
-                                "a folder deeper than {MAX_PATH_BYTES} bytes of path; not entered"
-                            ),
-                        ),
-                    FileType::Directory => folders.push(Folder {
-                        parent: Arc::clone(dir),
-                        name,
-                        path: child_path,
-                    }),
-                    _ => self.visit_file(fd.as_fd(), &stat, &child_path)?,
+                    FileType::Directory => {
+                        let child_path = child(path, &name);
+                        if child_path.as_os_str().len() > MAX_PATH_BYTES {
+                            self.skip(
+                                &child_path,
+                                format!(
+                                    "a folder deeper than {MAX_PATH_BYTES} bytes of path; not entered"
+                                ),
+                            );
+                        } else {
+                            folders.push(Folder {
+                                parent: Arc::clone(dir),
+                                name,
+                                path: child_path,
+                            });
+                        }
+                    }
+                    file_type => {
+                        if !changing
+                            && extra_links(&stat).is_none()
+                            && self.has_access(dir, &name, &stat)
+                        {
+                            self.tally.checked.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        let path = child(path, &name);
+                        changing = self.check_entry(dir.as_fd(), &name, file_type, &path)?;
+                    }
                 }
             }
             Ok(folders)
         }
 
+        /// Whether the entry `name` of `dir`, a file with the status
+        /// `stat`, already gives the principal what it needs: read by name,
+        /// without opening it, as most of a healthy tree is. A `false` (or
+        /// an error) sends it to [`Repair::check_entry`], which reads it
+        /// again through a descriptor and changes only what that shows.
+        fn has_access(&self, dir: &OwnedFd, name: &CStr, stat: &Stat) -> bool {
+            let needed = posix_acl::required_perm(self.is_read, false, stat.st_mode);
+            posix_acl::read_entry(dir.as_fd(), name, stat.st_mode).is_ok_and(|acl| {
+                let (_, effective) = acl.effective(self.principal, stat.st_uid, stat.st_gid);
+                effective & needed == needed
+            })
+        }
+
+        /// Open the entry `name` of `dir` without following it and visit
+        /// what is there now, which may no longer be the `seen` kind of
+        /// file a `stat` by name found (a folder put there meanwhile is
+        /// visited, not entered). A regular file is opened for reading, so
+        /// that its ACL is read and written through the descriptor; other
+        /// files by an `O_PATH` descriptor. Whether the visit found a
+        /// change to make.
+        fn check_entry(
+            &self,
+            dir: BorrowedFd<'_>,
+            name: &CStr,
+            seen: FileType,
+            path: &Path,
+        ) -> OpResult<bool> {
+            let opened = match seen {
+                FileType::RegularFile => beneath::open_entry_for_attributes(dir, name)
+                    .or_else(|_| beneath::open_entry(dir, name)),
+                _ => beneath::open_entry(dir, name),
+            };
+            let fd = match opened {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io_error(path, &e)),
+            };
+            let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(path, &e))?;
+            match beneath::file_type(&stat) {
+                FileType::Symlink => Ok(false),
+                _ => self.visit_file(fd.as_fd(), &stat, path),
+            }
+        }
+
         /// Visit a file met in a walk: one with other hard links is
         /// skipped and reported.
-        fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<()> {
+        fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<bool> {
             match extra_links(stat) {
                 Some(links) => {
                     self.skip(path, hard_linked(path, links).message);
-                    Ok(())
+                    Ok(false)
                 }
                 None => self.visit(fd, stat, path),
             }
@@ -937,6 +998,77 @@ mod imp {
                 posix_acl::READ,
                 "nobody's entry is left alone"
             );
+        }
+
+        /// A local user exchanges a file that needs the grant with a link
+        /// out of the tree and with a second name of a file outside, while
+        /// the tree is repaired again and again: the walk's quick read by
+        /// name sends the file to a descriptor, and what the descriptor
+        /// shows decides. Nothing outside changes.
+        #[test]
+        fn a_file_swapped_during_a_walk_never_changes_anything_outside() {
+            let (dir, root) = tree();
+            let (linked, named) = (dir.path().join("linked"), dir.path().join("named"));
+            for outside in [&linked, &named] {
+                std::fs::write(outside, b"secret").unwrap();
+                std::fs::set_permissions(outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            let sub = root.join("sub");
+            std::os::unix::fs::symlink(&linked, sub.join("link")).unwrap();
+            std::fs::hard_link(&named, sub.join("second")).unwrap();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let swapper = {
+                let (sub, stop) = (sub.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut swaps = 0u64;
+                    let names = [c"link", c"second"];
+                    let folder = beneath::open_root(&sub).unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        let other = names[(swaps % 2) as usize];
+                        rustix::fs::renameat_with(
+                            folder.as_fd(),
+                            c"a.txt",
+                            folder.as_fd(),
+                            other,
+                            rustix::fs::RenameFlags::EXCHANGE,
+                        )
+                        .unwrap();
+                        swaps += 1;
+                    }
+                    swaps
+                })
+            };
+            let mut repaired = 0;
+            for _ in 0..300 {
+                // Take the grant away again wherever the file is now,
+                // through a descriptor (the swapper races this too).
+                let folder = beneath::open_root(&sub).unwrap();
+                for name in [c"a.txt", c"link", c"second"] {
+                    let Ok(fd) = beneath::open_entry(folder.as_fd(), name) else {
+                        continue;
+                    };
+                    let stat = beneath::stat(fd.as_fd()).unwrap();
+                    if beneath::file_type(&stat) == FileType::RegularFile && stat.st_nlink == 1 {
+                        let bare = posix_acl::Acl::from_mode(stat.st_mode);
+                        posix_acl::write_fd(fd.as_fd(), &bare).unwrap();
+                    }
+                }
+                let report = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+                repaired += report
+                    .changed
+                    .iter()
+                    .filter(|c| c.path.contains("sub/"))
+                    .count();
+            }
+            stop.store(true, Ordering::Relaxed);
+            let swaps = swapper.join().unwrap();
+            assert!(swaps > 100, "the swapper raced the walks ({swaps} swaps)");
+            assert!(repaired > 0, "no walk had a file to repair");
+            for outside in [&linked, &named] {
+                assert_eq!(access_of(outside), 0, "{outside:?} was given access");
+                let meta = std::fs::metadata(outside).unwrap();
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{outside:?}");
+            }
         }
 
         #[test]

@@ -1,7 +1,7 @@
 //! POSIX access control lists, read and written directly as the kernel's
 //! `system.posix_acl_access` extended attribute (the format `getfacl` and
-//! `setfacl` use), so that scanning a large tree costs one `lstat` and one
-//! `lgetxattr` per path and writes happen only where something is missing.
+//! `setfacl` use), so that scanning a large tree costs one `fstatat` and one
+//! `getxattrat` per path and writes happen only where something is missing.
 //!
 //! A directory also has a default ACL (`system.posix_acl_default`, what
 //! `setfacl -d` sets): the kernel gives it to every file and directory
@@ -9,9 +9,10 @@
 //! reaches what is put there later, as an inheritable entry does on NTFS.
 
 use crate::Principal;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 const ACL_XATTR: &[u8] = b"system.posix_acl_access\0";
@@ -329,15 +330,157 @@ impl Kind {
     }
 }
 
-/// `(l)getxattr` of an ACL attribute into `buf`; an empty `buf` asks for
-/// the attribute's size.
-fn get_acl_xattr(path: &CString, follow: Follow, kind: Kind, buf: &mut [u8]) -> io::Result<usize> {
+/// Where an ACL is read or written: a path, an open descriptor (through
+/// the descriptor itself, or its `/proc/self/fd` name for an `O_PATH`
+/// one), or an entry of an open directory.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// A path, followed or not.
+    Path(&'a CStr, Follow),
+    /// The inode an open descriptor names.
+    Fd(BorrowedFd<'a>),
+    /// The entry `name` of the directory `dir`, not followed.
+    Entry(BorrowedFd<'a>, &'a CStr),
+}
+
+/// `getxattrat` (Linux 6.13): an extended attribute of a name beneath an open directory (an `O_PATH` one will do), with no
+/// `/proc/self/fd` name to resolve on the way. Older kernels say `ENOSYS`,
+/// and the calls go through the directory's `/proc/self/fd` name instead.
+/// (They refuse an `O_PATH` descriptor with an empty name, `EBADF`, so a
+/// descriptor's own attributes still go through `/proc/self/fd`.)
+mod at {
+    use std::ffi::CStr;
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // The generic syscall table's number, the same on every architecture
+    // for calls added since 5.1 (x86-64 and aarch64 included).
+    const SYS_GETXATTRAT: libc::c_long = 464;
+
+    /// `struct xattr_args`.
+    #[repr(C)]
+    struct XattrArgs {
+        value: u64,
+        size: u32,
+        flags: u32,
+    }
+
+    /// Whether the kernel said it has no `getxattrat` (or a seccomp filter
+    /// refused it, as container runtimes do with calls they do not know).
+    static MISSING: AtomicBool = AtomicBool::new(false);
+
+    /// `getxattrat` into `buf` (an empty one asks for the size); `None`
+    /// when the call is missing.
+    pub(super) fn get(
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        at_flags: libc::c_int,
+        xattr: *const libc::c_char,
+        buf: &mut [u8],
+    ) -> Option<io::Result<usize>> {
+        if MISSING.load(Ordering::Relaxed) {
+            return None;
+        }
+        let args = XattrArgs {
+            value: if buf.is_empty() {
+                0
+            } else {
+                buf.as_mut_ptr() as u64
+            },
+            size: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+            flags: 0,
+        };
+        // SAFETY: `name` and `xattr` are NUL-terminated; `args.value` is
+        // NULL with size 0 or valid for writes of `args.size` bytes.
+        let n = unsafe {
+            libc::syscall(
+                SYS_GETXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                at_flags as libc::c_uint,
+                xattr,
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => Some(Ok(n)),
+            Err(_) => {
+                let error = io::Error::last_os_error();
+                if matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+                    MISSING.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// After an `f*xattr` call on a descriptor failed: `Ok` when the
+/// descriptor is an `O_PATH` one (`EBADF`), which the call must reach
+/// through its `/proc/self/fd` name instead; else the call's error.
+fn fd_call_failed() -> io::Result<()> {
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EBADF) {
+        Ok(())
+    } else {
+        Err(error)
+    }
+}
+
+/// The `*xattrat` form of `target`, when it has one: directory, name and
+/// flags.
+fn at_form(target: Target<'_>) -> Option<(BorrowedFd<'_>, &CStr, libc::c_int)> {
+    match target {
+        Target::Path(..) | Target::Fd(_) => None,
+        Target::Entry(dir, name) => Some((dir, name, libc::AT_SYMLINK_NOFOLLOW)),
+    }
+}
+
+/// The path form of `target`, for kernels without the `*xattrat` calls:
+/// an entry through its directory's `/proc/self/fd` name, not followed.
+fn path_form(target: Target<'_>) -> io::Result<(CString, Follow)> {
+    match target {
+        Target::Path(path, follow) => Ok((path.to_owned(), follow)),
+        Target::Fd(fd) => Ok((fd_path(fd)?, Follow::Yes)),
+        Target::Entry(dir, name) => {
+            let mut path = crate::beneath::proc_path(dir).into_os_string().into_vec();
+            path.push(b'/');
+            path.extend_from_slice(name.to_bytes());
+            Ok((
+                c_path(Path::new(std::ffi::OsStr::from_bytes(&path)))?,
+                Follow::No,
+            ))
+        }
+    }
+}
+
+/// `getxattr` of an ACL attribute of `target` into `buf`; an empty `buf`
+/// asks for the attribute's size.
+fn get_acl_xattr(target: Target<'_>, kind: Kind, buf: &mut [u8]) -> io::Result<usize> {
+    let name = kind.xattr();
+    if let Some((dir, entry, flags)) = at_form(target)
+        && let Some(result) = at::get(dir, entry, flags, name, buf)
+    {
+        return result;
+    }
     let ptr = if buf.is_empty() {
         std::ptr::null_mut()
     } else {
         buf.as_mut_ptr().cast()
     };
-    let name = kind.xattr();
+    if let Target::Fd(fd) = target {
+        // SAFETY: `name` is NUL-terminated; `ptr` is NULL with size 0 or
+        // valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), name, ptr, buf.len()) };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => fd_call_failed()?,
+        }
+    }
+    let (path, follow) = path_form(target)?;
     // SAFETY: both strings are NUL-terminated; `ptr` is NULL with size 0 or
     // valid for writes of `buf.len()` bytes.
     let n = unsafe {
@@ -351,13 +494,13 @@ fn get_acl_xattr(path: &CString, follow: Follow, kind: Kind, buf: &mut [u8]) -> 
 
 /// The ACL of `kind`; `None` when the path has none of its own (or its
 /// file system keeps none).
-fn read_at(path: &CString, follow: Follow, kind: Kind) -> io::Result<Option<Acl>> {
+fn read_at(target: Target<'_>, kind: Kind) -> io::Result<Option<Acl>> {
     let mut buf = [0u8; 512];
-    let result = match get_acl_xattr(path, follow, kind, &mut buf) {
+    let result = match get_acl_xattr(target, kind, &mut buf) {
         Ok(n) => Acl::decode(&buf[..n]),
         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
-            let mut large = vec![0u8; get_acl_xattr(path, follow, kind, &mut [])?];
-            get_acl_xattr(path, follow, kind, &mut large).and_then(|n| Acl::decode(&large[..n]))
+            let mut large = vec![0u8; get_acl_xattr(target, kind, &mut [])?];
+            get_acl_xattr(target, kind, &mut large).and_then(|n| Acl::decode(&large[..n]))
         }
         Err(e) => Err(e),
     };
@@ -375,9 +518,19 @@ fn read_at(path: &CString, follow: Follow, kind: Kind) -> io::Result<Option<Acl>
     }
 }
 
-fn write_at(path: &CString, follow: Follow, kind: Kind, acl: &Acl) -> io::Result<()> {
+fn write_at(target: Target<'_>, kind: Kind, acl: &Acl) -> io::Result<()> {
     let bytes = acl.encode();
     let name = kind.xattr();
+    if let Target::Fd(fd) = target {
+        // SAFETY: `name` is NUL-terminated; `bytes` is valid for reads.
+        let rc =
+            unsafe { libc::fsetxattr(fd.as_raw_fd(), name, bytes.as_ptr().cast(), bytes.len(), 0) };
+        if rc == 0 {
+            return Ok(());
+        }
+        fd_call_failed()?;
+    }
+    let (path, follow) = path_form(target)?;
     // SAFETY: both strings are NUL-terminated; `bytes` is valid for reads.
     let rc = unsafe {
         match follow {
@@ -400,44 +553,54 @@ fn write_at(path: &CString, follow: Follow, kind: Kind, acl: &Acl) -> io::Result
 /// `mode` when the path has none of its own. For trusted paths only (the
 /// lab's own files): a plugin's paths go through [`read_fd`].
 pub fn read(path: &Path, mode: u32) -> io::Result<Acl> {
-    let acl = read_at(&c_path(path)?, Follow::No, Kind::Access)?;
+    let acl = read_at(Target::Path(&c_path(path)?, Follow::No), Kind::Access)?;
     Ok(acl.unwrap_or_else(|| Acl::from_mode(mode)))
 }
 
 /// Write the ACL of `path` (the kernel also updates the mode bits from it).
 /// For trusted paths only, as [`read`].
 pub fn write(path: &Path, acl: &Acl) -> io::Result<()> {
-    write_at(&c_path(path)?, Follow::No, Kind::Access, acl)
+    write_at(Target::Path(&c_path(path)?, Follow::No), Kind::Access, acl)
 }
 
 /// Read the ACL of the inode an open descriptor names (an `O_PATH` one
 /// will do); the minimal ACL from `mode` when it has none of its own.
-pub fn read_fd(fd: std::os::fd::BorrowedFd<'_>, mode: u32) -> io::Result<Acl> {
-    let acl = read_at(&fd_path(fd)?, Follow::Yes, Kind::Access)?;
+pub fn read_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<Acl> {
+    let acl = read_at(Target::Fd(fd), Kind::Access)?;
+    Ok(acl.unwrap_or_else(|| Acl::from_mode(mode)))
+}
+
+/// Read the ACL of the entry `name` of the open directory `dir`, not
+/// following a link; the minimal ACL from `mode` when it has none. What
+/// is read may be another inode than a `stat` of the same name saw a
+/// moment before: a walk reads this way only to find what needs a change,
+/// and makes the change through a descriptor ([`read_fd`], [`write_fd`]).
+pub fn read_entry(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<Acl> {
+    let acl = read_at(Target::Entry(dir, name), Kind::Access)?;
     Ok(acl.unwrap_or_else(|| Acl::from_mode(mode)))
 }
 
 /// Write the ACL of the inode an open descriptor names.
-pub fn write_fd(fd: std::os::fd::BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
-    write_at(&fd_path(fd)?, Follow::Yes, Kind::Access, acl)
+pub fn write_fd(fd: BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
+    write_at(Target::Fd(fd), Kind::Access, acl)
 }
 
 /// Read the default ACL of the directory an open descriptor names (an
 /// `O_PATH` one will do); `None` when it has none.
-pub fn read_default_fd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<Acl>> {
-    read_at(&fd_path(fd)?, Follow::Yes, Kind::Default)
+pub fn read_default_fd(fd: BorrowedFd<'_>) -> io::Result<Option<Acl>> {
+    read_at(Target::Fd(fd), Kind::Default)
 }
 
 /// Write the default ACL of the directory an open descriptor names (the
 /// kernel refuses one on anything but a directory).
-pub fn write_default_fd(fd: std::os::fd::BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
-    write_at(&fd_path(fd)?, Follow::Yes, Kind::Default, acl)
+pub fn write_default_fd(fd: BorrowedFd<'_>, acl: &Acl) -> io::Result<()> {
+    write_at(Target::Fd(fd), Kind::Default, acl)
 }
 
 /// The name that reaches the inode `fd` names: its `/proc/self/fd` entry,
 /// followed (extended attributes cannot be read or set through an
-/// `O_PATH` descriptor itself).
-fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<CString> {
+/// `O_PATH` descriptor itself, by any call).
+fn fd_path(fd: BorrowedFd<'_>) -> io::Result<CString> {
     c_path(&crate::beneath::proc_path(fd))
 }
 
@@ -675,5 +838,48 @@ mod tests {
         let file_fd = crate::beneath::open_root(&file).unwrap();
         assert_eq!(read_default_fd(file_fd.as_fd()).unwrap(), None);
         assert!(write_default_fd(file_fd.as_fd(), &default).is_err());
+    }
+
+    /// One ACL, read every way a walk reads it: by name beneath an open
+    /// folder (`getxattrat`, or the folder's `/proc/self/fd` name when the
+    /// kernel lacks it), through an `O_PATH` descriptor and through one
+    /// opened for reading; written through either descriptor.
+    #[test]
+    fn an_acl_reads_the_same_by_name_and_by_either_descriptor() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let mode = std::fs::metadata(&file).unwrap().mode();
+        let folder = crate::beneath::open_root(dir.path()).unwrap();
+        let by_path = crate::beneath::open_entry(folder.as_fd(), c"f").unwrap();
+        let opened = crate::beneath::open_entry_for_attributes(folder.as_fd(), c"f").unwrap();
+        let read_all = || {
+            [
+                read_entry(folder.as_fd(), c"f", mode).unwrap(),
+                read_fd(by_path.as_fd(), mode).unwrap(),
+                read_fd(opened.as_fd(), mode).unwrap(),
+                read(&file, mode).unwrap(),
+            ]
+        };
+        assert!(read_all().iter().all(|acl| *acl == Acl::from_mode(mode)));
+        let mut granted = Acl::from_mode(mode);
+        granted.grant(Principal::User(65534), 0, 0, READ);
+        write_fd(opened.as_fd(), &granted).unwrap();
+        for acl in read_all() {
+            assert_eq!(acl.encode(), granted.encode());
+        }
+        let mut both = granted.clone();
+        both.grant(Principal::Group(65534), 0, 0, READ | WRITE);
+        write_fd(by_path.as_fd(), &both).unwrap();
+        for acl in read_all() {
+            assert_eq!(acl.encode(), both.encode());
+        }
+        // By name, a link is not followed: it has no ACL of its own.
+        std::os::unix::fs::symlink(&file, dir.path().join("link")).unwrap();
+        let link = read_entry(folder.as_fd(), c"link", 0o777).unwrap();
+        assert_eq!(link, Acl::from_mode(0o777));
+        assert!(read_entry(folder.as_fd(), c"missing", 0).is_err());
     }
 }
