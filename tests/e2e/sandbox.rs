@@ -10,7 +10,7 @@ use medic_backends::{BackendError, ErrorKind, OpResult};
 use medic_sandbox::Grants;
 use medic_sandbox::{
     CacheUse, Limits, LoadError, LoadedPlugin, Mode, RunFailure, RunReport, RunResult, Runtime,
-    RuntimeConfig,
+    RuntimeConfig, Tier,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -931,4 +931,101 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// With the quick tier, a component the cache does not hold serves at once
+/// from Winch's code, which keeps every limit (the deadline, fuel, the
+/// memory cap); Cranelift's code then takes over in the background, runs
+/// under way finish, none is lost, and the cache holds it for the next
+/// start. Ten rounds, each from an empty cache.
+#[test]
+fn the_quick_tier_serves_at_once_keeps_every_limit_and_moves_up() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            quick_tier: true,
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::new(&config).unwrap();
+        let held = runtime.hold_optimizing();
+        let noop = runtime.load_file(&component("fixture-noop")).unwrap();
+        assert_eq!(noop.cache, CacheUse::Quick, "{round}");
+        assert_eq!(noop.tier(), Tier::Quick, "{round}");
+        // A second copy loaded before the optimized code is ready moves up
+        // with the first, on one compiled copy.
+        let second = runtime.load_file(&component("fixture-noop")).unwrap();
+        assert_eq!(second.cache, CacheUse::Quick, "{round}");
+        if round == 0 {
+            let spin = runtime.load_file(&component("fixture-spin")).unwrap();
+            let hog = runtime.load_file(&component("fixture-hog")).unwrap();
+            assert_eq!(spin.tier(), Tier::Quick);
+            let timeout = Limits {
+                timeout: Duration::from_millis(200),
+                ..Limits::default()
+            };
+            let report = runtime.run(&spin, Run::default().limits(timeout).request());
+            assert!(
+                matches!(
+                    failure(&report.result),
+                    RunFailure::Timeout { limit_ms: 200, .. }
+                ),
+                "{:?}",
+                report.result
+            );
+            let fuel = Limits {
+                fuel: Some(5_000_000),
+                ..Limits::default()
+            };
+            let report = runtime.run(&spin, Run::default().limits(fuel).request());
+            assert_eq!(
+                failure(&report.result),
+                &RunFailure::FuelExhausted { fuel: 5_000_000 }
+            );
+            let memory = Limits {
+                memory_bytes: 16 << 20,
+                ..Limits::default()
+            };
+            let report = runtime.run(&hog, Run::default().limits(memory).request());
+            assert!(
+                matches!(failure(&report.result), RunFailure::MemoryCap { .. }),
+                "{:?}",
+                report.result
+            );
+        }
+        // Runs go on while the optimized code is compiled and swapped in.
+        let (started, first_run) = std::sync::mpsc::channel();
+        let runs = std::thread::scope(|scope| {
+            let runner = scope.spawn(|| {
+                let mut runs = 0;
+                while runs < 5 || noop.tier() == Tier::Quick {
+                    let report = runtime.run(&noop, Run::default().request());
+                    assert_eq!(report.status().as_str(), "healthy", "{:?}", report.result);
+                    runs += 1;
+                    let _ = started.send(());
+                }
+                runs
+            });
+            first_run.recv().unwrap();
+            drop(held);
+            assert!(noop.wait_optimized(Duration::from_secs(120)), "{round}");
+            runner.join().unwrap()
+        });
+        assert!(runs >= 5, "round {round}");
+        assert!(second.wait_optimized(Duration::from_secs(120)), "{round}");
+        assert_eq!(runtime.shared_code().len(), 1, "{round}");
+        assert_eq!(noop.tier(), Tier::Optimized);
+        let report = runtime.run(&noop, Run::default().request());
+        assert_eq!(report.status().as_str(), "healthy");
+        // Loaded again, it shares the optimized code; a new start reads it
+        // from the cache.
+        assert_eq!(
+            runtime.load_file(&component("fixture-noop")).unwrap().cache,
+            CacheUse::Shared
+        );
+        let again = Runtime::new(&config).unwrap();
+        let from_cache = again.load_file(&component("fixture-noop")).unwrap();
+        assert_eq!(from_cache.cache, CacheUse::Hit, "{round}");
+        assert_eq!(from_cache.tier(), Tier::Optimized);
+    }
 }

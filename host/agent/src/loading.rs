@@ -220,6 +220,7 @@ fn load_checking(
         )
     };
     let bytes = medic_sandbox::read_component(&plugin.component).map_err(unreadable)?;
+    let hash = content_hash(&bytes);
     let signer = check_signature(&plugin.trust, &plugin.component, &bytes).map_err(|e| {
         plugin_error(
             policy,
@@ -228,16 +229,17 @@ fn load_checking(
                 "plugin `{}`: {} (sha256 {}) {e}",
                 plugin.name,
                 plugin.component.display(),
-                &content_hash(&bytes)[..12]
+                &hash[..12]
             ),
             &e.fix(&plugin.component),
         )
     })?;
     let loaded: LoadedPlugin = match previous {
-        Some(old) if old.loaded.hash == content_hash(&bytes) => old.loaded.clone(),
+        Some(old) if old.loaded.hash == hash => old.loaded.clone(),
         _ => runtime
-            .load_bytes_within(
+            .load_hashed_within(
                 &bytes,
+                hash,
                 &plugin.component.display().to_string(),
                 plugin.limits.memory_bytes,
             )
@@ -282,12 +284,14 @@ fn load_checking(
     })
 }
 
-/// The sandbox a policy configures.
+/// The sandbox a policy configures. A plugin the compile cache does not
+/// hold serves from the quick tier while its optimized code is compiled.
 pub(crate) fn runtime_for(policy: &Policy) -> Result<Runtime, RuntimeError> {
     let slots = policy.agent.max_concurrent_runs as u32 + policy.plugins.len() as u32 + 4;
     Runtime::new(&RuntimeConfig {
         cache_dir: Some(policy.agent.cache_dir.clone()),
         max_instances: slots.max(16),
+        quick_tier: true,
     })
 }
 

@@ -83,6 +83,9 @@ pub enum CacheUse {
     Compiled,
     /// Compiled; the cache is disabled or could not be written.
     Uncached,
+    /// Compiled by the quick tier (Winch), serving while Cranelift compiles
+    /// it in the background and stores it in the cache ([`crate::tier`]).
+    Quick,
 }
 
 /// Return to the system what the allocator kept of freed memory; done
@@ -93,7 +96,7 @@ pub enum CacheUse {
 /// 12-18 MB) allocates and frees some 250 MiB; glibc keeps freed memory in
 /// its arenas, and the agent stayed that much larger after every such
 /// compile until it exited.
-fn give_back_freed_memory() {
+pub(crate) fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system.
     unsafe {

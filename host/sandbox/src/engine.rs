@@ -2,6 +2,12 @@
 //! pooling allocator, copy-on-write memory images), one linker holding the
 //! contract's host functions and a locked-down WASI, a compile cache on
 //! disk, an `InstancePre` per loaded plugin and a fresh store per run.
+//!
+//! With [`RuntimeConfig::quick_tier`], a second engine compiles with Winch,
+//! wasmtime's baseline compiler (one pass, several times faster than
+//! Cranelift, slower code): a component the cache does not hold serves
+//! from Winch's code at once, while Cranelift compiles it in the
+//! background ([`crate::tier`]).
 
 use crate::cache::CompileCache;
 use crate::host::RunState;
@@ -28,6 +34,11 @@ pub struct RuntimeConfig {
     /// How many plugin instances may exist at once (concurrent runs plus
     /// loads); sizes the pooling allocator.
     pub max_instances: u32,
+    /// Serve a component the cache does not hold from Winch's code while
+    /// Cranelift compiles it in the background (on x86-64; elsewhere, and
+    /// for plugins with a fuel limit, components are compiled by Cranelift
+    /// before they serve).
+    pub quick_tier: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -35,6 +46,7 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             max_instances: 64,
+            quick_tier: false,
         }
     }
 }
@@ -50,7 +62,17 @@ pub struct Runtime {
     pub(crate) linker: Arc<Linker<RunState>>,
     pub(crate) cache: CompileCache,
     /// Compiled code of the plugins loaded now, shared by hash.
-    pub(crate) shared: SharedCode,
+    pub(crate) shared: Arc<SharedCode>,
+    /// Winch's engine and linker, with [`RuntimeConfig::quick_tier`].
+    pub(crate) quick: Option<QuickTier>,
+    /// One background compile at a time ([`crate::tier`]).
+    pub(crate) tier_ups: Arc<std::sync::Mutex<()>>,
+}
+
+/// The engine of the quick tier and its linker.
+pub(crate) struct QuickTier {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<RunState>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -70,11 +92,26 @@ impl Runtime {
         spawn_epoch_ticker(&engine);
         let cache = CompileCache::new(&engine, config.cache_dir.clone())
             .map_err(|e| RuntimeError(e.to_string()))?;
+        let quick = match quick_config(config) {
+            Some(quick) => {
+                let engine = Engine::new(&quick).map_err(err)?;
+                let mut linker = Linker::new(&engine);
+                crate::contract::add_to_linker(&mut linker).map_err(err)?;
+                spawn_epoch_ticker(&engine);
+                Some(QuickTier {
+                    engine,
+                    linker: Arc::new(linker),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             cache,
-            shared: SharedCode::default(),
+            shared: Arc::default(),
+            quick,
+            tier_ups: Arc::default(),
         })
     }
 
@@ -89,6 +126,13 @@ impl Runtime {
     /// The compiled code loaded plugins hold, shared by hash.
     pub fn shared_code(&self) -> &SharedCode {
         &self.shared
+    }
+
+    /// Hold back the quick tier's background compiles while the guard
+    /// lives, so that plugins keep serving Winch's code (for tests and
+    /// benchmarks of that code).
+    pub fn hold_optimizing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.tier_ups.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -135,6 +179,22 @@ pub fn wasmtime_config(config: &RuntimeConfig) -> Config {
     #[cfg(not(windows))]
     wasm.native_unwind_info(false);
     wasm
+}
+
+/// The quick tier's configuration: the engine's, compiled by Winch, with
+/// instances allocated on demand (they serve only until Cranelift's code
+/// is ready, and need no pool of their own). `None` without
+/// [`RuntimeConfig::quick_tier`] or off x86-64, where Winch is not
+/// complete.
+fn quick_config(config: &RuntimeConfig) -> Option<Config> {
+    if !config.quick_tier || !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let mut quick = wasmtime_config(config);
+    quick
+        .strategy(wasmtime::Strategy::Winch)
+        .allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Some(quick)
 }
 
 /// Advance the engine's epoch every tick for as long as the engine lives.

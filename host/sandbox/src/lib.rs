@@ -31,6 +31,7 @@ pub mod settings;
 pub mod shared;
 pub mod signature;
 pub mod text;
+pub mod tier;
 
 pub use cache::{CacheUse, CompileCache, content_hash};
 pub use engine::{EPOCH_TICK, Runtime, RuntimeConfig, RuntimeError};
@@ -44,3 +45,4 @@ pub use load::{
 };
 pub use run::{RunFailure, RunReport, RunRequest, RunResult};
 pub use settings::{SettingValue, Settings};
+pub use tier::Tier;

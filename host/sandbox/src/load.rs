@@ -10,6 +10,7 @@ use crate::host::{Mode, RunState};
 use crate::info::PluginInfo;
 use crate::limits::{Limits, MemoryLimiter};
 use crate::text::{MAX_MESSAGE_BYTES, clean};
+use crate::tier::{Code, CodeSlot, Optimizer, Pending, Tier};
 use medic_backends::{Backends, PrincipalMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,10 +31,8 @@ pub struct LoadedPlugin {
     pub size: usize,
     /// Whether the compile cache served it.
     pub cache: CacheUse,
-    pub(crate) bindings: Bindings,
-    /// Keeps the compiled code shared with plugins loaded from the same
-    /// component ([`crate::shared`]).
-    _code: Arc<wasmtime::component::Component>,
+    /// The code it runs now, shared by every copy ([`crate::tier`]).
+    pub(crate) code: Arc<CodeSlot>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -262,9 +261,20 @@ impl Runtime {
         origin: &str,
         memory_bytes: usize,
     ) -> Result<LoadedPlugin, LoadError> {
+        self.load_hashed_within(bytes, content_hash(bytes), origin, memory_bytes)
+    }
+
+    /// [`Runtime::load_bytes_within`], for a caller that has hashed the
+    /// bytes already: `hash` must be their [`content_hash`].
+    pub fn load_hashed_within(
+        &self,
+        bytes: &[u8],
+        hash: String,
+        origin: &str,
+        memory_bytes: usize,
+    ) -> Result<LoadedPlugin, LoadError> {
         let origin = origin.to_string();
         let started = std::time::Instant::now();
-        let hash = content_hash(bytes);
         // What it imports and exports is read first: a component this
         // agent cannot link is refused before it is compiled.
         let names = contract::scan::names(bytes).map_err(|e| LoadError::Compile {
@@ -277,33 +287,45 @@ impl Runtime {
         })?;
         let shared = self.shared.get(&hash);
         let cached = || self.cache.lookup(&self.engine, &hash);
-        let (component, compiled) = match shared.as_deref().cloned().or_else(cached) {
-            Some(component) => (component, None),
-            None => {
-                let compiled =
-                    self.cache
-                        .compile(&self.engine, bytes)
-                        .map_err(|e| LoadError::Compile {
-                            origin: origin.clone(),
-                            reason: with_hint(clean(&format!("{e:#}"), MAX_MESSAGE_BYTES)),
-                        })?;
-                (compiled.component.clone(), Some(compiled))
-            }
+        let compile_error = |e: wasmtime::Error| LoadError::Compile {
+            origin: origin.clone(),
+            reason: with_hint(clean(&format!("{e:#}"), MAX_MESSAGE_BYTES)),
         };
-        let bindings = Bindings::new(&contract.version, &self.linker, &component).map_err(|e| {
-            LoadError::Link {
+        let (component, tier, compiled) = match shared.as_deref().cloned().or_else(cached) {
+            Some(component) => (component, Tier::Optimized, None),
+            None => match &self.quick {
+                Some(quick) => {
+                    let component = wasmtime::component::Component::new(&quick.engine, bytes);
+                    crate::cache::give_back_freed_memory();
+                    (component.map_err(compile_error)?, Tier::Quick, None)
+                }
+                None => {
+                    let compiled = self
+                        .cache
+                        .compile(&self.engine, bytes)
+                        .map_err(compile_error)?;
+                    (compiled.component.clone(), Tier::Optimized, Some(compiled))
+                }
+            },
+        };
+        let (engine, linker) = match (&self.quick, tier) {
+            (Some(quick), Tier::Quick) => (&quick.engine, &quick.linker),
+            _ => (&self.engine, &self.linker),
+        };
+        let bindings =
+            Bindings::new(&contract.version, linker, &component).map_err(|e| LoadError::Link {
                 origin: origin.clone(),
                 reason: clean(&format!("{e:#}"), MAX_MESSAGE_BYTES),
-            }
-        })?;
+            })?;
         tracing::debug!(
             origin,
-            cached = compiled.is_none(),
+            cached = compiled.is_none() && tier == Tier::Optimized,
+            quick = tier == Tier::Quick,
             micros = started.elapsed().as_micros() as u64,
             "component compiled and linked"
         );
         let info = self
-            .describe(&bindings, &origin, &describe_limits(memory_bytes))?
+            .describe(&bindings, engine, &origin, &describe_limits(memory_bytes))?
             .bounded();
         if !valid_plugin_name(&info.name) {
             return Err(LoadError::BadName {
@@ -312,13 +334,33 @@ impl Runtime {
             });
         }
         // Only a component that loaded is worth keeping compiled.
-        let cache = match (&shared, &compiled) {
-            (Some(_), _) => CacheUse::Shared,
-            (None, None) => CacheUse::Hit,
-            (None, Some(compiled)) => self.cache.store(&hash, compiled),
+        let cache = match (&shared, &compiled, tier) {
+            (Some(_), _, _) => CacheUse::Shared,
+            (None, _, Tier::Quick) => CacheUse::Quick,
+            (None, None, _) => CacheUse::Hit,
+            (None, Some(compiled), _) => self.cache.store(&hash, compiled),
         };
-
-        let code = shared.unwrap_or_else(|| self.shared.share(&hash, component));
+        let component = match tier {
+            Tier::Optimized => shared.unwrap_or_else(|| self.shared.share(&hash, component)),
+            Tier::Quick => Arc::new(component),
+        };
+        let code = CodeSlot::new(Code::new(bindings, engine.clone(), tier, component));
+        if tier == Tier::Quick {
+            let optimizer = Optimizer {
+                engine: self.engine.clone(),
+                linker: self.linker.clone(),
+                cache: self.cache.clone(),
+                shared: self.shared.clone(),
+                turn: self.tier_ups.clone(),
+            };
+            let pending = Pending {
+                bytes: bytes.to_vec(),
+                hash: hash.clone(),
+                version: contract.version.clone(),
+                origin: origin.clone(),
+            };
+            optimizer.spawn(&code, pending);
+        }
         Ok(LoadedPlugin {
             info,
             contract,
@@ -326,8 +368,7 @@ impl Runtime {
             origin,
             size: bytes.len(),
             cache,
-            bindings,
-            _code: code,
+            code,
         })
     }
 
@@ -335,6 +376,7 @@ impl Runtime {
     fn describe(
         &self,
         bindings: &Bindings,
+        engine: &wasmtime::Engine,
         origin: &str,
         limits: &Limits,
     ) -> Result<PluginInfo, LoadError> {
@@ -349,7 +391,7 @@ impl Runtime {
             MemoryLimiter::new(limits.memory_bytes),
             limits.max_host_calls,
         );
-        let mut store = self.new_store(state, limits);
+        let mut store = self.new_store(engine, state, limits);
         let started = std::time::Instant::now();
         bindings.describe(&mut store).map_err(|e| {
             let failure = crate::run::classify(&e, &store, limits, started);
@@ -385,6 +427,17 @@ impl LoadedPlugin {
 
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// Which compiler made the code its runs use now.
+    pub fn tier(&self) -> Tier {
+        self.code.current().tier
+    }
+
+    /// Wait up to `limit` for its optimized code to serve (at once when it
+    /// does already); whether it does.
+    pub fn wait_optimized(&self, limit: Duration) -> bool {
+        self.code.wait_optimized(limit)
     }
 }
 

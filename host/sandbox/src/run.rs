@@ -136,14 +136,19 @@ impl RunReport {
 }
 
 impl Runtime {
-    pub(crate) fn new_store(&self, mut state: RunState, limits: &Limits) -> Store<RunState> {
+    pub(crate) fn new_store(
+        &self,
+        engine: &wasmtime::Engine,
+        mut state: RunState,
+        limits: &Limits,
+    ) -> Store<RunState> {
         let now = Instant::now();
         // A timeout too long to add is as good as none: a year will do.
         state.deadline = now
             .checked_add(limits.timeout)
             .unwrap_or_else(|| now + Duration::from_secs(366 * 24 * 3600));
         state.state_quota = limits.state_quota_bytes;
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         // The epoch only wakes the check; the wall clock decides. Each
         // check sets the next one halfway to the deadline, so a ticker
@@ -187,8 +192,9 @@ impl Runtime {
             request.limits.max_host_calls,
         );
         state.own_effects = request.own_effects;
-        let mut store = self.new_store(state, &request.limits);
-        let outcome = plugin
+        let code = plugin.code.current();
+        let mut store = self.new_store(&code.engine, state, &request.limits);
+        let outcome = code
             .bindings
             .handle(&mut store, &request.event)
             .map_err(|e| match e {
