@@ -71,7 +71,7 @@ pub fn prepare(
         });
     };
     let backends = catalog.open(&policy.backend).map_err(PolicyErrors)?;
-    let runtime = runtime_for(&policy)?;
+    let runtime = runtime_for(&policy, false)?;
     let loaded = load_plugin(&runtime, &policy, &plugin, None)
         .map_err(|e| PolicyErrors(vec![e]))?
         .loaded;

@@ -16,7 +16,7 @@ use crate::triggers;
 use medic_backends::Backends;
 use medic_sandbox::signature::{MAX_SIGNATURE_TEXT_LEN, Signer, VerifyError, signature_path};
 use medic_sandbox::{
-    Capability, Grants, LoadedPlugin, Runtime, RuntimeConfig, RuntimeError, content_hash,
+    Capability, Grants, HashedComponent, LoadedPlugin, Runtime, RuntimeConfig, RuntimeError,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -219,27 +219,27 @@ fn load_checking(
             "rebuild the component, or point `component` at a medic plugin",
         )
     };
-    let bytes = medic_sandbox::read_component(&plugin.component).map_err(unreadable)?;
-    let hash = content_hash(&bytes);
-    let signer = check_signature(&plugin.trust, &plugin.component, &bytes).map_err(|e| {
-        plugin_error(
-            policy,
-            plugin,
-            format!(
-                "plugin `{}`: {} (sha256 {}) {e}",
-                plugin.name,
-                plugin.component.display(),
-                &hash[..12]
-            ),
-            &e.fix(&plugin.component),
-        )
-    })?;
+    let component =
+        HashedComponent::new(medic_sandbox::read_component(&plugin.component).map_err(unreadable)?);
+    let signer =
+        check_signature(&plugin.trust, &plugin.component, component.bytes()).map_err(|e| {
+            plugin_error(
+                policy,
+                plugin,
+                format!(
+                    "plugin `{}`: {} (sha256 {}) {e}",
+                    plugin.name,
+                    plugin.component.display(),
+                    &component.hash()[..12]
+                ),
+                &e.fix(&plugin.component),
+            )
+        })?;
     let loaded: LoadedPlugin = match previous {
-        Some(old) if old.loaded.hash == hash => old.loaded.clone(),
+        Some(old) if old.loaded.hash == component.hash() => old.loaded.clone(),
         _ => runtime
             .load_hashed_within(
-                &bytes,
-                hash,
+                &component,
                 &plugin.component.display().to_string(),
                 plugin.limits.memory_bytes,
             )
@@ -284,14 +284,17 @@ fn load_checking(
     })
 }
 
-/// The sandbox a policy configures. A plugin the compile cache does not
-/// hold serves from the quick tier while its optimized code is compiled.
-pub(crate) fn runtime_for(policy: &Policy) -> Result<Runtime, RuntimeError> {
+/// The sandbox a policy configures. With `quick_tier` (the agent, which
+/// lives long enough for the background compile), a plugin the compile
+/// cache does not hold serves from the quick tier while its optimized code
+/// is compiled; a one-shot command compiles it before it runs, and leaves
+/// it in the cache.
+pub(crate) fn runtime_for(policy: &Policy, quick_tier: bool) -> Result<Runtime, RuntimeError> {
     let slots = policy.agent.max_concurrent_runs as u32 + policy.plugins.len() as u32 + 4;
     Runtime::new(&RuntimeConfig {
         cache_dir: Some(policy.agent.cache_dir.clone()),
         max_instances: slots.max(16),
-        quick_tier: true,
+        quick_tier,
     })
 }
 
@@ -434,7 +437,7 @@ fn read_and_load(
         errors.extend(refused.into_iter().flat_map(|r| r.errors));
         AgentError::from(in_file_order(errors))
     };
-    let runtime = match runtime_for(&policy) {
+    let runtime = match runtime_for(&policy, true) {
         Ok(runtime) => runtime,
         // The policy's own problems come first (a cache folder it names
         // may be one of them).

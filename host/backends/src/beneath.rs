@@ -93,21 +93,18 @@ pub fn open_entry(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<Owne
     )?)
 }
 
-/// Open the entry `name` of `dir` for reading, to work on its attributes
-/// through the descriptor itself rather than a `/proc/self/fd` name (an
-/// `O_PATH` descriptor has no attribute calls of its own). For an entry a
-/// `stat` found to be a regular file: a link is not followed (`ELOOP`),
-/// a FIFO put there meanwhile does not block the call, a terminal is not
-/// taken, and the file's access time is left alone where the agent may
-/// (its owner, or root).
-pub fn open_entry_for_attributes(
-    dir: BorrowedFd<'_>,
-    name: &std::ffi::CStr,
-) -> io::Result<OwnedFd> {
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?),
+/// Open the regular file an `O_PATH` descriptor names for reading, to
+/// work on its attributes through the new descriptor itself (an `O_PATH`
+/// one has no attribute calls of its own, and its `/proc/self/fd` name
+/// costs a lookup per call). Through that name: the same inode, whatever
+/// its path leads to now. For a descriptor whose `stat` says it is a
+/// regular file, so that no FIFO or device is ever opened; its access
+/// time is left alone where the agent may (its owner, or root).
+pub fn reopen_for_attributes(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let path = proc_path(fd);
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    match rustix::fs::open(&path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::open(&path, flags, Mode::empty())?),
         other => Ok(other?),
     }
 }

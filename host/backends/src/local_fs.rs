@@ -429,7 +429,7 @@ mod imp {
                             });
                         }
                     }
-                    file_type => {
+                    _ => {
                         if !changing
                             && extra_links(&stat).is_none()
                             && self.has_access(dir, &name, &stat)
@@ -438,7 +438,7 @@ mod imp {
                             continue;
                         }
                         let path = child(path, &name);
-                        changing = self.check_entry(dir.as_fd(), &name, file_type, &path)?;
+                        changing = self.check_entry(dir.as_fd(), &name, &path)?;
                     }
                 }
             }
@@ -459,25 +459,13 @@ mod imp {
         }
 
         /// Open the entry `name` of `dir` without following it and visit
-        /// what is there now, which may no longer be the `seen` kind of
-        /// file a `stat` by name found (a folder put there meanwhile is
-        /// visited, not entered). A regular file is opened for reading, so
-        /// that its ACL is read and written through the descriptor; other
-        /// files by an `O_PATH` descriptor. Whether the visit found a
-        /// change to make.
-        fn check_entry(
-            &self,
-            dir: BorrowedFd<'_>,
-            name: &CStr,
-            seen: FileType,
-            path: &Path,
-        ) -> OpResult<bool> {
-            let opened = match seen {
-                FileType::RegularFile => beneath::open_entry_for_attributes(dir, name)
-                    .or_else(|_| beneath::open_entry(dir, name)),
-                _ => beneath::open_entry(dir, name),
-            };
-            let fd = match opened {
+        /// what is there now, which may no longer be what a `stat` by name
+        /// found (a folder put there meanwhile is visited, not entered).
+        /// A regular file with no other link is opened again for reading,
+        /// through its descriptor, so that its ACL is read and written
+        /// through the new descriptor. Whether the visit found a change.
+        fn check_entry(&self, dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> OpResult<bool> {
+            let fd = match beneath::open_entry(dir, name) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(io_error(path, &e)),
@@ -485,6 +473,11 @@ mod imp {
             let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(path, &e))?;
             match beneath::file_type(&stat) {
                 FileType::Symlink => Ok(false),
+                FileType::RegularFile if extra_links(&stat).is_none() => {
+                    let opened = beneath::reopen_for_attributes(fd.as_fd()).ok();
+                    let target = opened.as_ref().map_or(fd.as_fd(), |opened| opened.as_fd());
+                    self.visit(target, &stat, path)
+                }
                 _ => self.visit_file(fd.as_fd(), &stat, path),
             }
         }
@@ -709,7 +702,7 @@ mod imp {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
         fn ensure_access(
             root: &Path,
@@ -998,6 +991,55 @@ mod imp {
                 posix_acl::READ,
                 "nobody's entry is left alone"
             );
+        }
+
+        /// A FIFO in the tree gets its access list like any file, but is
+        /// never opened for reading: a writer waiting for a reader stays
+        /// waiting through every walk.
+        #[test]
+        fn a_fifo_in_the_tree_is_never_opened_for_reading() {
+            let (_dir, root) = tree();
+            let fifo = root.join("sub/pipe");
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &fifo,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap();
+            let (opened_tx, opened) = std::sync::mpsc::channel();
+            let writer = {
+                let fifo = fifo.clone();
+                std::thread::spawn(move || {
+                    // Blocks until a reader opens the FIFO.
+                    let file = std::fs::OpenOptions::new().write(true).open(&fifo);
+                    let _ = opened_tx.send(());
+                    file
+                })
+            };
+            for _ in 0..20 {
+                let report = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+                assert_eq!(report.checked, 4, "{report:?}");
+            }
+            assert_ne!(
+                access_of(&fifo) & posix_acl::READ,
+                0,
+                "the FIFO got its grant"
+            );
+            assert!(
+                opened.try_recv().is_err(),
+                "a walk opened the FIFO for reading"
+            );
+            // Let the writer go.
+            let reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap();
+            opened.recv().unwrap();
+            writer.join().unwrap().unwrap();
+            drop(reader);
         }
 
         /// A local user exchanges a file that needs the grant with a link

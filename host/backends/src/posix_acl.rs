@@ -854,7 +854,7 @@ mod tests {
         let mode = std::fs::metadata(&file).unwrap().mode();
         let folder = crate::beneath::open_root(dir.path()).unwrap();
         let by_path = crate::beneath::open_entry(folder.as_fd(), c"f").unwrap();
-        let opened = crate::beneath::open_entry_for_attributes(folder.as_fd(), c"f").unwrap();
+        let opened = crate::beneath::reopen_for_attributes(by_path.as_fd()).unwrap();
         let read_all = || {
             [
                 read_entry(folder.as_fd(), c"f", mode).unwrap(),

@@ -71,6 +71,37 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A component's bytes with their [`content_hash`], computed once: the
+/// hash a load keys the cache and shared code with is always the one of
+/// the bytes it compiles.
+#[derive(Clone)]
+pub struct HashedComponent {
+    bytes: Arc<[u8]>,
+    hash: String,
+}
+
+impl HashedComponent {
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        let bytes = bytes.into();
+        let hash = content_hash(&bytes);
+        Self { bytes, hash }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The hex SHA-256 of the bytes.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The bytes, shared rather than copied (for a background compile).
+    pub(crate) fn shared_bytes(&self) -> Arc<[u8]> {
+        Arc::clone(&self.bytes)
+    }
+}
+
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheUse {

@@ -13,6 +13,7 @@ use crate::cache::CompileCache;
 use crate::host::RunState;
 use crate::limits;
 use crate::shared::SharedCode;
+use crate::tier::Optimizer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +36,9 @@ pub struct RuntimeConfig {
     /// loads); sizes the pooling allocator.
     pub max_instances: u32,
     /// Serve a component the cache does not hold from Winch's code while
-    /// Cranelift compiles it in the background (on x86-64; elsewhere, and
-    /// for plugins with a fuel limit, components are compiled by Cranelift
-    /// before they serve).
+    /// Cranelift compiles it in the background (on x86-64 Linux; elsewhere,
+    /// and for a component Winch cannot compile, Cranelift compiles it
+    /// before it serves).
     pub quick_tier: bool,
 }
 
@@ -63,16 +64,17 @@ pub struct Runtime {
     pub(crate) cache: CompileCache,
     /// Compiled code of the plugins loaded now, shared by hash.
     pub(crate) shared: Arc<SharedCode>,
-    /// Winch's engine and linker, with [`RuntimeConfig::quick_tier`].
+    /// Winch's engine and linker, and the background compiler, with
+    /// [`RuntimeConfig::quick_tier`].
     pub(crate) quick: Option<QuickTier>,
-    /// One background compile at a time ([`crate::tier`]).
-    pub(crate) tier_ups: Arc<std::sync::Mutex<()>>,
 }
 
-/// The engine of the quick tier and its linker.
+/// The engine of the quick tier, its linker, and the background compiler
+/// that moves its plugins up.
 pub(crate) struct QuickTier {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<RunState>>,
+    pub(crate) optimizer: Arc<Optimizer>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -92,26 +94,34 @@ impl Runtime {
         spawn_epoch_ticker(&engine);
         let cache = CompileCache::new(&engine, config.cache_dir.clone())
             .map_err(|e| RuntimeError(e.to_string()))?;
+        let linker = Arc::new(linker);
+        let shared = Arc::<SharedCode>::default();
         let quick = match quick_config(config) {
             Some(quick) => {
-                let engine = Engine::new(&quick).map_err(err)?;
-                let mut linker = Linker::new(&engine);
-                crate::contract::add_to_linker(&mut linker).map_err(err)?;
-                spawn_epoch_ticker(&engine);
+                let quick_engine = Engine::new(&quick).map_err(err)?;
+                let mut quick_linker = Linker::new(&quick_engine);
+                crate::contract::add_to_linker(&mut quick_linker).map_err(err)?;
+                spawn_epoch_ticker(&quick_engine);
+                let optimizer = Optimizer::new(
+                    engine.clone(),
+                    linker.clone(),
+                    cache.clone(),
+                    shared.clone(),
+                );
                 Some(QuickTier {
-                    engine,
-                    linker: Arc::new(linker),
+                    engine: quick_engine,
+                    linker: Arc::new(quick_linker),
+                    optimizer: Arc::new(optimizer),
                 })
             }
             None => None,
         };
         Ok(Self {
             engine,
-            linker: Arc::new(linker),
+            linker,
             cache,
-            shared: Arc::default(),
+            shared,
             quick,
-            tier_ups: Arc::default(),
         })
     }
 
@@ -128,11 +138,11 @@ impl Runtime {
         &self.shared
     }
 
-    /// Hold back the quick tier's background compiles while the guard
-    /// lives, so that plugins keep serving Winch's code (for tests and
-    /// benchmarks of that code).
-    pub fn hold_optimizing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.tier_ups.lock().unwrap_or_else(|p| p.into_inner())
+    /// Hold back the quick tier's background compiles not started yet
+    /// while the guard lives, so that plugins keep serving Winch's code
+    /// (for tests and benchmarks of that code); `None` without the tier.
+    pub fn hold_optimizing(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.quick.as_ref().map(|quick| quick.optimizer.hold())
     }
 }
 
@@ -182,18 +192,17 @@ pub fn wasmtime_config(config: &RuntimeConfig) -> Config {
 }
 
 /// The quick tier's configuration: the engine's, compiled by Winch, with
-/// instances allocated on demand (they serve only until Cranelift's code
-/// is ready, and need no pool of their own). `None` without
-/// [`RuntimeConfig::quick_tier`] or off x86-64, where Winch is not
-/// complete.
+/// a pool of its own of the same shape, so that a plugin meets the same
+/// limits on either engine (memories, tables and instances per component
+/// included). `None` without [`RuntimeConfig::quick_tier`], off x86-64,
+/// where Winch is not complete, and on Windows, where it is not tested
+/// (Wine is the only Windows here).
 fn quick_config(config: &RuntimeConfig) -> Option<Config> {
-    if !config.quick_tier || !cfg!(target_arch = "x86_64") {
+    if !config.quick_tier || !cfg!(all(target_arch = "x86_64", not(windows))) {
         return None;
     }
     let mut quick = wasmtime_config(config);
-    quick
-        .strategy(wasmtime::Strategy::Winch)
-        .allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    quick.strategy(wasmtime::Strategy::Winch);
     Some(quick)
 }
 

@@ -33,7 +33,7 @@ pub mod signature;
 pub mod text;
 pub mod tier;
 
-pub use cache::{CacheUse, CompileCache, content_hash};
+pub use cache::{CacheUse, CompileCache, HashedComponent, content_hash};
 pub use engine::{EPOCH_TICK, Runtime, RuntimeConfig, RuntimeError};
 pub use event::{ActionRecord, EventKind, EventRecord, OutcomeRecord, Status, new_id, now_ms};
 pub use host::grants::{Capability, GrantError, Grants, Operation};

@@ -3,14 +3,14 @@
 //! ask it to describe itself, and check what it asks for against grants.
 
 use crate::Runtime;
-use crate::cache::{CacheUse, content_hash};
+use crate::cache::{CacheUse, HashedComponent};
 use crate::contract::{self, Bindings, ContractError, ContractUse};
 use crate::host::grants::{Capability, Grants};
 use crate::host::{Mode, RunState};
 use crate::info::PluginInfo;
 use crate::limits::{Limits, MemoryLimiter};
 use crate::text::{MAX_MESSAGE_BYTES, clean};
-use crate::tier::{Code, CodeSlot, Optimizer, Pending, Tier};
+use crate::tier::{Code, CodeSlot, Pending, Tier};
 use medic_backends::{Backends, PrincipalMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -261,18 +261,18 @@ impl Runtime {
         origin: &str,
         memory_bytes: usize,
     ) -> Result<LoadedPlugin, LoadError> {
-        self.load_hashed_within(bytes, content_hash(bytes), origin, memory_bytes)
+        self.load_hashed_within(&HashedComponent::new(bytes), origin, memory_bytes)
     }
 
     /// [`Runtime::load_bytes_within`], for a caller that has hashed the
-    /// bytes already: `hash` must be their [`content_hash`].
+    /// bytes already (to compare them with the version serving).
     pub fn load_hashed_within(
         &self,
-        bytes: &[u8],
-        hash: String,
+        hashed: &HashedComponent,
         origin: &str,
         memory_bytes: usize,
     ) -> Result<LoadedPlugin, LoadError> {
+        let (bytes, hash) = (hashed.bytes(), hashed.hash().to_string());
         let origin = origin.to_string();
         let started = std::time::Instant::now();
         // What it imports and exports is read first: a component this
@@ -291,21 +291,29 @@ impl Runtime {
             origin: origin.clone(),
             reason: with_hint(clean(&format!("{e:#}"), MAX_MESSAGE_BYTES)),
         };
+        let cranelift = || {
+            self.cache
+                .compile(&self.engine, bytes)
+                .map_err(compile_error)
+                .map(|compiled| (compiled.component.clone(), Tier::Optimized, Some(compiled)))
+        };
         let (component, tier, compiled) = match shared.as_deref().cloned().or_else(cached) {
             Some(component) => (component, Tier::Optimized, None),
             None => match &self.quick {
                 Some(quick) => {
-                    let component = wasmtime::component::Component::new(&quick.engine, bytes);
+                    let quick = wasmtime::component::Component::new(&quick.engine, bytes);
                     crate::cache::give_back_freed_memory();
-                    (component.map_err(compile_error)?, Tier::Quick, None)
+                    match quick {
+                        Ok(component) => (component, Tier::Quick, None),
+                        // What Winch does not compile (tail calls,
+                        // exceptions, GC), Cranelift may.
+                        Err(e) => {
+                            tracing::debug!(origin, "the quick tier cannot compile it: {e:#}");
+                            cranelift()?
+                        }
+                    }
                 }
-                None => {
-                    let compiled = self
-                        .cache
-                        .compile(&self.engine, bytes)
-                        .map_err(compile_error)?;
-                    (compiled.component.clone(), Tier::Optimized, Some(compiled))
-                }
+                None => cranelift()?,
             },
         };
         let (engine, linker) = match (&self.quick, tier) {
@@ -345,21 +353,14 @@ impl Runtime {
             Tier::Quick => Arc::new(component),
         };
         let code = CodeSlot::new(Code::new(bindings, engine.clone(), tier, component));
-        if tier == Tier::Quick {
-            let optimizer = Optimizer {
-                engine: self.engine.clone(),
-                linker: self.linker.clone(),
-                cache: self.cache.clone(),
-                shared: self.shared.clone(),
-                turn: self.tier_ups.clone(),
-            };
+        if let (Some(quick), Tier::Quick) = (&self.quick, tier) {
             let pending = Pending {
-                bytes: bytes.to_vec(),
+                bytes: hashed.shared_bytes(),
                 hash: hash.clone(),
                 version: contract.version.clone(),
                 origin: origin.clone(),
             };
-            optimizer.spawn(&code, pending);
+            quick.optimizer.enqueue(&code, pending);
         }
         Ok(LoadedPlugin {
             info,

@@ -9,14 +9,15 @@
 //! that in the cache, and swaps it in: runs that start afterwards use it,
 //! runs under way finish on the code they started with. Every copy of a
 //! [`crate::LoadedPlugin`] shares one [`CodeSlot`], so all of them move
-//! up together. One background compile runs at a time; one whose plugin
-//! was dropped before its turn is not made.
+//! up together. One background compile runs at a time ([`Optimizer`]);
+//! one whose plugins were dropped before its turn is not made.
 
 use crate::cache::CompileCache;
 use crate::contract::Bindings;
 use crate::host::RunState;
 use crate::shared::SharedCode;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
@@ -76,8 +77,8 @@ impl CodeSlot {
         self.code.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn replace(&self, code: Code) {
-        *self.code.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(code);
+    fn replace(&self, code: Arc<Code>) {
+        *self.code.lock().unwrap_or_else(|p| p.into_inner()) = code;
         self.moved.notify_all();
     }
 
@@ -94,7 +95,7 @@ impl CodeSlot {
 
 /// A component waiting for its optimizing compile.
 pub(crate) struct Pending {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Arc<[u8]>,
     /// Its content hash, its key in the cache.
     pub(crate) hash: String,
     /// The contract version it was built for.
@@ -103,47 +104,122 @@ pub(crate) struct Pending {
     pub(crate) origin: String,
 }
 
-/// What a background compile needs of the runtime.
+/// One background compile waiting, and every plugin copy waiting for it.
+struct Job {
+    pending: Pending,
+    slots: Vec<Weak<CodeSlot>>,
+}
+
+/// The background compiles waiting; whether a worker takes them.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Job>,
+    working: bool,
+}
+
+/// The background compiler: one worker thread while there is work, taking
+/// jobs in order. A component queued twice is compiled once; a job whose
+/// plugins were all dropped is left out, its bytes freed.
 pub(crate) struct Optimizer {
-    pub(crate) engine: Engine,
-    pub(crate) linker: Arc<Linker<RunState>>,
-    pub(crate) cache: CompileCache,
-    pub(crate) shared: Arc<SharedCode>,
-    /// Held while a background compile runs: one at a time.
-    pub(crate) turn: Arc<Mutex<()>>,
+    engine: Engine,
+    linker: Arc<Linker<RunState>>,
+    cache: CompileCache,
+    shared: Arc<SharedCode>,
+    queue: Mutex<Queue>,
+    /// Held between jobs by [`Optimizer::hold`].
+    held: Mutex<()>,
 }
 
 impl Optimizer {
-    /// Compile `component` with Cranelift on a background thread, keep it
-    /// in the cache, and swap it into `slot`.
-    pub(crate) fn spawn(self, slot: &Arc<CodeSlot>, component: Pending) {
-        let slot = Arc::downgrade(slot);
-        let origin = component.origin.clone();
-        let spawned = std::thread::Builder::new()
-            .name("medic-optimize".into())
-            .spawn(move || self.optimize(&slot, &component));
-        if let Err(e) = spawned {
-            tracing::warn!(
-                origin,
-                "cannot start the optimizing compile: {e}; the quick code keeps serving"
-            );
+    pub(crate) fn new(
+        engine: Engine,
+        linker: Arc<Linker<RunState>>,
+        cache: CompileCache,
+        shared: Arc<SharedCode>,
+    ) -> Self {
+        Self {
+            engine,
+            linker,
+            cache,
+            shared,
+            queue: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
-    fn optimize(&self, slot: &Weak<CodeSlot>, pending: &Pending) {
-        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.strong_count() == 0 {
+    /// Hold back the jobs not started yet while the guard lives.
+    pub(crate) fn hold(&self) -> MutexGuard<'_, ()> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue the optimizing compile of `pending` for `slot`, and start a
+    /// worker if none runs.
+    pub(crate) fn enqueue(self: &Arc<Self>, slot: &Arc<CodeSlot>, pending: Pending) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match queue
+            .waiting
+            .iter_mut()
+            .find(|job| job.pending.hash == pending.hash)
+        {
+            Some(job) => job.slots.push(Arc::downgrade(slot)),
+            None => queue.waiting.push_back(Job {
+                pending,
+                slots: vec![Arc::downgrade(slot)],
+            }),
+        }
+        if queue.working {
             return;
         }
+        let worker = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("medic-optimize".into())
+            .spawn(move || worker.work());
+        match spawned {
+            Ok(_) => queue.working = true,
+            Err(e) => tracing::warn!(
+                "cannot start the optimizing compiler: {e}; plugins keep their quick code until the next load"
+            ),
+        }
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                queue
+                    .waiting
+                    .retain(|job| job.slots.iter().any(|slot| slot.strong_count() > 0));
+                match queue.waiting.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        queue.working = false;
+                        return;
+                    }
+                }
+            };
+            drop(self.hold());
+            let optimized =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.optimize(&job)));
+            if optimized.is_err() {
+                tracing::error!(
+                    origin = job.pending.origin,
+                    "the optimizing compile panicked; the quick code keeps serving"
+                );
+            }
+        }
+    }
+
+    /// Compile a job's component with Cranelift (or take an earlier
+    /// compile of the same bytes), keep it in the cache, and swap it into
+    /// every slot still alive.
+    fn optimize(&self, job: &Job) {
         let Pending {
             bytes,
             hash,
             version,
             origin,
-        } = pending;
+        } = &job.pending;
         let started = std::time::Instant::now();
-        // An earlier compile of the same bytes (for another copy loaded
-        // meanwhile) is taken as it is.
         let component = match self.shared.get(hash) {
             Some(component) => component,
             None => match self.cache.lookup(&self.engine, hash) {
@@ -173,18 +249,19 @@ impl Optimizer {
                 return;
             }
         };
-        if let Some(slot) = slot.upgrade() {
-            slot.replace(Code::new(
-                bindings,
-                self.engine.clone(),
-                Tier::Optimized,
-                component,
-            ));
-            tracing::debug!(
-                origin,
-                millis = started.elapsed().as_millis() as u64,
-                "optimized code serving"
-            );
+        let code = Arc::new(Code::new(
+            bindings,
+            self.engine.clone(),
+            Tier::Optimized,
+            component,
+        ));
+        for slot in job.slots.iter().filter_map(Weak::upgrade) {
+            slot.replace(Arc::clone(&code));
         }
+        tracing::debug!(
+            origin,
+            millis = started.elapsed().as_millis() as u64,
+            "optimized code serving"
+        );
     }
 }
