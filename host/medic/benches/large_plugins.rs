@@ -10,9 +10,12 @@
 //! line saying why. For each:
 //!
 //! - the component's size;
-//! - cold load (target, for a 15 MB plugin: <= 3 s): `Runtime::load_file`
-//!   with an empty compile cache, compiling; its CPU time says how much
-//!   of it ran in parallel;
+//! - cold load with the quick tier, as the agent loads (target, for a
+//!   15 MB plugin: <= 3 s): serving from Winch's code, a run on it, and
+//!   when Cranelift's code, compiled in the background, takes over;
+//! - cold load without it, as one-shot commands load: `Runtime::load_file`
+//!   with an empty compile cache, compiling with Cranelift; its CPU time
+//!   says how much of it ran in parallel;
 //! - the cache entry it leaves;
 //! - warm load from the cache (target: <= 50 ms): a fresh `Runtime` on
 //!   that cache, median of 5; split into reading and hashing the
@@ -31,6 +34,7 @@
 //!   changed, the component not (its compiled code is reused); the
 //!   rebuilt component, never compiled (compiled now); and the two
 //!   versions swapped back and forth (both in the cache; median of 3).
+//!   The rebuilt component serves from the quick tier.
 //!
 //! The Rust baseline is `target/plugins/content-acl.wasm` (from `cargo
 //! xtask plugins`; skipped without it), loaded the same way; the agent
@@ -227,6 +231,59 @@ struct Loading {
     /// Loading it again while it is loaded.
     shared: Duration,
     run: Duration,
+}
+
+/// The quick tier on an empty cache: how soon a plugin serves (compiled
+/// by Winch), a run on that code (median of 21), and how soon Cranelift's
+/// code takes over in the background.
+struct QuickLoad {
+    serving: Duration,
+    run: Duration,
+    optimized: Duration,
+}
+
+fn quick_loading(load: &dyn Fn(&Runtime) -> LoadedPlugin) -> QuickLoad {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        quick_tier: true,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let held = runtime.hold_optimizing();
+    let plugin = load(&runtime);
+    let serving = started.elapsed();
+    assert_eq!(plugin.cache, CacheUse::Quick);
+    let (grants, backends) = (
+        support::grants(&[]),
+        Backends::local(PrincipalMap::default()),
+    );
+    let run = median(
+        (0..RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                support::run(
+                    &runtime,
+                    &plugin,
+                    &grants,
+                    &backends,
+                    Limits::default(),
+                    None,
+                );
+                started.elapsed()
+            })
+            .collect(),
+    );
+    assert_eq!(plugin.tier(), medic_sandbox::Tier::Quick);
+    let started = Instant::now();
+    drop(held);
+    assert!(plugin.wait_optimized(Duration::from_secs(600)));
+    QuickLoad {
+        serving,
+        run,
+        optimized: serving + started.elapsed(),
+    }
 }
 
 /// Load `component` (through `load`) with an empty compile cache in
@@ -581,11 +638,21 @@ fn main() {
             ms(l.shared),
             ms(l.run)
         );
+        let q = quick_loading(&|runtime| support::plugin(runtime, "content-acl"));
+        println!(
+            "Rust content-acl, quick tier: serving after {:.1} ms, a run {:.3} ms; optimized code after {:.1} ms",
+            ms(q.serving),
+            ms(q.run),
+            ms(q.optimized)
+        );
         let variants = compare("Rust content-acl", &std::fs::read(&rust).unwrap());
         println!(
-            "BENCH large_plugins_rust size_kib={:.0} cold_ms={:.1} cache_kib={:.0} warm_ms={:.2} read_hash_ms={:.2} lookup_ms={:.2} shared_ms={:.2} run_ms={:.3}{variants}",
+            "BENCH large_plugins_rust size_kib={:.0} cold_ms={:.1} quick_ms={:.1} quick_run_ms={:.3} optimized_ms={:.1} cache_kib={:.0} warm_ms={:.2} read_hash_ms={:.2} lookup_ms={:.2} shared_ms={:.2} run_ms={:.3}{variants}",
             l.size as f64 / 1024.0,
             ms(l.cold),
+            ms(q.serving),
+            ms(q.run),
+            ms(q.optimized),
             l.cache_bytes as f64 / 1024.0,
             ms(l.warm),
             ms(l.read_hash),
@@ -634,6 +701,14 @@ fn main() {
     for (lang, b) in &built {
         let dir = agent_dir(root, lang.name, &b.first, &service_grants("cron"));
         // The library's cold load fills the agent's cache.
+        let q = quick_loading(&|runtime| runtime.load_file(&b.first).unwrap());
+        println!(
+            "{}, quick tier: serving after {:.2} s, a run {:.2} ms; optimized code after {:.2} s",
+            lang.name,
+            q.serving.as_secs_f64(),
+            ms(q.run),
+            q.optimized.as_secs_f64()
+        );
         let l = loading(&b.first, &dir.join("state/cache"), &|runtime| {
             runtime.load_file(&b.first).unwrap()
         });
@@ -672,13 +747,16 @@ fn main() {
         );
         let variants = compare(lang.name, &first);
         println!(
-            "BENCH large_plugins_{} size_mib={:.2} build_s={:.1} rebuild_s={:.1} cold_ms={:.0} cold_cpu_ms={:.0} trimmed_mib={:.1} cache_mib={:.2} warm_ms={:.2} read_hash_ms={:.2} lookup_ms={:.2} entry_read_ms={:.2} entry_mac_ms={:.2} shared_ms={:.2} run_ms={:.3} start_ms={:.1} rss_mib={:.1} base_rss_mib={:.1} reload_same_ms={:.1} reload_compiled_ms={:.0} rss_compiled_mib={:.1} reload_cached_ms={:.1} rss_after_mib={:.1} code_maps={}{variants}",
+            "BENCH large_plugins_{} size_mib={:.2} build_s={:.1} rebuild_s={:.1} cold_ms={:.0} cold_cpu_ms={:.0} quick_ms={:.0} quick_run_ms={:.3} optimized_ms={:.0} trimmed_mib={:.1} cache_mib={:.2} warm_ms={:.2} read_hash_ms={:.2} lookup_ms={:.2} entry_read_ms={:.2} entry_mac_ms={:.2} shared_ms={:.2} run_ms={:.3} start_ms={:.1} rss_mib={:.1} base_rss_mib={:.1} reload_same_ms={:.1} reload_compiled_ms={:.0} rss_compiled_mib={:.1} reload_cached_ms={:.1} rss_after_mib={:.1} code_maps={}{variants}",
             lang.lang,
             mib(l.size),
             b.build.as_secs_f64(),
             b.rebuild.as_secs_f64(),
             ms(l.cold),
             ms(l.cold_cpu),
+            ms(q.serving),
+            ms(q.run),
+            ms(q.optimized),
             l.trimmed_kib as f64 / 1024.0,
             mib(l.cache_bytes),
             ms(l.warm),
