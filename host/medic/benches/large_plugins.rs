@@ -233,6 +233,23 @@ struct Loading {
     run: Duration,
 }
 
+/// A run of `plugin` with no grants, median of [`RUNS`].
+fn median_run(runtime: &Runtime, plugin: &LoadedPlugin) -> Duration {
+    let (grants, backends) = (
+        support::grants(&[]),
+        Backends::local(PrincipalMap::default()),
+    );
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                support::run(runtime, plugin, &grants, &backends, Limits::default(), None);
+                started.elapsed()
+            })
+            .collect(),
+    )
+}
+
 /// The quick tier on an empty cache: how soon a plugin serves (compiled
 /// by Winch), a run on that code (median of 21), and how soon Cranelift's
 /// code takes over in the background.
@@ -255,26 +272,7 @@ fn quick_loading(load: &dyn Fn(&Runtime) -> LoadedPlugin) -> QuickLoad {
     let plugin = load(&runtime);
     let serving = started.elapsed();
     assert_eq!(plugin.cache, CacheUse::Quick);
-    let (grants, backends) = (
-        support::grants(&[]),
-        Backends::local(PrincipalMap::default()),
-    );
-    let run = median(
-        (0..RUNS)
-            .map(|_| {
-                let started = Instant::now();
-                support::run(
-                    &runtime,
-                    &plugin,
-                    &grants,
-                    &backends,
-                    Limits::default(),
-                    None,
-                );
-                started.elapsed()
-            })
-            .collect(),
-    );
+    let run = median_run(&runtime, &plugin);
     assert_eq!(plugin.tier(), medic_sandbox::Tier::Quick);
     let started = Instant::now();
     drop(held);
@@ -366,26 +364,7 @@ fn loading(component: &Path, cache: &Path, load: &dyn Fn(&Runtime) -> LoadedPlug
             })
             .collect(),
     );
-    let (grants, backends) = (
-        support::grants(&[]),
-        Backends::local(PrincipalMap::default()),
-    );
-    let run = median(
-        (0..RUNS)
-            .map(|_| {
-                let started = Instant::now();
-                support::run(
-                    &runtime,
-                    &plugin,
-                    &grants,
-                    &backends,
-                    Limits::default(),
-                    None,
-                );
-                started.elapsed()
-            })
-            .collect(),
-    );
+    let run = median_run(&runtime, &plugin);
     Loading {
         trimmed_kib,
         size: plugin.size as u64,
