@@ -70,6 +70,7 @@ pub mod bindings {
     });
 }
 
+mod initial_heap;
 mod report;
 pub mod settings;
 #[cfg(not(target_arch = "wasm32"))]

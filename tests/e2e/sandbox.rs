@@ -94,6 +94,40 @@ fn unbounded_allocation_stops_at_the_memory_cap() {
     assert_runtime_still_serves();
 }
 
+/// The SDK's allocator serves a small run from the room its initial memory
+/// already has, so such a run never grows its memory and the host never
+/// makes pages accessible only to take them away again at the reset. A run
+/// that needs more grows as before, and its report says how far.
+#[test]
+fn a_small_run_stays_in_its_initial_memory_and_a_big_one_grows() {
+    let noop = load("fixture-noop");
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("file");
+    std::fs::write(&target, b"data").unwrap();
+    for round in 0..50 {
+        let run = Run::default().grant(&format!("fs-read={}", dir.path().display()));
+        let run = if round % 2 == 0 {
+            run
+        } else {
+            run.setting("stat-path", &target.display().to_string())
+                .setting("stat-count", "10")
+        };
+        let report = run.on(&noop);
+        assert_eq!(report.status().as_str(), "healthy", "{:?}", report.result);
+        assert!(report.memory.peak_bytes > 0);
+        assert_eq!(report.memory.grows, 0, "round {round}: {:?}", report.memory);
+    }
+
+    let hog = load("fixture-hog");
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let report = Run::default().limits(limits).on(&hog);
+    assert!(report.memory.grows > 1, "{:?}", report.memory);
+    assert!(report.memory.peak_bytes <= 16 << 20, "{:?}", report.memory);
+}
+
 #[test]
 fn a_panic_ends_the_run_with_its_message() {
     let panicker = load("fixture-panicker");

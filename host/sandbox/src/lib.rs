@@ -39,7 +39,7 @@ pub use event::{ActionRecord, EventKind, EventRecord, OutcomeRecord, Status, new
 pub use host::grants::{Capability, GrantError, Grants, Operation};
 pub use host::{HostCall, Mode, OwnEffects, PluginLog, PluginState, StateError};
 pub use info::{PluginInfo, TriggerHint};
-pub use limits::Limits;
+pub use limits::{Limits, MemoryUsage};
 pub use load::{
     LoadError, LoadedPlugin, MAX_COMPONENT_BYTES, missing_grants, read_component, valid_plugin_name,
 };

@@ -2,6 +2,7 @@
 //! memory cap (enforced by a resource limiter), optional fuel, a cap on
 //! host calls per run, and the plugin's state quota.
 
+use serde::Serialize;
 use std::time::Duration;
 
 /// Limits of one plugin's runs.
@@ -74,11 +75,22 @@ impl Default for Limits {
 }
 
 /// Enforces the memory cap and remembers whether it was hit, so a run that
-/// ends because of it is reported as such rather than as a bare trap.
+/// ends because of it is reported as such rather than as a bare trap, and
+/// how far the memory went.
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
     pub cap: usize,
     pub exceeded: Option<usize>,
+    pub usage: MemoryUsage,
+}
+
+/// The linear memory of a run's instance: how often a memory that had
+/// pages grew (a memory's first pages, given at instantiation, are no
+/// growth), and the largest size a memory was allowed to reach, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryUsage {
+    pub grows: u32,
+    pub peak_bytes: usize,
 }
 
 impl MemoryLimiter {
@@ -86,6 +98,7 @@ impl MemoryLimiter {
         Self {
             cap,
             exceeded: None,
+            usage: MemoryUsage::default(),
         }
     }
 }
@@ -93,7 +106,7 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -105,6 +118,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 desired >> 20
             ));
         }
+        if current > 0 {
+            self.usage.grows = self.usage.grows.saturating_add(1);
+        }
+        self.usage.peak_bytes = self.usage.peak_bytes.max(desired);
         Ok(true)
     }
 

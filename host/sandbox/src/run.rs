@@ -9,7 +9,7 @@ use crate::event::{EventRecord, OutcomeRecord, Status};
 use crate::host::deadline::DeadlinePassed;
 use crate::host::grants::Grants;
 use crate::host::{HostCall, Mode, OwnEffects, PluginLog, PluginState, RunState};
-use crate::limits::{Limits, MemoryLimiter, mib};
+use crate::limits::{Limits, MemoryLimiter, MemoryUsage, mib};
 use crate::text::{MAX_MESSAGE_BYTES, clean};
 use crate::{LoadedPlugin, Runtime};
 use medic_backends::Backends;
@@ -118,6 +118,8 @@ pub struct RunReport {
     pub dropped_calls: usize,
     pub duration_us: u64,
     pub fuel_used: Option<u64>,
+    /// The plugin's linear memory over the run.
+    pub memory: MemoryUsage,
 }
 
 impl RunReport {
@@ -230,6 +232,7 @@ impl Runtime {
             dropped_calls: state.dropped_calls,
             duration_us: started.elapsed().as_micros() as u64,
             fuel_used,
+            memory: state.limiter.usage,
         };
         if report.dropped_logs > 0 {
             tracing::warn!(
