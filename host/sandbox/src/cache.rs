@@ -9,13 +9,29 @@
 //!   through a link, checked through that descriptor, and every entry and
 //!   the key are reached beneath it, so renaming folders around it later
 //!   changes nothing;
-//! - each entry carries a MAC of its name and contents (keyed BLAKE3,
-//!   several times faster than HMAC-SHA256 on the 35 MiB entry of a
-//!   Python or JavaScript plugin) under a key that lives in the folder,
-//!   readable by the agent alone; an entry whose code does not match is
-//!   deleted and compiled again, never run;
+//! - each entry's code has a MAC of its name and contents beside it, in a
+//!   `.mac` file (keyed BLAKE3, several times faster than HMAC-SHA256 on
+//!   the 35 MiB entry of a Python or JavaScript plugin) under a key that
+//!   lives in the folder, readable by the agent alone; an entry whose code
+//!   does not match is deleted and compiled again, never run;
 //! - only components that loaded (linked and described themselves) are
 //!   written: a rejected component leaves nothing behind.
+//!
+//! On Unix an entry is not read but mapped: the MAC is computed over a
+//! read-only mapping of the file, and wasmtime maps the same file (reopened
+//! through `/proc/self/fd`, so the same inode) instead of copying the code
+//! into memory of its own. A large plugin loads from the cache in a few
+//! milliseconds, and its code is page cache the kernel can share and
+//! reclaim. But a plugin then runs from that file for as long as it is
+//! loaded, and a private mapping still shows later writes to pages not
+//! yet copied: the MAC vouches for the file as it was. So the file itself
+//! must be one no one else can change: the lookup uses an entry only when
+//! it belongs to the agent's user, has mode 600 (no ACL entries) and one
+//! link, in a folder still private at that moment, and the agent never
+//! writes an entry in place (it writes a new file and renames it over the
+//! old one). What is left is that user (root) changing or truncating an
+//! entry by hand while it is loaded, which can crash the agent (a
+//! truncated mapping faults on the next instance).
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -24,12 +40,13 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Bytes of the authentication code at the start of each entry.
+/// Bytes of an entry's authentication code.
 const MAC_LEN: usize = 32;
 
 /// The entries' format, part of their names: entries of an earlier format
-/// (authenticated with HMAC-SHA256) are not looked for.
-const ENTRY_FORMAT: &str = "b3";
+/// (authenticated with HMAC-SHA256, or with the MAC at the start of the
+/// code's file) are not looked for.
+const ENTRY_FORMAT: &str = "b3m";
 
 /// The file holding the cache's key.
 const KEY_FILE: &str = "cache.key";
@@ -171,8 +188,14 @@ impl CompileCache {
         })
     }
 
+    /// The file of the compiled code for the component `hash`.
     fn entry_name(&self, hash: &str) -> String {
         format!("{hash}-{}-{ENTRY_FORMAT}.cwasm", self.engine_key)
+    }
+
+    /// The file of the MAC of the entry `entry`.
+    fn mac_name(entry: &str) -> String {
+        format!("{entry}.mac")
     }
 
     #[cfg(test)]
@@ -196,29 +219,38 @@ impl CompileCache {
     pub fn lookup(&self, engine: &Engine, hash: &str) -> Option<Component> {
         let folder = self.folder.as_ref()?;
         let entry = self.entry_name(hash);
-        // Read into memory rather than map the file: a cache file truncated
-        // or rewritten under a running agent must not bring it down.
-        let stored = folder.read(&entry).ok()?;
-        let authentic = stored.split_at_checked(MAC_LEN).filter(|(tag, code)| {
-            let mut mac = self.mac(&entry);
-            mac.update(code);
-            // Compared in constant time.
-            <[u8; MAC_LEN]>::try_from(*tag)
-                .is_ok_and(|tag| mac.finalize() == blake3::Hash::from_bytes(tag))
-        });
-        let Some((_, code)) = authentic else {
+        let mac_file = Self::mac_name(&entry);
+        let tag = folder.read(&mac_file).ok()?;
+        let code = match folder.code(&entry) {
+            Ok(code) => code,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(entry, "not using a compiled component: {e}");
+                return None;
+            }
+        };
+        let mut mac = self.mac(&entry);
+        mac.update(code.bytes());
+        // Compared in constant time.
+        let authentic = <[u8; MAC_LEN]>::try_from(tag.as_slice())
+            .is_ok_and(|tag| mac.finalize() == blake3::Hash::from_bytes(tag));
+        if !authentic {
             tracing::warn!(
                 entry,
                 "deleting a compiled component that fails authentication"
             );
-            folder.remove(&entry);
+            // Unless another agent has replaced it meanwhile (its new code
+            // read with the old MAC): then the next lookup finds the pair.
+            if folder.remove_code(&entry, &code) {
+                folder.remove(&mac_file);
+            }
             return None;
-        };
-        // SAFETY: `code` was written by this agent (it carries a valid code
-        // under the key only this user can read) with `precompile_component`
-        // for an engine with the same compatibility hash (part of the name);
-        // wasmtime also checks the header.
-        match unsafe { Component::deserialize(engine, code) } {
+        }
+        // SAFETY: the code was written by this agent (it carries a valid
+        // MAC under the key only this user can read) with
+        // `precompile_component` for an engine with the same compatibility
+        // hash (part of the name); wasmtime also checks the header.
+        match unsafe { code.deserialize(engine) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(entry, "discarding unreadable compiled component: {e}");
@@ -245,9 +277,12 @@ impl CompileCache {
         let entry = self.entry_name(hash);
         let mut mac = self.mac(&entry);
         mac.update(&compiled.code);
-        let mut stored = mac.finalize().as_bytes().to_vec();
-        stored.extend_from_slice(&compiled.code);
-        match folder.write(&entry, &stored) {
+        // The code first: a reader between the two renames finds the new
+        // code with the old MAC (or none), refuses it and compiles.
+        let written = folder
+            .write(&entry, &compiled.code)
+            .and_then(|()| folder.write(&Self::mac_name(&entry), mac.finalize().as_bytes()));
+        match written {
             Ok(()) => CacheUse::Compiled,
             Err(e) => {
                 tracing::warn!(entry, "cannot write compiled component to the cache: {e}");
@@ -255,6 +290,37 @@ impl CompileCache {
             }
         }
     }
+}
+
+/// A name to write `name`'s new contents under before renaming it: its
+/// own to this process and write, so that two threads storing the same
+/// entry never write into one file.
+fn temporary_name(name: &str) -> String {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{name}.tmp{}.{write}", std::process::id())
+}
+
+/// Why others than this agent's user could change what `stat` describes:
+/// it belongs to another user, or its mode has bits of `others_mask`
+/// (`0o022` for a folder no one else may write, `0o077` for a file no one
+/// else may touch; an ACL's named entries show in the group bits).
+#[cfg(unix)]
+fn others_can_write(stat: &rustix::fs::Stat, others_mask: u32) -> Option<String> {
+    let me = rustix::process::geteuid().as_raw();
+    if stat.st_uid != me {
+        return Some(format!(
+            "it belongs to user {}, not to this agent's user {me}",
+            stat.st_uid
+        ));
+    }
+    if stat.st_mode & others_mask != 0 {
+        return Some(format!(
+            "its mode {:o} lets others in",
+            stat.st_mode & 0o7777
+        ));
+    }
+    None
 }
 
 /// The cache folder, opened once (not through a link) and checked to be a
@@ -314,18 +380,8 @@ impl Folder {
             if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
                 return Err(untrusted("it is not a folder".into()));
             }
-            let me = rustix::process::geteuid().as_raw();
-            if stat.st_uid != me {
-                return Err(untrusted(format!(
-                    "it belongs to user {}, not to this agent's user {me}",
-                    stat.st_uid
-                )));
-            }
-            if stat.st_mode & 0o022 != 0 {
-                return Err(untrusted(format!(
-                    "its mode {:o} lets others write it",
-                    stat.st_mode & 0o7777
-                )));
+            if let Some(reason) = others_can_write(&stat, 0o022) {
+                return Err(untrusted(reason));
             }
             Ok(Self {
                 dir: dir.to_path_buf(),
@@ -392,6 +448,47 @@ impl Folder {
         Ok(bytes)
     }
 
+    /// The code in the file `name` (not through a link), mapped. A mapped
+    /// file is run from for as long as its plugin is loaded, so the file
+    /// must be one only this user can change (as the agent creates them:
+    /// its own, mode 600, one link), in a folder still private: otherwise
+    /// it is not used.
+    fn code(&self, name: &str) -> std::io::Result<StoredCode> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let refused = |reason: String| std::io::Error::other(reason);
+        if let Some(reason) = others_can_write(&rustix::fs::fstat(&self.fd)?, 0o022) {
+            return Err(refused(format!("the cache folder: {reason}")));
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(refused("not a regular file".into()));
+        }
+        if let Some(reason) = others_can_write(&stat, 0o077) {
+            return Err(refused(reason));
+        }
+        if stat.st_nlink != 1 {
+            return Err(refused(format!("it has {} links", stat.st_nlink)));
+        }
+        StoredCode::map(std::fs::File::from(fd), &stat)
+    }
+
+    /// Remove the entry `name` if it is still the file `code` mapped (not
+    /// one another agent has put there since); whether it did.
+    fn remove_code(&self, name: &str, code: &StoredCode) -> bool {
+        let still = rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|stat| (stat.st_dev, stat.st_ino) == code.identity);
+        if still {
+            self.remove(name);
+        }
+        still
+    }
+
     /// Create `name` (it must not exist) holding `bytes`.
     fn create(&self, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         use rustix::fs::{Mode, OFlags};
@@ -422,7 +519,7 @@ impl Folder {
 
     /// Replace `name` with `bytes` atomically.
     fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = format!("{name}.tmp{}", std::process::id());
+        let tmp = temporary_name(name);
         self.remove(&tmp);
         let written = self
             .create(&tmp, bytes, 0o600)
@@ -438,6 +535,15 @@ impl Folder {
 impl Folder {
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.dir.join(name))
+    }
+
+    fn code(&self, name: &str) -> std::io::Result<StoredCode> {
+        self.read(name).map(StoredCode)
+    }
+
+    fn remove_code(&self, name: &str, _code: &StoredCode) -> bool {
+        self.remove(name);
+        true
     }
 
     fn create(&self, name: &str, bytes: &[u8], _mode: u32) -> std::io::Result<()> {
@@ -458,10 +564,108 @@ impl Folder {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = format!("{name}.tmp{}", std::process::id());
+        let tmp = temporary_name(name);
         self.remove(&tmp);
         self.create(&tmp, bytes, 0o600)?;
         std::fs::rename(self.dir.join(&tmp), self.dir.join(name))
+    }
+}
+
+/// An entry's code as stored: on Unix a private read-only mapping of its
+/// file, which is kept open to be mapped again by wasmtime.
+#[cfg(unix)]
+struct StoredCode {
+    file: std::fs::File,
+    /// Its device and inode.
+    identity: (u64, u64),
+    /// The mapping's start, null for an empty file (nothing is mapped).
+    at: *mut std::ffi::c_void,
+    len: usize,
+}
+
+#[cfg(unix)]
+impl StoredCode {
+    fn map(file: std::fs::File, stat: &rustix::fs::Stat) -> std::io::Result<Self> {
+        let len = usize::try_from(stat.st_size).map_err(std::io::Error::other)?;
+        let identity = (stat.st_dev, stat.st_ino);
+        let at = if len == 0 {
+            std::ptr::null_mut()
+        } else {
+            // SAFETY: a new mapping at an address of the kernel's choosing,
+            // read only and private: it aliases no memory of ours. It is
+            // unmapped once, on drop.
+            unsafe {
+                rustix::mm::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    rustix::mm::ProtFlags::READ,
+                    rustix::mm::MapFlags::PRIVATE,
+                    &file,
+                    0,
+                )?
+            }
+        };
+        Ok(Self {
+            file,
+            identity,
+            at,
+            len,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.at.is_null() {
+            return &[];
+        }
+        // SAFETY: `len` readable bytes are mapped at `at` while `self`
+        // lives (see the module's header for a file truncated meanwhile).
+        unsafe { std::slice::from_raw_parts(self.at.cast::<u8>(), self.len) }
+    }
+
+    /// The component in this code; wasmtime maps the file itself (the
+    /// same inode, reopened through `/proc`), or copies the mapped bytes
+    /// where that does not work (no `/proc`, no descriptor left).
+    ///
+    /// # Safety
+    /// As [`Component::deserialize`]: the code must be wasmtime's output.
+    unsafe fn deserialize(&self, engine: &Engine) -> wasmtime::Result<Component> {
+        use std::os::fd::AsRawFd;
+        let reopened = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        // SAFETY: the caller's contract, for the same file.
+        match unsafe { Component::deserialize_file(engine, &reopened) } {
+            Ok(component) => Ok(component),
+            // SAFETY: the caller's contract.
+            Err(_) => unsafe { Component::deserialize(engine, self.bytes()) },
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for StoredCode {
+    fn drop(&mut self) {
+        if !self.at.is_null() {
+            // SAFETY: mapped in `map`, unmapped only here; no slice from
+            // `bytes` outlives `self`.
+            let _ = unsafe { rustix::mm::munmap(self.at, self.len) };
+        }
+    }
+}
+
+/// An entry's code as stored: read into memory.
+#[cfg(not(unix))]
+struct StoredCode(Vec<u8>);
+
+#[cfg(not(unix))]
+impl StoredCode {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// # Safety
+    /// As [`Component::deserialize`]: the code must be wasmtime's output.
+    unsafe fn deserialize(&self, engine: &Engine) -> wasmtime::Result<Component> {
+        // SAFETY: the caller's contract.
+        unsafe { Component::deserialize(engine, &self.0) }
     }
 }
 
@@ -493,25 +697,81 @@ mod tests {
         let again = CompileCache::new(&engine, Some(cache_dir.clone())).unwrap();
         assert!(again.lookup(&engine, &hash).is_some());
 
-        // One flipped byte of code, anywhere: refused and deleted.
+        // One flipped byte of code, anywhere: refused, and the entry and
+        // its MAC deleted. The file is replaced, not rewritten in place,
+        // as the agent's own writes are (the module's header).
         let entry = cache.entry(&hash).unwrap();
-        let mut stored = std::fs::read(&entry).unwrap();
-        let last = stored.len() - 1;
-        stored[last] ^= 1;
-        std::fs::write(&entry, &stored).unwrap();
-        assert!(cache.lookup(&engine, &hash).is_none());
-        assert!(!entry.exists());
+        let mac_file = PathBuf::from(format!("{}.mac", entry.display()));
+        let stored = std::fs::read(&entry).unwrap();
+        for at in [0, stored.len() / 2, stored.len() - 1] {
+            let mut tampered = stored.clone();
+            tampered[at] ^= 1;
+            // A copy keeps the entry's mode (600), so only the bytes differ.
+            std::fs::copy(&entry, entry.with_extension("new")).unwrap();
+            std::fs::write(entry.with_extension("new"), &tampered).unwrap();
+            std::fs::rename(entry.with_extension("new"), &entry).unwrap();
+            assert!(cache.lookup(&engine, &hash).is_none(), "byte {at}");
+            assert!(!entry.exists() && !mac_file.exists());
+            cache.store(&hash, &compiled);
+        }
 
-        // An entry copied under another component's name: refused.
+        // Cut short, empty, its MAC missing or cut short: not served.
+        type Spoil = fn(&Path, &Path);
+        let spoils: [Spoil; 4] = [
+            |entry, _| std::fs::write(entry, b"\x7fELF").unwrap(),
+            |entry, _| std::fs::write(entry, b"").unwrap(),
+            |_, mac| std::fs::remove_file(mac).unwrap(),
+            |_, mac| std::fs::write(mac, [0u8; 31]).unwrap(),
+        ];
+        for spoil in spoils {
+            cache.store(&hash, &compiled);
+            spoil(&entry, &mac_file);
+            assert!(cache.lookup(&engine, &hash).is_none());
+        }
         cache.store(&hash, &compiled);
+        assert!(cache.lookup(&engine, &hash).is_some());
+
+        // An entry and its MAC copied under another component's name:
+        // refused.
         let other = cache.entry(&"0".repeat(64)).unwrap();
         std::fs::copy(&entry, &other).unwrap();
+        std::fs::copy(&mac_file, format!("{}.mac", other.display())).unwrap();
         assert!(cache.lookup(&engine, &"0".repeat(64)).is_none());
 
         // A cache with another key does not trust this one's entries.
         std::fs::remove_file(cache_dir.join(KEY_FILE)).unwrap();
         let rekeyed = CompileCache::new(&engine, Some(cache_dir)).unwrap();
         assert!(rekeyed.lookup(&engine, &hash).is_none());
+    }
+
+    /// A mapped entry is run from while its plugin is loaded, so one that
+    /// another user could change, or that has another name, is not used.
+    #[cfg(unix)]
+    #[test]
+    fn an_entry_others_could_change_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = CompileCache::new(&engine, Some(dir.path().join("cache"))).unwrap();
+        let bytes = empty_component();
+        let hash = content_hash(&bytes);
+        let compiled = cache.compile(&engine, &bytes).unwrap();
+        let entry = cache.entry(&hash).unwrap();
+        for mode in [0o640, 0o604, 0o660] {
+            cache.store(&hash, &compiled);
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(cache.lookup(&engine, &hash).is_none(), "mode {mode:o}");
+        }
+        cache.store(&hash, &compiled);
+        let second = dir.path().join("second");
+        std::fs::hard_link(&entry, &second).unwrap();
+        assert!(cache.lookup(&engine, &hash).is_none(), "two links");
+        std::fs::remove_file(&second).unwrap();
+        assert!(cache.lookup(&engine, &hash).is_some());
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::lchown(&entry, Some(65534), None).unwrap();
+            assert!(cache.lookup(&engine, &hash).is_none(), "another owner");
+        }
     }
 
     #[cfg(unix)]
