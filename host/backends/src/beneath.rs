@@ -141,14 +141,17 @@ fn open_listing(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// The names in the directory `fd` names, without `.` and `..`.
-pub fn entries(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+/// The names in the directory `fd` names, without `.` and `..`, each with
+/// the kind of file the listing says it is (`Unknown` where the file
+/// system does not say). That kind is a hint from a moment ago: anything
+/// done to the entry checks what is there then.
+pub fn entries(fd: BorrowedFd<'_>) -> io::Result<Vec<(CString, FileType)>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::new(open_listing(fd)?)? {
         let entry = entry?;
         let name = entry.file_name();
         if name != c"." && name != c".." {
-            names.push(name.to_owned());
+            names.push((name.to_owned(), entry.file_type()));
         }
     }
     Ok(names)
@@ -227,7 +230,7 @@ mod tests {
         let mut names: Vec<_> = entries(fd.as_fd())
             .unwrap()
             .into_iter()
-            .map(|n| n.into_string().unwrap())
+            .map(|(n, _)| n.into_string().unwrap())
             .collect();
         names.sort();
         assert_eq!(names, ["link", "sub", "up"]);

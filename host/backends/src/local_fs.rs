@@ -102,7 +102,7 @@ mod imp {
     use std::ffi::{CStr, CString};
     use std::os::unix::ffi::OsStrExt;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
 
     /// Open `path` beneath its root: the link itself when it is one.
@@ -184,7 +184,7 @@ mod imp {
         let mut out = Vec::new();
         // Owners named once each for this listing.
         let names = Names::default();
-        for name in beneath::entries(fd.as_fd()).map_err(|e| io_error(&full, &e))? {
+        for (name, _) in beneath::entries(fd.as_fd()).map_err(|e| io_error(&full, &e))? {
             match beneath::stat_entry(fd.as_fd(), &name) {
                 Ok(stat) => out.push(file_info(&child(&full, &name), &stat, &names)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -258,6 +258,8 @@ mod imp {
     /// What one `ensure_access` call found so far, shared by its workers.
     struct Tally {
         checked: AtomicU64,
+        /// Changes given a place in the list (it may pass the limit).
+        listed: AtomicUsize,
         changed: Mutex<Vec<AccessChange>>,
         unlisted: AtomicU64,
         skipped: Mutex<Vec<SkippedPath>>,
@@ -320,6 +322,12 @@ mod imp {
                         .map_err(|e| io_error(path, &e))?;
                 }
             }
+            // Past the listed ones, a change is counted, not described.
+            let listed = self.tally.listed.fetch_add(1, Ordering::Relaxed) < MAX_LISTED_CHANGES;
+            if !listed {
+                self.tally.unlisted.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
             let display = |p: Principal| self.names.display(p);
             let mut before = posix_acl::entry_text(&before, display);
             let mut after = posix_acl::entry_text(&after, display);
@@ -333,16 +341,11 @@ mod imp {
                     posix_acl::entry_text(&default.after, display)
                 ));
             }
-            let mut changed = lock(&self.tally.changed);
-            if changed.len() < MAX_LISTED_CHANGES {
-                changed.push(AccessChange {
-                    path: path.display().to_string(),
-                    before,
-                    after,
-                });
-            } else {
-                self.tally.unlisted.fetch_add(1, Ordering::Relaxed);
-            }
+            lock(&self.tally.changed).push(AccessChange {
+                path: path.display().to_string(),
+                before,
+                after,
+            });
             Ok(true)
         }
 
@@ -404,7 +407,30 @@ mod imp {
             // After an entry that needed a change, the next is opened
             // straight away: in a broken folder most do.
             let mut changing = false;
-            for name in names {
+            for (name, listed) in names {
+                // What the listing says spares most entries a `stat`: links
+                // are left alone, folders are checked when entered, and a
+                // file whose own ACL gives the principal what it needs,
+                // whoever owns it, is healthy (even with other hard links:
+                // nothing is changed, so nothing outside can be).
+                match listed {
+                    FileType::Symlink => continue,
+                    FileType::Directory => {
+                        self.found_folder(dir, name, path, &mut folders);
+                        continue;
+                    }
+                    FileType::RegularFile if !changing && self.grants_whoever_owns(dir, &name) => {
+                        self.tally.checked.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // In a folder that needs changes, opened at once (the
+                    // open checks what it is).
+                    FileType::RegularFile if changing => {
+                        changing = self.check_entry(dir.as_fd(), &name, &child(path, &name))?;
+                        continue;
+                    }
+                    _ => {}
+                }
                 let stat = match beneath::stat_entry(dir.as_fd(), &name) {
                     Ok(stat) => stat,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -412,23 +438,7 @@ mod imp {
                 };
                 match beneath::file_type(&stat) {
                     FileType::Symlink => {}
-                    FileType::Directory => {
-                        let child_path = child(path, &name);
-                        if child_path.as_os_str().len() > MAX_PATH_BYTES {
-                            self.skip(
-                                &child_path,
-                                format!(
-                                    "a folder deeper than {MAX_PATH_BYTES} bytes of path; not entered"
-                                ),
-                            );
-                        } else {
-                            folders.push(Folder {
-                                parent: Arc::clone(dir),
-                                name,
-                                path: child_path,
-                            });
-                        }
-                    }
+                    FileType::Directory => self.found_folder(dir, name, path, &mut folders),
                     _ => {
                         if !changing
                             && extra_links(&stat).is_none()
@@ -445,14 +455,54 @@ mod imp {
             Ok(folders)
         }
 
+        /// Note the folder `name` of `dir` (at `path`) to be entered, or
+        /// skip it when its path is too long.
+        fn found_folder(
+            &self,
+            dir: &Arc<OwnedFd>,
+            name: CString,
+            path: &Path,
+            folders: &mut Vec<Folder>,
+        ) {
+            let child_path = child(path, &name);
+            if child_path.as_os_str().len() > MAX_PATH_BYTES {
+                self.skip(
+                    &child_path,
+                    format!("a folder deeper than {MAX_PATH_BYTES} bytes of path; not entered"),
+                );
+            } else {
+                folders.push(Folder {
+                    parent: Arc::clone(dir),
+                    name,
+                    path: child_path,
+                });
+            }
+        }
+
+        /// Whether the entry `name` of `dir`, listed as a regular file,
+        /// has an ACL of its own that gives the principal what it needs
+        /// whoever owns it ([`posix_acl::Acl::grants_whoever_owns`]): read
+        /// by name, with no `stat` and no open.
+        fn grants_whoever_owns(&self, dir: &OwnedFd, name: &CStr) -> bool {
+            posix_acl::read_entry_own(dir.as_fd(), name).is_ok_and(|acl| {
+                acl.is_some_and(|acl| acl.grants_whoever_owns(self.principal, self.is_read))
+            })
+        }
+
         /// Whether the entry `name` of `dir`, a file with the status
         /// `stat`, already gives the principal what it needs: read by name,
         /// without opening it, as most of a healthy tree is. A `false` (or
         /// an error) sends it to [`Repair::check_entry`], which reads it
         /// again through a descriptor and changes only what that shows.
         fn has_access(&self, dir: &OwnedFd, name: &CStr, stat: &Stat) -> bool {
+            self.gives_access(posix_acl::read_entry(dir.as_fd(), name, stat.st_mode), stat)
+        }
+
+        /// Whether `acl`, read for a file with the status `stat`, gives the
+        /// principal what it needs there (`false` if it could not be read).
+        fn gives_access(&self, acl: std::io::Result<posix_acl::Acl>, stat: &Stat) -> bool {
             let needed = posix_acl::required_perm(self.is_read, false, stat.st_mode);
-            posix_acl::read_entry(dir.as_fd(), name, stat.st_mode).is_ok_and(|acl| {
+            acl.is_ok_and(|acl| {
                 let (_, effective) = acl.effective(self.principal, stat.st_uid, stat.st_gid);
                 effective & needed == needed
             })
@@ -483,11 +533,17 @@ mod imp {
         }
 
         /// Visit a file met in a walk: one with other hard links is
-        /// skipped and reported.
+        /// never changed; it counts as checked when it already gives the
+        /// access (as the listing's check counts it), and is skipped and
+        /// reported otherwise.
         fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<bool> {
             match extra_links(stat) {
                 Some(links) => {
-                    self.skip(path, hard_linked(path, links).message);
+                    if self.gives_access(posix_acl::read_fd(fd, stat.st_mode), stat) {
+                        self.tally.checked.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.skip(path, hard_linked(path, links).message);
+                    }
                     Ok(false)
                 }
                 None => self.visit(fd, stat, path),
@@ -543,7 +599,9 @@ mod imp {
     /// its default ACL), changing only what lacks it, always through a
     /// descriptor opened beneath the root. Symbolic links are neither
     /// followed nor changed; files with other hard links are skipped (in a
-    /// walk) or refused (when named). A tree is walked by a few threads.
+    /// walk; one whose ACL already gives the access, whoever owns it, is
+    /// counted as checked) or refused (when named). A tree is walked by a
+    /// few threads.
     pub fn ensure_access(
         names: &PrincipalMap,
         path: &Beneath,
@@ -563,6 +621,7 @@ mod imp {
             deadline,
             tally: Tally {
                 checked: AtomicU64::new(0),
+                listed: AtomicUsize::new(0),
                 changed: Mutex::new(Vec::new()),
                 unlisted: AtomicU64::new(0),
                 skipped: Mutex::new(Vec::new()),
@@ -598,6 +657,7 @@ mod imp {
         }
         let Tally {
             checked,
+            listed: _,
             changed,
             unlisted,
             skipped,
@@ -963,6 +1023,44 @@ mod imp {
             assert_eq!(repaired.changed.len(), 1, "{repaired:?}");
             assert!(repaired.changed[0].path.ends_with("share/sub"));
             assert_eq!(default_of(&root.join("sub")), Some(RX));
+        }
+
+        /// What a walk says of files it never `stat`s (those whose own ACL
+        /// already gives the access, whoever owns them) and of those it
+        /// must: a healthy file with another hard link counts as checked;
+        /// a broken one is skipped, and neither it nor its other name
+        /// changes; a file owned by the principal, with no entry of its
+        /// own, is healthy by its owner bits.
+        #[test]
+        fn files_the_listing_shows_healthy_are_counted_and_the_rest_checked_by_status() {
+            let (dir, root) = tree();
+            let outside = dir.path().join("outside");
+            std::fs::create_dir(&outside).unwrap();
+            for name in ["healthy", "broken"] {
+                std::fs::write(outside.join(name), name).unwrap();
+                std::fs::set_permissions(
+                    outside.join(name),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+                .unwrap();
+                std::fs::hard_link(outside.join(name), root.join(name)).unwrap();
+            }
+            let mut acl = posix_acl::Acl::from_mode(0o600);
+            acl.grant(NOBODY, 0, 0, posix_acl::READ);
+            posix_acl::write(&outside.join("healthy"), &acl).unwrap();
+            std::fs::write(root.join("own"), b"own").unwrap();
+            std::fs::set_permissions(root.join("own"), std::fs::Permissions::from_mode(0o400))
+                .unwrap();
+            std::os::unix::fs::lchown(root.join("own"), Some(65534), None).unwrap();
+            // Repair the tree but the two linked files, then look again.
+            ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            let again = ensure_access(&root, NOBODY, AccessRight::Read, true, true).unwrap();
+            assert!(again.changed.is_empty(), "{:?}", again.changed);
+            assert_eq!(again.checked, 5, "share, sub, sub/a.txt, healthy, own");
+            let skipped: Vec<_> = again.skipped.iter().map(|s| s.path.as_str()).collect();
+            assert_eq!(skipped, [root.join("broken").display().to_string()]);
+            assert_eq!(access_of(&outside.join("broken")), 0);
+            assert!(access_of(&root.join("own")) & posix_acl::READ != 0);
         }
 
         #[test]
