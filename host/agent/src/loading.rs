@@ -444,6 +444,10 @@ fn read_and_load(
         Err(_) if !outside.is_empty() => return Err(refuse_whole(outside, refused)),
         Err(e) => return Err(e.into()),
     };
+    // Cranelift's background compiles wait until every plugin serves:
+    // started earlier, they would share the cores with the quick compiles
+    // of the plugins still to load, and the agent would be ready later.
+    let optimizing_held = runtime.hold_optimizing();
     let mut plugins = Vec::new();
     for plugin in &policy.plugins {
         // A component is run only once its signature is checked as the
@@ -474,6 +478,7 @@ fn read_and_load(
             entry.errors.push(error);
         }
     }
+    drop(optimizing_held);
     if !outside.is_empty() {
         return Err(refuse_whole(outside, refused));
     }
