@@ -81,8 +81,9 @@ fn main() {
 
     let (cold, cold_start) = Agent::start(root, "examples/wsus-pack.toml", root.join("cold.log"));
     // The cold start serves from the quick tier; the optimized code is
-    // compiled in the background and cached: wait for every plugin's (the
-    // tables whose component is here; the others are refused).
+    // compiled in the background and cached: wait for every plugin's MAC,
+    // written last (the tables whose component is here; the others are
+    // refused).
     let policy = std::fs::read_to_string(root.join("examples/wsus-pack.toml")).unwrap();
     let plugins_in_pack = policy
         .lines()
@@ -94,7 +95,7 @@ fn main() {
         std::fs::read_dir(&cache).map_or(0, |entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm.mac"))
                 .count()
         })
     };
