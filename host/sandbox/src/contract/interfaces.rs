@@ -907,7 +907,18 @@ macro_rules! version_entry_points {
 
         /// A component built for this version, linked and ready to instantiate.
         #[derive(Clone)]
-        pub struct Pre(bindings::RemediationPre<RunState>);
+        pub struct Pre {
+            linked: bindings::RemediationPre<RunState>,
+            /// The export `handle`, found and type-checked once here: a run
+            /// calls it with no lookup by name and no type check (the
+            /// generated bindings check every export of the interface on
+            /// each instantiation).
+            handle: wasmtime::component::ComponentExportIndex,
+        }
+
+        /// What `handle` takes and gives, in the generated bindings' types.
+        type HandleParams<'a> = (&'a bindings::medic::plugin::types::Event,);
+        type HandleResults = (Result<bindings::medic::plugin::types::Outcome, String>,);
 
         /// Link this version's interfaces into `linker`.
         pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
@@ -918,14 +929,27 @@ macro_rules! version_entry_points {
 
         impl Pre {
             pub fn new(linker: &Linker<RunState>, component: &Component) -> wasmtime::Result<Self> {
-                linker
+                let linked = linker
                     .instantiate_pre(component)
-                    .and_then(bindings::RemediationPre::new)
-                    .map(Self)
+                    .and_then(bindings::RemediationPre::new)?;
+                let interface = format!("medic:plugin/plugin@{VERSION}");
+                let exported = component
+                    .get_export(None, interface.as_str())
+                    .and_then(|(_, plugin)| component.get_export(Some(&plugin), "handle"));
+                let handle = match exported {
+                    Some((wasmtime::component::types::ComponentItem::ComponentFunc(func), index)) => {
+                        func.typecheck::<HandleParams<'_>, HandleResults>(
+                            &linked.instance_pre().instance_type(),
+                        )?;
+                        index
+                    }
+                    _ => wasmtime::bail!("`{interface}` exports no function `handle`"),
+                };
+                Ok(Self { linked, handle })
             }
 
             pub fn describe(&self, store: &mut Store<RunState>) -> wasmtime::Result<PluginInfo> {
-                let instance = self.0.instantiate(&mut *store)?;
+                let instance = self.linked.instantiate(&mut *store)?;
                 let info = instance.medic_plugin_plugin().call_describe(store)?;
                 types::plugin_info(info).map_err(wasmtime::Error::msg)
             }
@@ -936,13 +960,23 @@ macro_rules! version_entry_points {
                 event: &EventRecord,
             ) -> Result<Result<OutcomeRecord, String>, CallError> {
                 let instance = self
-                    .0
+                    .linked
+                    .instance_pre()
                     .instantiate(&mut *store)
                     .map_err(CallError::Instantiate)?;
+                let func = instance.get_func(&mut *store, self.handle).ok_or_else(|| {
+                    CallError::Instantiate(wasmtime::format_err!("no function `handle`"))
+                })?;
+                // SAFETY: `Pre::new` type-checked this export of this
+                // component, which `instance` is of, against these types.
+                let handle = unsafe {
+                    wasmtime::component::TypedFunc::<HandleParams<'_>, HandleResults>::new_unchecked(
+                        func,
+                    )
+                };
                 let event: bindings::medic::plugin::types::Event = event.clone().convert();
-                let outcome = instance
-                    .medic_plugin_plugin()
-                    .call_handle(store, &event)
+                let (outcome,) = handle
+                    .call(&mut *store, (&event,))
                     .map_err(CallError::Trap)?;
                 Ok(outcome.map(Convert::convert))
             }
