@@ -2,7 +2,8 @@
 //! and a log trigger (p50 and p99 over 1 000 events each), beside the shell
 //! loop an admin would write instead (`inotifywait -m | while read; do
 //! getfacl | grep || setfacl; done`, and `tail -F | grep` for the log),
-//! run on the same fault in the same run; and a burst of 100 000 file
+//! and monit at its shortest cycle (20 faults), run on the same fault in
+//! the same run; and a burst of 100 000 file
 //! events drained with coalescing (time, runs, events dropped, peak
 //! memory), once with the default per-path subject and once with
 //! `subject = "root"`.
@@ -14,8 +15,8 @@
 //! the file system. The measuring thread polls for it, yielding its core
 //! between reads: on two cores a spinning reader starved the agent (and
 //! the shell loop) and made their p99 five to ten times their p50. Needs
-//! `cargo xtask plugins` first, and `inotifywait` and `setfacl` for the
-//! shell loop (skipped, and said, without them). Run with
+//! `cargo xtask plugins` first, `inotifywait` and `setfacl` for the shell
+//! loop and `monit` for monit (each skipped, and said, without them). Run with
 //! `cargo bench -p medic --bench agent_latency`.
 //!
 //! Where the time went (`perf record` of this benchmark, 2-core VM).
@@ -46,6 +47,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EVENTS: usize = 1_000;
+/// How long an event may take to be repaired before it is sent again.
+const LIMIT: Duration = Duration::from_secs(2);
+/// Faults monit repairs: each takes one to two of its cycles.
+const MONIT_EVENTS: usize = 20;
 const BURST_FILES: usize = 1_000;
 const BURST_ROUNDS: usize = 100;
 
@@ -135,8 +140,14 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Lock a file, cause the event, and time until the repair is readable.
-fn measure(share: &Path, cause: impl Fn(usize)) -> (Vec<Duration>, usize) {
+/// Cause the event `events` times, and time until the repair is readable
+/// each time; an event not repaired within `limit` is sent again.
+fn measure(
+    share: &Path,
+    events: usize,
+    limit: Duration,
+    cause: impl Fn(usize),
+) -> (Vec<Duration>, usize) {
     let mut names = PrincipalMap::default();
     names.insert_spec("Users=user:nobody").unwrap();
     let fs = medic_backends::local_fs::LocalFileSystem::new(names);
@@ -147,13 +158,13 @@ fn measure(share: &Path, cause: impl Fn(usize)) -> (Vec<Duration>, usize) {
             .changed
             .is_empty()
     };
-    let mut samples = Vec::with_capacity(EVENTS);
+    let mut samples = Vec::with_capacity(events);
     let mut retries = 0;
-    for n in 0..EVENTS {
+    for n in 0..events {
         loop {
             let started = Instant::now();
             cause(n);
-            let deadline = started + Duration::from_secs(2);
+            let deadline = started + limit;
             while !readable() && Instant::now() < deadline {
                 // Give the core to the agent's threads when they can run.
                 std::thread::yield_now();
@@ -163,7 +174,7 @@ fn measure(share: &Path, cause: impl Fn(usize)) -> (Vec<Duration>, usize) {
                 break;
             }
             retries += 1; // an event merged with the echo of the last repair
-            eprintln!("event {n}: not repaired within 2 s, sending again");
+            eprintln!("event {n}: not repaired within {limit:?}, sending again");
         }
         // Let the echo of this repair (the kernel's report of the repair
         // itself) be dealt with before the next change.
@@ -287,8 +298,67 @@ fn shell_peer(
         .unwrap();
     assert!(status.success());
     let _shell = ShellLoop::start(&script(&share, &log), ready);
-    let (samples, retries) = measure(&share, |n| cause(&readme, &log, n));
+    let (samples, retries) = measure(&share, EVENTS, LIMIT, |n| cause(&readme, &log, n));
     Some(report(key, name, samples, retries))
+}
+
+/// The time monit takes to repair the same fault, polling at its shortest
+/// cycle (`set daemon 1`): a `check program` runs a `getfacl | grep`
+/// script each cycle and, when it fails, `exec`s the `setfacl` one (monit
+/// collects a program's status on the cycle after it starts it). `None`
+/// (said) without monit or setfacl.
+fn monit_peer() -> Option<(f64, f64)> {
+    let name = "monit, 1 s cycle (check program getfacl | grep; exec setfacl)";
+    if !(have("monit") && have("setfacl")) {
+        println!("SKIP {name}: needs monit and setfacl (acl)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = make_share(dir.path());
+    let readme = share.join("readme.txt");
+    let script = |file: &str, body: String| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let check = script(
+        "check.sh",
+        format!(
+            "getfacl -cp '{}' 2>/dev/null | grep -q '^user:nobody:r'",
+            readme.display()
+        ),
+    );
+    let repair = script(
+        "repair.sh",
+        format!("setfacl -m u:nobody:r '{}'", readme.display()),
+    );
+    let state = |file: &str| dir.path().join(file).display().to_string();
+    let control = dir.path().join("monitrc");
+    std::fs::write(
+        &control,
+        format!(
+            "set daemon 1\nset logfile {}\nset pidfile {}\nset idfile {}\nset statefile {}\n\
+             check program share_acl with path \"{}\"\n    if status != 0 then exec \"{}\"\n",
+            state("monit.log"),
+            state("monit.pid"),
+            state("monit.id"),
+            state("monit.state"),
+            check.display(),
+            repair.display()
+        ),
+    )
+    .unwrap();
+    // Monit refuses a control file others can read.
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _monit = ShellLoop::start(
+        &format!("exec monit -I -c '{}' 1>&2", control.display()),
+        Some("started"),
+    );
+    let (samples, retries) = measure(&share, MONIT_EVENTS, Duration::from_secs(10), |_| {
+        strip_acl(&readme)
+    });
+    Some(report("monit_file", name, samples, retries))
 }
 
 /// What a burst left: time from the first change to the last run, runs,
@@ -437,7 +507,9 @@ fn main() {
     );
     let (stop, thread, _) = serve(&policy);
     let share = dir.path().join("share");
-    let (samples, retries) = measure(&share, |_| strip_acl(&share.join("readme.txt")));
+    let (samples, retries) = measure(&share, EVENTS, LIMIT, |_| {
+        strip_acl(&share.join("readme.txt"))
+    });
     let (file_p50, file_p99) = report(
         "medic_file",
         "medic, file trigger (ACL lost -> put back)",
@@ -460,6 +532,8 @@ fn main() {
         |readme, _, _| strip_acl(readme),
     );
 
+    let monit_file = monit_peer();
+
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let policy = share_policy(
@@ -472,7 +546,7 @@ fn main() {
     let (stop, thread, _) = serve(&policy);
     let share = dir.path().join("share");
     let writer = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    let (samples, retries) = measure(&share, |n| {
+    let (samples, retries) = measure(&share, EVENTS, LIMIT, |n| {
         strip_acl(&share.join("readme.txt"));
         writeln!(&writer, "2026-11-24 access denied on readme.txt ({n})").unwrap();
     });
@@ -506,7 +580,11 @@ fn main() {
     let mut line = format!(
         "BENCH agent_latency commit_ms={commit:.3} file_p50_ms={file_p50:.3} file_p99_ms={file_p99:.3} log_p50_ms={log_p50:.3} log_p99_ms={log_p99:.3}"
     );
-    for (key, peer) in [("shell_file", shell_file), ("shell_log", shell_log)] {
+    for (key, peer) in [
+        ("shell_file", shell_file),
+        ("monit_file", monit_file),
+        ("shell_log", shell_log),
+    ] {
         if let Some((p50, p99)) = peer {
             line.push_str(&format!(" {key}_p50_ms={p50:.3} {key}_p99_ms={p99:.3}"));
         }

@@ -66,7 +66,8 @@ impl Agent {
     }
 
     /// How many compiled components of at least 1 MiB the agent has
-    /// mapped: anonymous executable mappings (its own code is a file's).
+    /// mapped: executable mappings that are anonymous or a cache entry's
+    /// file (its own code is the binary's).
     pub fn code_maps(&self) -> usize {
         std::fs::read_to_string(format!("/proc/{}/maps", self.child.id()))
             .unwrap()
@@ -77,7 +78,12 @@ impl Agent {
                     let at = |hex| u64::from_str_radix(hex, 16).unwrap_or(0);
                     at(end).saturating_sub(at(start))
                 });
-                fields[1] == "r-xp" && fields.len() == 5 && size >= 1 << 20
+                // Code compiled in the agent is anonymous memory; code
+                // from the cache is its entry's file, mapped.
+                let path = fields.get(5..).map_or(String::new(), |rest| rest.join(" "));
+                fields[1] == "r-xp"
+                    && size >= 1 << 20
+                    && (path.is_empty() || path.contains(".cwasm"))
             })
             .count()
     }
