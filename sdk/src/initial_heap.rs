@@ -24,11 +24,8 @@
 //! A plugin that brings its own global allocator turns the feature off.
 //! [`Room`] is the arithmetic, tested natively.
 
-use core::alloc::Layout;
-
-/// The bump arithmetic over the room `[start, end)`, `next` being the
-/// first free byte.
-#[cfg_attr(
+// Elsewhere, `Room` serves only the tests.
+#![cfg_attr(
     not(all(
         target_arch = "wasm32",
         target_os = "unknown",
@@ -37,6 +34,11 @@ use core::alloc::Layout;
     )),
     allow(dead_code)
 )]
+
+use core::alloc::Layout;
+
+/// The bump arithmetic over the room `[start, end)`, `next` being the
+/// first free byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Room {
     start: usize,
@@ -44,15 +46,6 @@ pub struct Room {
     next: usize,
 }
 
-#[cfg_attr(
-    not(all(
-        target_arch = "wasm32",
-        target_os = "unknown",
-        not(target_feature = "atomics"),
-        feature = "initial-heap"
-    )),
-    allow(dead_code)
-)]
 impl Room {
     /// The room `[start, end)`, all free.
     pub const fn new(start: usize, end: usize) -> Self {

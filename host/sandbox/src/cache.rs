@@ -434,15 +434,21 @@ impl Folder {
 
 #[cfg(unix)]
 impl Folder {
-    /// The whole of the file `name` in the folder (not through a link).
-    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+    /// The file `name` in the folder, opened for reading (not through a
+    /// link, without blocking).
+    fn open_file(&self, name: &str) -> std::io::Result<rustix::fd::OwnedFd> {
         use rustix::fs::{Mode, OFlags};
-        let fd = rustix::fs::openat(
+        Ok(rustix::fs::openat(
             &self.fd,
             name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
+        )?)
+    }
+
+    /// The whole of the file `name` in the folder (not through a link).
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        let fd = self.open_file(name)?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes)?;
         Ok(bytes)
@@ -454,17 +460,12 @@ impl Folder {
     /// its own, mode 600, one link), in a folder still private: otherwise
     /// it is not used.
     fn code(&self, name: &str) -> std::io::Result<StoredCode> {
-        use rustix::fs::{FileType, Mode, OFlags};
+        use rustix::fs::FileType;
         let refused = |reason: String| std::io::Error::other(reason);
         if let Some(reason) = others_can_write(&rustix::fs::fstat(&self.fd)?, 0o022) {
             return Err(refused(format!("the cache folder: {reason}")));
         }
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = self.open_file(name)?;
         let stat = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
             return Err(refused("not a regular file".into()));
