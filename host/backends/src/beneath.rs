@@ -10,14 +10,16 @@
 //!
 //! Descriptors are opened with `O_PATH`, which neither reads nor blocks nor
 //! triggers a device's open routine; contents and extended attributes are
-//! reached through the descriptor's `/proc/self/fd` entry, which names that
-//! exact inode.
+//! reached through the descriptor's entry in `/proc/self/fd` (or the
+//! calling thread's `/proc/thread-self/fd`), which names that exact inode.
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags, Stat};
 use rustix::io::Errno;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
+use std::mem::MaybeUninit;
+use std::ops::ControlFlow;
 use std::path::{Component, Path, PathBuf};
 
 /// Open the granted root itself (a folder, or a single granted file). The
@@ -84,7 +86,7 @@ fn open_by_components(dir: BorrowedFd<'_>, relative: &Path, flags: OFlags) -> io
 
 /// Open the entry `name` of the directory `dir` (one component), as
 /// [`open_beneath`] does.
-pub fn open_entry(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+pub fn open_entry(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(
         dir,
         name,
@@ -93,29 +95,13 @@ pub fn open_entry(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<Owne
     )?)
 }
 
-/// Open the regular file an `O_PATH` descriptor names for reading, to
-/// work on its attributes through the new descriptor itself (an `O_PATH`
-/// one has no attribute calls of its own, and its `/proc/self/fd` name
-/// costs a lookup per call). Through that name: the same inode, whatever
-/// its path leads to now. For a descriptor whose `stat` says it is a
-/// regular file, so that no FIFO or device is ever opened; its access
-/// time is left alone where the agent may (its owner, or root).
-pub fn reopen_for_attributes(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let path = proc_path(fd);
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    match rustix::fs::open(&path, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::open(&path, flags, Mode::empty())?),
-        other => Ok(other?),
-    }
-}
-
 /// Status of what `fd` names (the link itself for a link).
 pub fn stat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     Ok(rustix::fs::fstat(fd)?)
 }
 
 /// Status of the entry `name` of `dir`, not following a link.
-pub fn stat_entry(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<Stat> {
+pub fn stat_entry(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
     Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
@@ -129,6 +115,82 @@ pub fn file_type(stat: &Stat) -> FileType {
 pub fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Run `call` with `fd`'s entry in the calling thread's
+/// `/proc/thread-self/fd` folder, open for the thread's life: a name for
+/// exactly the inode `fd` names, one component to look up where
+/// `/proc/self/fd/N` is four. A folder of the thread's own, so that the
+/// walk's threads do not share its descriptor or its entries' dentries.
+/// `None` without a usable folder (no `/proc`, or the thread ending).
+pub fn with_proc_entry<R>(
+    fd: BorrowedFd<'_>,
+    call: impl FnOnce(BorrowedFd<'_>, &CStr) -> R,
+) -> Option<R> {
+    thread_local! {
+        static OWN_FD_DIR: Option<OwnedFd> = open_thread_fd_dir().ok();
+    }
+    let name = FdName::new(fd)?;
+    OWN_FD_DIR
+        .try_with(|dir| Some(call(dir.as_ref()?.as_fd(), name.as_c_str())))
+        .ok()
+        .flatten()
+}
+
+/// `/proc/thread-self/fd`, checked: on the same procfs as the
+/// `/proc/self/fd` that `rustix-linux-procfs` verifies (procfs, nothing
+/// mounted over it), and listing this thread's own descriptors (its own
+/// entry leads back to itself).
+fn open_thread_fd_dir() -> io::Result<OwnedFd> {
+    let verified = rustix::fs::fstat(rustix_linux_procfs::proc_self_fd()?)?;
+    let dir = rustix::fs::open(
+        "/proc/thread-self/fd",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let stat = rustix::fs::fstat(&dir)?;
+    let own = FdName::new(dir.as_fd()).ok_or_else(|| io::Error::other("no descriptor number"))?;
+    let through_own = rustix::fs::statat(&dir, own.as_c_str(), AtFlags::empty())?;
+    let same = |a: &Stat, b: &Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    if stat.st_dev != verified.st_dev
+        || stat.st_mode != verified.st_mode
+        || !same(&stat, &through_own)
+    {
+        return Err(io::Error::other(
+            "/proc/thread-self/fd is not this thread's own",
+        ));
+    }
+    Ok(dir)
+}
+
+/// A descriptor's number written out, NUL-terminated: the name of its
+/// entry in a `/proc` `fd` folder.
+struct FdName {
+    bytes: [u8; 12],
+    start: usize,
+}
+
+impl FdName {
+    fn new(fd: BorrowedFd<'_>) -> Option<Self> {
+        use std::os::fd::AsRawFd;
+        let mut bytes = [0u8; 12];
+        // Written from the end: the NUL, then the digits.
+        let mut start = bytes.len() - 1;
+        let mut rest = u32::try_from(fd.as_raw_fd()).ok()?;
+        loop {
+            start -= 1;
+            bytes[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        Some(Self { bytes, start })
+    }
+
+    fn as_c_str(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.bytes[self.start..]).unwrap_or(c"")
+    }
 }
 
 /// Open the directory `fd` names for reading its entries.
@@ -147,14 +209,32 @@ fn open_listing(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// done to the entry checks what is there then.
 pub fn entries(fd: BorrowedFd<'_>) -> io::Result<Vec<(CString, FileType)>> {
     let mut names = Vec::new();
-    for entry in rustix::fs::Dir::new(open_listing(fd)?)? {
+    for_each_entry(fd, |name, kind| {
+        names.push((name.to_owned(), kind));
+        ControlFlow::Continue(())
+    })?;
+    Ok(names)
+}
+
+/// Bytes of listing read per `getdents64` call: a few hundred names.
+const LISTING_BUFFER: usize = 32 * 1024;
+
+/// Call `visit` with each name in the directory `fd` names (as
+/// [`entries`] lists them, without a copy of each) until it breaks.
+pub fn for_each_entry(
+    fd: BorrowedFd<'_>,
+    mut visit: impl FnMut(&CStr, FileType) -> ControlFlow<()>,
+) -> io::Result<()> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); LISTING_BUFFER];
+    let mut listing = RawDir::new(open_listing(fd)?, &mut buf);
+    while let Some(entry) = listing.next() {
         let entry = entry?;
         let name = entry.file_name();
-        if name != c"." && name != c".." {
-            names.push((name.to_owned(), entry.file_type()));
+        if name != c"." && name != c".." && visit(name, entry.file_type()).is_break() {
+            break;
         }
     }
-    Ok(names)
+    Ok(())
 }
 
 /// Open the regular file `fd` names for reading, without blocking.
@@ -222,6 +302,42 @@ mod tests {
         for bad in ["../secret", "/etc/passwd", "sub/../../secret"] {
             assert!(open_beneath(fd.as_fd(), Path::new(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_descriptor_s_number_is_written_out_as_its_proc_entry() {
+        for (raw, name) in [
+            (0, c"0"),
+            (7, c"7"),
+            (10, c"10"),
+            (1234, c"1234"),
+            (i32::MAX, c"2147483647"),
+        ] {
+            // SAFETY: only the number is read, never used as a descriptor.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            assert_eq!(FdName::new(fd).unwrap().as_c_str(), name);
+        }
+    }
+
+    #[test]
+    fn a_descriptor_s_proc_entry_names_its_inode_on_every_thread() {
+        let (_dir, root) = root();
+        let file = open_beneath(root.as_fd(), Path::new("sub/f")).unwrap();
+        let want = stat(file.as_fd()).unwrap().st_ino;
+        let seen = |file: BorrowedFd<'_>| {
+            with_proc_entry(file, |fd_dir, name| {
+                rustix::fs::statat(fd_dir, name, AtFlags::empty())
+                    .unwrap()
+                    .st_ino
+            })
+            .unwrap()
+        };
+        assert_eq!(seen(file.as_fd()), want);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| assert_eq!(seen(file.as_fd()), want));
+            }
+        });
     }
 
     #[test]

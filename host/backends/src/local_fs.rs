@@ -100,6 +100,7 @@ mod imp {
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
     use rustix::fs::{FileType, Stat};
     use std::ffi::{CStr, CString};
+    use std::ops::ControlFlow;
     use std::os::unix::ffi::OsStrExt;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -155,8 +156,25 @@ mod imp {
         (!is_dir(stat) && links > 1).then_some(links)
     }
 
-    fn child(path: &Path, name: &CString) -> PathBuf {
-        path.join(std::ffi::OsStr::from_bytes(name.as_bytes()))
+    fn child(path: &Path, name: &CStr) -> PathBuf {
+        path.join(std::ffi::OsStr::from_bytes(name.to_bytes()))
+    }
+
+    /// Where a walk found an inode, its path spelled out only when a
+    /// report or an error needs it: a path, or an entry of a folder.
+    #[derive(Clone, Copy)]
+    enum Spot<'a> {
+        Path(&'a Path),
+        Entry(&'a Path, &'a CStr),
+    }
+
+    impl<'a> Spot<'a> {
+        fn path(self) -> std::borrow::Cow<'a, Path> {
+            match self {
+                Self::Path(path) => std::borrow::Cow::Borrowed(path),
+                Self::Entry(folder, name) => std::borrow::Cow::Owned(child(folder, name)),
+            }
+        }
     }
 
     /// Refuse what `stat` describes unless it is of kind `want` (`what`
@@ -266,6 +284,9 @@ mod imp {
         unlisted_skips: AtomicU64,
     }
 
+    /// Entries of one folder checked between two looks at the deadline.
+    const DEADLINE_CHECK_EVERY: u32 = 64;
+
     /// Skipped paths a report lists; more are counted.
     const MAX_LISTED_SKIPS: usize = 1_000;
 
@@ -294,10 +315,11 @@ mod imp {
         /// ACL too. One change is reported per path; a default entry
         /// added shows as `; default:user:NAME:rwx` in `after`. Whether
         /// the path needed a change.
-        fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<bool> {
+        fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, spot: Spot<'_>) -> OpResult<bool> {
             self.tally.checked.fetch_add(1, Ordering::Relaxed);
             let needed = posix_acl::required_perm(self.is_read, is_dir(stat), stat.st_mode);
-            let mut acl = posix_acl::read_fd(fd, stat.st_mode).map_err(|e| io_error(path, &e))?;
+            let mut acl =
+                posix_acl::read_fd(fd, stat.st_mode).map_err(|e| io_error(&spot.path(), &e))?;
             let (owner, group) = (stat.st_uid, stat.st_gid);
             let (before, effective) = acl.effective(self.principal, owner, group);
             let access_missing = effective & needed != needed;
@@ -306,7 +328,7 @@ mod imp {
             }
             let (after, _) = acl.effective(self.principal, owner, group);
             let default = if self.inherit && is_dir(stat) {
-                self.default_change(fd, &acl, needed, path)?
+                self.default_change(fd, &acl, needed, spot)?
             } else {
                 None
             };
@@ -315,11 +337,11 @@ mod imp {
             }
             if self.apply {
                 if access_missing {
-                    posix_acl::write_fd(fd, &acl).map_err(|e| io_error(path, &e))?;
+                    posix_acl::write_fd(fd, &acl).map_err(|e| io_error(&spot.path(), &e))?;
                 }
                 if let Some(default) = &default {
                     posix_acl::write_default_fd(fd, &default.acl)
-                        .map_err(|e| io_error(path, &e))?;
+                        .map_err(|e| io_error(&spot.path(), &e))?;
                 }
             }
             // Past the listed ones, a change is counted, not described.
@@ -342,7 +364,7 @@ mod imp {
                 ));
             }
             lock(&self.tally.changed).push(AccessChange {
-                path: path.display().to_string(),
+                path: spot.path().display().to_string(),
                 before,
                 after,
             });
@@ -360,9 +382,9 @@ mod imp {
             fd: BorrowedFd<'_>,
             access: &posix_acl::Acl,
             needed: u16,
-            path: &Path,
+            spot: Spot<'_>,
         ) -> OpResult<Option<DefaultChange>> {
-            let current = posix_acl::read_default_fd(fd).map_err(|e| io_error(path, &e))?;
+            let current = posix_acl::read_default_fd(fd).map_err(|e| io_error(&spot.path(), &e))?;
             let mut default = current.unwrap_or_else(|| posix_acl::Acl::default_base(access));
             let (before, effective) = default.named_entry(self.principal);
             if effective & needed == needed {
@@ -398,61 +420,113 @@ mod imp {
         /// Visit every entry of the open folder `dir` except links; returns
         /// its subfolders, to be opened and visited in turn.
         fn scan(&self, dir: &Arc<OwnedFd>, path: &Path) -> OpResult<Vec<Folder>> {
-            let names = match beneath::entries(dir.as_fd()) {
-                Ok(names) => names,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(io_error(path, &e)),
-            };
             let mut folders = Vec::new();
             // After an entry that needed a change, the next is opened
             // straight away: in a broken folder most do.
             let mut changing = false;
-            for (name, listed) in names {
-                // What the listing says spares most entries a `stat`: links
-                // are left alone, folders are checked when entered, and a
-                // file whose own ACL gives the principal what it needs,
-                // whoever owns it, is healthy (even with other hard links:
-                // nothing is changed, so nothing outside can be).
-                match listed {
-                    FileType::Symlink => continue,
-                    FileType::Directory => {
-                        self.found_folder(dir, name, path, &mut folders);
-                        continue;
-                    }
-                    FileType::RegularFile if !changing && self.grants_whoever_owns(dir, &name) => {
-                        self.tally.checked.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    // In a folder that needs changes, opened at once (the
-                    // open checks what it is).
-                    FileType::RegularFile if changing => {
-                        changing = self.check_entry(dir.as_fd(), &name, &child(path, &name))?;
-                        continue;
-                    }
-                    _ => {}
+            // Healthy files are counted here, and added to the tally once.
+            let mut healthy = 0;
+            let mut failed = None;
+            let mut seen = 0u32;
+            let listed = beneath::for_each_entry(dir.as_fd(), |name, listed| {
+                // Entries are checked as the listing is read, so a folder
+                // someone keeps adding to could keep it going: the
+                // deadline is checked within a folder too.
+                seen = seen.wrapping_add(1);
+                if seen.is_multiple_of(DEADLINE_CHECK_EVERY) && self.out_of_time() {
+                    return ControlFlow::Break(());
                 }
-                let stat = match beneath::stat_entry(dir.as_fd(), &name) {
-                    Ok(stat) => stat,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error(&child(path, &name), &e)),
-                };
-                match beneath::file_type(&stat) {
-                    FileType::Symlink => {}
-                    FileType::Directory => self.found_folder(dir, name, path, &mut folders),
-                    _ => {
-                        if !changing
-                            && extra_links(&stat).is_none()
-                            && self.has_access(dir, &name, &stat)
-                        {
-                            self.tally.checked.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        let path = child(path, &name);
-                        changing = self.check_entry(dir.as_fd(), &name, &path)?;
+                match self.scan_entry(dir, path, name, listed, &mut changing, &mut folders) {
+                    Ok(counted) => {
+                        healthy += u64::from(counted);
+                        ControlFlow::Continue(())
                     }
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+            self.tally.checked.fetch_add(healthy, Ordering::Relaxed);
+            match (failed, listed) {
+                (Some(e), _) => Err(e),
+                (None, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io_error(path, &e))
+                }
+                // A folder removed meanwhile ends its listing.
+                (None, _) => Ok(folders),
+            }
+        }
+
+        /// Check the entry `name` of the folder `dir` (at `path`), which
+        /// its listing says is `listed`: a folder is noted in `folders`,
+        /// anything else but a link checked (and repaired). `changing`
+        /// says whether the entry before needed a change, and is updated.
+        /// Whether the entry was found healthy here, to be counted.
+        fn scan_entry(
+            &self,
+            dir: &Arc<OwnedFd>,
+            path: &Path,
+            name: &CStr,
+            listed: FileType,
+            changing: &mut bool,
+            folders: &mut Vec<Folder>,
+        ) -> OpResult<bool> {
+            // What the listing says spares most entries a `stat`: links
+            // are left alone, folders are checked when entered, and a
+            // file whose own ACL gives the principal what it needs,
+            // whoever owns it, is healthy (even with other hard links:
+            // nothing is changed, so nothing outside can be).
+            // A file's own ACL as read by name, kept for the check by mode
+            // below when it has none.
+            let mut own_acl = None;
+            match listed {
+                FileType::Symlink => return Ok(false),
+                FileType::Directory => {
+                    self.found_folder(dir, name, path, folders);
+                    return Ok(false);
+                }
+                FileType::RegularFile if !*changing => {
+                    let own = posix_acl::read_entry_own(dir.as_fd(), name);
+                    if let Ok(Some(acl)) = &own
+                        && acl.grants_whoever_owns(self.principal, self.is_read)
+                    {
+                        return Ok(true);
+                    }
+                    own_acl = Some(own);
+                }
+                // In a folder that needs changes, opened at once (the open
+                // checks what it is).
+                FileType::RegularFile if *changing => {
+                    *changing = self.check_entry(dir.as_fd(), path, name)?;
+                    return Ok(false);
+                }
+                _ => {}
+            }
+            let stat = match beneath::stat_entry(dir.as_fd(), name) {
+                Ok(stat) => stat,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io_error(&child(path, name), &e)),
+            };
+            match beneath::file_type(&stat) {
+                FileType::Symlink => {}
+                FileType::Directory => self.found_folder(dir, name, path, folders),
+                _ => {
+                    if !*changing && extra_links(&stat).is_none() {
+                        let acl = match own_acl {
+                            // Read a moment ago, with no ACL of its own:
+                            // the mode read now decides.
+                            Some(Ok(None)) => Ok(posix_acl::Acl::from_mode(stat.st_mode)),
+                            _ => posix_acl::read_entry(dir.as_fd(), name, stat.st_mode),
+                        };
+                        if self.gives_access(acl, &stat) {
+                            return Ok(true);
+                        }
+                    }
+                    *changing = self.check_entry(dir.as_fd(), path, name)?;
                 }
             }
-            Ok(folders)
+            Ok(false)
         }
 
         /// Note the folder `name` of `dir` (at `path`) to be entered, or
@@ -460,11 +534,11 @@ mod imp {
         fn found_folder(
             &self,
             dir: &Arc<OwnedFd>,
-            name: CString,
+            name: &CStr,
             path: &Path,
             folders: &mut Vec<Folder>,
         ) {
-            let child_path = child(path, &name);
+            let child_path = child(path, name);
             if child_path.as_os_str().len() > MAX_PATH_BYTES {
                 self.skip(
                     &child_path,
@@ -473,29 +547,10 @@ mod imp {
             } else {
                 folders.push(Folder {
                     parent: Arc::clone(dir),
-                    name,
+                    name: name.to_owned(),
                     path: child_path,
                 });
             }
-        }
-
-        /// Whether the entry `name` of `dir`, listed as a regular file,
-        /// has an ACL of its own that gives the principal what it needs
-        /// whoever owns it ([`posix_acl::Acl::grants_whoever_owns`]): read
-        /// by name, with no `stat` and no open.
-        fn grants_whoever_owns(&self, dir: &OwnedFd, name: &CStr) -> bool {
-            posix_acl::read_entry_own(dir.as_fd(), name).is_ok_and(|acl| {
-                acl.is_some_and(|acl| acl.grants_whoever_owns(self.principal, self.is_read))
-            })
-        }
-
-        /// Whether the entry `name` of `dir`, a file with the status
-        /// `stat`, already gives the principal what it needs: read by name,
-        /// without opening it, as most of a healthy tree is. A `false` (or
-        /// an error) sends it to [`Repair::check_entry`], which reads it
-        /// again through a descriptor and changes only what that shows.
-        fn has_access(&self, dir: &OwnedFd, name: &CStr, stat: &Stat) -> bool {
-            self.gives_access(posix_acl::read_entry(dir.as_fd(), name, stat.st_mode), stat)
         }
 
         /// Whether `acl`, read for a file with the status `stat`, gives the
@@ -508,27 +563,22 @@ mod imp {
             })
         }
 
-        /// Open the entry `name` of `dir` without following it and visit
-        /// what is there now, which may no longer be what a `stat` by name
+        /// Open the entry `name` of `dir` without following it (`O_PATH`:
+        /// whatever it is, nothing of it is opened) and visit what is there
+        /// now, which may no longer be what the listing or a `stat` by name
         /// found (a folder put there meanwhile is visited, not entered).
-        /// A regular file with no other link is opened again for reading,
-        /// through its descriptor, so that its ACL is read and written
-        /// through the new descriptor. Whether the visit found a change.
-        fn check_entry(&self, dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> OpResult<bool> {
+        /// Whether the visit found a change.
+        fn check_entry(&self, dir: BorrowedFd<'_>, folder: &Path, name: &CStr) -> OpResult<bool> {
+            let spot = Spot::Entry(folder, name);
             let fd = match beneath::open_entry(dir, name) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(io_error(path, &e)),
+                Err(e) => return Err(io_error(&spot.path(), &e)),
             };
-            let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(path, &e))?;
+            let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&spot.path(), &e))?;
             match beneath::file_type(&stat) {
                 FileType::Symlink => Ok(false),
-                FileType::RegularFile if extra_links(&stat).is_none() => {
-                    let opened = beneath::reopen_for_attributes(fd.as_fd()).ok();
-                    let target = opened.as_ref().map_or(fd.as_fd(), |opened| opened.as_fd());
-                    self.visit(target, &stat, path)
-                }
-                _ => self.visit_file(fd.as_fd(), &stat, path),
+                _ => self.visit_file(fd.as_fd(), &stat, spot),
             }
         }
 
@@ -536,17 +586,18 @@ mod imp {
         /// never changed; it counts as checked when it already gives the
         /// access (as the listing's check counts it), and is skipped and
         /// reported otherwise.
-        fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, path: &Path) -> OpResult<bool> {
+        fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, spot: Spot<'_>) -> OpResult<bool> {
             match extra_links(stat) {
                 Some(links) => {
                     if self.gives_access(posix_acl::read_fd(fd, stat.st_mode), stat) {
                         self.tally.checked.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.skip(path, hard_linked(path, links).message);
+                        let path = spot.path();
+                        self.skip(&path, hard_linked(&path, links).message);
                     }
                     Ok(false)
                 }
-                None => self.visit(fd, stat, path),
+                None => self.visit(fd, stat, spot),
             }
         }
 
@@ -563,12 +614,12 @@ mod imp {
             let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&folder.path, &e))?;
             match beneath::file_type(&stat) {
                 FileType::Directory => {
-                    self.visit(fd.as_fd(), &stat, &folder.path)?;
+                    self.visit(fd.as_fd(), &stat, Spot::Path(&folder.path))?;
                     self.scan(&Arc::new(fd), &folder.path)
                 }
                 FileType::Symlink => Ok(Vec::new()),
                 _ => {
-                    self.visit_file(fd.as_fd(), &stat, &folder.path)?;
+                    self.visit_file(fd.as_fd(), &stat, Spot::Path(&folder.path))?;
                     Ok(Vec::new())
                 }
             }
@@ -636,7 +687,7 @@ mod imp {
                 "a symbolic link; medic does not follow links under a granted root".into(),
             ),
             FileType::Directory => {
-                repair.visit(fd.as_fd(), &stat, &full)?;
+                repair.visit(fd.as_fd(), &stat, Spot::Path(&full))?;
                 if recursive {
                     let first = repair.scan(&Arc::new(fd), &full)?;
                     walk(&repair, first)?;
@@ -646,7 +697,7 @@ mod imp {
                 if let Some(links) = extra_links(&stat) {
                     return Err(hard_linked(&full, links));
                 }
-                repair.visit(fd.as_fd(), &stat, &full)?;
+                repair.visit(fd.as_fd(), &stat, Spot::Path(&full))?;
             }
         }
         if repair.out_of_time() && recursive {

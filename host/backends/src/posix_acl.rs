@@ -1,7 +1,8 @@
 //! POSIX access control lists, read and written directly as the kernel's
 //! `system.posix_acl_access` extended attribute (the format `getfacl` and
-//! `setfacl` use), so that scanning a large tree costs one `fstatat` and one
-//! `getxattrat` per path and writes happen only where something is missing.
+//! `setfacl` use), so that scanning a large tree costs one `getxattrat` per
+//! healthy file with an ACL of its own (and an `fstatat` more for one
+//! without) and writes happen only where something is missing.
 //!
 //! A directory also has a default ACL (`system.posix_acl_default`, what
 //! `setfacl -d` sets): the kernel gives it to every file and directory
@@ -11,7 +12,7 @@
 use crate::Principal;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
@@ -79,21 +80,30 @@ impl Acl {
         {
             return Err(invalid());
         }
-        let entries = body
-            .chunks_exact(8)
-            .map(|c| Entry {
-                tag: u16::from_le_bytes([c[0], c[1]]),
-                perm: u16::from_le_bytes([c[2], c[3]]),
-                id: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-            })
-            .collect();
+        // Room for the named entry and the mask a grant may add.
+        let mut entries = Vec::with_capacity(body.len() / 8 + 2);
+        entries.extend(body.chunks_exact(8).map(|c| Entry {
+            tag: u16::from_le_bytes([c[0], c[1]]),
+            perm: u16::from_le_bytes([c[2], c[3]]),
+            id: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+        }));
         Ok(Self { entries })
     }
 
     /// Encode as the extended attribute's bytes, entries in kernel order.
     pub fn encode(&self) -> Vec<u8> {
-        let mut entries = self.entries.clone();
-        entries.sort_by_key(|e| (e.tag, e.id));
+        let order = |e: &Entry| (e.tag, e.id);
+        let sorted;
+        let entries = if self.entries.is_sorted_by_key(order) {
+            &self.entries
+        } else {
+            sorted = {
+                let mut entries = self.entries.clone();
+                entries.sort_by_key(order);
+                entries
+            };
+            &sorted
+        };
         let mut out = Vec::with_capacity(4 + 8 * entries.len());
         out.extend_from_slice(&ACL_VERSION.to_le_bytes());
         for e in entries {
@@ -186,11 +196,13 @@ impl Acl {
     }
 
     /// Add `perm` to the entry `tag`/`id` (creating it), and widen the
-    /// mask to cover every group-class entry.
+    /// mask to cover every group-class entry. New entries go where the
+    /// kernel's order puts them, so that a list read from the kernel
+    /// stays in order and encodes without a sort.
     fn widen(&mut self, tag: u16, id: u32, perm: u16) {
         match self.entries.iter_mut().find(|e| e.tag == tag && e.id == id) {
             Some(entry) => entry.perm |= perm,
-            None => self.entries.push(Entry { tag, perm, id }),
+            None => self.insert(Entry { tag, perm, id }),
         }
         let has_named = self
             .entries
@@ -204,13 +216,23 @@ impl Acl {
                 .fold(0, |acc, e| acc | e.perm);
             match self.entries.iter_mut().find(|e| e.tag == TAG_MASK) {
                 Some(mask) => mask.perm |= union,
-                None => self.entries.push(Entry {
+                None => self.insert(Entry {
                     tag: TAG_MASK,
                     perm: union,
                     id: UNDEFINED_ID,
                 }),
             }
         }
+    }
+
+    /// Add `entry` before the first entry that sorts after it.
+    fn insert(&mut self, entry: Entry) {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| (e.tag, e.id) > (entry.tag, entry.id))
+            .unwrap_or(self.entries.len());
+        self.entries.insert(at, entry);
     }
 }
 
@@ -356,33 +378,86 @@ impl Kind {
     }
 }
 
-/// Where an ACL is read or written: a path, an open descriptor (through
-/// the descriptor itself, or its `/proc/self/fd` name for an `O_PATH`
-/// one), or an entry of an open directory.
+/// Where an ACL is read or written: a path, the inode an open descriptor
+/// names (an `O_PATH` one will do), or an entry of an open directory.
 #[derive(Clone, Copy)]
 enum Target<'a> {
     /// A path, followed or not.
     Path(&'a CStr, Follow),
-    /// The inode an open descriptor names.
+    /// The inode an open descriptor names, reached through the
+    /// descriptor's entry in the thread's `/proc/thread-self/fd` (by path,
+    /// `/proc/self/fd/N`, without the `*xattrat` calls), followed: the
+    /// attribute calls refuse an `O_PATH` descriptor itself (`EBADF`, even
+    /// as `*xattrat` with an empty name), and a walk's descriptors are all
+    /// `O_PATH` ones, so that no FIFO or device is ever opened.
     Fd(BorrowedFd<'a>),
     /// The entry `name` of the directory `dir`, not followed.
     Entry(BorrowedFd<'a>, &'a CStr),
 }
 
-/// `getxattrat` (Linux 6.13): an extended attribute of a name beneath an open directory (an `O_PATH` one will do), with no
-/// `/proc/self/fd` name to resolve on the way. Older kernels say `ENOSYS`,
-/// and the calls go through the directory's `/proc/self/fd` name instead.
-/// (They refuse an `O_PATH` descriptor with an empty name, `EBADF`, so a
-/// descriptor's own attributes still go through `/proc/self/fd`.)
+/// `getxattrat` and `setxattrat` (Linux 6.13): an extended attribute of a
+/// name beneath an open directory (an `O_PATH` one will do). A
+/// descriptor's own attributes go through its entry in the calling
+/// thread's `/proc/thread-self/fd` folder: one name to look up, where its
+/// path would be four. Kernels without the calls (or a seccomp filter that
+/// refuses them) send the calls by path instead.
 mod at {
     use std::ffi::CStr;
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicU8, Ordering};
 
-    // The generic syscall table's number, the same on every architecture
-    // for calls added since 5.1 (x86-64 and aarch64 included).
-    const SYS_GETXATTRAT: libc::c_long = 464;
+    /// The calls' numbers in the generic syscall table, which every
+    /// architecture named here shares for calls added since 5.1 (MIPS and
+    /// Alpha offset theirs: there the calls go by path).
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    ))]
+    const NUMBERS: Option<(libc::c_long, libc::c_long)> = Some((463, 464));
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )))]
+    const NUMBERS: Option<(libc::c_long, libc::c_long)> = None;
+
+    const UNKNOWN: u8 = 0;
+    const PRESENT: u8 = 1;
+    const MISSING: u8 = 2;
+
+    /// One of the calls, and what is known of it: unknown until it first
+    /// fails as a missing call would, then probed once.
+    struct Call {
+        number: Option<libc::c_long>,
+        state: AtomicU8,
+    }
+
+    static SET: Call = Call {
+        number: match NUMBERS {
+            Some((set, _)) => Some(set),
+            None => None,
+        },
+        state: AtomicU8::new(UNKNOWN),
+    };
+    static GET: Call = Call {
+        number: match NUMBERS {
+            Some((_, get)) => Some(get),
+            None => None,
+        },
+        state: AtomicU8::new(UNKNOWN),
+    };
 
     /// `struct xattr_args`.
     #[repr(C)]
@@ -392,22 +467,91 @@ mod at {
         flags: u32,
     }
 
-    /// Whether the kernel said it has no `getxattrat` (or a seccomp filter
-    /// refused it, as container runtimes do with calls they do not know).
-    static MISSING: AtomicBool = AtomicBool::new(false);
+    /// Where a call goes: a directory, a name in it and the `AT_*` flags.
+    #[derive(Clone, Copy)]
+    pub(super) struct Place<'a> {
+        pub dir: BorrowedFd<'a>,
+        pub name: &'a CStr,
+        pub flags: libc::c_int,
+    }
 
-    /// `getxattrat` into `buf` (an empty one asks for the size); `None`
-    /// when the call is missing.
+    /// `call` at `place` with `args`; `None` when the kernel lacks it.
+    fn invoke(
+        call: &Call,
+        place: Place<'_>,
+        xattr: *const libc::c_char,
+        args: &XattrArgs,
+    ) -> Option<io::Result<usize>> {
+        let number = call.number?;
+        if call.state.load(Ordering::Relaxed) == MISSING {
+            return None;
+        }
+        // SAFETY: `place.name` and `xattr` are NUL-terminated; the callers
+        // make `args.value` NULL with size 0 or valid for `args.size`
+        // bytes (for writes with `getxattrat`).
+        let n = unsafe {
+            libc::syscall(
+                number,
+                place.dir.as_raw_fd(),
+                place.name.as_ptr(),
+                place.flags as libc::c_uint,
+                xattr,
+                args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        };
+        let Err(_) = usize::try_from(n) else {
+            return Some(Ok(n as usize));
+        };
+        let error = io::Error::last_os_error();
+        // `ENOSYS` and `EPERM` are also what a missing or filtered call
+        // says; a file system may say `EPERM` too.
+        if !matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
+            || call.state.load(Ordering::Relaxed) == PRESENT
+        {
+            return Some(Err(error));
+        }
+        if present(number) {
+            call.state.store(PRESENT, Ordering::Relaxed);
+            Some(Err(error))
+        } else {
+            call.state.store(MISSING, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Whether the kernel has the call `number` and lets it through:
+    /// asked with no room for its arguments, it says `EINVAL` before it
+    /// looks at anything else, and does nothing.
+    pub(super) fn present(number: libc::c_long) -> bool {
+        // SAFETY: the call reads none of its pointers when the size of its
+        // arguments is 0.
+        let n = unsafe {
+            libc::syscall(
+                number,
+                -1,
+                c"".as_ptr(),
+                0,
+                c"".as_ptr(),
+                std::ptr::null::<XattrArgs>(),
+                0usize,
+            )
+        };
+        n == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+    }
+
+    /// Whether both calls are there (for the tests).
+    #[cfg(test)]
+    pub(super) fn both_present() -> bool {
+        NUMBERS.is_some_and(|(set, get)| present(set) && present(get))
+    }
+
+    /// `getxattrat` into `buf` (an empty one asks for the size).
     pub(super) fn get(
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        at_flags: libc::c_int,
+        place: Place<'_>,
         xattr: *const libc::c_char,
         buf: &mut [u8],
     ) -> Option<io::Result<usize>> {
-        if MISSING.load(Ordering::Relaxed) {
-            return None;
-        }
         let args = XattrArgs {
             value: if buf.is_empty() {
                 0
@@ -417,56 +561,49 @@ mod at {
             size: u32::try_from(buf.len()).unwrap_or(u32::MAX),
             flags: 0,
         };
-        // SAFETY: `name` and `xattr` are NUL-terminated; `args.value` is
-        // NULL with size 0 or valid for writes of `args.size` bytes.
-        let n = unsafe {
-            libc::syscall(
-                SYS_GETXATTRAT,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                at_flags as libc::c_uint,
-                xattr,
-                &args as *const XattrArgs,
-                std::mem::size_of::<XattrArgs>(),
-            )
+        invoke(&GET, place, xattr, &args)
+    }
+
+    /// `setxattrat` of `value`.
+    pub(super) fn set(
+        place: Place<'_>,
+        xattr: *const libc::c_char,
+        value: &[u8],
+    ) -> Option<io::Result<()>> {
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: u32::try_from(value.len()).ok()?,
+            flags: 0,
         };
-        match usize::try_from(n) {
-            Ok(n) => Some(Ok(n)),
-            Err(_) => {
-                let error = io::Error::last_os_error();
-                if matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
-                    MISSING.store(true, Ordering::Relaxed);
-                    return None;
-                }
-                Some(Err(error))
-            }
-        }
+        invoke(&SET, place, xattr, &args).map(|result| result.map(drop))
     }
 }
 
-/// After an `f*xattr` call on a descriptor failed: `Ok` when the
-/// descriptor is an `O_PATH` one (`EBADF`), which the call must reach
-/// through its `/proc/self/fd` name instead; else the call's error.
-fn fd_call_failed() -> io::Result<()> {
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EBADF) {
-        Ok(())
-    } else {
-        Err(error)
-    }
-}
-
-/// The `*xattrat` form of `target`, when it has one: directory, name and
-/// flags.
-fn at_form(target: Target<'_>) -> Option<(BorrowedFd<'_>, &CStr, libc::c_int)> {
+/// Run `call` with the `*xattrat` form of `target`, when it has one: an
+/// entry not followed, or a descriptor's entry in the thread's
+/// `/proc/thread-self/fd` followed. `None` when there is none (a path, or no `/proc`).
+fn with_place<R>(target: Target<'_>, call: impl FnOnce(at::Place<'_>) -> Option<R>) -> Option<R> {
     match target {
-        Target::Path(..) | Target::Fd(_) => None,
-        Target::Entry(dir, name) => Some((dir, name, libc::AT_SYMLINK_NOFOLLOW)),
+        Target::Path(..) => None,
+        Target::Entry(dir, name) => call(at::Place {
+            dir,
+            name,
+            flags: libc::AT_SYMLINK_NOFOLLOW,
+        }),
+        Target::Fd(fd) => crate::beneath::with_proc_entry(fd, |dir, name| {
+            call(at::Place {
+                dir,
+                name,
+                flags: 0,
+            })
+        })
+        .flatten(),
     }
 }
 
 /// The path form of `target`, for kernels without the `*xattrat` calls:
-/// an entry through its directory's `/proc/self/fd` name, not followed.
+/// an entry through its directory's `/proc/self/fd` name, not followed; a
+/// descriptor's own `/proc/self/fd` name, followed.
 fn path_form(target: Target<'_>) -> io::Result<(CString, Follow)> {
     match target {
         Target::Path(path, follow) => Ok((path.to_owned(), follow)),
@@ -486,26 +623,20 @@ fn path_form(target: Target<'_>) -> io::Result<(CString, Follow)> {
 /// `getxattr` of an ACL attribute of `target` into `buf`; an empty `buf`
 /// asks for the attribute's size.
 fn get_acl_xattr(target: Target<'_>, kind: Kind, buf: &mut [u8]) -> io::Result<usize> {
-    let name = kind.xattr();
-    if let Some((dir, entry, flags)) = at_form(target)
-        && let Some(result) = at::get(dir, entry, flags, name, buf)
-    {
-        return result;
+    match with_place(target, |place| at::get(place, kind.xattr(), buf)) {
+        Some(result) => result,
+        None => get_acl_xattr_by_path(target, kind, buf),
     }
+}
+
+/// [`get_acl_xattr`] through [`path_form`].
+fn get_acl_xattr_by_path(target: Target<'_>, kind: Kind, buf: &mut [u8]) -> io::Result<usize> {
+    let name = kind.xattr();
     let ptr = if buf.is_empty() {
         std::ptr::null_mut()
     } else {
         buf.as_mut_ptr().cast()
     };
-    if let Target::Fd(fd) = target {
-        // SAFETY: `name` is NUL-terminated; `ptr` is NULL with size 0 or
-        // valid for writes of `buf.len()` bytes.
-        let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), name, ptr, buf.len()) };
-        match usize::try_from(n) {
-            Ok(n) => return Ok(n),
-            Err(_) => fd_call_failed()?,
-        }
-    }
     let (path, follow) = path_form(target)?;
     // SAFETY: both strings are NUL-terminated; `ptr` is NULL with size 0 or
     // valid for writes of `buf.len()` bytes.
@@ -546,16 +677,15 @@ fn read_at(target: Target<'_>, kind: Kind) -> io::Result<Option<Acl>> {
 
 fn write_at(target: Target<'_>, kind: Kind, acl: &Acl) -> io::Result<()> {
     let bytes = acl.encode();
-    let name = kind.xattr();
-    if let Target::Fd(fd) = target {
-        // SAFETY: `name` is NUL-terminated; `bytes` is valid for reads.
-        let rc =
-            unsafe { libc::fsetxattr(fd.as_raw_fd(), name, bytes.as_ptr().cast(), bytes.len(), 0) };
-        if rc == 0 {
-            return Ok(());
-        }
-        fd_call_failed()?;
+    match with_place(target, |place| at::set(place, kind.xattr(), &bytes)) {
+        Some(result) => result,
+        None => set_acl_xattr_by_path(target, kind, &bytes),
     }
+}
+
+/// `setxattr` of an ACL attribute of `target` through [`path_form`].
+fn set_acl_xattr_by_path(target: Target<'_>, kind: Kind, bytes: &[u8]) -> io::Result<()> {
+    let name = kind.xattr();
     let (path, follow) = path_form(target)?;
     // SAFETY: both strings are NUL-terminated; `bytes` is valid for reads.
     let rc = unsafe {
@@ -930,9 +1060,26 @@ mod tests {
     }
 
     /// One ACL, read every way a walk reads it: by name beneath an open
-    /// folder (`getxattrat`, or the folder's `/proc/self/fd` name when the
-    /// kernel lacks it), through an `O_PATH` descriptor and through one
-    /// opened for reading; written through either descriptor.
+    /// folder, through an `O_PATH` descriptor and through one opened for
+    /// reading, each by `*xattrat` and by path as kernels without those
+    /// calls go; written through either descriptor, both ways.
+    /// The probe that tells a missing call from a failing one says what
+    /// the calls themselves do.
+    #[test]
+    fn the_xattrat_probe_agrees_with_the_calls() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let folder = crate::beneath::open_root(dir.path()).unwrap();
+        let place = at::Place {
+            dir: folder.as_fd(),
+            name: c"f",
+            flags: libc::AT_SYMLINK_NOFOLLOW,
+        };
+        let answered = at::get(place, Kind::Access.xattr(), &mut [0u8; 512]).is_some();
+        assert_eq!(at::both_present(), answered);
+    }
+
     #[test]
     fn an_acl_reads_the_same_by_name_and_by_either_descriptor() {
         use std::os::fd::AsFd;
@@ -943,13 +1090,24 @@ mod tests {
         let mode = std::fs::metadata(&file).unwrap().mode();
         let folder = crate::beneath::open_root(dir.path()).unwrap();
         let by_path = crate::beneath::open_entry(folder.as_fd(), c"f").unwrap();
-        let opened = crate::beneath::reopen_for_attributes(by_path.as_fd()).unwrap();
+        let opened = std::fs::File::open(&file).unwrap();
+        let by_path_form = |target: Target<'_>| {
+            let mut buf = [0u8; 512];
+            match get_acl_xattr_by_path(target, Kind::Access, &mut buf) {
+                Ok(n) => Acl::decode(&buf[..n]).unwrap(),
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Acl::from_mode(mode),
+                Err(e) => panic!("{e}"),
+            }
+        };
         let read_all = || {
             [
                 read_entry(folder.as_fd(), c"f", mode).unwrap(),
                 read_fd(by_path.as_fd(), mode).unwrap(),
                 read_fd(opened.as_fd(), mode).unwrap(),
                 read(&file, mode).unwrap(),
+                by_path_form(Target::Entry(folder.as_fd(), c"f")),
+                by_path_form(Target::Fd(by_path.as_fd())),
+                by_path_form(Target::Fd(opened.as_fd())),
             ]
         };
         assert!(read_all().iter().all(|acl| *acl == Acl::from_mode(mode)));
@@ -964,6 +1122,17 @@ mod tests {
         write_fd(by_path.as_fd(), &both).unwrap();
         for acl in read_all() {
             assert_eq!(acl.encode(), both.encode());
+        }
+        let mut by_path_written = both.clone();
+        by_path_written.grant(Principal::User(65533), 0, 0, WRITE);
+        set_acl_xattr_by_path(
+            Target::Fd(by_path.as_fd()),
+            Kind::Access,
+            &by_path_written.encode(),
+        )
+        .unwrap();
+        for acl in read_all() {
+            assert_eq!(acl.encode(), by_path_written.encode());
         }
         // By name, a link is not followed: it has no ACL of its own.
         std::os::unix::fs::symlink(&file, dir.path().join("link")).unwrap();

@@ -270,6 +270,42 @@ fn a_hard_link_to_a_file_outside_is_neither_read_nor_changed() {
     assert_eq!(outside_acl_changed(&scene.outside), Vec::<PathBuf>::new());
 }
 
+/// Entries are checked as a folder's listing is read, so one big folder
+/// (or one someone keeps adding to) must not carry a walk past its
+/// deadline: the deadline is looked at within the folder too.
+#[test]
+fn a_walk_stops_at_its_deadline_within_one_big_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    for file in 0..5_000 {
+        std::fs::write(share.join(format!("f{file}")), b"").unwrap();
+    }
+    let fs = LocalFileSystem::new(PrincipalMap::default());
+    for _ in 0..5 {
+        let report = fs
+            .ensure_access(
+                &beneath(&share, ""),
+                "user:nobody",
+                AccessRight::Read,
+                true,
+                false,
+                Some(std::time::Instant::now()),
+            )
+            .unwrap();
+        assert!(
+            report.checked < 1_000,
+            "the folder's walk went on: {}",
+            report.checked
+        );
+        assert!(
+            report.skipped.iter().any(|s| s.reason.contains("deadline")),
+            "{:?}",
+            report.skipped
+        );
+    }
+}
+
 #[test]
 fn a_walk_stops_at_its_deadline_and_does_not_descend_without_bound() {
     let dir = tempfile::tempdir().unwrap();
