@@ -15,7 +15,10 @@
 //!   lives in the folder, readable by the agent alone; an entry whose code
 //!   does not match is deleted and compiled again, never run;
 //! - only components that loaded (linked and described themselves) are
-//!   written: a rejected component leaves nothing behind.
+//!   written: a rejected component leaves nothing behind;
+//! - opening the cache removes entries nothing will look for again (of an
+//!   earlier format, or of an engine since upgraded: their names say
+//!   which) and temporary files of writes that never finished.
 //!
 //! On Unix an entry is not read but mapped: the MAC is computed over a
 //! read-only mapping of the file, and wasmtime maps the same file (reopened
@@ -176,6 +179,14 @@ impl CompileCache {
             Some(dir) => {
                 let folder = Folder::open(dir)?;
                 let key = folder.key()?;
+                let swept = folder.sweep(&entry_ending(&engine_key));
+                if swept > 0 {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        files = swept,
+                        "removed compiled components of another format or engine, and unfinished writes"
+                    );
+                }
                 (Some(Arc::new(folder)), key)
             }
             None => (None, [0; 32]),
@@ -190,7 +201,7 @@ impl CompileCache {
 
     /// The file of the compiled code for the component `hash`.
     fn entry_name(&self, hash: &str) -> String {
-        format!("{hash}-{}-{ENTRY_FORMAT}.cwasm", self.engine_key)
+        format!("{hash}{}", entry_ending(&self.engine_key))
     }
 
     /// The file of the MAC of the entry `entry`.
@@ -288,6 +299,52 @@ impl CompileCache {
                 tracing::warn!(entry, "cannot write compiled component to the cache: {e}");
                 CacheUse::Uncached
             }
+        }
+    }
+}
+
+/// How the name of every entry of this format for the engine `engine_key`
+/// ends.
+fn entry_ending(engine_key: &str) -> String {
+    format!("-{engine_key}-{ENTRY_FORMAT}.cwasm")
+}
+
+/// A temporary file older than this is what a write that never finished
+/// left (a write takes well under a second).
+const UNFINISHED_WRITE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What a name in the cache folder is, for the sweep at start.
+#[derive(Debug, PartialEq)]
+enum Found {
+    /// Code or MAC of an entry this engine and format look for.
+    Current,
+    /// Code or MAC of an entry of another format or engine (a medic since
+    /// upgraded): never looked for again.
+    Stale,
+    /// A file written under [`temporary_name`], to be renamed.
+    Temporary,
+    /// Anything else (the key): left alone.
+    Other,
+}
+
+impl Found {
+    /// What `name` is, where this engine's entries end in `current`.
+    fn of(name: &str, current: &str) -> Self {
+        let code_or_mac = |name: &str| {
+            name.strip_suffix(".mac")
+                .unwrap_or(name)
+                .ends_with(".cwasm")
+        };
+        if let Some((written, _)) = name.rsplit_once(".tmp")
+            && code_or_mac(written)
+        {
+            return Self::Temporary;
+        }
+        let code = name.strip_suffix(".mac").unwrap_or(name);
+        match (code.ends_with(".cwasm"), code.ends_with(current)) {
+            (false, _) => Self::Other,
+            (true, true) => Self::Current,
+            (true, false) => Self::Stale,
         }
     }
 }
@@ -406,6 +463,25 @@ impl Folder {
         }
     }
 
+    /// Remove what earlier runs left: entries of another format or engine
+    /// than the one whose names end in `current` (each is 1-40 MiB, and
+    /// nothing would ever look for it), and temporary files of writes
+    /// that never finished. How many files went.
+    fn sweep(&self, current: &str) -> usize {
+        let mut removed = 0;
+        for name in self.names() {
+            let gone = match Found::of(&name, current) {
+                Found::Stale => true,
+                Found::Temporary => self.age(&name).is_some_and(|age| age > UNFINISHED_WRITE),
+                Found::Current | Found::Other => false,
+            };
+            if gone && self.remove(&name) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// The cache's key: read, or made (32 random bytes, mode 600) on first
     /// use; the first process to make one wins.
     fn key(&self) -> Result<[u8; 32], CacheError> {
@@ -514,8 +590,33 @@ impl Folder {
         )?)
     }
 
-    fn remove(&self, name: &str) {
-        let _ = rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty());
+    /// Remove the file `name`; whether it did.
+    fn remove(&self, name: &str) -> bool {
+        rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()).is_ok()
+    }
+
+    /// The names in the folder (those that are not UTF-8 are none of
+    /// the cache's).
+    fn names(&self) -> Vec<String> {
+        let Ok(listing) = rustix::fs::Dir::read_from(&self.fd) else {
+            return Vec::new();
+        };
+        listing
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    /// How long ago the file `name` was last written.
+    fn age(&self, name: &str) -> Option<std::time::Duration> {
+        let stat =
+            rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let written = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(stat.st_mtime).ok()?,
+                u32::try_from(stat.st_mtime_nsec).ok()?,
+            );
+        written.elapsed().ok()
     }
 
     /// Replace `name` with `bytes` atomically.
@@ -560,8 +661,26 @@ impl Folder {
         std::fs::hard_link(self.dir.join(from), self.dir.join(to))
     }
 
-    fn remove(&self, name: &str) {
-        let _ = std::fs::remove_file(self.dir.join(name));
+    fn remove(&self, name: &str) -> bool {
+        std::fs::remove_file(self.dir.join(name)).is_ok()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        listing
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect()
+    }
+
+    fn age(&self, name: &str) -> Option<std::time::Duration> {
+        let written = std::fs::symlink_metadata(self.dir.join(name))
+            .ok()?
+            .modified()
+            .ok()?;
+        written.elapsed().ok()
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -743,6 +862,86 @@ mod tests {
         std::fs::remove_file(cache_dir.join(KEY_FILE)).unwrap();
         let rekeyed = CompileCache::new(&engine, Some(cache_dir)).unwrap();
         assert!(rekeyed.lookup(&engine, &hash).is_none());
+    }
+
+    #[test]
+    fn names_in_the_folder_are_told_apart() {
+        let current = entry_ending("0123456789abcdef");
+        let ours = format!("{}{current}", "a".repeat(64));
+        for (name, found) in [
+            (ours.clone(), Found::Current),
+            (format!("{ours}.mac"), Found::Current),
+            (
+                format!("{}-0123456789abcdef-b3.cwasm", "a".repeat(64)),
+                Found::Stale,
+            ),
+            (
+                format!("{}-0123456789abcdef.cwasm", "a".repeat(64)),
+                Found::Stale,
+            ),
+            (
+                format!("{}-fedcba9876543210-{ENTRY_FORMAT}.cwasm", "a".repeat(64)),
+                Found::Stale,
+            ),
+            (
+                format!(
+                    "{}-fedcba9876543210-{ENTRY_FORMAT}.cwasm.mac",
+                    "a".repeat(64)
+                ),
+                Found::Stale,
+            ),
+            (format!("{ours}.tmp41.0"), Found::Temporary),
+            (format!("{ours}.mac.tmp41.7"), Found::Temporary),
+            (KEY_FILE.to_owned(), Found::Other),
+            ("notes.txt.tmp1.2".to_owned(), Found::Other),
+        ] {
+            assert_eq!(Found::of(&name, &current), found, "{name}");
+        }
+    }
+
+    /// At start, entries nothing will look for again (another format, an
+    /// engine since upgraded) and writes that never finished are removed;
+    /// this engine's entries, a write in progress and other files stay.
+    #[test]
+    fn opening_the_cache_sweeps_what_earlier_versions_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let engine = engine();
+        let cache = CompileCache::new(&engine, Some(cache_dir.clone())).unwrap();
+        let bytes = empty_component();
+        let hash = content_hash(&bytes);
+        cache.store(&hash, &cache.compile(&engine, &bytes).unwrap());
+        let entry = cache.entry(&hash).unwrap();
+        let write = |name: &str| {
+            let path = cache_dir.join(name);
+            std::fs::write(&path, b"old").unwrap();
+            path
+        };
+        let stale = [
+            write(&format!("{hash}-{}-b3.cwasm", cache.engine_key)),
+            write(&format!("{hash}-fedcba9876543210-{ENTRY_FORMAT}.cwasm")),
+            write(&format!("{hash}-fedcba9876543210-{ENTRY_FORMAT}.cwasm.mac")),
+        ];
+        let entry_name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+        let unfinished = write(&format!("{entry_name}.tmp1.0"));
+        let hour_and_more = std::time::SystemTime::now() - UNFINISHED_WRITE * 2;
+        std::fs::File::options()
+            .write(true)
+            .open(&unfinished)
+            .unwrap()
+            .set_modified(hour_and_more)
+            .unwrap();
+        let in_progress = write(&format!("{entry_name}.mac.tmp2.0"));
+        let other = write("notes.txt");
+
+        let reopened = CompileCache::new(&engine, Some(cache_dir.clone())).unwrap();
+        for path in stale.iter().chain([&unfinished]) {
+            assert!(!path.exists(), "{} left", path.display());
+        }
+        for path in [&in_progress, &other, &entry, &cache_dir.join(KEY_FILE)] {
+            assert!(path.exists(), "{} removed", path.display());
+        }
+        assert!(reopened.lookup(&engine, &hash).is_some());
     }
 
     /// A mapped entry is run from while its plugin is loaded, so one that
