@@ -16,9 +16,11 @@
 //!   does not match is deleted and compiled again, never run;
 //! - only components that loaded (linked and described themselves) are
 //!   written: a rejected component leaves nothing behind;
-//! - opening the cache removes entries nothing will look for again (of an
-//!   earlier format, or of an engine since upgraded: their names say
-//!   which) and temporary files of writes that never finished.
+//! - opening the cache removes, of the files of its own making (their names
+//!   say which), entries nothing will look for again: of this engine in an
+//!   earlier format, or of another engine (another medic version) written
+//!   more than a week ago; and temporary files more than an hour old, of
+//!   writes that never finished.
 //!
 //! On Unix an entry is not read but mapped: the MAC is computed over a
 //! read-only mapping of the file, and wasmtime maps the same file (reopened
@@ -179,7 +181,7 @@ impl CompileCache {
             Some(dir) => {
                 let folder = Folder::open(dir)?;
                 let key = folder.key()?;
-                let swept = folder.sweep(&entry_ending(&engine_key));
+                let swept = folder.sweep(&engine_key);
                 if swept > 0 {
                     tracing::info!(
                         dir = %dir.display(),
@@ -313,39 +315,80 @@ fn entry_ending(engine_key: &str) -> String {
 /// left (a write takes well under a second).
 const UNFINISHED_WRITE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// What a name in the cache folder is, for the sweep at start.
+/// Entries of another engine are kept this long after they were written,
+/// in case a medic of that version still uses the folder.
+const OTHER_ENGINE_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// What a name in the cache folder is, for the sweep at start. Only names
+/// of the cache's own making count: `{64 hex}-{16 hex}[-FORMAT].cwasm`,
+/// that with `.mac`, and either (or the key) with a temporary ending.
 #[derive(Debug, PartialEq)]
 enum Found {
     /// Code or MAC of an entry this engine and format look for.
     Current,
-    /// Code or MAC of an entry of another format or engine (a medic since
-    /// upgraded): never looked for again.
-    Stale,
-    /// A file written under [`temporary_name`], to be renamed.
+    /// Code or MAC of an entry of this engine in an earlier format: never
+    /// looked for again.
+    EarlierFormat,
+    /// Code or MAC of an entry of another engine (another medic version).
+    OtherEngine,
+    /// A file written under [`temporary_name`] (or the earlier
+    /// `{64 hex}-{16 hex}.tmp{pid}`), to be renamed.
     Temporary,
-    /// Anything else (the key): left alone.
+    /// Anything else: left alone.
     Other,
 }
 
 impl Found {
-    /// What `name` is, where this engine's entries end in `current`.
-    fn of(name: &str, current: &str) -> Self {
-        let code_or_mac = |name: &str| {
-            name.strip_suffix(".mac")
-                .unwrap_or(name)
-                .ends_with(".cwasm")
-        };
-        if let Some((written, _)) = name.rsplit_once(".tmp")
-            && code_or_mac(written)
+    /// What `name` is, for the engine `engine_key`.
+    fn of(name: &str, engine_key: &str) -> Self {
+        if let Some((written, suffix)) = name.rsplit_once(".tmp")
+            && is_temporary_suffix(suffix)
+            && (written == KEY_FILE
+                || entry_parts(written).is_some()
+                || stem_parts(written).is_some_and(|(_, format)| format.is_none()))
         {
             return Self::Temporary;
         }
-        let code = name.strip_suffix(".mac").unwrap_or(name);
-        match (code.ends_with(".cwasm"), code.ends_with(current)) {
-            (false, _) => Self::Other,
-            (true, true) => Self::Current,
-            (true, false) => Self::Stale,
+        match entry_parts(name) {
+            None => Self::Other,
+            Some((engine, _)) if engine != engine_key => Self::OtherEngine,
+            Some((_, Some(ENTRY_FORMAT))) => Self::Current,
+            Some(_) => Self::EarlierFormat,
         }
+    }
+}
+
+/// The engine key and format of the entry code or MAC file `name`.
+fn entry_parts(name: &str) -> Option<(&str, Option<&str>)> {
+    let code = name.strip_suffix(".mac").unwrap_or(name);
+    stem_parts(code.strip_suffix(".cwasm")?)
+}
+
+/// `{64 hex}-{16 hex}[-FORMAT]`: the engine key and format.
+fn stem_parts(stem: &str) -> Option<(&str, Option<&str>)> {
+    let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let (hash, rest) = stem.split_at_checked(64)?;
+    let rest = rest.strip_prefix('-')?;
+    let (engine, format) = match rest.split_once('-') {
+        Some((engine, format)) => (engine, Some(format)),
+        None => (rest, None),
+    };
+    let format_ok = format.is_none_or(|format| {
+        !format.is_empty()
+            && format
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    (hex(hash) && engine.len() == 16 && hex(engine) && format_ok).then_some((engine, format))
+}
+
+/// What follows `.tmp` in a temporary name: `{pid}.{n}`, or `{pid}` alone
+/// as earlier versions wrote it.
+fn is_temporary_suffix(suffix: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match suffix.split_once('.') {
+        Some((pid, write)) => digits(pid) && digits(write),
+        None => digits(suffix),
     }
 }
 
@@ -463,16 +506,20 @@ impl Folder {
         }
     }
 
-    /// Remove what earlier runs left: entries of another format or engine
-    /// than the one whose names end in `current` (each is 1-40 MiB, and
-    /// nothing would ever look for it), and temporary files of writes
-    /// that never finished. How many files went.
-    fn sweep(&self, current: &str) -> usize {
+    /// Remove what earlier runs left (each entry is 1-40 MiB): entries of
+    /// the engine `engine_key` in an earlier format, which nothing will
+    /// look for again; entries of another engine written more than
+    /// [`OTHER_ENGINE_KEPT`] ago; temporary files older than
+    /// [`UNFINISHED_WRITE`], of writes that never finished. How many
+    /// files went.
+    fn sweep(&self, engine_key: &str) -> usize {
         let mut removed = 0;
         for name in self.names() {
-            let gone = match Found::of(&name, current) {
-                Found::Stale => true,
-                Found::Temporary => self.age(&name).is_some_and(|age| age > UNFINISHED_WRITE),
+            let older_than = |limit| self.age(&name).is_some_and(|age| age > limit);
+            let gone = match Found::of(&name, engine_key) {
+                Found::EarlierFormat => true,
+                Found::OtherEngine => older_than(OTHER_ENGINE_KEPT),
+                Found::Temporary => older_than(UNFINISHED_WRITE),
                 Found::Current | Found::Other => false,
             };
             if gone && self.remove(&name) {
@@ -866,42 +913,48 @@ mod tests {
 
     #[test]
     fn names_in_the_folder_are_told_apart() {
-        let current = entry_ending("0123456789abcdef");
-        let ours = format!("{}{current}", "a".repeat(64));
+        let engine = "0123456789abcdef";
+        let hash = "a".repeat(64);
+        let ours = format!("{hash}{}", entry_ending(engine));
         for (name, found) in [
             (ours.clone(), Found::Current),
             (format!("{ours}.mac"), Found::Current),
+            (format!("{hash}-{engine}-b3.cwasm"), Found::EarlierFormat),
+            (format!("{hash}-{engine}.cwasm"), Found::EarlierFormat),
             (
-                format!("{}-0123456789abcdef-b3.cwasm", "a".repeat(64)),
-                Found::Stale,
+                format!("{hash}-fedcba9876543210-{ENTRY_FORMAT}.cwasm"),
+                Found::OtherEngine,
             ),
             (
-                format!("{}-0123456789abcdef.cwasm", "a".repeat(64)),
-                Found::Stale,
-            ),
-            (
-                format!("{}-fedcba9876543210-{ENTRY_FORMAT}.cwasm", "a".repeat(64)),
-                Found::Stale,
-            ),
-            (
-                format!(
-                    "{}-fedcba9876543210-{ENTRY_FORMAT}.cwasm.mac",
-                    "a".repeat(64)
-                ),
-                Found::Stale,
+                format!("{hash}-fedcba9876543210.cwasm.mac"),
+                Found::OtherEngine,
             ),
             (format!("{ours}.tmp41.0"), Found::Temporary),
             (format!("{ours}.mac.tmp41.7"), Found::Temporary),
+            (format!("{hash}-{engine}.tmp41"), Found::Temporary),
+            (format!("{KEY_FILE}.tmp41.2"), Found::Temporary),
             (KEY_FILE.to_owned(), Found::Other),
             ("notes.txt.tmp1.2".to_owned(), Found::Other),
+            (format!("{ours}.tmpl"), Found::Other),
+            ("module.cwasm".to_owned(), Found::Other),
+            (
+                format!("{}-{engine}-b3m.cwasm", "A".repeat(64)),
+                Found::Other,
+            ),
+            (format!("{hash}-{engine}-B3M.cwasm"), Found::Other),
+            (format!("{hash}-{engine}-.cwasm"), Found::Other),
         ] {
-            assert_eq!(Found::of(&name, &current), found, "{name}");
+            assert_eq!(Found::of(&name, engine), found, "{name}");
         }
     }
 
-    /// At start, entries nothing will look for again (another format, an
-    /// engine since upgraded) and writes that never finished are removed;
-    /// this engine's entries, a write in progress and other files stay.
+    /// At start, files of the cache's making that nothing will look for
+    /// again go: entries of this engine in an earlier format, another
+    /// engine's written over a week ago, temporary files over an hour old.
+    /// This engine's entries, another engine's recent ones, a write in
+    /// progress, and whatever is not the cache's (even named like an
+    /// entry: a folder, a link to a file elsewhere) stay.
+    #[cfg(unix)]
     #[test]
     fn opening_the_cache_sweeps_what_earlier_versions_left() {
         let dir = tempfile::tempdir().unwrap();
@@ -912,35 +965,62 @@ mod tests {
         let hash = content_hash(&bytes);
         cache.store(&hash, &cache.compile(&engine, &bytes).unwrap());
         let entry = cache.entry(&hash).unwrap();
-        let write = |name: &str| {
+        let entry_name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+        let key = cache.engine_key.clone();
+        let other = "fedcba9876543210";
+        let write = |name: &str, age: std::time::Duration| {
             let path = cache_dir.join(name);
             std::fs::write(&path, b"old").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - age)
+                .unwrap();
             path
         };
-        let stale = [
-            write(&format!("{hash}-{}-b3.cwasm", cache.engine_key)),
-            write(&format!("{hash}-fedcba9876543210-{ENTRY_FORMAT}.cwasm")),
-            write(&format!("{hash}-fedcba9876543210-{ENTRY_FORMAT}.cwasm.mac")),
+        let (now, hours, weeks) = (
+            std::time::Duration::ZERO,
+            UNFINISHED_WRITE * 2,
+            OTHER_ENGINE_KEPT * 2,
+        );
+        let gone = [
+            write(&format!("{hash}-{key}-b3.cwasm"), now),
+            write(&format!("{hash}-{key}.cwasm.mac"), now),
+            write(&format!("{hash}-{other}-{ENTRY_FORMAT}.cwasm"), weeks),
+            write(&format!("{hash}-{other}-{ENTRY_FORMAT}.cwasm.mac"), weeks),
+            write(&format!("{entry_name}.tmp1.0"), hours),
+            write(&format!("{hash}-{key}.tmp7"), hours),
         ];
-        let entry_name = entry.file_name().unwrap().to_str().unwrap().to_owned();
-        let unfinished = write(&format!("{entry_name}.tmp1.0"));
-        let hour_and_more = std::time::SystemTime::now() - UNFINISHED_WRITE * 2;
-        std::fs::File::options()
-            .write(true)
-            .open(&unfinished)
-            .unwrap()
-            .set_modified(hour_and_more)
-            .unwrap();
-        let in_progress = write(&format!("{entry_name}.mac.tmp2.0"));
-        let other = write("notes.txt");
+        let outside = dir.path().join("elsewhere.cwasm");
+        std::fs::write(&outside, b"not the cache's").unwrap();
+        let link = cache_dir.join(format!("{hash}-{key}-b2.cwasm"));
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let folder = cache_dir.join(format!("{hash}-{key}-b1.cwasm"));
+        std::fs::create_dir(&folder).unwrap();
+        let kept = [
+            write(
+                &format!("{}-{other}-{ENTRY_FORMAT}.cwasm", "b".repeat(64)),
+                hours,
+            ),
+            write(&format!("{entry_name}.mac.tmp2.0"), now),
+            write("notes.cwasm", weeks),
+            entry.clone(),
+            cache_dir.join(KEY_FILE),
+            folder,
+            outside.clone(),
+        ];
 
-        let reopened = CompileCache::new(&engine, Some(cache_dir.clone())).unwrap();
-        for path in stale.iter().chain([&unfinished]) {
-            assert!(!path.exists(), "{} left", path.display());
+        let swept = Folder::open(&cache_dir).unwrap().sweep(&key);
+        // The link is one of the cache's names: it goes, not its target.
+        assert_eq!(swept, gone.len() + 1);
+        for path in gone.iter().chain([&link]) {
+            assert!(path.symlink_metadata().is_err(), "{} left", path.display());
         }
-        for path in [&in_progress, &other, &entry, &cache_dir.join(KEY_FILE)] {
+        for path in &kept {
             assert!(path.exists(), "{} removed", path.display());
         }
+        let reopened = CompileCache::new(&engine, Some(cache_dir)).unwrap();
         assert!(reopened.lookup(&engine, &hash).is_some());
     }
 
