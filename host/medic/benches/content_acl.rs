@@ -24,7 +24,10 @@
 //! its path, a copy of its ACL to sort, and room to grow it.
 //!
 //! Each figure is the median of five timed passes after one warm-up pass
-//! (the page and inode caches warm). Needs the components from
+//! (the page and inode caches warm); each pass times the plugin and the
+//! tool one after the other, and the lowest and highest of the passes' own
+//! ratios are reported too, to show the machine's noise. Needs the
+//! components from
 //! `cargo xtask plugins` and the `acl` tools. Run with
 //! `cargo bench -p medic --bench content_acl`.
 
@@ -51,6 +54,19 @@ fn tool(args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("{}: {e} (install the `acl` package)", args[0]));
     assert!(status.success(), "{args:?} failed");
+}
+
+/// The lowest and highest of the passes' own ratios (each pass times the
+/// plugin and the tool one after the other): how far the machine's noise
+/// moves the ratio of the medians.
+fn pass_ratios(plugin: &[Duration], tool: &[Duration]) -> (f64, f64) {
+    let ratios = plugin
+        .iter()
+        .zip(tool)
+        .map(|(p, t)| p.as_secs_f64() / t.as_secs_f64());
+    ratios.fold((f64::INFINITY, 0.0), |(low, high), r| {
+        (low.min(r), high.max(r))
+    })
 }
 
 fn timed(mut f: impl FnMut()) -> Duration {
@@ -144,6 +160,8 @@ fn main() {
     let access = lab.content_access().unwrap();
     assert_eq!(access.lacking, 0, "setfacl left the tree repaired");
 
+    let (healthy_low, healthy_high) = pass_ratios(&plugin_healthy, &setfacl_healthy);
+    let (repair_low, repair_high) = pass_ratios(&plugin_repair, &setfacl_repair);
     let (ph, sh, gh, pr, sr) = (
         median(plugin_healthy),
         median(setfacl_healthy),
@@ -152,11 +170,11 @@ fn main() {
         median(setfacl_repair),
     );
     println!(
-        "content-acl, {paths} paths: healthy scan {ph:.0} ms vs setfacl -R -m {sh:.0} ms ({:.2}x) and getfacl -R {gh:.0} ms; repair of the broken tree {pr:.0} ms vs setfacl -R -m {sr:.0} ms ({:.2}x)",
+        "content-acl, {paths} paths: healthy scan {ph:.0} ms vs setfacl -R -m {sh:.0} ms ({:.2}x; passes {healthy_low:.2}-{healthy_high:.2}x) and getfacl -R {gh:.0} ms; repair of the broken tree {pr:.0} ms vs setfacl -R -m {sr:.0} ms ({:.2}x; passes {repair_low:.2}-{repair_high:.2}x)",
         ph / sh,
         pr / sr
     );
     println!(
-        "BENCH content_acl paths={paths} healthy_ms={ph:.1} setfacl_healthy_ms={sh:.1} getfacl_ms={gh:.1} repair_ms={pr:.1} setfacl_repair_ms={sr:.1}"
+        "BENCH content_acl paths={paths} passes={PASSES} healthy_ms={ph:.1} setfacl_healthy_ms={sh:.1} getfacl_ms={gh:.1} repair_ms={pr:.1} setfacl_repair_ms={sr:.1} healthy_ratio_low={healthy_low:.3} healthy_ratio_high={healthy_high:.3} repair_ratio_low={repair_low:.3} repair_ratio_high={repair_high:.3}"
     );
 }
