@@ -407,10 +407,10 @@ mod at {
     use std::os::fd::{AsRawFd, BorrowedFd};
     use std::sync::atomic::{AtomicU8, Ordering};
 
-    /// The calls' numbers in the generic syscall table, which every
-    /// architecture named here shares for calls added since 5.1 (MIPS and
-    /// Alpha offset theirs: there the calls go by path).
-    #[cfg(any(
+    /// Whether the calls have the generic syscall table's numbers here,
+    /// which every architecture named shares for calls added since 5.1
+    /// (MIPS and Alpha offset theirs: there the calls go by path).
+    const NUMBERED: bool = cfg!(any(
         target_arch = "x86_64",
         target_arch = "x86",
         target_arch = "aarch64",
@@ -419,19 +419,7 @@ mod at {
         target_arch = "powerpc64",
         target_arch = "s390x",
         target_arch = "loongarch64"
-    ))]
-    const NUMBERS: Option<(libc::c_long, libc::c_long)> = Some((463, 464));
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )))]
-    const NUMBERS: Option<(libc::c_long, libc::c_long)> = None;
+    ));
 
     const UNKNOWN: u8 = 0;
     const PRESENT: u8 = 1;
@@ -440,22 +428,16 @@ mod at {
     /// One of the calls, and what is known of it: unknown until it first
     /// fails as a missing call would, then probed once.
     struct Call {
-        number: Option<libc::c_long>,
+        number: libc::c_long,
         state: AtomicU8,
     }
 
     static SET: Call = Call {
-        number: match NUMBERS {
-            Some((set, _)) => Some(set),
-            None => None,
-        },
+        number: 463,
         state: AtomicU8::new(UNKNOWN),
     };
     static GET: Call = Call {
-        number: match NUMBERS {
-            Some((_, get)) => Some(get),
-            None => None,
-        },
+        number: 464,
         state: AtomicU8::new(UNKNOWN),
     };
 
@@ -482,10 +464,10 @@ mod at {
         xattr: *const libc::c_char,
         args: &XattrArgs,
     ) -> Option<io::Result<usize>> {
-        let number = call.number?;
-        if call.state.load(Ordering::Relaxed) == MISSING {
+        if !NUMBERED || call.state.load(Ordering::Relaxed) == MISSING {
             return None;
         }
+        let number = call.number;
         // SAFETY: `place.name` and `xattr` are NUL-terminated; the callers
         // make `args.value` NULL with size 0 or valid for `args.size`
         // bytes (for writes with `getxattrat`).
@@ -543,7 +525,7 @@ mod at {
     /// Whether both calls are there (for the tests).
     #[cfg(test)]
     pub(super) fn both_present() -> bool {
-        NUMBERS.is_some_and(|(set, get)| present(set) && present(get))
+        NUMBERED && present(SET.number) && present(GET.number)
     }
 
     /// `getxattrat` into `buf` (an empty one asks for the size).
