@@ -315,8 +315,14 @@ mod imp {
         /// ACL too. One change is reported per path; a default entry
         /// added shows as `; default:user:NAME:rwx` in `after`. Whether
         /// the path needed a change.
-        fn visit(&self, fd: BorrowedFd<'_>, stat: &Stat, spot: Spot<'_>) -> OpResult<bool> {
-            self.tally.checked.fetch_add(1, Ordering::Relaxed);
+        fn visit(
+            &self,
+            fd: BorrowedFd<'_>,
+            stat: &Stat,
+            spot: Spot<'_>,
+            counts: &mut Counts<'_>,
+        ) -> OpResult<bool> {
+            counts.checked += 1;
             let needed = posix_acl::required_perm(self.is_read, is_dir(stat), stat.st_mode);
             let mut acl =
                 posix_acl::read_fd(fd, stat.st_mode).map_err(|e| io_error(&spot.path(), &e))?;
@@ -344,10 +350,12 @@ mod imp {
                         .map_err(|e| io_error(&spot.path(), &e))?;
                 }
             }
-            // Past the listed ones, a change is counted, not described.
-            let listed = self.tally.listed.fetch_add(1, Ordering::Relaxed) < MAX_LISTED_CHANGES;
+            // Past the listed ones, a change is counted, not described
+            // (and the shared count of listed ones only read).
+            let listed = self.tally.listed.load(Ordering::Relaxed) < MAX_LISTED_CHANGES
+                && self.tally.listed.fetch_add(1, Ordering::Relaxed) < MAX_LISTED_CHANGES;
             if !listed {
-                self.tally.unlisted.fetch_add(1, Ordering::Relaxed);
+                counts.unlisted += 1;
                 return Ok(true);
             }
             let display = |p: Principal| self.names.display(p);
@@ -419,13 +427,16 @@ mod imp {
 
         /// Visit every entry of the open folder `dir` except links; returns
         /// its subfolders, to be opened and visited in turn.
-        fn scan(&self, dir: &Arc<OwnedFd>, path: &Path) -> OpResult<Vec<Folder>> {
+        fn scan(
+            &self,
+            dir: &Arc<OwnedFd>,
+            path: &Path,
+            counts: &mut Counts<'_>,
+        ) -> OpResult<Vec<Folder>> {
             let mut folders = Vec::new();
             // After an entry that needed a change, the next is opened
             // straight away: in a broken folder most do.
             let mut changing = false;
-            // Healthy files are counted here, and added to the tally once.
-            let mut healthy = 0;
             let mut failed = None;
             let mut seen = 0u32;
             let listed = beneath::for_each_entry(dir.as_fd(), |name, listed| {
@@ -436,9 +447,10 @@ mod imp {
                 if seen.is_multiple_of(DEADLINE_CHECK_EVERY) && self.out_of_time() {
                     return ControlFlow::Break(());
                 }
-                match self.scan_entry(dir, path, name, listed, &mut changing, &mut folders) {
+                let entry = Entry { name, listed };
+                match self.scan_entry(dir, path, entry, &mut changing, &mut folders, counts) {
                     Ok(counted) => {
-                        healthy += u64::from(counted);
+                        counts.checked += u64::from(counted);
                         ControlFlow::Continue(())
                     }
                     Err(e) => {
@@ -447,7 +459,6 @@ mod imp {
                     }
                 }
             });
-            self.tally.checked.fetch_add(healthy, Ordering::Relaxed);
             match (failed, listed) {
                 (Some(e), _) => Err(e),
                 (None, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -458,8 +469,7 @@ mod imp {
             }
         }
 
-        /// Check the entry `name` of the folder `dir` (at `path`), which
-        /// its listing says is `listed`: a folder is noted in `folders`,
+        /// Check the entry `entry` of the folder `dir` (at `path`): a folder is noted in `folders`,
         /// anything else but a link checked (and repaired). `changing`
         /// says whether the entry before needed a change, and is updated.
         /// Whether the entry was found healthy here, to be counted.
@@ -467,11 +477,12 @@ mod imp {
             &self,
             dir: &Arc<OwnedFd>,
             path: &Path,
-            name: &CStr,
-            listed: FileType,
+            entry: Entry<'_>,
             changing: &mut bool,
             folders: &mut Vec<Folder>,
+            counts: &mut Counts<'_>,
         ) -> OpResult<bool> {
+            let Entry { name, listed } = entry;
             // What the listing says spares most entries a `stat`: links
             // are left alone, folders are checked when entered, and a
             // file whose own ACL gives the principal what it needs,
@@ -498,7 +509,7 @@ mod imp {
                 // In a folder that needs changes, opened at once (the open
                 // checks what it is).
                 FileType::RegularFile if *changing => {
-                    *changing = self.check_entry(dir.as_fd(), path, name)?;
+                    *changing = self.check_entry(dir.as_fd(), path, name, counts)?;
                     return Ok(false);
                 }
                 _ => {}
@@ -523,7 +534,7 @@ mod imp {
                             return Ok(true);
                         }
                     }
-                    *changing = self.check_entry(dir.as_fd(), path, name)?;
+                    *changing = self.check_entry(dir.as_fd(), path, name, counts)?;
                 }
             }
             Ok(false)
@@ -568,7 +579,13 @@ mod imp {
         /// now, which may no longer be what the listing or a `stat` by name
         /// found (a folder put there meanwhile is visited, not entered).
         /// Whether the visit found a change.
-        fn check_entry(&self, dir: BorrowedFd<'_>, folder: &Path, name: &CStr) -> OpResult<bool> {
+        fn check_entry(
+            &self,
+            dir: BorrowedFd<'_>,
+            folder: &Path,
+            name: &CStr,
+            counts: &mut Counts<'_>,
+        ) -> OpResult<bool> {
             let spot = Spot::Entry(folder, name);
             let fd = match beneath::open_entry(dir, name) {
                 Ok(fd) => fd,
@@ -578,7 +595,7 @@ mod imp {
             let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&spot.path(), &e))?;
             match beneath::file_type(&stat) {
                 FileType::Symlink => Ok(false),
-                _ => self.visit_file(fd.as_fd(), &stat, spot),
+                _ => self.visit_file(fd.as_fd(), &stat, spot, counts),
             }
         }
 
@@ -586,18 +603,24 @@ mod imp {
         /// never changed; it counts as checked when it already gives the
         /// access (as the listing's check counts it), and is skipped and
         /// reported otherwise.
-        fn visit_file(&self, fd: BorrowedFd<'_>, stat: &Stat, spot: Spot<'_>) -> OpResult<bool> {
+        fn visit_file(
+            &self,
+            fd: BorrowedFd<'_>,
+            stat: &Stat,
+            spot: Spot<'_>,
+            counts: &mut Counts<'_>,
+        ) -> OpResult<bool> {
             match extra_links(stat) {
                 Some(links) => {
                     if self.gives_access(posix_acl::read_fd(fd, stat.st_mode), stat) {
-                        self.tally.checked.fetch_add(1, Ordering::Relaxed);
+                        counts.checked += 1;
                     } else {
                         let path = spot.path();
                         self.skip(&path, hard_linked(&path, links).message);
                     }
                     Ok(false)
                 }
-                None => self.visit(fd, stat, spot),
+                None => self.visit(fd, stat, spot, counts),
             }
         }
 
@@ -614,12 +637,14 @@ mod imp {
             let stat = beneath::stat(fd.as_fd()).map_err(|e| io_error(&folder.path, &e))?;
             match beneath::file_type(&stat) {
                 FileType::Directory => {
-                    self.visit(fd.as_fd(), &stat, Spot::Path(&folder.path))?;
-                    self.scan(&Arc::new(fd), &folder.path)
+                    let counts = &mut Counts::new(&self.tally);
+                    self.visit(fd.as_fd(), &stat, Spot::Path(&folder.path), counts)?;
+                    self.scan(&Arc::new(fd), &folder.path, counts)
                 }
                 FileType::Symlink => Ok(Vec::new()),
                 _ => {
-                    self.visit_file(fd.as_fd(), &stat, Spot::Path(&folder.path))?;
+                    let counts = &mut Counts::new(&self.tally);
+                    self.visit_file(fd.as_fd(), &stat, Spot::Path(&folder.path), counts)?;
                     Ok(Vec::new())
                 }
             }
@@ -632,6 +657,44 @@ mod imp {
         acl: posix_acl::Acl,
         before: posix_acl::Entry,
         after: posix_acl::Entry,
+    }
+
+    /// An entry of a folder being scanned: its name, and the kind of file
+    /// its listing says it is (a hint from a moment ago).
+    #[derive(Clone, Copy)]
+    struct Entry<'a> {
+        name: &'a CStr,
+        listed: FileType,
+    }
+
+    /// What one folder's scan (or one visit) counted, added to the tally
+    /// when dropped: the walk's threads adding to shared counters for
+    /// every file would pass the counters' cache line back and forth.
+    struct Counts<'a> {
+        tally: &'a Tally,
+        checked: u64,
+        unlisted: u64,
+    }
+
+    impl<'a> Counts<'a> {
+        fn new(tally: &'a Tally) -> Self {
+            Self {
+                tally,
+                checked: 0,
+                unlisted: 0,
+            }
+        }
+    }
+
+    impl Drop for Counts<'_> {
+        fn drop(&mut self) {
+            self.tally
+                .checked
+                .fetch_add(self.checked, Ordering::Relaxed);
+            self.tally
+                .unlisted
+                .fetch_add(self.unlisted, Ordering::Relaxed);
+        }
     }
 
     /// A folder to open, by its name in an open parent.
@@ -687,9 +750,10 @@ mod imp {
                 "a symbolic link; medic does not follow links under a granted root".into(),
             ),
             FileType::Directory => {
-                repair.visit(fd.as_fd(), &stat, Spot::Path(&full))?;
+                let counts = &mut Counts::new(&repair.tally);
+                repair.visit(fd.as_fd(), &stat, Spot::Path(&full), counts)?;
                 if recursive {
-                    let first = repair.scan(&Arc::new(fd), &full)?;
+                    let first = repair.scan(&Arc::new(fd), &full, counts)?;
                     walk(&repair, first)?;
                 }
             }
@@ -697,7 +761,8 @@ mod imp {
                 if let Some(links) = extra_links(&stat) {
                     return Err(hard_linked(&full, links));
                 }
-                repair.visit(fd.as_fd(), &stat, Spot::Path(&full))?;
+                let counts = &mut Counts::new(&repair.tally);
+                repair.visit(fd.as_fd(), &stat, Spot::Path(&full), counts)?;
             }
         }
         if repair.out_of_time() && recursive {

@@ -50,25 +50,19 @@ impl Acl {
     /// The three-entry ACL that the permission bits of `mode` stand for.
     pub fn from_mode(mode: u32) -> Self {
         let bits = |shift: u32| ((mode >> shift) & 7) as u16;
-        Self {
-            entries: vec![
-                Entry {
-                    tag: TAG_USER_OBJ,
-                    perm: bits(6),
-                    id: UNDEFINED_ID,
-                },
-                Entry {
-                    tag: TAG_GROUP_OBJ,
-                    perm: bits(3),
-                    id: UNDEFINED_ID,
-                },
-                Entry {
-                    tag: TAG_OTHER,
-                    perm: bits(0),
-                    id: UNDEFINED_ID,
-                },
-            ],
-        }
+        let base = |tag, shift| Entry {
+            tag,
+            perm: bits(shift),
+            id: UNDEFINED_ID,
+        };
+        // Room for the named entry and the mask a grant may add.
+        let mut entries = Vec::with_capacity(3 + 2);
+        entries.extend([
+            base(TAG_USER_OBJ, 6),
+            base(TAG_GROUP_OBJ, 3),
+            base(TAG_OTHER, 0),
+        ]);
+        Self { entries }
     }
 
     /// Decode the extended attribute's bytes.
