@@ -488,9 +488,9 @@ mod imp {
             // file whose own ACL gives the principal what it needs,
             // whoever owns it, is healthy (even with other hard links:
             // nothing is changed, so nothing outside can be).
-            // A file's own ACL as read by name, kept for the check by mode
-            // below when it has none.
-            let mut own_acl = None;
+            // Whether a file has an ACL of its own, as read by name, kept
+            // for the check by mode below when it has none.
+            let mut has_own_acl = None;
             match listed {
                 FileType::Symlink => return Ok(false),
                 FileType::Directory => {
@@ -498,13 +498,16 @@ mod imp {
                     return Ok(false);
                 }
                 FileType::RegularFile if !*changing => {
-                    let own = posix_acl::read_entry_own(dir.as_fd(), name);
-                    if let Ok(Some(acl)) = &own
-                        && acl.grants_whoever_owns(self.principal, self.is_read)
-                    {
+                    let own = posix_acl::entry_grants_whoever_owns(
+                        dir.as_fd(),
+                        name,
+                        self.principal,
+                        self.is_read,
+                    );
+                    if let Ok(Some(true)) = own {
                         return Ok(true);
                     }
-                    own_acl = Some(own);
+                    has_own_acl = Some(own.map(|grants| grants.is_some()));
                 }
                 // In a folder that needs changes, opened at once (the open
                 // checks what it is).
@@ -524,10 +527,10 @@ mod imp {
                 FileType::Directory => self.found_folder(dir, name, path, folders),
                 _ => {
                     if !*changing && extra_links(&stat).is_none() {
-                        let acl = match own_acl {
+                        let acl = match has_own_acl {
                             // Read a moment ago, with no ACL of its own:
                             // the mode read now decides.
-                            Some(Ok(None)) => Ok(posix_acl::Acl::from_mode(stat.st_mode)),
+                            Some(Ok(false)) => Ok(posix_acl::Acl::from_mode(stat.st_mode)),
                             _ => posix_acl::read_entry(dir.as_fd(), name, stat.st_mode),
                         };
                         if self.gives_access(acl, &stat) {

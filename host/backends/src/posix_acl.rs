@@ -33,7 +33,7 @@ pub const WRITE: u16 = 2;
 pub const EXECUTE: u16 = 1;
 
 /// One ACL entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Entry {
     pub tag: u16,
     pub perm: u16,
@@ -67,20 +67,10 @@ impl Acl {
 
     /// Decode the extended attribute's bytes.
     pub fn decode(bytes: &[u8]) -> io::Result<Self> {
-        let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed POSIX ACL");
-        let (header, body) = bytes.split_at_checked(4).ok_or_else(invalid)?;
-        if u32::from_le_bytes(header.try_into().map_err(|_| invalid())?) != ACL_VERSION
-            || body.len() % 8 != 0
-        {
-            return Err(invalid());
-        }
+        let parsed = parse(bytes)?;
         // Room for the named entry and the mask a grant may add.
-        let mut entries = Vec::with_capacity(body.len() / 8 + 2);
-        entries.extend(body.chunks_exact(8).map(|c| Entry {
-            tag: u16::from_le_bytes([c[0], c[1]]),
-            perm: u16::from_le_bytes([c[2], c[3]]),
-            id: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-        }));
+        let mut entries = Vec::with_capacity(parsed.len() + 2);
+        entries.extend(parsed);
         Ok(Self { entries })
     }
 
@@ -108,17 +98,12 @@ impl Acl {
         out
     }
 
-    /// The entry of `tag`, and for a named one (`TAG_USER`, `TAG_GROUP`)
-    /// of exactly `id`: the undefined id is no wildcard.
     fn find(&self, tag: u16, id: u32) -> Option<&Entry> {
-        let named = matches!(tag, TAG_USER | TAG_GROUP);
-        self.entries
-            .iter()
-            .find(|e| e.tag == tag && (!named || e.id == id))
+        find(&self.entries, tag, id)
     }
 
     fn mask(&self) -> u16 {
-        self.find(TAG_MASK, UNDEFINED_ID).map_or(7, |e| e.perm)
+        mask(&self.entries)
     }
 
     /// The entry that decides `principal`'s access, its tag and id, and the
@@ -160,21 +145,7 @@ impl Acl {
     /// bits are the owner's entry. `false` says nothing: the caller reads
     /// the status and asks [`Acl::effective`].
     pub fn grants_whoever_owns(&self, principal: Principal, right_is_read: bool) -> bool {
-        let Some(owner) = self.find(TAG_USER_OBJ, UNDEFINED_ID) else {
-            return false;
-        };
-        let owner_mode = if owner.perm & EXECUTE != 0 { 0o100 } else { 0 };
-        let needed = required_perm(right_is_read, false, owner_mode);
-        let gives = |perm: u16| perm & needed == needed;
-        let (object, named) = match principal {
-            Principal::User(uid) => (Some(owner.perm), self.find(TAG_USER, uid)),
-            Principal::Group(gid) => (
-                self.find(TAG_GROUP_OBJ, UNDEFINED_ID)
-                    .map(|e| e.perm & self.mask()),
-                self.find(TAG_GROUP, gid),
-            ),
-        };
-        object.is_some_and(gives) && named.is_some_and(|e| gives(e.perm & self.mask()))
+        grants_whoever_owns(&self.entries, principal, right_is_read)
     }
 
     /// Give `principal` at least `perm`, adding a named entry where needed
@@ -309,6 +280,53 @@ impl Acl {
             _ => None,
         })
     }
+}
+
+/// The entries of the extended attribute's bytes, checked.
+fn parse(bytes: &[u8]) -> io::Result<impl ExactSizeIterator<Item = Entry> + '_> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed POSIX ACL");
+    let (header, body) = bytes.split_at_checked(4).ok_or_else(invalid)?;
+    if u32::from_le_bytes(header.try_into().map_err(|_| invalid())?) != ACL_VERSION
+        || body.len() % 8 != 0
+    {
+        return Err(invalid());
+    }
+    Ok(body.chunks_exact(8).map(|c| Entry {
+        tag: u16::from_le_bytes([c[0], c[1]]),
+        perm: u16::from_le_bytes([c[2], c[3]]),
+        id: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+    }))
+}
+
+/// The entry of `tag`, and for a named one (`TAG_USER`, `TAG_GROUP`) of
+/// exactly `id`: the undefined id is no wildcard.
+fn find(entries: &[Entry], tag: u16, id: u32) -> Option<&Entry> {
+    let named = matches!(tag, TAG_USER | TAG_GROUP);
+    entries
+        .iter()
+        .find(|e| e.tag == tag && (!named || e.id == id))
+}
+
+fn mask(entries: &[Entry]) -> u16 {
+    find(entries, TAG_MASK, UNDEFINED_ID).map_or(7, |e| e.perm)
+}
+
+/// [`Acl::grants_whoever_owns`], on entries however held.
+fn grants_whoever_owns(entries: &[Entry], principal: Principal, right_is_read: bool) -> bool {
+    let Some(owner) = find(entries, TAG_USER_OBJ, UNDEFINED_ID) else {
+        return false;
+    };
+    let owner_mode = if owner.perm & EXECUTE != 0 { 0o100 } else { 0 };
+    let needed = required_perm(right_is_read, false, owner_mode);
+    let gives = |perm: u16| perm & needed == needed;
+    let (object, named) = match principal {
+        Principal::User(uid) => (Some(owner.perm), find(entries, TAG_USER, uid)),
+        Principal::Group(gid) => (
+            find(entries, TAG_GROUP_OBJ, UNDEFINED_ID).map(|e| e.perm & mask(entries)),
+            find(entries, TAG_GROUP, gid),
+        ),
+    };
+    object.is_some_and(gives) && named.is_some_and(|e| gives(e.perm & mask(entries)))
 }
 
 /// `rwx`-style text of permission bits.
@@ -628,7 +646,7 @@ fn get_acl_xattr_by_path(target: Target<'_>, kind: Kind, buf: &mut [u8]) -> io::
 /// The ACL of `kind`; `None` when the path has none of its own (or its
 /// file system keeps none).
 fn read_at(target: Target<'_>, kind: Kind) -> io::Result<Option<Acl>> {
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; READ_BUFFER];
     let result = match get_acl_xattr(target, kind, &mut buf) {
         Ok(n) => Acl::decode(&buf[..n]),
         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
@@ -639,16 +657,21 @@ fn read_at(target: Target<'_>, kind: Kind) -> io::Result<Option<Acl>> {
     };
     match result {
         Ok(acl) => Ok(Some(acl)),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(e) if no_acl(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Bytes read at first for an ACL: 63 entries, more than most have.
+const READ_BUFFER: usize = 512;
+
+/// Whether an error reading an ACL says the path has none of its own (or
+/// its file system keeps none).
+fn no_acl(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 fn write_at(target: Target<'_>, kind: Kind, acl: &Acl) -> io::Result<()> {
@@ -708,13 +731,42 @@ pub fn read_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<Acl> {
 /// moment before: a walk reads this way only to find what needs a change,
 /// and makes the change through a descriptor ([`read_fd`], [`write_fd`]).
 pub fn read_entry(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<Acl> {
-    Ok(read_entry_own(dir, name)?.unwrap_or_else(|| Acl::from_mode(mode)))
+    let acl = read_at(Target::Entry(dir, name), Kind::Access)?;
+    Ok(acl.unwrap_or_else(|| Acl::from_mode(mode)))
 }
 
-/// The entry's own ACL, as [`read_entry`] reads it; `None` when it has
-/// none (its mode alone decides).
-pub fn read_entry_own(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Acl>> {
-    read_at(Target::Entry(dir, name), Kind::Access)
+/// Whether the entry's own ACL, read as [`read_entry`] reads it,
+/// gives `principal` what `right_is_read` asks whoever owns it
+/// ([`Acl::grants_whoever_owns`]); `None` when it has no ACL of its own.
+/// Decoded on the stack: a walk asks this of every file.
+pub fn entry_grants_whoever_owns(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    principal: Principal,
+    right_is_read: bool,
+) -> io::Result<Option<bool>> {
+    let mut buf = [0u8; READ_BUFFER];
+    let target = Target::Entry(dir, name);
+    match get_acl_xattr(target, Kind::Access, &mut buf) {
+        Ok(n) => {
+            let mut entries = [Entry::default(); (READ_BUFFER - 4) / 8];
+            let mut count = 0;
+            for (slot, entry) in entries.iter_mut().zip(parse(&buf[..n])?) {
+                *slot = entry;
+                count += 1;
+            }
+            Ok(Some(grants_whoever_owns(
+                &entries[..count],
+                principal,
+                right_is_read,
+            )))
+        }
+        // Too large for the buffer: read as any other.
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => Ok(read_at(target, Kind::Access)?
+            .map(|acl| acl.grants_whoever_owns(principal, right_is_read))),
+        Err(e) if no_acl(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Write the ACL of the inode an open descriptor names.
@@ -928,6 +980,55 @@ mod tests {
             back.effective(Principal::User(10_079), meta.uid(), meta.gid())
                 .1,
             READ
+        );
+    }
+
+    /// The check made on the stack for every file of a walk says what the
+    /// decoded ACL says: no ACL, small ones giving and not giving the
+    /// access, and one too large for the first read.
+    #[test]
+    fn the_check_on_the_stack_agrees_with_the_decoded_acl() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = crate::beneath::open_root(dir.path()).unwrap();
+        let name = c"f";
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let (principal, other) = (Principal::User(10_001), Principal::Group(10_002));
+        let check =
+            |principal| entry_grants_whoever_owns(folder.as_fd(), name, principal, false).unwrap();
+        assert_eq!(check(principal), None, "no ACL of its own");
+        let mut acl = read(&path, meta.mode()).unwrap();
+        acl.grant(principal, meta.uid(), meta.gid(), READ | WRITE);
+        acl.grant(
+            Principal::User(meta.uid()),
+            meta.uid(),
+            meta.gid(),
+            READ | WRITE,
+        );
+        let mut sizes = Vec::new();
+        for extra in [0, 80] {
+            for uid in 20_000..20_000 + extra {
+                acl.grant(Principal::User(uid), meta.uid(), meta.gid(), READ);
+            }
+            write(&path, &acl).unwrap();
+            let decoded = read_entry(folder.as_fd(), name, meta.mode()).unwrap();
+            for who in [principal, other] {
+                assert_eq!(
+                    check(who),
+                    Some(decoded.grants_whoever_owns(who, false)),
+                    "{who:?}, {extra} more entries"
+                );
+            }
+            assert_eq!(check(principal), Some(true));
+            assert_eq!(check(other), Some(false));
+            sizes.push(acl.encode().len());
+        }
+        assert!(
+            sizes[0] <= READ_BUFFER && sizes[1] > READ_BUFFER,
+            "{sizes:?}"
         );
     }
 
