@@ -157,6 +157,14 @@ pub(crate) fn give_back_freed_memory() {
     }
 }
 
+/// An engine that compiles what `engine` runs: the same configuration,
+/// without its pool of instances (compiling instantiates nothing).
+fn compiling_engine(engine: &Engine) -> wasmtime::Result<Engine> {
+    let mut config = engine.config().clone();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+    Engine::new(&config)
+}
+
 /// A component compiled now, not yet written to the cache.
 pub struct Compiled {
     pub component: Component,
@@ -272,12 +280,21 @@ impl CompileCache {
         }
     }
 
-    /// Compile `bytes`; nothing is written until [`CompileCache::store`].
+    /// Compile `bytes` for `engine`; nothing is written until
+    /// [`CompileCache::store`].
+    ///
+    /// The compile is made by an engine of its own, of `engine`'s
+    /// configuration, dropped with it: an engine keeps Cranelift's working
+    /// memory of every thread that ever compiled for it, each sized for
+    /// the largest function it compiled (an interpreter's loop, in a
+    /// Python or JavaScript plugin), for as long as it lives; the agent's
+    /// engine lives as long as the agent.
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
-        let code = engine
-            .precompile_component(bytes)
+        let code = compiling_engine(engine)
+            .and_then(|compiler| compiler.precompile_component(bytes))
             .inspect_err(|_| give_back_freed_memory())?;
-        // SAFETY: `code` was produced just now by this engine.
+        // SAFETY: `code` was produced just now by an engine of the same
+        // configuration (wasmtime checks that they agree).
         let component = unsafe { Component::deserialize(engine, &code)? };
         Ok(Compiled { component, code })
     }

@@ -12,7 +12,7 @@
 //! up together. One background compile runs at a time ([`Optimizer`]);
 //! one whose plugins were dropped before its turn is not made.
 
-use crate::cache::CompileCache;
+use crate::cache::{CacheUse, CompileCache};
 use crate::contract::Bindings;
 use crate::host::RunState;
 use crate::shared::SharedCode;
@@ -226,8 +226,17 @@ impl Optimizer {
                 Some(component) => self.shared.share(hash, component),
                 None => match self.cache.compile(&self.engine, bytes) {
                     Ok(compiled) => {
-                        self.cache.store(hash, &compiled);
-                        self.shared.share(hash, compiled.component.clone())
+                        // Once stored, served from the cache's file, mapped
+                        // (pages the system may drop and read again),
+                        // rather than from the compile's copy of the code
+                        // in the agent's own memory.
+                        let component = match self.cache.store(hash, &compiled) {
+                            CacheUse::Compiled => self.cache.lookup(&self.engine, hash),
+                            _ => None,
+                        };
+                        let component = component.unwrap_or_else(|| compiled.component.clone());
+                        drop(compiled);
+                        self.shared.share(hash, component)
                     }
                     Err(e) => {
                         tracing::warn!(
