@@ -429,10 +429,16 @@ fn large_plugin_rows(md: &mut String, get: &dyn Fn(&str, &str) -> f64) {
         );
         let _ = writeln!(
             md,
-            "| agent memory after hot reloads of the {title} | {:.0} MiB RSS after the reload that compiled ({:.0} MiB left to the allocator by a compile), {:.0} MiB after swapping versions from the cache; compiled versions mapped: {:.0} | — | — | — |",
+            "| agent memory after hot reloads of the {title} | {:.0} MiB RSS after the reload that compiled ({:.0} MiB left to the allocator by a compile), {:.0} MiB after swapping versions from the cache{}; compiled versions mapped: {:.0} | — | — | — |",
             v("rss_compiled_mib"),
             v("trimmed_mib"),
             v("rss_after_mib"),
+            // Outputs of earlier versions of the benchmark do not split it.
+            match (v("rss_after_anon_mib"), v("rss_after_file_mib")) {
+                (anon, file) if anon.is_nan() || file.is_nan() => String::new(),
+                (anon, file) =>
+                    format!(" ({anon:.0} MiB anonymous, {file:.0} MiB of files mapped)"),
+            },
             v("code_maps")
         );
         let _ = writeln!(

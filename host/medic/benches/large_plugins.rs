@@ -535,6 +535,10 @@ struct Served {
     rss_compiled_kib: u64,
     /// After the reloads from the cache.
     rss_after_kib: u64,
+    /// Of that, anonymous memory (the heap, instances' memories).
+    rss_after_anon_kib: u64,
+    /// Of that, files mapped (the cache entry serving, the binary).
+    rss_after_file_kib: u64,
     /// Compiled components mapped in the agent after them.
     code_maps: usize,
 }
@@ -607,6 +611,8 @@ fn serve(dir: &Path, name: &str, first: &[u8], rebuilt: &[u8]) -> Served {
         cached,
         rss_compiled_kib,
         rss_after_kib: agent.rss_kib(),
+        rss_after_anon_kib: agent.memory_kib("RssAnon"),
+        rss_after_file_kib: agent.memory_kib("RssFile"),
         code_maps: agent.code_maps(),
     }
 }
@@ -739,7 +745,7 @@ fn main() {
         );
         let s = serve(&dir, lang.name, &first, &rebuilt);
         println!(
-            "{}: agent start to ready {:.0} ms, {:.1} MiB RSS; reload with the same component {:.0} ms, with the rebuilt one {:.2} s (compiled; then {:.1} MiB RSS), back and forth {:.0} ms (cache; then {:.1} MiB RSS, {} compiled components mapped)",
+            "{}: agent start to ready {:.0} ms, {:.1} MiB RSS; reload with the same component {:.0} ms, with the rebuilt one {:.2} s (compiled; then {:.1} MiB RSS), back and forth {:.0} ms (cache; then {:.1} MiB RSS: {:.1} anonymous, {:.1} files; {} compiled components mapped)",
             lang.name,
             ms(s.start),
             s.rss_kib as f64 / 1024.0,
@@ -748,11 +754,13 @@ fn main() {
             s.rss_compiled_kib as f64 / 1024.0,
             ms(s.cached),
             s.rss_after_kib as f64 / 1024.0,
+            s.rss_after_anon_kib as f64 / 1024.0,
+            s.rss_after_file_kib as f64 / 1024.0,
             s.code_maps
         );
         let variants = compare(lang.name, &first);
         println!(
-            "BENCH large_plugins_{} size_mib={:.2} build_s={:.1} rebuild_s={:.1} cold_ms={:.0} cold_cpu_ms={:.0} quick_ms={:.0} quick_run_ms={:.3} optimized_ms={:.0} trimmed_mib={:.1} cache_mib={:.2} warm_ms={:.2} read_hash_ms={:.2} lookup_ms={:.2} entry_mac_ms={:.2} shared_ms={:.2} run_ms={:.3} start_ms={:.1} rss_mib={:.1} base_rss_mib={:.1} reload_same_ms={:.1} reload_compiled_ms={:.0} rss_compiled_mib={:.1} reload_cached_ms={:.1} rss_after_mib={:.1} code_maps={}{variants}",
+            "BENCH large_plugins_{} size_mib={:.2} build_s={:.1} rebuild_s={:.1} cold_ms={:.0} cold_cpu_ms={:.0} quick_ms={:.0} quick_run_ms={:.3} optimized_ms={:.0} trimmed_mib={:.1} cache_mib={:.2} warm_ms={:.2} read_hash_ms={:.2} lookup_ms={:.2} entry_mac_ms={:.2} shared_ms={:.2} run_ms={:.3} start_ms={:.1} rss_mib={:.1} base_rss_mib={:.1} reload_same_ms={:.1} reload_compiled_ms={:.0} rss_compiled_mib={:.1} reload_cached_ms={:.1} rss_after_mib={:.1} rss_after_anon_mib={:.1} rss_after_file_mib={:.1} code_maps={}{variants}",
             lang.lang,
             mib(l.size),
             b.build.as_secs_f64(),
@@ -778,6 +786,8 @@ fn main() {
             s.rss_compiled_kib as f64 / 1024.0,
             ms(s.cached),
             s.rss_after_kib as f64 / 1024.0,
+            s.rss_after_anon_kib as f64 / 1024.0,
+            s.rss_after_file_kib as f64 / 1024.0,
             s.code_maps
         );
     }

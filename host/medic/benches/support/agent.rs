@@ -62,7 +62,12 @@ impl Agent {
 
     /// The agent's resident memory, KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
-        memory_kib(&self.child.id().to_string(), "VmRSS")
+        self.memory_kib("VmRSS")
+    }
+
+    /// A figure of the agent's `/proc/PID/status` ([`memory_kib`]).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        memory_kib(&self.child.id().to_string(), field)
     }
 
     /// How many compiled components of at least 1 MiB the agent has
