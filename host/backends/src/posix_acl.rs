@@ -1000,16 +1000,13 @@ mod tests {
         let check =
             |principal| entry_grants_whoever_owns(folder.as_fd(), name, principal, false).unwrap();
         assert_eq!(check(principal), None, "no ACL of its own");
-        let mut acl = read(&path, meta.mode()).unwrap();
-        acl.grant(principal, meta.uid(), meta.gid(), READ | WRITE);
-        acl.grant(
-            Principal::User(meta.uid()),
-            meta.uid(),
-            meta.gid(),
-            READ | WRITE,
-        );
+        let mut base = read(&path, meta.mode()).unwrap();
+        base.grant(principal, meta.uid(), meta.gid(), READ | WRITE);
         let mut sizes = Vec::new();
-        for extra in [0, 80] {
+        // 5 entries; 63 and 64 (the most the first read holds, and one
+        // more); 85.
+        for extra in [0, 58, 59, 80] {
+            let mut acl = base.clone();
             for uid in 20_000..20_000 + extra {
                 acl.grant(Principal::User(uid), meta.uid(), meta.gid(), READ);
             }
@@ -1026,10 +1023,8 @@ mod tests {
             assert_eq!(check(other), Some(false));
             sizes.push(acl.encode().len());
         }
-        assert!(
-            sizes[0] <= READ_BUFFER && sizes[1] > READ_BUFFER,
-            "{sizes:?}"
-        );
+        assert_eq!(sizes[1], READ_BUFFER - 4, "63 entries: {sizes:?}");
+        assert!(sizes[2] > READ_BUFFER, "64 entries: {sizes:?}");
     }
 
     #[test]
