@@ -27,8 +27,9 @@
 //!   name starts like the file's and whose bytes before the offset are the
 //!   ones read); its unread lines are read first.
 //! - Rotation by rename: at the end of the open file, when the path names
-//!   another file, the new one is read from its start. The old file was
-//!   read to its end first, through the descriptor kept open.
+//!   another file, the old one is read to its end once more (through the
+//!   descriptor kept open: what the writer added between the read that
+//!   found its end and the rename), then the new one from its start.
 //! - After a restart: when the path no longer names the saved file, the
 //!   folder is searched (a bounded scan, [`MAX_SIBLINGS`] entries) for a
 //!   file with the saved device and inode, read from the saved offset to
@@ -771,6 +772,13 @@ impl Tail {
         let meta = file.metadata()?;
         match std::fs::metadata(&self.path) {
             Ok(now) if !self.beside && file_id(&now) == file_id(&meta) => Ok(false),
+            // Renamed away since the read that found its end: the writer
+            // may have added lines in between. Read to its end once more,
+            // as a file beside the path; the path comes next.
+            Ok(_) if !self.beside => {
+                self.beside = true;
+                Ok(true)
+            }
             Ok(_) => {
                 let (file, meta) = open_regular(&self.path)?;
                 self.file = Some(file);
@@ -1190,6 +1198,30 @@ mod tests {
         assert!(tail.read_all().is_empty());
         append(&long, "yyy\nnext\n");
         assert_eq!(tail.read_all(), vec!["next"]);
+    }
+
+    /// The writer adds lines after the read that found the end of the
+    /// file, then renames it: those lines are read before the new file.
+    #[test]
+    fn lines_written_between_the_end_of_a_read_and_the_rename_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, "").unwrap();
+        let mut tail = tail(&log, None);
+        assert!(tail.read_all().is_empty());
+        append(&log, "a\n");
+        let mut got = Vec::new();
+        let step = tail
+            .read_lines(&mut |line| got.push(line.text.into_owned()))
+            .unwrap();
+        assert!(matches!(step, Step::End));
+        // Between that read and the look at the path.
+        append(&log, "b\n");
+        std::fs::rename(&log, dir.path().join("x.log.1")).unwrap();
+        append(&log, "c\n");
+        assert!(tail.follow_rotation().unwrap());
+        got.extend(tail.read_all());
+        assert_eq!(got, ["a", "b", "c"]);
     }
 
     #[test]
