@@ -469,10 +469,11 @@ mod imp {
             }
         }
 
-        /// Check the entry `entry` of the folder `dir` (at `path`): a folder is noted in `folders`,
-        /// anything else but a link checked (and repaired). `changing`
-        /// says whether the entry before needed a change, and is updated.
-        /// Whether the entry was found healthy here, to be counted.
+        /// Check the entry `entry` of the folder `dir` (at `path`): a
+        /// folder is noted in `folders`, anything else but a link checked
+        /// (and repaired). `changing` says whether the entry before needed
+        /// a change, and is updated. Whether the entry was found healthy
+        /// here, to be counted.
         fn scan_entry(
             &self,
             dir: &Arc<OwnedFd>,
